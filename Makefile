@@ -1,0 +1,97 @@
+# chkpt: the two commands are `make demo` and `make test`; both set up
+# everything they need on a fresh machine (Debian packages, one virtualenv
+# per supported CPython found through pyenv, the extension built in place).
+#
+#   make PYTHON=/path/to/python   build the extension in place for that python
+#   make test                     every test, on every supported python present
+#   make demo                     a real numpy/pandas script under chkpt
+
+SHELL := /bin/bash
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $(HOME)/.pyenv)
+# Every supported interpreter present (3.11, 3.12, 3.13), newest patch of each.
+SUPPORTED := 3.11 3.12 3.13
+FOUND_PYTHONS := $(foreach m,$(SUPPORTED),$(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/$(m).*/bin/python$(m)))))
+ifeq ($(strip $(FOUND_PYTHONS)),)
+FOUND_PYTHONS := $(shell command -v python3)
+endif
+VENV_DIR ?= .venv
+PIP_PACKAGES := setuptools wheel numpy pandas pytest pytest-xdist pytest-timeout hypothesis
+# CI builds with warnings as errors.
+export CHKPT_WERROR ?= 1
+
+venv_of = $(VENV_DIR)/$(shell $(1) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+
+.PHONY: all build deps venvs test test-python test-c test-asan test-fuzz demo bench clean
+
+all: build
+
+ifdef PYTHON
+build: deps
+	$(PYTHON) setup.py -q build_ext --inplace
+else
+build: venvs
+	@for py in $(FOUND_PYTHONS); do \
+	  v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	  $(VENV_DIR)/$$v/bin/python setup.py -q build_ext --inplace || exit 1; \
+	done
+endif
+
+# C libraries from Debian (root here; say what to install elsewhere).
+deps:
+	@if [ ! -f /usr/include/xxhash.h ] || [ ! -f /usr/include/zstd.h ] || ! command -v clang >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      libxxhash-dev libzstd-dev clang libclang-rt-14-dev valgrind >/dev/null; \
+	  else \
+	    echo "chkpt: install libxxhash-dev and libzstd-dev (and clang, valgrind for the tests)"; exit 1; \
+	  fi; \
+	fi
+
+venvs: deps
+	@for py in $(FOUND_PYTHONS); do \
+	  v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	  if [ ! -f $(VENV_DIR)/$$v/.ready ]; then \
+	    echo "setting up $(VENV_DIR)/$$v"; \
+	    $$py -m venv $(VENV_DIR)/$$v && \
+	    $(VENV_DIR)/$$v/bin/pip install -q --disable-pip-version-check $(PIP_PACKAGES) && \
+	    touch $(VENV_DIR)/$$v/.ready || exit 1; \
+	  fi; \
+	done
+
+test: build test-c test-python test-asan test-fuzz
+
+test-python: build
+	@status=0; for py in $(FOUND_PYTHONS); do \
+	  v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	  echo "=== pytest on python $$v ==="; \
+	  $(VENV_DIR)/$$v/bin/python -m pytest -q -n 2 -p no:cacheprovider tests || status=1; \
+	done; exit $$status
+
+test-c: deps
+	$(MAKE) -C tests/c run
+
+test-asan: build
+	./tests/asan.sh $(VENV_DIR)
+
+test-fuzz: deps
+	$(MAKE) -C tests/fuzz run
+
+demo: build
+	@py=$(VENV_DIR)/$$($(lastword $(FOUND_PYTHONS)) -c 'import sys; print("%d.%d" % sys.version_info[:2])')/bin/python; \
+	rm -rf demo-checkpoints; \
+	echo "\$$ python -m chkpt -o demo-checkpoints examples/pipeline.py"; \
+	$$py -m chkpt -o demo-checkpoints examples/pipeline.py && \
+	echo && echo "\$$ python -m chkpt ls demo-checkpoints" && \
+	$$py -m chkpt ls demo-checkpoints && \
+	last=$$(ls demo-checkpoints/snapshots/*.ckpt | tail -1) && \
+	echo && echo "\$$ python -m chkpt show $$last" && \
+	$$py -m chkpt show $$last
+
+bench: build
+	@py=$(VENV_DIR)/$$($(lastword $(FOUND_PYTHONS)) -c 'import sys; print("%d.%d" % sys.version_info[:2])')/bin/python; \
+	for b in bench/bench_*.py; do $$py $$b || exit 1; done
+
+clean:
+	rm -rf build chkpt/*.so demo-checkpoints
+	$(MAKE) -C tests/c clean
+	$(MAKE) -C tests/fuzz clean

@@ -1,0 +1,180 @@
+/* chkpt.h: what the parts of the engine share.
+ *
+ * Parts, one file each:
+ *   module.c   module init (multi-phase, module state), Checkpoint and
+ *              SnapshotInfo types, the Python API entry points
+ *   cli.c      option parsing and verb dispatch for `python -m chkpt`
+ *   runner.c   runs the script or module exactly as `python` would
+ *   hooks.c    decides when an automatic snapshot is due (sys.monitoring
+ *              on 3.12+, the C trace function on 3.11)
+ *   capture.c  selects salient variables of a frame and pickles them
+ *              (protocol 5, out-of-band buffers) into the store
+ *   load.c     reads snapshots back: listing, loading, resolving the
+ *              script's own classes
+ *   verbs.c    ls, show, explore, export, verify, gc
+ *   store.c    the on-disk store (pure C, see store.h)
+ */
+#ifndef CHKPT_H
+#define CHKPT_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include "store.h"
+
+#if PY_VERSION_HEX < 0x030C0000
+#include <structmember.h>
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#define Py_READONLY READONLY
+#endif
+
+#define CHKPT_DEFAULT_MIN_OBJ_SIZE (1LL << 20)
+#define CHKPT_DEFAULT_FREQUENCY_MS 60000LL   /* see README: cheap enough to leave on */
+#define CHKPT_DEFAULT_OUTPUT_DIR "checkpoints"
+
+/* Per-module state (PEP 489/573). No mutable C globals anywhere else. */
+typedef struct {
+    PyTypeObject *Checkpoint_Type;
+    PyTypeObject *SnapshotInfo_Type;
+    PyTypeObject *Unloadable_Type;
+    PyObject *SnapshotError;        /* chkpt.SnapshotError (exception class) */
+    PyObject *singleton;            /* the running Checkpoint, or NULL */
+    PyObject *pickle_module;        /* cached `pickle` */
+    PyObject *json_module;          /* cached `json` */
+} chkpt_state;
+
+/* Parsed command line (cli.c). */
+typedef enum {
+    CHKPT_VERB_RUN = 0, CHKPT_VERB_LS, CHKPT_VERB_SHOW, CHKPT_VERB_EXPLORE,
+    CHKPT_VERB_EXPORT, CHKPT_VERB_VERIFY, CHKPT_VERB_GC, CHKPT_VERB_HELP
+} chkpt_verb;
+
+typedef struct {
+    chkpt_verb verb;
+    long long frequency_ms;       /* -f: 0 every line, -1 manual only, N ms */
+    long long min_obj_size;       /* -z: bytes; 0 every object; -1 tracked only */
+    int verbosity;                /* -v count */
+    int compress_level;           /* --compress (0 = off) */
+    PyObject *output_dir;         /* str (owned) */
+    PyObject *target;             /* str: script path, module name, or verb arg */
+    int is_module;                /* -m */
+    PyObject *args;               /* list of str: the script's arguments, or
+                                     the verb's remaining arguments (owned) */
+    long keep;                    /* gc --keep N, -1 if not given */
+} chkpt_cli;
+
+void chkpt_cli_clear(chkpt_cli *cli);
+
+/* The Checkpoint object: one per run (the global singleton). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *module;             /* strong ref to the chkpt._chkpt module */
+    long long frequency_ms;
+    long long min_obj_size;
+    int verbosity;
+    int compress_level;
+    PyObject *output_dir;         /* str, absolute */
+    PyObject *tracked;            /* dict: id(obj) -> obj (identity set) */
+    PyObject *libraries;          /* list of str: tracked library prefixes */
+    PyObject *warned;             /* set of variable names already warned about */
+    PyObject *script_path;        /* str: absolute path of the main script, or None */
+    PyObject *script_dir;         /* str: its directory (siblings count as the script's) */
+    PyObject *main_module;        /* the __main__ module the script runs in */
+    chkpt_store *store;           /* opened lazily at the first snapshot */
+    int store_failed;             /* warned once that the store is unusable */
+    unsigned long long seq;       /* snapshots taken by this run */
+    double last_snapshot;         /* monotonic seconds of the last snapshot */
+    int in_snapshot;              /* re-entrancy guard */
+    void *hooks;                  /* hooks.c private state */
+} CheckpointObject;
+
+/* Saving and restoring a pending exception, on every supported version
+ * (PyErr_Fetch is deprecated from 3.12 on). */
+typedef struct {
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc;
+#else
+    PyObject *type, *value, *tb;
+#endif
+} chkpt_saved_error;
+
+static inline void
+chkpt_error_save(chkpt_saved_error *e)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    e->exc = PyErr_GetRaisedException();
+#else
+    PyErr_Fetch(&e->type, &e->value, &e->tb);
+#endif
+}
+
+static inline void
+chkpt_error_restore(chkpt_saved_error *e)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(e->exc);
+#else
+    PyErr_Restore(e->type, e->value, e->tb);
+#endif
+}
+
+static inline chkpt_state *
+chkpt_get_state(PyObject *module)
+{
+    return (chkpt_state *)PyModule_GetState(module);
+}
+
+/* module.c */
+chkpt_state *chkpt_state_from_type(PyTypeObject *tp);
+PyObject *chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli);
+/* Builds a SnapshotInfo from a manifest path and its decoded meta dict. */
+PyObject *chkpt_snapinfo_new(PyObject *module, PyObject *path, PyObject *meta);
+/* Writes one line "chkpt: <message>" to sys.stderr (falling back to C
+ * stderr); never raises, preserves any pending exception. */
+void chkpt_warn(const char *fmt, ...);
+/* Same, but the message is the current exception; clears it. */
+void chkpt_warn_exc(const char *what);
+double chkpt_monotonic(void);
+/* Is this code object the script's own (main script or a sibling module)? */
+int chkpt_is_script_code(CheckpointObject *ck, PyCodeObject *code);
+
+/* cli.c: entry point of `python -m chkpt`; returns the exit status as an
+ * int object, or NULL with an exception (SystemExit/KeyboardInterrupt
+ * raised by the script propagate so python handles them natively). */
+PyObject *chkpt_main(PyObject *module, PyObject *argv);
+
+/* runner.c */
+PyObject *chkpt_run(PyObject *module, chkpt_cli *cli);
+
+/* hooks.c */
+int chkpt_hooks_install(CheckpointObject *ck);
+void chkpt_hooks_uninstall(CheckpointObject *ck);
+/* Called when frequency changes while running. */
+int chkpt_hooks_reconfigure(CheckpointObject *ck);
+
+/* capture.c: snapshot of frame (NULL: the innermost frame running the
+ * script's code, else the caller's frame). kind is "auto", "manual", ...
+ * Returns a SnapshotInfo, None when nothing was written, or NULL with an
+ * exception only for misuse of the API. chkpt's own failures are warned
+ * about and give None. */
+PyObject *chkpt_capture(CheckpointObject *ck, PyFrameObject *frame,
+                        const char *kind, PyObject *name);
+
+/* load.c */
+PyObject *chkpt_load(PyObject *module, PyObject *snapshot, PyObject *names,
+                     int strict);
+PyObject *chkpt_snapshots(PyObject *module, PyObject *dir);
+/* Resolves a SnapshotInfo, a path to a manifest, or a path to a store dir
+ * (meaning its newest snapshot) to a manifest path (new ref) or NULL with
+ * SnapshotError set. */
+PyObject *chkpt_resolve_snapshot(PyObject *module, PyObject *snapshot);
+
+/* verbs.c: each returns the exit status, or -1 with an exception. */
+int chkpt_verb_ls(PyObject *module, chkpt_cli *cli);
+int chkpt_verb_show(PyObject *module, chkpt_cli *cli);
+int chkpt_verb_explore(PyObject *module, chkpt_cli *cli);
+int chkpt_verb_export(PyObject *module, chkpt_cli *cli);
+int chkpt_verb_verify(PyObject *module, chkpt_cli *cli);
+int chkpt_verb_gc(PyObject *module, chkpt_cli *cli);
+
+#endif

@@ -1,0 +1,2 @@
+/* store.c: the on-disk store (STUB). */
+#include "store.h"
