@@ -41,6 +41,10 @@ typedef struct {
     PyObject *singleton;            /* the running Checkpoint, or NULL */
     PyObject *pickle_module;        /* cached `pickle` */
     PyObject *json_module;          /* cached `json` */
+    /* owned by load.c (created in chkpt_load_init) */
+    PyTypeObject *MappedBuffer_Type;
+    PyTypeObject *Unpickler_Type;
+    PyObject *load_cache;           /* dict, for load.c's own use */
 } chkpt_state;
 
 /* Parsed command line (cli.c). */
@@ -80,6 +84,9 @@ typedef struct {
     PyObject *script_path;        /* str: absolute path of the main script, or None */
     PyObject *script_dir;         /* str: its directory (siblings count as the script's) */
     PyObject *main_module;        /* the __main__ module the script runs in */
+    PyObject *sources;            /* dict: absolute path -> bytes, the source
+                                     of the script (set by the runner, as it
+                                     was compiled) and of sibling modules */
     chkpt_store *store;           /* opened lazily at the first snapshot */
     int store_failed;             /* warned once that the store is unusable */
     unsigned long long seq;       /* snapshots taken by this run */
@@ -161,6 +168,8 @@ PyObject *chkpt_capture(CheckpointObject *ck, PyFrameObject *frame,
                         const char *kind, PyObject *name);
 
 /* load.c */
+/* Called from module init: creates load.c's types and state. */
+int chkpt_load_init(PyObject *module);
 PyObject *chkpt_load(PyObject *module, PyObject *snapshot, PyObject *names,
                      int strict);
 PyObject *chkpt_snapshots(PyObject *module, PyObject *dir);

@@ -35,3 +35,9 @@ chkpt_resolve_snapshot(PyObject *module, PyObject *snapshot)
     PyErr_SetString(PyExc_NotImplementedError, "resolve");
     return NULL;
 }
+
+int
+chkpt_load_init(PyObject *module)
+{
+    return 0;
+}

@@ -150,6 +150,7 @@ checkpoint_traverse(CheckpointObject *self, visitproc visit, void *arg)
     Py_VISIT(self->script_path);
     Py_VISIT(self->script_dir);
     Py_VISIT(self->main_module);
+    Py_VISIT(self->sources);
     return 0;
 }
 
@@ -164,6 +165,7 @@ checkpoint_clear(CheckpointObject *self)
     Py_CLEAR(self->script_path);
     Py_CLEAR(self->script_dir);
     Py_CLEAR(self->main_module);
+    Py_CLEAR(self->sources);
     return 0;
 }
 
@@ -207,6 +209,7 @@ chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli)
     ck->script_path = Py_NewRef(Py_None);
     ck->script_dir = Py_NewRef(Py_None);
     ck->main_module = Py_NewRef(Py_None);
+    ck->sources = PyDict_New();
     ck->store = NULL;
     ck->store_failed = 0;
     ck->seq = 0;
@@ -214,7 +217,8 @@ chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli)
     ck->in_snapshot = 0;
     ck->hooks = NULL;
     PyObject_GC_Track(ck);
-    if (ck->tracked == NULL || ck->libraries == NULL || ck->warned == NULL) {
+    if (ck->tracked == NULL || ck->libraries == NULL || ck->warned == NULL
+        || ck->sources == NULL) {
         Py_DECREF(ck);
         return NULL;
     }
@@ -765,6 +769,9 @@ module_exec(PyObject *module)
         return -1;
     }
     st->singleton = NULL;
+    if (chkpt_load_init(module) < 0) {
+        return -1;
+    }
     if (PyModule_AddIntConstant(module, "FORMAT_VERSION", CHKPT_STORE_VERSION) < 0
         || PyModule_AddIntConstant(module, "DEFAULT_FREQUENCY_MS",
                                    CHKPT_DEFAULT_FREQUENCY_MS) < 0
@@ -786,6 +793,9 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->singleton);
     Py_VISIT(st->pickle_module);
     Py_VISIT(st->json_module);
+    Py_VISIT(st->MappedBuffer_Type);
+    Py_VISIT(st->Unpickler_Type);
+    Py_VISIT(st->load_cache);
     return 0;
 }
 
@@ -800,6 +810,9 @@ module_clear(PyObject *module)
     Py_CLEAR(st->singleton);
     Py_CLEAR(st->pickle_module);
     Py_CLEAR(st->json_module);
+    Py_CLEAR(st->MappedBuffer_Type);
+    Py_CLEAR(st->Unpickler_Type);
+    Py_CLEAR(st->load_cache);
     return 0;
 }
 
