@@ -1844,7 +1844,7 @@ chkpt_store_verify_all(const char *dir, chkpt_verify_cb cb, void *arg,
         chkpt_snap_close(r);
         if (!ok) {
             if (bad == 0) {
-                seterr(err, errlen, "%s", msg);
+                seterr(err, errlen, "%s: %s", paths[i], msg);
             }
             bad++;
         }
