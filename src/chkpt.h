@@ -28,6 +28,12 @@
 #define Py_READONLY READONLY
 #endif
 
+/* version of the engine, recorded in every snapshot (keep in step with
+ * chkpt/__init__.py and pyproject.toml) */
+#ifndef CHKPT_VERSION
+#define CHKPT_VERSION "0.1.0"
+#endif
+
 #define CHKPT_DEFAULT_MIN_OBJ_SIZE (1LL << 20)
 #define CHKPT_DEFAULT_FREQUENCY_MS 60000LL   /* see README: cheap enough to leave on */
 #define CHKPT_DEFAULT_OUTPUT_DIR "checkpoints"
