@@ -183,6 +183,15 @@ PyObject *chkpt_snapshots(PyObject *module, PyObject *dir);
  * (meaning its newest snapshot) to a manifest path (new ref) or NULL with
  * SnapshotError set. */
 PyObject *chkpt_resolve_snapshot(PyObject *module, PyObject *snapshot);
+/* Resolves and opens a snapshot and returns its meta dict (the manifest
+ * path in *path_out if not NULL); reads no variable data. */
+PyObject *chkpt_load_meta(PyObject *module, PyObject *snapshot,
+                          PyObject **path_out);
+/* Can the class modname.qualname a variable needs be resolved where we are?
+ * None if so, else the reason (str). Reads sources only, never data. */
+PyObject *chkpt_check_class(PyObject *module, PyObject *snapshot_path,
+                            PyObject *meta, PyObject *modname,
+                            PyObject *qualname);
 
 /* verbs.c: each returns the exit status, or -1 with an exception. */
 int chkpt_verb_ls(PyObject *module, chkpt_cli *cli);
