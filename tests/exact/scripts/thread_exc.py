@@ -7,10 +7,9 @@ def target(n):
     raise ValueError(f"in thread {n}")
 
 
-threads = [threading.Thread(target=target, args=(i,), name=f"worker-{i}") for i in range(2)]
-for t in threads:
+for i in range(2):
+    t = threading.Thread(target=target, args=(i,), name=f"worker-{i}")
     t.start()
-for t in threads:
     t.join()
 print("main thread:", threading.current_thread().name, threading.main_thread() is threading.current_thread())
 print("active:", threading.active_count())
