@@ -28,6 +28,12 @@
 #define Py_READONLY READONLY
 #endif
 
+/* version of the engine, recorded in every snapshot (keep in step with
+ * chkpt/__init__.py and pyproject.toml) */
+#ifndef CHKPT_VERSION
+#define CHKPT_VERSION "0.1.0"
+#endif
+
 #define CHKPT_DEFAULT_MIN_OBJ_SIZE (1LL << 20)
 #define CHKPT_DEFAULT_FREQUENCY_MS 60000LL   /* see README: cheap enough to leave on */
 #define CHKPT_DEFAULT_OUTPUT_DIR "checkpoints"
@@ -177,6 +183,15 @@ PyObject *chkpt_snapshots(PyObject *module, PyObject *dir);
  * (meaning its newest snapshot) to a manifest path (new ref) or NULL with
  * SnapshotError set. */
 PyObject *chkpt_resolve_snapshot(PyObject *module, PyObject *snapshot);
+/* Resolves and opens a snapshot and returns its meta dict (the manifest
+ * path in *path_out if not NULL); reads no variable data. */
+PyObject *chkpt_load_meta(PyObject *module, PyObject *snapshot,
+                          PyObject **path_out);
+/* Can the class modname.qualname a variable needs be resolved where we are?
+ * None if so, else the reason (str). Reads sources only, never data. */
+PyObject *chkpt_check_class(PyObject *module, PyObject *snapshot_path,
+                            PyObject *meta, PyObject *modname,
+                            PyObject *qualname);
 
 /* verbs.c: each returns the exit status, or -1 with an exception. */
 int chkpt_verb_ls(PyObject *module, chkpt_cli *cli);

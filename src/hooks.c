@@ -2,7 +2,7 @@
  *
  * Between snapshots nothing of chkpt runs in the script's thread: a timer
  * thread sleeps for the frequency, then asks the main thread (through
- * Py_AddPendingCall, which is safe without the GIL) to *arm* a line hook.
+ * Py_AddPendingCall) to *arm* a line hook.
  * The first line of the script's own code that runs after that takes the
  * snapshot and disarms the hook, so snapshots happen at line boundaries
  * of the script, never inside library code.
@@ -336,9 +336,19 @@ timer_main(void *arg)
         /* One request at a time: the main thread may be busy in C code. */
         if (atomic_load(&h->pending) == 0) {
             atomic_fetch_add(&h->pending, 1);
+            /* Before 3.13, a pending call added by a thread that is not
+             * the main one does not set the main thread's eval breaker
+             * (it is computed for the calling thread). Holding the GIL
+             * while adding it makes the main thread recompute it when it
+             * takes the GIL back, so the request is seen within the
+             * switch interval. */
+            pthread_mutex_unlock(&h->mutex);
+            PyGILState_STATE g = PyGILState_Ensure();
             if (Py_AddPendingCall(pending_arm, h) != 0) {
                 atomic_fetch_sub(&h->pending, 1);   /* queue full: next tick */
             }
+            PyGILState_Release(g);
+            pthread_mutex_lock(&h->mutex);
         }
     }
     pthread_mutex_unlock(&h->mutex);
@@ -424,9 +434,11 @@ chkpt_hooks_uninstall(CheckpointObject *ck)
         h->stop = 1;
         pthread_cond_signal(&h->cond);
         pthread_mutex_unlock(&h->mutex);
-        /* the timer thread never takes the GIL, so joining with it held
-         * cannot deadlock */
+        /* the timer thread takes the GIL to post its request: release it
+         * while waiting for the thread to end */
+        Py_BEGIN_ALLOW_THREADS
         pthread_join(h->thread, NULL);
+        Py_END_ALLOW_THREADS
     }
     disarm(h);
 #if USE_MONITORING
