@@ -150,7 +150,20 @@ is_excluded(chkpt_state *st, PyObject *name, PyObject *obj)
         || tp == st->Unloadable_Type) {
         return 1;
     }
-    return 0;
+    /* type annotations are definitions too: TypeVar, list[int], int | None */
+    if (tp == &Py_GenericAliasType || strcmp(tp->tp_name, "types.UnionType") == 0) {
+        return 1;
+    }
+    PyObject *mod = PyObject_GetAttrString((PyObject *)tp, "__module__");
+    if (mod == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int typing = PyUnicode_Check(mod)
+                 && (PyUnicode_CompareWithASCIIString(mod, "typing") == 0
+                     || PyUnicode_CompareWithASCIIString(mod, "typing_extensions") == 0);
+    Py_DECREF(mod);
+    return typing;
 }
 
 /* Is tp from one of the tracked libraries (prefix match on __module__)? */
