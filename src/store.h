@@ -5,6 +5,9 @@
  * Every function reports failure by returning -1 (or NULL) and writing a
  * one-line, human-readable reason into err[errlen]; nothing is printed.
  *
+ * Thread safety: distinct objects may be used from distinct threads (or a
+ * forked child) at once; one object must not be used by two threads at once.
+ *
  * Layout of a store directory (see docs/FORMAT.md for the byte format):
  *   DIR/FORMAT                       "chkpt-store <version>\n"
  *   DIR/snapshots/<id>.ckpt          one manifest per snapshot, published atomically
@@ -30,7 +33,8 @@ typedef struct chkpt_snapreader chkpt_snapreader;
 #define CHKPT_STREAM_SHARED 1   /* always store as chunks (never inline), so it is
                                    shared between snapshots: script sources */
 
-/* Open (and with create != 0, create with 0700 dirs) the store at dir. */
+/* Open (and with create != 0, create with 0700 dirs) the store at dir.
+ * A store whose FORMAT is newer than CHKPT_STORE_VERSION is refused. */
 int chkpt_store_open(const char *dir, int create, chkpt_store **out,
                      char *err, size_t errlen);
 void chkpt_store_close(chkpt_store *s);
@@ -38,7 +42,13 @@ const char *chkpt_store_dir(const chkpt_store *s);
 
 /* Building a snapshot. Streams are numbered 0, 1, ... in the order added.
  * Data is hashed and chunked; chunks already in the store are not written
- * again. compress_level: 0 = none, >0 = zstd level. */
+ * again. compress_level: 0 = none, >0 = zstd level (a chunk stays raw when
+ * compression does not make it smaller). Streams shorter than 4 KiB are
+ * kept inline in the manifest unless CHKPT_STREAM_SHARED. begin takes a
+ * shared flock on DIR/lock (blocking while gc runs), released by commit or
+ * abort. After an add_stream failure the writer can only be aborted
+ * (commit fails); chunks it already stored stay as unreferenced garbage for
+ * gc (they may be shared with a concurrent writer, so they are not undone).*/
 chkpt_snapwriter *chkpt_snap_begin(chkpt_store *s, int compress_level,
                                    char *err, size_t errlen);
 /* Returns the stream index, or -1. */
@@ -54,7 +64,11 @@ void chkpt_snap_abort(chkpt_snapwriter *w);
 /* Bytes newly written to the store by this writer so far. */
 uint64_t chkpt_snap_bytes_written(const chkpt_snapwriter *w);
 
-/* Reading. Opening verifies the manifest's checksum and format version. */
+/* Reading. Opening verifies the manifest's checksum and format version and
+ * bounds-checks the whole manifest (safe on arbitrary bytes). The store is
+ * dirname(dirname(manifest_path)), so a moved or copied store still works.
+ * Readers take no lock. Errors name what is damaged, e.g.
+ * "chunk <hex> of stream 2 is damaged (checksum mismatch)". */
 chkpt_snapreader *chkpt_snap_open(const char *manifest_path,
                                   char *err, size_t errlen);
 void chkpt_snap_close(chkpt_snapreader *r);
@@ -81,8 +95,36 @@ void chkpt_free_list(char **paths, size_t n);
 
 /* Keep the newest keep snapshots, delete older manifests, then delete chunks
  * no remaining manifest references. Safe against concurrent writers (lock).
- * Reports what was removed through the counters (may be NULL). */
+ * Reports what was removed through the counters (may be NULL).
+ * Also removes stale files in DIR/tmp. A kept manifest that fails its
+ * checksum protects no chunk (it cannot be loaded anyway); one that cannot
+ * be read (I/O error, newer format) makes gc fail without deleting chunks.
+ * Blocks while a snapshot is being written (exclusive flock on DIR/lock). */
 int chkpt_store_gc(const char *dir, long keep, size_t *removed_snapshots,
                    size_t *removed_chunks, char *err, size_t errlen);
+
+/* Added. Size-budget retention: delete the oldest snapshots (never the
+ * newest keep_min) until manifests + chunks take at most max_bytes, then
+ * collect chunks as chkpt_store_gc does. Dedup is accounted for: a chunk
+ * counts as freed only when its last referencing manifest goes. */
+int chkpt_store_gc_budget(const char *dir, uint64_t max_bytes, long keep_min,
+                          size_t *removed_snapshots, size_t *removed_chunks,
+                          char *err, size_t errlen);
+
+/* Added. Verifies every snapshot of the store (manifest + all chunks).
+ * cb (may be NULL) is called once per snapshot, oldest first, with
+ * problem == NULL when it is intact, else a one-line reason. Returns 0 when
+ * all are intact; -1 when the store cannot be listed or any snapshot is
+ * damaged (err then says which, or how many). Per-snapshot verification
+ * stays available as chkpt_snap_open + chkpt_snap_verify. */
+typedef void (*chkpt_verify_cb)(void *arg, const char *path,
+                                const char *problem);
+int chkpt_store_verify_all(const char *dir, chkpt_verify_cb cb, void *arg,
+                           char *err, size_t errlen);
+
+/* Added. Loading runs pickle, which can run code: -1 with a clear message
+ * when DIR, DIR/snapshots or DIR/chunks is not owned by the effective uid
+ * or is writable by group or others. Missing subdirectories are fine. */
+int chkpt_store_check_owner(const char *dir, char *err, size_t errlen);
 
 #endif
