@@ -22,6 +22,29 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <stdarg.h>
+
+/* chkpt_warn with PyUnicode_FromFormat's format (%U, %S, %R ...). */
+static void
+warn_fmt(const char *fmt, ...)
+{
+    chkpt_saved_error e;
+    chkpt_error_save(&e);
+    va_list ap;
+    va_start(ap, fmt);
+    PyObject *s = PyUnicode_FromFormatV(fmt, ap);
+    va_end(ap);
+    const char *u = s ? PyUnicode_AsUTF8(s) : NULL;
+    if (u != NULL) {
+        chkpt_warn("%s", u);
+    }
+    else {
+        PyErr_Clear();
+        chkpt_warn("%s", fmt);
+    }
+    Py_XDECREF(s);
+    chkpt_error_restore(&e);
+}
 
 #ifndef PATH_MAX
 #define PATH_MAX 4096
@@ -127,7 +150,20 @@ is_excluded(chkpt_state *st, PyObject *name, PyObject *obj)
         || tp == st->Unloadable_Type) {
         return 1;
     }
-    return 0;
+    /* type annotations are definitions too: TypeVar, list[int], int | None */
+    if (tp == &Py_GenericAliasType || strcmp(tp->tp_name, "types.UnionType") == 0) {
+        return 1;
+    }
+    PyObject *mod = PyObject_GetAttrString((PyObject *)tp, "__module__");
+    if (mod == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int typing = PyUnicode_Check(mod)
+                 && (PyUnicode_CompareWithASCIIString(mod, "typing") == 0
+                     || PyUnicode_CompareWithASCIIString(mod, "typing_extensions") == 0);
+    Py_DECREF(mod);
+    return typing;
 }
 
 /* Is tp from one of the tracked libraries (prefix match on __module__)? */
@@ -747,7 +783,7 @@ short_repr(CheckpointObject *ck, PyObject *reprobj, PyObject *obj)
         PyErr_Clear();
     }
     if (r == NULL && reprobj != NULL) {
-        r = PyObject_CallMethod(reprobj, "repr", "O", obj);
+        r = PyObject_CallMethod(reprobj, "repr", "(O)", obj);
         if (r != NULL && !PyUnicode_Check(r)) {
             Py_CLEAR(r);
         }
@@ -1062,7 +1098,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         Py_DECREF(fs);
         if (r < 0 || s == NULL) {
             if (!ck->store_failed) {
-                chkpt_warn("cannot open the snapshot store %U: %s; no snapshots "
+                warn_fmt("cannot open the snapshot store %U: %s; no snapshots "
                            "will be written", ck->output_dir, err);
             }
             ck->store_failed = 1;
@@ -1181,7 +1217,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
                 }
                 int warned = PySet_Contains(ck->warned, vname);
                 if (warned == 0 && PySet_Add(ck->warned, vname) == 0 && msg) {
-                    chkpt_warn("variable '%U' (%U) cannot be saved, skipped: %U",
+                    warn_fmt("variable '%U' (%U) cannot be saved, skipped: %U",
                                vname, tname, msg);
                 }
                 PyErr_Clear();
@@ -1375,7 +1411,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         }
         Py_END_ALLOW_THREADS
         if (!ok) {
-            chkpt_warn("snapshot not written to %U: %s", ck->output_dir, err);
+            warn_fmt("snapshot not written to %U: %s", ck->output_dir, err);
             result = Py_NewRef(Py_None);
             goto done;
         }
@@ -1386,7 +1422,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             goto done;
         }
         if (ck->verbosity > 0) {
-            chkpt_warn("%s snapshot %zd variable(s), %lld bytes (%llu new) -> %U",
+            warn_fmt("%s snapshot %zd variable(s), %lld bytes (%llu new) -> %U",
                        kind, PyList_GET_SIZE(vars_meta), total_size,
                        (unsigned long long)written, p);
         }
