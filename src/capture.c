@@ -1468,9 +1468,17 @@ chkpt_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
     if (ck->store_failed) {
         Py_RETURN_NONE;
     }
+    chkpt_pristine pristine;
+    if (chkpt_pristine_begin(&pristine) < 0) {
+        chkpt_warn_exc("snapshot skipped");
+        Py_RETURN_NONE;
+    }
     ck->in_snapshot = 1;
+    chkpt_hooks_budget_start(ck, CHKPT_SNAPSHOT_TIME_BUDGET);
     PyObject *r = capture_impl(ck, frame, kind, name, manual);
+    chkpt_hooks_budget_stop(ck);
     ck->in_snapshot = 0;
+    chkpt_pristine_end(&pristine);
     if (r == NULL) {
         if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
             return NULL;

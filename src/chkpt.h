@@ -37,6 +37,9 @@
 #define CHKPT_DEFAULT_MIN_OBJ_SIZE (1LL << 20)
 #define CHKPT_DEFAULT_FREQUENCY_MS 60000LL   /* see README: cheap enough to leave on */
 #define CHKPT_DEFAULT_OUTPUT_DIR "checkpoints"
+/* Seconds one snapshot may spend running Python code (__reduce__ and the
+ * like) before the object at hand is given up on. */
+#define CHKPT_SNAPSHOT_TIME_BUDGET 30.0
 
 /* Per-module state (PEP 489/573). No mutable C globals anywhere else. */
 typedef struct {
@@ -178,6 +181,16 @@ void chkpt_hooks_budget_stop(CheckpointObject *ck);
  * about and give None. */
 PyObject *chkpt_capture(CheckpointObject *ck, PyFrameObject *frame,
                         const char *kind, PyObject *name);
+
+/* pristine.c: while pickling, hide side effects the script could see
+ * (copyreg caching __slotnames__ on its classes). begin fails only with an
+ * exception set; end never fails and keeps any pending exception. */
+typedef struct {
+    PyObject *copyreg;
+    PyObject *original;
+} chkpt_pristine;
+int chkpt_pristine_begin(chkpt_pristine *p);
+void chkpt_pristine_end(chkpt_pristine *p);
 
 /* load.c */
 /* Called from module init: creates load.c's types and state. */
