@@ -28,9 +28,18 @@
 #define Py_READONLY READONLY
 #endif
 
+/* version of the engine, recorded in every snapshot (keep in step with
+ * chkpt/__init__.py and pyproject.toml) */
+#ifndef CHKPT_VERSION
+#define CHKPT_VERSION "0.1.0"
+#endif
+
 #define CHKPT_DEFAULT_MIN_OBJ_SIZE (1LL << 20)
 #define CHKPT_DEFAULT_FREQUENCY_MS 60000LL   /* see README: cheap enough to leave on */
 #define CHKPT_DEFAULT_OUTPUT_DIR "checkpoints"
+/* Seconds one snapshot may spend running Python code (__reduce__ and the
+ * like) before the object at hand is given up on. */
+#define CHKPT_SNAPSHOT_TIME_BUDGET 30.0
 
 /* Per-module state (PEP 489/573). No mutable C globals anywhere else. */
 typedef struct {
@@ -158,6 +167,12 @@ int chkpt_hooks_install(CheckpointObject *ck);
 void chkpt_hooks_uninstall(CheckpointObject *ck);
 /* Called when frequency changes while running. */
 int chkpt_hooks_reconfigure(CheckpointObject *ck);
+/* A time budget for the capture running on the main thread: once it has
+ * passed, the Python code the capture runs (a hostile __reduce__ that never
+ * returns) gets a TimeoutError at its next bytecode, so the capture can skip
+ * that object. Never raised once budget_stop was called. */
+void chkpt_hooks_budget_start(CheckpointObject *ck, double seconds);
+void chkpt_hooks_budget_stop(CheckpointObject *ck);
 
 /* capture.c: snapshot of frame (NULL: the innermost frame running the
  * script's code, else the caller's frame). kind is "auto", "manual", ...
@@ -166,6 +181,16 @@ int chkpt_hooks_reconfigure(CheckpointObject *ck);
  * about and give None. */
 PyObject *chkpt_capture(CheckpointObject *ck, PyFrameObject *frame,
                         const char *kind, PyObject *name);
+
+/* pristine.c: while pickling, hide side effects the script could see
+ * (copyreg caching __slotnames__ on its classes). begin fails only with an
+ * exception set; end never fails and keeps any pending exception. */
+typedef struct {
+    PyObject *copyreg;
+    PyObject *original;
+} chkpt_pristine;
+int chkpt_pristine_begin(chkpt_pristine *p);
+void chkpt_pristine_end(chkpt_pristine *p);
 
 /* load.c */
 /* Called from module init: creates load.c's types and state. */
@@ -177,6 +202,15 @@ PyObject *chkpt_snapshots(PyObject *module, PyObject *dir);
  * (meaning its newest snapshot) to a manifest path (new ref) or NULL with
  * SnapshotError set. */
 PyObject *chkpt_resolve_snapshot(PyObject *module, PyObject *snapshot);
+/* Resolves and opens a snapshot and returns its meta dict (the manifest
+ * path in *path_out if not NULL); reads no variable data. */
+PyObject *chkpt_load_meta(PyObject *module, PyObject *snapshot,
+                          PyObject **path_out);
+/* Can the class modname.qualname a variable needs be resolved where we are?
+ * None if so, else the reason (str). Reads sources only, never data. */
+PyObject *chkpt_check_class(PyObject *module, PyObject *snapshot_path,
+                            PyObject *meta, PyObject *modname,
+                            PyObject *qualname);
 
 /* verbs.c: each returns the exit status, or -1 with an exception. */
 int chkpt_verb_ls(PyObject *module, chkpt_cli *cli);

@@ -1,5 +1,656 @@
-/* cli.c: the command line of `python -m chkpt` (STUB: owned by the runner work). */
+/* cli.c: the command line of `python -m chkpt`.
+ *
+ *   python -m chkpt [options] [--] script.py [args...]
+ *   python -m chkpt [options] -m package.module [args...]
+ *   python -m chkpt ls [DIR] | show SNAPSHOT | explore SNAPSHOT
+ *                 | export SNAPSHOT OUT.pkl | verify [DIR] | gc [DIR] --keep N
+ *
+ * Parsing follows argparse conventions (`-f 5`, `-f5`, `--frequency=5`,
+ * `--frequency 5`, bundled `-vv`, unique prefixes of long options), but
+ * options end at the script, at `--` or at `-m MOD`: everything after that
+ * belongs to the script. A usage error is one line
+ * `chkpt: error: <what is wrong>` on stderr and exit status 2.
+ */
 #include "chkpt.h"
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <string.h>
+
+#define USAGE_ERROR 2
+
+static const char usage_text[] =
+"usage: python -m chkpt [options] [--] script.py [args...]\n"
+"       python -m chkpt [options] -m package.module [args...]\n"
+"       python -m chkpt ls [DIR]\n"
+"       python -m chkpt show SNAPSHOT\n"
+"       python -m chkpt explore SNAPSHOT\n"
+"       python -m chkpt export SNAPSHOT OUT.pkl\n"
+"       python -m chkpt verify [DIR]\n"
+"       python -m chkpt gc [DIR] --keep N\n";
+
+static const char help_text[] =
+"\n"
+"Run a Python script exactly as `python script.py args` would, and while it\n"
+"runs, snapshot its big variables to disk, so that they can be loaded back\n"
+"(chkpt.load) after a crash, a kill, or just later.\n"
+"\n"
+"The script sees its own __main__ module, sys.argv, sys.path[0], tracebacks\n"
+"and exit status exactly as under plain python. Options end at the script\n"
+"(or at `--`, or at `-m MODULE`): everything after it is passed to the\n"
+"script, so `python -m chkpt job.py -v -f 3` gives `-v -f 3` to job.py.\n"
+"Use `--` before a script whose name is one of the verbs below.\n"
+"\n"
+"options:\n"
+"  -h, --help            show this help message and exit\n"
+"  --version             show chkpt's version and exit\n"
+"  -m MODULE             run a library module as a script, like python -m\n"
+"  -z BYTES, --min-obj-size BYTES\n"
+"                        snapshot variables at least this big; K, M and G\n"
+"                        suffixes are accepted (1K = 1024 bytes). 0: every\n"
+"                        picklable data object; -1: only the objects the\n"
+"                        script tracks explicitly (Checkpoint.track).\n"
+"                        Default: 1M\n"
+"  -o DIR, --output-dir DIR\n"
+"                        where snapshots are stored. Default: ./checkpoints\n"
+"  -f MS, --frequency MS\n"
+"                        take an automatic snapshot every MS milliseconds.\n"
+"                        0: at every executed line of the script; -1: only\n"
+"                        when the script calls Checkpoint.snapshot().\n"
+"                        Default: %lld\n"
+"  -v, --verbose         say on stderr what chkpt does; repeat (-vv) for more\n"
+"  --compress LEVEL      compress stored data with zstd at LEVEL (1-19);\n"
+"                        0 (the default) stores it uncompressed\n"
+"\n"
+"verbs (work on a snapshot directory, default ./checkpoints):\n"
+"  ls [DIR]              list the snapshots, oldest first\n"
+"  show SNAPSHOT         print what a snapshot holds\n"
+"  explore SNAPSHOT      open an interactive console with its variables\n"
+"  export SNAPSHOT OUT.pkl\n"
+"                        write its variables as one plain pickle file\n"
+"  verify [DIR]          check every snapshot and chunk for damage\n"
+"  gc [DIR] --keep N     keep the newest N snapshots, delete the rest and\n"
+"                        the data no remaining snapshot uses\n"
+"\n"
+"A SNAPSHOT is the path of a snapshot (as `ls` prints it) or a snapshot\n"
+"directory, meaning its newest snapshot.\n"
+"\n"
+"Lines chkpt itself writes to stderr start with `chkpt:`. Exit status: the\n"
+"script's own; 2 for a usage error or a script that cannot be opened.\n";
+
+/* ---- output helpers ---- */
+
+static int
+write_stdout(const char *text)
+{
+    PyObject *out = PySys_GetObject("stdout");      /* borrowed */
+    if (out == NULL || out == Py_None) {
+        fputs(text, stdout);
+        fflush(stdout);
+        return 0;
+    }
+    if (PyFile_WriteString(text, out) < 0) {
+        return -1;
+    }
+    PyObject *r = PyObject_CallMethod(out, "flush", NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* One `chkpt: error: ...` line; returns the usage exit status. */
+static int
+usage_error(const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    chkpt_warn("error: %s", msg);
+    return USAGE_ERROR;
+}
+
+/* ---- option table ---- */
+
+typedef enum {
+    OPT_HELP, OPT_VERSION, OPT_MODULE, OPT_MIN_OBJ_SIZE, OPT_OUTPUT_DIR,
+    OPT_FREQUENCY, OPT_VERBOSE, OPT_COMPRESS, OPT_KEEP
+} opt_id;
+
+typedef struct {
+    opt_id id;
+    char short_name;            /* 0 if none */
+    const char *long_name;      /* without "--", NULL if none */
+    int takes_value;
+    const char *display;        /* as argparse names it in messages */
+} opt_def;
+
+static const opt_def options[] = {
+    {OPT_HELP, 'h', "help", 0, "-h/--help"},
+    {OPT_VERSION, 0, "version", 0, "--version"},
+    {OPT_MODULE, 'm', NULL, 1, "-m"},
+    {OPT_MIN_OBJ_SIZE, 'z', "min-obj-size", 1, "-z/--min-obj-size"},
+    {OPT_OUTPUT_DIR, 'o', "output-dir", 1, "-o/--output-dir"},
+    {OPT_FREQUENCY, 'f', "frequency", 1, "-f/--frequency"},
+    {OPT_VERBOSE, 'v', "verbose", 0, "-v/--verbose"},
+    {OPT_COMPRESS, 0, "compress", 1, "--compress"},
+    {OPT_KEEP, 0, "keep", 1, "--keep"},
+};
+#define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+
+static const opt_def *
+find_short(char c)
+{
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        if (options[i].short_name == c) {
+            return &options[i];
+        }
+    }
+    return NULL;
+}
+
+/* Exact match, else a unique prefix (as argparse allows). *ambiguous is set
+ * when several options share the prefix. */
+static const opt_def *
+find_long(const char *name, size_t len, int *ambiguous)
+{
+    const opt_def *found = NULL;
+    int count = 0;
+    *ambiguous = 0;
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const char *ln = options[i].long_name;
+        if (ln == NULL) {
+            continue;
+        }
+        if (strlen(ln) == len && strncmp(ln, name, len) == 0) {
+            return &options[i];
+        }
+        if (len > 0 && strncmp(ln, name, len) == 0) {
+            found = &options[i];
+            count++;
+        }
+    }
+    if (count > 1) {
+        *ambiguous = 1;
+        return NULL;
+    }
+    return found;
+}
+
+/* ---- value parsing ---- */
+
+/* A decimal integer, optionally negative, with nothing else. */
+static int
+parse_int(const char *s, long long *out)
+{
+    if (*s == '\0') {
+        return -1;
+    }
+    const char *p = s;
+    if (*p == '-' || *p == '+') {
+        p++;
+    }
+    if (!isdigit((unsigned char)*p)) {
+        return -1;
+    }
+    errno = 0;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0') {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* An integer with an optional K/M/G suffix (powers of 1024), optionally
+ * followed by B or iB: 512, 64K, 1M, 2GiB, 10kb. */
+static int
+parse_size(const char *s, long long *out)
+{
+    char num[64];
+    size_t n = strlen(s);
+    if (n == 0 || n >= sizeof(num)) {
+        return -1;
+    }
+    memcpy(num, s, n + 1);
+    long long mult = 1;
+    /* strip an optional "B" / "iB" then the unit letter */
+    size_t end = n;
+    if (end > 0 && (num[end - 1] == 'b' || num[end - 1] == 'B')) {
+        end--;
+        if (end > 0 && (num[end - 1] == 'i' || num[end - 1] == 'I')) {
+            end--;
+        }
+        if (end == 0 || strchr("kKmMgG", num[end - 1]) == NULL) {
+            /* "B" alone (bytes) is fine, "iB" alone is not */
+            if (end != n - 1) {
+                return -1;
+            }
+        }
+    }
+    if (end > 0) {
+        switch (num[end - 1]) {
+        case 'k': case 'K': mult = 1LL << 10; end--; break;
+        case 'm': case 'M': mult = 1LL << 20; end--; break;
+        case 'g': case 'G': mult = 1LL << 30; end--; break;
+        default: break;
+        }
+    }
+    num[end] = '\0';
+    long long v;
+    if (parse_int(num, &v) < 0) {
+        return -1;
+    }
+    if (mult != 1) {
+        if (v < 0) {
+            return -1;
+        }
+        if (v > LLONG_MAX / mult) {
+            return -1;
+        }
+        v *= mult;
+    }
+    *out = v;
+    return 0;
+}
+
+/* ---- the parser ---- */
+
+typedef struct {
+    PyObject *argv;             /* list of str (borrowed) */
+    Py_ssize_t n;
+    Py_ssize_t i;               /* next argument */
+    int help;
+    int version;
+} parser;
+
+static const char *
+arg_at(parser *p, Py_ssize_t i)
+{
+    PyObject *o = PyList_GET_ITEM(p->argv, i);
+    return PyUnicode_AsUTF8(o);
+}
+
+/* Applies one option with its value (NULL for flags). Returns 0, a usage
+ * exit status (> 0), or -1 with an exception. */
+static int
+apply_option(chkpt_cli *cli, parser *p, const opt_def *opt, PyObject *value)
+{
+    const char *v = NULL;
+    if (value != NULL) {
+        v = PyUnicode_AsUTF8(value);
+        if (v == NULL) {
+            return -1;
+        }
+    }
+    long long n;
+    switch (opt->id) {
+    case OPT_HELP:
+        p->help = 1;
+        return 0;
+    case OPT_VERSION:
+        p->version = 1;
+        return 0;
+    case OPT_VERBOSE:
+        cli->verbosity++;
+        return 0;
+    case OPT_MODULE:
+        Py_XSETREF(cli->target, Py_NewRef(value));
+        cli->is_module = 1;
+        return 0;
+    case OPT_OUTPUT_DIR:
+        if (v[0] == '\0') {
+            return usage_error("argument %s: expected a directory, got ''",
+                               opt->display);
+        }
+        Py_XSETREF(cli->output_dir, Py_NewRef(value));
+        return 0;
+    case OPT_MIN_OBJ_SIZE:
+        if (parse_size(v, &n) < 0) {
+            return usage_error("argument %s: invalid size value: '%s' "
+                               "(an integer of bytes, K, M or G suffix "
+                               "allowed)", opt->display, v);
+        }
+        if (n < -1) {
+            return usage_error("argument %s: must be >= -1 (got %lld)",
+                               opt->display, n);
+        }
+        cli->min_obj_size = n;
+        return 0;
+    case OPT_FREQUENCY:
+        if (parse_int(v, &n) < 0) {
+            return usage_error("argument %s: invalid int value: '%s'",
+                               opt->display, v);
+        }
+        if (n < -1) {
+            return usage_error("argument %s: must be >= -1 (got %lld)",
+                               opt->display, n);
+        }
+        cli->frequency_ms = n;
+        return 0;
+    case OPT_COMPRESS:
+        if (parse_int(v, &n) < 0) {
+            return usage_error("argument %s: invalid int value: '%s'",
+                               opt->display, v);
+        }
+        if (n < 0 || n > 19) {
+            return usage_error("argument %s: must be between 0 and 19 "
+                               "(got %lld)", opt->display, n);
+        }
+        cli->compress_level = (int)n;
+        return 0;
+    case OPT_KEEP:
+        if (parse_int(v, &n) < 0) {
+            return usage_error("argument %s: invalid int value: '%s'",
+                               opt->display, v);
+        }
+        if (n < 0 || n > LONG_MAX) {
+            return usage_error("argument %s: must be >= 0 (got %lld)",
+                               opt->display, n);
+        }
+        cli->keep = (long)n;
+        return 0;
+    }
+    return 0;
+}
+
+/* Parses the option at p->i (which starts with '-' and is not "-" or
+ * "--"). allow_keep: whether --keep is valid here. Returns 0, a usage exit
+ * status, or -1 with an exception. */
+static int
+parse_option(chkpt_cli *cli, parser *p, int allow_keep, int allow_run)
+{
+    PyObject *argobj = PyList_GET_ITEM(p->argv, p->i);
+    const char *arg = PyUnicode_AsUTF8(argobj);
+    if (arg == NULL) {
+        return -1;
+    }
+    p->i++;
+    if (arg[1] == '-') {
+        /* --long or --long=value */
+        const char *name = arg + 2;
+        const char *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        int ambiguous;
+        const opt_def *opt = find_long(name, len, &ambiguous);
+        if (opt != NULL && opt->id == OPT_KEEP && !allow_keep) {
+            opt = NULL;
+        }
+        if (opt != NULL && !allow_run && opt->id != OPT_HELP
+            && opt->id != OPT_KEEP && opt->id != OPT_OUTPUT_DIR) {
+            opt = NULL;
+        }
+        if (opt == NULL) {
+            if (ambiguous) {
+                return usage_error("ambiguous option: --%.*s could match "
+                                   "several options", (int)len, name);
+            }
+            return usage_error("unrecognized arguments: %s", arg);
+        }
+        PyObject *value = NULL;
+        if (opt->takes_value) {
+            if (eq != NULL) {
+                value = PyUnicode_FromString(eq + 1);
+                if (value == NULL) {
+                    return -1;
+                }
+            }
+            else if (p->i < p->n) {
+                value = Py_NewRef(PyList_GET_ITEM(p->argv, p->i));
+                p->i++;
+            }
+            else {
+                return usage_error("argument %s: expected one argument",
+                                   opt->display);
+            }
+        }
+        else if (eq != NULL) {
+            return usage_error("argument %s: ignored explicit argument '%s'",
+                               opt->display, eq + 1);
+        }
+        int r = apply_option(cli, p, opt, value);
+        Py_XDECREF(value);
+        return r;
+    }
+    /* a cluster of short options: -vv, -f5, -vf 5, -mpkg.mod */
+    const opt_def *prev = NULL;
+    for (const char *c = arg + 1; *c; c++) {
+        const opt_def *opt = find_short(*c);
+        if (opt != NULL && !allow_run && opt->id != OPT_HELP
+            && opt->id != OPT_OUTPUT_DIR) {
+            opt = NULL;
+        }
+        if (opt == NULL) {
+            if (c == arg + 1) {
+                return usage_error("unrecognized arguments: %s", arg);
+            }
+            return usage_error("argument %s: ignored explicit argument '%s'",
+                               prev->display, c);
+        }
+        prev = opt;
+        if (!opt->takes_value) {
+            int r = apply_option(cli, p, opt, NULL);
+            if (r != 0) {
+                return r;
+            }
+            continue;
+        }
+        PyObject *value;
+        if (c[1] != '\0') {
+            value = PyUnicode_FromString(c + 1);
+            if (value == NULL) {
+                return -1;
+            }
+        }
+        else if (p->i < p->n) {
+            value = Py_NewRef(PyList_GET_ITEM(p->argv, p->i));
+            p->i++;
+        }
+        else {
+            return usage_error("argument %s: expected one argument",
+                               opt->display);
+        }
+        int r = apply_option(cli, p, opt, value);
+        Py_DECREF(value);
+        return r;
+    }
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    chkpt_verb verb;
+    int min_pos, max_pos;       /* positional arguments after the verb */
+} verbs[] = {
+    {"ls", CHKPT_VERB_LS, 0, 1},
+    {"show", CHKPT_VERB_SHOW, 1, 1},
+    {"explore", CHKPT_VERB_EXPLORE, 1, 1},
+    {"export", CHKPT_VERB_EXPORT, 2, 2},
+    {"verify", CHKPT_VERB_VERIFY, 0, 1},
+    {"gc", CHKPT_VERB_GC, 0, 1},
+};
+#define N_VERBS (sizeof(verbs) / sizeof(verbs[0]))
+
+static const char *verb_required[] = {
+    NULL, NULL, "SNAPSHOT", "SNAPSHOT", "SNAPSHOT, OUT.pkl", NULL, NULL, NULL
+};
+
+static int
+list_tail(PyObject *argv, Py_ssize_t from, PyObject **out)
+{
+    PyObject *tail = PyList_GetSlice(argv, from, PyList_GET_SIZE(argv));
+    if (tail == NULL) {
+        return -1;
+    }
+    Py_XSETREF(*out, tail);
+    return 0;
+}
+
+/* The arguments after a verb: positionals, --keep (gc), -o, -h. */
+static int
+parse_verb_args(chkpt_cli *cli, parser *p, size_t vi)
+{
+    PyObject *pos = PyList_New(0);
+    if (pos == NULL) {
+        return -1;
+    }
+    int only_pos = 0;
+    int r = 0;
+    while (p->i < p->n) {
+        const char *a = arg_at(p, p->i);
+        if (a == NULL) {
+            r = -1;
+            goto done;
+        }
+        if (!only_pos && strcmp(a, "--") == 0) {
+            only_pos = 1;
+            p->i++;
+            continue;
+        }
+        if (!only_pos && a[0] == '-' && a[1] != '\0') {
+            r = parse_option(cli, p, verbs[vi].verb == CHKPT_VERB_GC, 0);
+            if (r != 0) {
+                goto done;
+            }
+            continue;
+        }
+        if (PyList_Append(pos, PyList_GET_ITEM(p->argv, p->i)) < 0) {
+            r = -1;
+            goto done;
+        }
+        p->i++;
+    }
+    if (p->help || p->version) {
+        goto done;
+    }
+    Py_ssize_t npos = PyList_GET_SIZE(pos);
+    if (npos < verbs[vi].min_pos) {
+        r = usage_error("the following arguments are required: %s",
+                        npos == 0 ? verb_required[verbs[vi].verb] : "OUT.pkl");
+        goto done;
+    }
+    if (npos > verbs[vi].max_pos) {
+        PyObject *extra = PyList_GetSlice(pos, verbs[vi].max_pos, npos);
+        PyObject *sep = extra ? PyUnicode_FromString(" ") : NULL;
+        PyObject *joined = sep ? PyUnicode_Join(sep, extra) : NULL;
+        Py_XDECREF(extra);
+        Py_XDECREF(sep);
+        const char *j = joined ? PyUnicode_AsUTF8(joined) : NULL;
+        if (j == NULL) {
+            Py_XDECREF(joined);
+            r = -1;
+            goto done;
+        }
+        r = usage_error("unrecognized arguments: %s", j);
+        Py_DECREF(joined);
+        goto done;
+    }
+    if (verbs[vi].verb == CHKPT_VERB_GC && cli->keep < 0) {
+        r = usage_error("the following arguments are required: --keep");
+        goto done;
+    }
+    if (npos >= 1) {
+        Py_XSETREF(cli->target, Py_NewRef(PyList_GET_ITEM(pos, 0)));
+    }
+    if (list_tail(pos, npos >= 1 ? 1 : 0, &cli->args) < 0) {
+        r = -1;
+    }
+done:
+    Py_DECREF(pos);
+    return r;
+}
+
+/* Fills cli from argv. Returns 0 when there is something to run, a usage
+ * exit status (> 0) after writing the error line, or -1 with an exception.
+ * *done is set when help/version was printed (exit status 0). */
+static int
+parse_command_line(chkpt_cli *cli, PyObject *argv, int *done)
+{
+    parser p = {argv, PyList_GET_SIZE(argv), 0, 0, 0};
+    int r;
+    *done = 0;
+    while (p.i < p.n && cli->target == NULL) {
+        const char *a = arg_at(&p, p.i);
+        if (a == NULL) {
+            return -1;
+        }
+        if (strcmp(a, "--") == 0) {
+            p.i++;
+            if (p.i < p.n) {
+                cli->target = Py_NewRef(PyList_GET_ITEM(argv, p.i));
+                p.i++;
+            }
+            break;
+        }
+        if (a[0] == '-' && a[1] != '\0') {
+            r = parse_option(cli, &p, 0, 1);
+            if (r != 0) {
+                return r;
+            }
+            if (p.help || p.version) {
+                break;
+            }
+            continue;
+        }
+        /* the first positional: a verb or the script */
+        for (size_t vi = 0; vi < N_VERBS; vi++) {
+            if (strcmp(a, verbs[vi].name) == 0) {
+                p.i++;
+                cli->verb = verbs[vi].verb;
+                r = parse_verb_args(cli, &p, vi);
+                if (r != 0) {
+                    return r;
+                }
+                goto finished;
+            }
+        }
+        cli->target = Py_NewRef(PyList_GET_ITEM(argv, p.i));
+        p.i++;
+    }
+    if (!p.help && !p.version) {
+        if (cli->target == NULL) {
+            if (cli->is_module) {
+                return usage_error("argument -m: expected one argument");
+            }
+            return usage_error("the following arguments are required: "
+                               "script (or -m MODULE)");
+        }
+        if (list_tail(argv, p.i, &cli->args) < 0) {
+            return -1;
+        }
+    }
+finished:
+    if (p.help) {
+        char buf[sizeof(help_text) + 64];
+        snprintf(buf, sizeof(buf), help_text, CHKPT_DEFAULT_FREQUENCY_MS);
+        if (write_stdout(usage_text) < 0 || write_stdout(buf) < 0) {
+            return -1;
+        }
+        *done = 1;
+        return 0;
+    }
+    if (p.version) {
+        PyObject *pkg = PyImport_ImportModule("chkpt");
+        PyObject *ver = pkg ? PyObject_GetAttrString(pkg, "__version__") : NULL;
+        Py_XDECREF(pkg);
+        PyObject *line = ver ? PyUnicode_FromFormat("chkpt %S\n", ver) : NULL;
+        Py_XDECREF(ver);
+        const char *s = line ? PyUnicode_AsUTF8(line) : NULL;
+        if (s == NULL || write_stdout(s) < 0) {
+            Py_XDECREF(line);
+            return -1;
+        }
+        Py_DECREF(line);
+        *done = 1;
+        return 0;
+    }
+    return 0;
+}
 
 void
 chkpt_cli_clear(chkpt_cli *cli)
@@ -12,6 +663,76 @@ chkpt_cli_clear(chkpt_cli *cli)
 PyObject *
 chkpt_main(PyObject *module, PyObject *argv)
 {
-    PyErr_SetString(PyExc_NotImplementedError, "chkpt_main");
-    return NULL;
+    if (!PyList_Check(argv)) {
+        PyObject *l = PySequence_List(argv);
+        if (l == NULL) {
+            return NULL;
+        }
+        argv = l;
+    }
+    else {
+        Py_INCREF(argv);
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(argv); i++) {
+        if (!PyUnicode_Check(PyList_GET_ITEM(argv, i))) {
+            PyErr_Format(PyExc_TypeError, "main() argument %zd must be str, "
+                         "not %.100s", i,
+                         Py_TYPE(PyList_GET_ITEM(argv, i))->tp_name);
+            Py_DECREF(argv);
+            return NULL;
+        }
+    }
+    chkpt_cli cli = {
+        .verb = CHKPT_VERB_RUN,
+        .frequency_ms = CHKPT_DEFAULT_FREQUENCY_MS,
+        .min_obj_size = CHKPT_DEFAULT_MIN_OBJ_SIZE,
+        .verbosity = 0,
+        .compress_level = 0,
+        .output_dir = NULL,
+        .target = NULL,
+        .is_module = 0,
+        .args = NULL,
+        .keep = -1,
+    };
+    int done;
+    int r = parse_command_line(&cli, argv, &done);
+    Py_DECREF(argv);
+    PyObject *result = NULL;
+    if (r < 0) {
+        goto finally;
+    }
+    if (r > 0) {
+        result = PyLong_FromLong(r);
+        goto finally;
+    }
+    if (done) {
+        result = PyLong_FromLong(0);
+        goto finally;
+    }
+    if (cli.args == NULL) {
+        cli.args = PyList_New(0);
+        if (cli.args == NULL) {
+            goto finally;
+        }
+    }
+    if (cli.verb == CHKPT_VERB_RUN) {
+        result = chkpt_run(module, &cli);
+        goto finally;
+    }
+    int status;
+    switch (cli.verb) {
+    case CHKPT_VERB_LS: status = chkpt_verb_ls(module, &cli); break;
+    case CHKPT_VERB_SHOW: status = chkpt_verb_show(module, &cli); break;
+    case CHKPT_VERB_EXPLORE: status = chkpt_verb_explore(module, &cli); break;
+    case CHKPT_VERB_EXPORT: status = chkpt_verb_export(module, &cli); break;
+    case CHKPT_VERB_VERIFY: status = chkpt_verb_verify(module, &cli); break;
+    case CHKPT_VERB_GC: status = chkpt_verb_gc(module, &cli); break;
+    default: status = 0; break;
+    }
+    if (status >= 0) {
+        result = PyLong_FromLong(status);
+    }
+finally:
+    chkpt_cli_clear(&cli);
+    return result;
 }

@@ -1,19 +1,546 @@
-/* hooks.c: when an automatic snapshot is due (STUB). */
+/* hooks.c: deciding when an automatic snapshot is due.
+ *
+ * Between snapshots nothing of chkpt runs in the script's thread: a timer
+ * thread sleeps for the frequency, then asks the main thread (through
+ * Py_AddPendingCall) to *arm* a line hook.
+ * The first line of the script's own code that runs after that takes the
+ * snapshot and disarms the hook, so snapshots happen at line boundaries
+ * of the script, never inside library code.
+ *
+ *   3.12+  sys.monitoring (PEP 669): a C callback for LINE events of our own
+ *          tool id; locations outside the script get DISABLE, so library
+ *          code is never reported again.
+ *   3.11   the C-level trace function (PyEval_SetTrace), set only while
+ *          armed. When the script has a tracer of its own, it wins: the
+ *          snapshot is then taken from the pending call itself.
+ *
+ * -f 0 keeps the hook armed for good (a snapshot per executed line of the
+ * script); -f -1 never arms it (manual snapshots only).
+ */
 #include "chkpt.h"
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#define USE_MONITORING (PY_VERSION_HEX >= 0x030C0000)
+
+typedef struct {
+    CheckpointObject *ck;          /* strong ref while installed */
+    pthread_t thread;
+    int thread_started;
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    int stop;                      /* under mutex */
+    long long period_ms;           /* under mutex: 0 = no timer */
+    atomic_int pending;            /* pending calls queued, not yet run */
+    atomic_int arm_pending;        /* an arming request is queued */
+    double budget_deadline;        /* under mutex: monotonic s, 0 = none */
+    atomic_uint budget_gen;        /* which capture the budget is for */
+    atomic_uint fired_gen;         /* budget_gen when its deadline passed */
+    atomic_int active;             /* cleared at uninstall */
+    int armed;                     /* main thread only */
+    unsigned long main_thread;
+#if USE_MONITORING
+    int tool_id;                   /* -1 when none could be had */
+    PyObject *monitoring;          /* sys.monitoring */
+    PyObject *disable;             /* sys.monitoring.DISABLE */
+    long line_event;               /* sys.monitoring.events.LINE */
+    PyObject *line_callback;       /* our C function object */
+#endif
+} hooks_state;
+
+static void
+take_auto_snapshot(CheckpointObject *ck, PyFrameObject *frame)
+{
+    PyObject *r = chkpt_capture(ck, frame, "auto", NULL);
+    if (r == NULL) {
+        /* chkpt_capture only fails for API misuse; never into the script */
+        chkpt_warn_exc("automatic snapshot failed");
+        return;
+    }
+    Py_DECREF(r);
+}
+
+/* ---- arming and disarming the line hook (main thread, GIL held) ---- */
+
+#if USE_MONITORING
+
+static int
+set_line_events(hooks_state *h, int on)
+{
+    if (h->tool_id < 0) {
+        return -1;
+    }
+    PyObject *r = PyObject_CallMethod(h->monitoring, "set_events", "il",
+                                      h->tool_id, on ? h->line_event : 0L);
+    if (r == NULL) {
+        chkpt_warn_exc("cannot set the line hook");
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* LINE callback: (code, line_number). Must never raise into the script. */
+static PyObject *
+line_callback(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    CheckpointObject *ck = (CheckpointObject *)self;
+    hooks_state *h = (hooks_state *)ck->hooks;
+    if (h == NULL || nargs < 1 || !PyCode_Check(args[0])) {
+        Py_RETURN_NONE;
+    }
+    if (!chkpt_is_script_code(ck, (PyCodeObject *)args[0])) {
+        /* library code: never report this location again */
+        return Py_NewRef(h->disable);
+    }
+    if (PyThread_get_thread_ident() != h->main_thread || ck->in_snapshot
+        || !h->armed) {
+        Py_RETURN_NONE;
+    }
+    if (ck->frequency_ms != 0) {
+        h->armed = 0;
+        set_line_events(h, 0);
+    }
+    take_auto_snapshot(ck, NULL);
+    Py_RETURN_NONE;
+}
+
+static const PyMethodDef line_callback_def = {
+    "chkpt_line", (PyCFunction)(void (*)(void))line_callback, METH_FASTCALL,
+    "chkpt's LINE callback"
+};
+
+static int
+monitoring_install(hooks_state *h)
+{
+    h->tool_id = -1;
+    h->monitoring = PySys_GetObject("monitoring");     /* borrowed */
+    if (h->monitoring == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "sys.monitoring is missing");
+        return -1;
+    }
+    Py_INCREF(h->monitoring);
+    h->disable = PyObject_GetAttrString(h->monitoring, "DISABLE");
+    if (h->disable == NULL) {
+        return -1;
+    }
+    PyObject *events = PyObject_GetAttrString(h->monitoring, "events");
+    if (events == NULL) {
+        return -1;
+    }
+    PyObject *line = PyObject_GetAttrString(events, "LINE");
+    Py_DECREF(events);
+    if (line == NULL) {
+        return -1;
+    }
+    h->line_event = PyLong_AsLong(line);
+    Py_DECREF(line);
+    if (h->line_event == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    /* Tool ids 0-2 and 5 are conventionally the debugger's, coverage's,
+     * the profiler's and the optimizer's: take a free one of the others. */
+    static const int candidates[] = {4, 3};
+    for (size_t i = 0; i < sizeof(candidates) / sizeof(candidates[0]); i++) {
+        PyObject *r = PyObject_CallMethod(h->monitoring, "use_tool_id", "is",
+                                          candidates[i], "chkpt");
+        if (r != NULL) {
+            Py_DECREF(r);
+            h->tool_id = candidates[i];
+            break;
+        }
+        if (!PyErr_ExceptionMatches(PyExc_ValueError)) {
+            return -1;
+        }
+        PyErr_Clear();
+    }
+    if (h->tool_id < 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "no free sys.monitoring tool id (3 and 4 are taken)");
+        return -1;
+    }
+    h->line_callback = PyCFunction_New((PyMethodDef *)&line_callback_def,
+                                       (PyObject *)h->ck);
+    if (h->line_callback == NULL) {
+        return -1;
+    }
+    PyObject *r = PyObject_CallMethod(h->monitoring, "register_callback", "ilO",
+                                      h->tool_id, h->line_event,
+                                      h->line_callback);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+static void
+monitoring_uninstall(hooks_state *h)
+{
+    if (h->tool_id >= 0) {
+        chkpt_saved_error saved;
+        chkpt_error_save(&saved);
+        PyObject *r = PyObject_CallMethod(h->monitoring, "set_events", "ii",
+                                          h->tool_id, 0);
+        Py_XDECREF(r);
+        r = PyObject_CallMethod(h->monitoring, "register_callback", "ilO",
+                                h->tool_id, h->line_event, Py_None);
+        Py_XDECREF(r);
+        r = PyObject_CallMethod(h->monitoring, "free_tool_id", "i", h->tool_id);
+        Py_XDECREF(r);
+        PyErr_Clear();
+        chkpt_error_restore(&saved);
+        h->tool_id = -1;
+    }
+    Py_CLEAR(h->line_callback);
+    Py_CLEAR(h->disable);
+    Py_CLEAR(h->monitoring);
+}
+
+static void
+arm(hooks_state *h)
+{
+    if (!h->armed && set_line_events(h, 1) == 0) {
+        h->armed = 1;
+    }
+}
+
+static void
+disarm(hooks_state *h)
+{
+    if (h->armed) {
+        h->armed = 0;
+        set_line_events(h, 0);
+    }
+}
+
+#else /* 3.11: the C trace function */
+
+/* The running Checkpoint. The trace function is installed without a trace
+ * object so that the script's sys.gettrace() still says None; it finds the
+ * Checkpoint through the module instead (only on line events, while armed). */
+static CheckpointObject *
+running_checkpoint(void)
+{
+    PyObject *mod = PyImport_ImportModule("chkpt._chkpt");
+    if (mod == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    CheckpointObject *ck = (CheckpointObject *)chkpt_get_state(mod)->singleton;
+    Py_DECREF(mod);
+    return ck;
+}
+
+static int
+trace_function(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+{
+    if (what != PyTrace_LINE) {
+        return 0;
+    }
+    CheckpointObject *ck = running_checkpoint();
+    hooks_state *h = ck ? (hooks_state *)ck->hooks : NULL;
+    if (h == NULL || ck->in_snapshot) {
+        return 0;
+    }
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    int mine = chkpt_is_script_code(ck, code);
+    Py_DECREF(code);
+    if (!mine) {
+        return 0;
+    }
+    if (ck->frequency_ms != 0) {
+        h->armed = 0;
+        PyEval_SetTrace(NULL, NULL);
+    }
+    take_auto_snapshot(ck, frame);
+    return 0;
+}
+
+/* Is a tracer other than ours installed (the script's, a debugger's)? */
+static int
+foreign_tracer(void)
+{
+    PyThreadState *ts = PyThreadState_Get();
+    return ts->c_tracefunc != NULL && ts->c_tracefunc != trace_function;
+}
+
+static void
+arm(hooks_state *h)
+{
+    PyThreadState *ts = PyThreadState_Get();
+    if (ts->c_tracefunc == trace_function) {
+        h->armed = 1;
+        return;
+    }
+    if (foreign_tracer()) {
+        /* the script's tracer wins: snapshot where we are instead */
+        h->armed = 0;
+        take_auto_snapshot(h->ck, NULL);
+        return;
+    }
+    PyEval_SetTrace(trace_function, NULL);
+    h->armed = 1;
+}
+
+static void
+disarm(hooks_state *h)
+{
+    PyThreadState *ts = PyThreadState_Get();
+    if (ts->c_tracefunc == trace_function) {
+        PyEval_SetTrace(NULL, NULL);
+    }
+    h->armed = 0;
+}
+
+#endif
+
+/* ---- the timer thread ---- */
+
+static int
+pending_arm(void *arg)
+{
+    hooks_state *h = (hooks_state *)arg;
+    if (atomic_load(&h->active) && !h->ck->in_snapshot
+        && PyThread_get_thread_ident() == h->main_thread) {
+        arm(h);
+    }
+    atomic_store(&h->arm_pending, 0);
+    atomic_fetch_sub(&h->pending, 1);
+    return 0;       /* never an exception into the script */
+}
+
+/* Runs on the main thread when a snapshot overran its time budget: the
+ * exception surfaces in the Python code the capture is running (a hostile
+ * __reduce__ or __getstate__), which makes the capture skip that object.
+ * It is raised only if that same capture is still running, so it can
+ * never reach the script. */
+static int
+pending_interrupt(void *arg)
+{
+    hooks_state *h = (hooks_state *)arg;
+    int raise = atomic_load(&h->active) && h->ck->in_snapshot
+                && atomic_load(&h->budget_gen) == atomic_load(&h->fired_gen);
+    atomic_fetch_sub(&h->pending, 1);
+    if (raise) {
+        PyErr_SetString(PyExc_TimeoutError,
+                        "the snapshot's time budget is exhausted");
+        return -1;
+    }
+    return 0;
+}
+
+/* Posts a request to the main thread. Before 3.13, a pending call added by
+ * a thread that is not the main one does not set the main thread's eval
+ * breaker (it is computed for the calling thread); holding the GIL while
+ * adding it makes the main thread recompute it when it takes the GIL back,
+ * so the request is seen within the switch interval. Called with the
+ * mutex held; releases it meanwhile. */
+static void
+post_request(hooks_state *h, int (*func)(void *))
+{
+    atomic_fetch_add(&h->pending, 1);
+    pthread_mutex_unlock(&h->mutex);
+    PyGILState_STATE g = PyGILState_Ensure();
+    if (Py_AddPendingCall(func, h) != 0) {
+        atomic_fetch_sub(&h->pending, 1);       /* queue full: next time */
+    }
+    PyGILState_Release(g);
+    pthread_mutex_lock(&h->mutex);
+}
+
+static void *
+timer_main(void *arg)
+{
+    hooks_state *h = (hooks_state *)arg;
+    double next_tick = 0;
+    long long period = -1;
+    pthread_mutex_lock(&h->mutex);
+    while (!h->stop) {
+        double now = chkpt_monotonic();
+        if (h->period_ms != period) {           /* new period: start over */
+            period = h->period_ms;
+            next_tick = period > 0 ? now + (double)period / 1000.0 : 0;
+        }
+        double wake = next_tick;
+        if (h->budget_deadline > 0 && (wake == 0 || h->budget_deadline < wake)) {
+            wake = h->budget_deadline;
+        }
+        if (wake == 0) {
+            pthread_cond_wait(&h->cond, &h->mutex);
+            continue;
+        }
+        if (now < wake) {
+            double wait_s = wake - now;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += (time_t)wait_s;
+            ts.tv_nsec += (long)((wait_s - (double)(time_t)wait_s) * 1e9);
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec += 1;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&h->cond, &h->mutex, &ts);
+            continue;                           /* re-evaluate everything */
+        }
+        if (h->budget_deadline > 0 && now >= h->budget_deadline) {
+            h->budget_deadline = 0;
+            atomic_store(&h->fired_gen, atomic_load(&h->budget_gen));
+            post_request(h, pending_interrupt);
+        }
+        if (next_tick > 0 && now >= next_tick) {
+            next_tick = now + (double)period / 1000.0;
+            /* one arming request at a time: the main thread may be busy
+             * in C code for a long while */
+            if (!atomic_exchange(&h->arm_pending, 1)) {
+                post_request(h, pending_arm);
+            }
+        }
+    }
+    pthread_mutex_unlock(&h->mutex);
+    return NULL;
+}
+
+void
+chkpt_hooks_budget_start(CheckpointObject *ck, double seconds)
+{
+    hooks_state *h = (hooks_state *)ck->hooks;
+    if (h == NULL || !h->thread_started || seconds <= 0) {
+        return;
+    }
+    pthread_mutex_lock(&h->mutex);
+    atomic_fetch_add(&h->budget_gen, 1);
+    h->budget_deadline = chkpt_monotonic() + seconds;
+    pthread_cond_signal(&h->cond);
+    pthread_mutex_unlock(&h->mutex);
+}
+
+void
+chkpt_hooks_budget_stop(CheckpointObject *ck)
+{
+    hooks_state *h = (hooks_state *)ck->hooks;
+    if (h == NULL || !h->thread_started) {
+        return;
+    }
+    pthread_mutex_lock(&h->mutex);
+    atomic_fetch_add(&h->budget_gen, 1);       /* a fired request is void */
+    h->budget_deadline = 0;
+    pthread_mutex_unlock(&h->mutex);
+}
+
+/* The timer period for the current frequency: 0 means no timer. */
+static long long
+timer_period(CheckpointObject *ck)
+{
+    return ck->frequency_ms > 0 ? ck->frequency_ms : 0;
+}
+
+int
+chkpt_hooks_reconfigure(CheckpointObject *ck)
+{
+    hooks_state *h = (hooks_state *)ck->hooks;
+    if (h == NULL) {
+        return 0;       /* not running yet: the value is used at install */
+    }
+    pthread_mutex_lock(&h->mutex);
+    h->period_ms = timer_period(ck);
+    pthread_cond_signal(&h->cond);
+    pthread_mutex_unlock(&h->mutex);
+    if (ck->frequency_ms == 0) {
+        arm(h);
+    }
+    else {
+        disarm(h);
+    }
+    return 0;
+}
 
 int
 chkpt_hooks_install(CheckpointObject *ck)
 {
+    if (ck->hooks != NULL) {
+        return 0;
+    }
+    hooks_state *h = PyMem_RawCalloc(1, sizeof(hooks_state));
+    if (h == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    h->ck = (CheckpointObject *)Py_NewRef(ck);
+    h->main_thread = PyThread_get_thread_ident();
+    atomic_init(&h->pending, 0);
+    atomic_init(&h->arm_pending, 0);
+    atomic_init(&h->budget_gen, 0);
+    atomic_init(&h->fired_gen, 0);
+    atomic_init(&h->active, 1);
+    pthread_mutex_init(&h->mutex, NULL);
+    pthread_cond_init(&h->cond, NULL);
+    h->period_ms = timer_period(ck);
+    ck->hooks = h;
+#if USE_MONITORING
+    if (monitoring_install(h) < 0) {
+        chkpt_warn_exc("automatic snapshots are off");
+        monitoring_uninstall(h);
+        return 0;       /* the script runs on; manual snapshots still work */
+    }
+#endif
+    if (pthread_create(&h->thread, NULL, timer_main, h) != 0) {
+        chkpt_warn("cannot start the timer thread; automatic snapshots "
+                   "every %lld ms are off", ck->frequency_ms);
+    }
+    else {
+        h->thread_started = 1;
+    }
+    if (ck->frequency_ms == 0) {
+        arm(h);
+    }
     return 0;
 }
 
 void
 chkpt_hooks_uninstall(CheckpointObject *ck)
 {
-}
-
-int
-chkpt_hooks_reconfigure(CheckpointObject *ck)
-{
-    return 0;
+    hooks_state *h = (hooks_state *)ck->hooks;
+    if (h == NULL) {
+        return;
+    }
+    atomic_store(&h->active, 0);
+    if (h->thread_started) {
+        pthread_mutex_lock(&h->mutex);
+        h->stop = 1;
+        pthread_cond_signal(&h->cond);
+        pthread_mutex_unlock(&h->mutex);
+        /* the timer thread takes the GIL to post its request: release it
+         * while waiting for the thread to end */
+        Py_BEGIN_ALLOW_THREADS
+        pthread_join(h->thread, NULL);
+        Py_END_ALLOW_THREADS
+    }
+    disarm(h);
+#if USE_MONITORING
+    monitoring_uninstall(h);
+#endif
+    /* A request may still be queued: let it run (it sees !active) before
+     * its argument is freed. */
+    while (atomic_load(&h->pending) > 0) {
+        chkpt_saved_error saved;
+        chkpt_error_save(&saved);
+        if (Py_MakePendingCalls() < 0) {
+            PyErr_Clear();
+        }
+        chkpt_error_restore(&saved);
+        if (atomic_load(&h->pending) > 0) {
+            /* not on the main thread, or the queue is busy: leak rather
+             * than risk a use after free */
+            ck->hooks = NULL;
+            return;
+        }
+    }
+    pthread_mutex_destroy(&h->mutex);
+    pthread_cond_destroy(&h->cond);
+    ck->hooks = NULL;
+    Py_DECREF(h->ck);
+    PyMem_RawFree(h);
 }

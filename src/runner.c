@@ -1,9 +1,1008 @@
-/* runner.c: runs the script exactly as `python` would (STUB). */
+/* runner.c: runs the script exactly as `python script.py args` or
+ * `python -m pkg.mod args` would.
+ *
+ * What python does (Modules/main.c pymain_run_python, Python/pythonrun.c
+ * _PyRun_SimpleFileObject, Lib/runpy.py) and what this file copies:
+ *
+ *  - `__main__` is a fresh module as pylifecycle's add_main_module makes it
+ *    (__name__, __doc__, __package__, __loader__, __spec__, then
+ *    __annotations__ = {}, __builtins__, __loader__ = BuiltinImporter),
+ *    replacing chkpt's own `__main__` in sys.modules.
+ *  - a script file: sys.argv = [script as given, *args]; sys.path[0] =
+ *    the directory of the script with symlinks resolved (unless -P);
+ *    __file__ = the script's path made absolute (not normalised, as
+ *    python's _Py_abspath), __cached__ = None, __loader__ =
+ *    SourceFileLoader('__main__', __file__) (SourcelessFileLoader for a
+ *    .pyc); the source is compiled without inheriting any compiler flag and
+ *    evaluated with PyEval_EvalCode; afterwards __file__ and __cached__ are
+ *    removed again (not on SystemExit, where python exits from inside).
+ *  - a directory or zip file: it becomes sys.path[0] and runpy runs its
+ *    `__main__` module (runpy._run_module_as_main('__main__', False)).
+ *  - -m: sys.argv = ['-m', *args], sys.path[0] = cwd (unless -P), then
+ *    runpy._run_module_as_main(name, True), so runpy's frames show in
+ *    tracebacks exactly as under python -m.
+ *  - the code runs as if called from python's main(): no frame below it
+ *    (chkpt's own `python -m chkpt` frames are hidden: f_back, tracebacks,
+ *    traceback.print_stack, pdb's `where` and warnings' stacklevel see only
+ *    the script) and the full recursion budget.
+ *  - outcome: SystemExit propagates unchanged (python handles it natively);
+ *    an uncaught exception is printed by PyErr_Print (sys.excepthook,
+ *    sys.last_*) and gives exit status 1; an uncaught KeyboardInterrupt is
+ *    printed too, then re-raised with a one-shot silent sys.excepthook, so
+ *    that python's main kills the process by SIGINT after finalization.
+ */
 #include "chkpt.h"
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <marshal.h>
+
+/* ---- small helpers ---- */
+
+static PyObject *
+import_attr(const char *module, const char *attr)
+{
+    PyObject *m = PyImport_ImportModule(module);
+    if (m == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyObject_GetAttrString(m, attr);
+    Py_DECREF(m);
+    return r;
+}
+
+/* sys.flags.safe_path (-P, -I, PYTHONSAFEPATH): python adds no sys.path[0]
+ * for the script then. */
+static int
+safe_path_flag(void)
+{
+    PyObject *flags = PySys_GetObject("flags");         /* borrowed */
+    if (flags == NULL) {
+        return 0;
+    }
+    PyObject *v = PyObject_GetAttrString(flags, "safe_path");
+    if (v == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int r = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    if (r < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    return r;
+}
+
+static PyObject *
+getcwd_str(void)
+{
+    PyObject *os = PyImport_ImportModule("os");
+    if (os == NULL) {
+        return NULL;
+    }
+    PyObject *cwd = PyObject_CallMethod(os, "getcwd", NULL);
+    Py_DECREF(os);
+    return cwd;
+}
+
+/* The script's path made absolute as python's _Py_abspath does it: the
+ * current directory, a separator and the path, nothing normalised. */
+static PyObject *
+python_abspath(PyObject *path)
+{
+    Py_ssize_t n = PyUnicode_GetLength(path);
+    if (n < 0) {
+        return NULL;
+    }
+    if (n > 0 && PyUnicode_READ_CHAR(path, 0) == '/') {
+        return Py_NewRef(path);
+    }
+    PyObject *cwd = getcwd_str();
+    if (cwd == NULL) {
+        return NULL;
+    }
+    PyObject *r;
+    if (n == 0 || PyUnicode_CompareWithASCIIString(path, ".") == 0) {
+        r = Py_NewRef(cwd);
+    }
+    else {
+        r = PyUnicode_FromFormat("%U/%U", cwd, path);
+    }
+    Py_DECREF(cwd);
+    return r;
+}
+
+/* sys.path[0] for a script, as _PyPathConfig_ComputeSysPath0 computes it:
+ * realpath() of the script, up to its last separator (a lone "/" kept).
+ * NULL without exception when realpath fails (python then uses the path as
+ * given, which we do too). */
+static PyObject *
+script_path0(PyObject *target)
+{
+    PyObject *b = PyUnicode_EncodeFSDefault(target);
+    if (b == NULL) {
+        return NULL;
+    }
+    char *real = realpath(PyBytes_AS_STRING(b), NULL);
+    PyObject *src;
+    if (real != NULL) {
+        src = PyUnicode_DecodeFSDefault(real);
+        free(real);
+    }
+    else {
+        src = Py_NewRef(target);
+    }
+    Py_DECREF(b);
+    if (src == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PyUnicode_GetLength(src);
+    Py_ssize_t sep = n > 0 ? PyUnicode_FindChar(src, '/', 0, n, -1) : -1;
+    if (sep == -2) {
+        Py_DECREF(src);
+        return NULL;
+    }
+    Py_ssize_t len = 0;
+    if (sep >= 0) {
+        len = sep + 1;
+        if (len > 1) {
+            len--;              /* drop the trailing separator */
+        }
+    }
+    PyObject *r = PyUnicode_Substring(src, 0, len);
+    Py_DECREF(src);
+    return r;
+}
+
+static PyObject *
+dirname_of(PyObject *path)
+{
+    PyObject *os_path = PyImport_ImportModule("os.path");
+    if (os_path == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyObject_CallMethod(os_path, "dirname", "O", path);
+    Py_DECREF(os_path);
+    return r;
+}
+
+/* A fresh `__main__` module as python's add_main_module makes it, put in
+ * sys.modules. Returns a new reference. */
+static PyObject *
+new_main_module(void)
+{
+    PyObject *m = PyModule_New("__main__");
+    if (m == NULL) {
+        return NULL;
+    }
+    PyObject *d = PyModule_GetDict(m);                  /* borrowed */
+    PyObject *ann = PyDict_New();
+    if (ann == NULL || PyDict_SetItemString(d, "__annotations__", ann) < 0) {
+        Py_XDECREF(ann);
+        goto error;
+    }
+    Py_DECREF(ann);
+    PyObject *bi = PyImport_ImportModule("builtins");
+    if (bi == NULL || PyDict_SetItemString(d, "__builtins__", bi) < 0) {
+        Py_XDECREF(bi);
+        goto error;
+    }
+    Py_DECREF(bi);
+    PyObject *loader = import_attr("_frozen_importlib", "BuiltinImporter");
+    if (loader == NULL || PyDict_SetItemString(d, "__loader__", loader) < 0) {
+        Py_XDECREF(loader);
+        goto error;
+    }
+    Py_DECREF(loader);
+    PyObject *modules = PySys_GetObject("modules");     /* borrowed */
+    if (modules == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "lost sys.modules");
+        goto error;
+    }
+    if (PyMapping_SetItemString(modules, "__main__", m) < 0) {
+        goto error;
+    }
+    return m;
+error:
+    Py_DECREF(m);
+    return NULL;
+}
+
+
+/* sys.argv[:] = [argv0, *args], in place (the list python made). */
+static int
+set_argv(PyObject *argv0, PyObject *args)
+{
+    PyObject *list = PyList_New(1);
+    if (list == NULL) {
+        return -1;
+    }
+    PyList_SET_ITEM(list, 0, Py_NewRef(argv0));
+    PyObject *full = PySequence_Concat(list, args);
+    Py_DECREF(list);
+    if (full == NULL) {
+        return -1;
+    }
+    PyObject *argv = PySys_GetObject("argv");           /* borrowed */
+    int r;
+    if (argv != NULL && PyList_Check(argv)) {
+        r = PyList_SetSlice(argv, 0, PyList_GET_SIZE(argv), full);
+    }
+    else {
+        r = PySys_SetObject("argv", full);
+    }
+    Py_DECREF(full);
+    return r;
+}
+
+/* sys.path[0] = path0. `python -m chkpt` put the current directory there
+ * (unless safe_path, when it put nothing): replace it, or insert when
+ * insert is set (an import path, which python inserts even with -P). */
+static int
+set_path0(PyObject *path0, int insert)
+{
+    PyObject *path = PySys_GetObject("path");           /* borrowed */
+    if (path == NULL || !PyList_Check(path)) {
+        PyErr_SetString(PyExc_RuntimeError, "sys.path must be a list");
+        return -1;
+    }
+    if (insert || PyList_GET_SIZE(path) == 0) {
+        return PyList_Insert(path, 0, path0);
+    }
+    return PyList_SetItem(path, 0, Py_NewRef(path0));
+}
+
+/* python's flush_io(): flush sys.stderr and sys.stdout, ignoring errors,
+ * keeping any pending exception. */
+static void
+flush_io(void)
+{
+    chkpt_saved_error saved;
+    chkpt_error_save(&saved);
+    const char *names[] = {"stderr", "stdout"};
+    for (int i = 0; i < 2; i++) {
+        PyObject *f = PySys_GetObject(names[i]);        /* borrowed */
+        if (f != NULL && f != Py_None) {
+            PyObject *r = PyObject_CallMethod(f, "flush", NULL);
+            if (r == NULL) {
+                PyErr_Clear();
+            }
+            Py_XDECREF(r);
+        }
+    }
+    chkpt_error_restore(&saved);
+}
+
+/* ---- running as if called from python's main() ----
+ *
+ * `python -m chkpt` leaves three Python frames (runpy's two and chkpt's
+ * __main__) below the place where the script starts, and they would use
+ * part of the recursion budget. While the script runs, the thread's
+ * current frame is set to none, so the script's first frame has no
+ * previous frame, and the recursion counters start from zero as they do
+ * under plain python; both are put back afterwards. The fields are those
+ * of the public (non-limited) PyThreadState. */
+typedef struct {
+    struct _PyInterpreterFrame *frame;
+    int py_depth;
+    int c_depth;
+} bottom_state;
+
+#if PY_VERSION_HEX >= 0x030D0000
+#define CHKPT_C_RECURSION_LIMIT Py_C_RECURSION_LIMIT
+#elif PY_VERSION_HEX >= 0x030C0000
+#define CHKPT_C_RECURSION_LIMIT C_RECURSION_LIMIT
+#endif
+
+static void
+enter_bottom(bottom_state *b)
+{
+    PyThreadState *ts = PyThreadState_Get();
+#if PY_VERSION_HEX >= 0x030D0000
+    b->frame = ts->current_frame;
+    ts->current_frame = NULL;
+#else
+    b->frame = ts->cframe->current_frame;
+    ts->cframe->current_frame = NULL;
+#endif
+#if PY_VERSION_HEX >= 0x030C0000
+    b->py_depth = ts->py_recursion_limit - ts->py_recursion_remaining;
+    ts->py_recursion_remaining = ts->py_recursion_limit;
+    b->c_depth = CHKPT_C_RECURSION_LIMIT - ts->c_recursion_remaining;
+    ts->c_recursion_remaining = CHKPT_C_RECURSION_LIMIT;
+#else
+    b->py_depth = ts->recursion_limit - ts->recursion_remaining;
+    ts->recursion_remaining = ts->recursion_limit;
+    b->c_depth = 0;
+#endif
+}
+
+static void
+leave_bottom(bottom_state *b)
+{
+    PyThreadState *ts = PyThreadState_Get();
+#if PY_VERSION_HEX >= 0x030D0000
+    ts->current_frame = b->frame;
+#else
+    ts->cframe->current_frame = b->frame;
+#endif
+    /* relative, so that a sys.setrecursionlimit() of the script stays */
+#if PY_VERSION_HEX >= 0x030C0000
+    ts->py_recursion_remaining -= b->py_depth;
+    ts->c_recursion_remaining -= b->c_depth;
+#else
+    ts->recursion_remaining -= b->py_depth;
+#endif
+}
+
+static void
+hooks_install(CheckpointObject *ck)
+{
+    if (chkpt_hooks_install(ck) < 0) {
+        chkpt_warn_exc("automatic snapshots are off");
+    }
+}
+
+static void
+hooks_uninstall(CheckpointObject *ck)
+{
+    chkpt_saved_error saved;
+    chkpt_error_save(&saved);
+    chkpt_hooks_uninstall(ck);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+    }
+    chkpt_error_restore(&saved);
+}
+
+/* ---- the outcome ---- */
+
+/* The one-shot sys.excepthook left behind when a KeyboardInterrupt is
+ * re-raised out of chkpt (it was printed already): when python's main
+ * prints it again, print nothing, put back the script's hook, its
+ * traceback and sys.last_traceback. state = (hook, exc, tb). */
+static PyObject *
+oneshot_excepthook(PyObject *state, PyObject *args)
+{
+    PyObject *orig = PyTuple_GET_ITEM(state, 0);
+    PyObject *exc = PyTuple_GET_ITEM(state, 1);
+    PyObject *tb = PyTuple_GET_ITEM(state, 2);
+    if (PySys_SetObject("excepthook", orig == Py_None ? NULL : orig) < 0) {
+        PyErr_Clear();
+    }
+    if (PyTuple_GET_SIZE(args) != 3 || PyTuple_GET_ITEM(args, 1) != exc) {
+        /* another exception than ours: the script's hook prints it */
+        if (orig == Py_None) {
+            Py_RETURN_NONE;
+        }
+        return PyObject_Call(orig, args, NULL);
+    }
+    if (PyException_SetTraceback(exc, tb) < 0
+        || PySys_SetObject("last_traceback", tb) < 0) {
+        PyErr_Clear();
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef oneshot_def = {
+    "excepthook", oneshot_excepthook, METH_VARARGS,
+    "chkpt: the KeyboardInterrupt was printed already (one-shot)."
+};
+
+/* Re-raises exc (a KeyboardInterrupt already printed); returns NULL. */
+static PyObject *
+reraise_printed(PyObject *exc)
+{
+    PyObject *orig = PySys_GetObject("excepthook");     /* borrowed */
+    PyObject *tb = PyException_GetTraceback(exc);
+    PyObject *state = PyTuple_Pack(3, orig ? orig : Py_None, exc,
+                                   tb ? tb : Py_None);
+    PyObject *hook = state ? PyCFunction_New(&oneshot_def, state) : NULL;
+    Py_XDECREF(state);
+    if (hook == NULL || PySys_SetObject("excepthook", hook) < 0) {
+        Py_XDECREF(hook);
+        Py_XDECREF(tb);
+        Py_DECREF(exc);
+        return NULL;
+    }
+    Py_DECREF(hook);
+#if PY_VERSION_HEX >= 0x030C0000
+    Py_XDECREF(tb);
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, tb);
+#endif
+    return NULL;
+}
+
+/* An exception other than SystemExit escaped the script: print it as
+ * python's main does (PyErr_Print: sys.last_*, sys.excepthook, "Error in
+ * sys.excepthook" when the hook fails). For a KeyboardInterrupt (exactly
+ * that type, as python checks) *ki receives it, to be re-raised. */
+static void
+print_uncaught(PyObject **ki)
+{
+    *ki = NULL;
+    if (PyErr_Occurred() == PyExc_KeyboardInterrupt) {
+#if PY_VERSION_HEX >= 0x030C0000
+        PyObject *exc = PyErr_GetRaisedException();
+        *ki = Py_NewRef(exc);
+        PyErr_SetRaisedException(exc);
+#else
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL) {
+            PyException_SetTraceback(value, tb);
+        }
+        *ki = Py_XNewRef(value);
+        PyErr_Restore(type, value, tb);
+#endif
+    }
+    PyErr_Print();
+}
+
+/* ---- compiling and executing the script ---- */
+
+static int
+is_pyc(PyObject *filename, PyObject *source)
+{
+    Py_ssize_t n = PyUnicode_GetLength(filename);
+    if (n >= 4) {
+        PyObject *ext = PyUnicode_Substring(filename, n - 4, n);
+        if (ext == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        int r = PyUnicode_CompareWithASCIIString(ext, ".pyc") == 0;
+        Py_DECREF(ext);
+        if (r) {
+            return 1;
+        }
+    }
+    /* python also looks at the first two bytes (maybe_pyc_file) */
+    if (PyBytes_GET_SIZE(source) >= 2) {
+        const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(source);
+        unsigned int halfmagic = (unsigned int)PyImport_GetMagicNumber() & 0xFFFF;
+        if (((unsigned int)p[0] | ((unsigned int)p[1] << 8)) == halfmagic) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The code object of a .pyc, checked as python's run_pyc_file does. */
+static PyObject *
+pyc_code(PyObject *data)
+{
+    const char *p = PyBytes_AS_STRING(data);
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    long magic = PyImport_GetMagicNumber();
+    unsigned char m[4] = {(unsigned char)(magic & 0xff),
+                          (unsigned char)((magic >> 8) & 0xff),
+                          (unsigned char)((magic >> 16) & 0xff),
+                          (unsigned char)((magic >> 24) & 0xff)};
+    if (n < 4 || memcmp(p, m, 4) != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "Bad magic number in .pyc file");
+        return NULL;
+    }
+    PyObject *code = n >= 16 ? PyMarshal_ReadObjectFromString(p + 16, n - 16)
+                             : NULL;
+    if (code == NULL || !PyCode_Check(code)) {
+        Py_XDECREF(code);
+        PyErr_Clear();
+        PyErr_SetString(PyExc_RuntimeError, "Bad code object in .pyc file");
+        return NULL;
+    }
+    return code;
+}
+
+/* Compiles the script's source (bytes) as python compiles a file: its
+ * coding declaration, BOM and newlines honoured, no compiler flag
+ * inherited (dont_inherit), optimisation level of the interpreter, and
+ * executes it in globals, hooks installed. When the source does not
+ * compile, python's own file parser runs on the same bytes instead, so a
+ * SyntaxError (or a decoding error) reads exactly as under python.
+ *
+ * This is the one place where the script's code executes; a later resume
+ * feature splits the module into top-level statements here. */
+static PyObject *
+exec_main_code(CheckpointObject *ck, PyObject *source, PyObject *filename,
+               PyObject *globals, int pyc)
+{
+    const char *buf = PyBytes_AS_STRING(source);
+    Py_ssize_t len = PyBytes_GET_SIZE(source);
+    PyCompilerFlags cf = _PyCompilerFlags_INIT;
+    PyObject *code = NULL;
+    PyObject *result = NULL;
+    bottom_state bottom;
+
+    if (pyc) {
+        code = pyc_code(source);
+        if (code == NULL) {
+            return NULL;
+        }
+    }
+    else if (memchr(buf, '\0', (size_t)len) == NULL) {
+        code = Py_CompileStringObject(buf, filename, Py_file_input, &cf, -1);
+    }
+    if (code == NULL) {
+        /* python's file parser reports the error (or, should it accept
+         * what the string parser did not, runs the script) */
+        chkpt_saved_error saved;
+        chkpt_error_save(&saved);
+        FILE *fp = len > 0 ? fmemopen((void *)buf, (size_t)len, "rb") : NULL;
+        PyObject *fb = fp ? PyUnicode_EncodeFSDefault(filename) : NULL;
+        if (fb == NULL) {
+            if (fp != NULL) {
+                fclose(fp);
+            }
+            PyErr_Clear();
+            chkpt_error_restore(&saved);
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_SystemError, "cannot compile the script");
+            }
+            return NULL;
+        }
+#if PY_VERSION_HEX >= 0x030C0000
+        Py_XDECREF(saved.exc);
+#else
+        Py_XDECREF(saved.type);
+        Py_XDECREF(saved.value);
+        Py_XDECREF(saved.tb);
+#endif
+        hooks_install(ck);
+        enter_bottom(&bottom);
+        result = PyRun_FileExFlags(fp, PyBytes_AS_STRING(fb), Py_file_input,
+                                   globals, globals, 1, &cf);
+        leave_bottom(&bottom);
+        hooks_uninstall(ck);
+        Py_DECREF(fb);
+        return result;
+    }
+    if (PySys_Audit("exec", "O", code) < 0) {
+        Py_DECREF(code);
+        return NULL;
+    }
+    hooks_install(ck);
+    enter_bottom(&bottom);
+    result = PyEval_EvalCode(code, globals, globals);
+    leave_bottom(&bottom);
+    hooks_uninstall(ck);
+    Py_DECREF(code);
+    return result;
+}
+
+static void
+remove_file_names(PyObject *dict)
+{
+    if (dict == NULL) {
+        return;
+    }
+    const char *names[] = {"__file__", "__cached__"};
+    for (int i = 0; i < 2; i++) {
+        if (PyDict_DelItemString(dict, names[i]) < 0) {
+            PyErr_Clear();
+        }
+    }
+}
+
+/* What python's main does once the script's code returned `result`:
+ * SystemExit propagates, anything else is printed (exit status 1), and a
+ * KeyboardInterrupt is then re-raised. For a script file, python removes
+ * __file__ and __cached__ from __main__ afterwards (file_dict). */
+static PyObject *
+finish(PyObject *result, PyObject *file_dict)
+{
+    if (result != NULL) {
+        Py_DECREF(result);
+        remove_file_names(file_dict);
+        return PyLong_FromLong(0);
+    }
+    if (PyErr_ExceptionMatches(PyExc_SystemExit)) {
+        /* python exits from inside PyErr_Print here: __file__ stays */
+        return NULL;
+    }
+    PyObject *ki;
+    print_uncaught(&ki);
+    remove_file_names(file_dict);
+    if (ki != NULL) {
+        return reraise_printed(ki);
+    }
+    return PyLong_FromLong(1);
+}
+
+/* ---- the three kinds of target ---- */
+
+static int
+set_str_attr(PyObject **slot, PyObject *value)
+{
+    Py_XSETREF(*slot, Py_NewRef(value));
+    return 0;
+}
+
+/* Records what the spec runpy will use says about the script: its path,
+ * directory and source. Failures only mean less is known. */
+static void
+note_spec(CheckpointObject *ck, PyObject *spec)
+{
+    PyObject *origin = PyObject_GetAttrString(spec, "origin");
+    PyObject *has_loc = origin ? PyObject_GetAttrString(spec, "has_location")
+                               : NULL;
+    int located = has_loc ? PyObject_IsTrue(has_loc) : -1;
+    Py_XDECREF(has_loc);
+    if (origin == NULL || located <= 0 || !PyUnicode_Check(origin)) {
+        PyErr_Clear();
+        Py_XDECREF(origin);
+        return;
+    }
+    PyObject *dir = dirname_of(origin);
+    if (dir == NULL) {
+        PyErr_Clear();
+        Py_DECREF(origin);
+        return;
+    }
+    set_str_attr(&ck->script_path, origin);
+    set_str_attr(&ck->script_dir, dir);
+    Py_DECREF(dir);
+    PyObject *loader = PyObject_GetAttrString(spec, "loader");
+    PyObject *data = loader ? PyObject_CallMethod(loader, "get_data", "O",
+                                                  origin)
+                            : NULL;
+    Py_XDECREF(loader);
+    if (data != NULL && PyBytes_Check(data)) {
+        if (PyDict_SetItem(ck->sources, origin, data) < 0) {
+            PyErr_Clear();
+        }
+    }
+    PyErr_Clear();
+    Py_XDECREF(data);
+    Py_DECREF(origin);
+}
+
+/* runpy runs the module (-m) or the `__main__` of a directory or zip
+ * file. Returns the exit status, or NULL with the exception to propagate. */
+static PyObject *
+run_with_runpy(CheckpointObject *ck, PyObject *modname, int alter_argv)
+{
+    PyObject *runpy = PyImport_ImportModule("runpy");
+    if (runpy == NULL) {
+        return NULL;
+    }
+    /* First what runpy will find, without running anything (importing the
+     * parent package is what runpy does first too; it is then cached).
+     * Its errors are python's `python: <message>` lines, with chkpt's
+     * prefix; other errors are left to runpy itself to raise. */
+    PyObject *error = PyObject_GetAttrString(runpy, "_Error");
+    PyObject *details = NULL;
+    if (error != NULL) {
+        details = alter_argv
+            ? PyObject_CallMethod(runpy, "_get_module_details", "OO",
+                                  modname, error)
+            : PyObject_CallMethod(runpy, "_get_main_module_details", "O",
+                                  error);
+    }
+    if (details == NULL) {
+        if (error != NULL && PyErr_ExceptionMatches(error)) {
+            chkpt_saved_error saved;
+            chkpt_error_save(&saved);
+#if PY_VERSION_HEX >= 0x030C0000
+            PyObject *msg = PyObject_Str(saved.exc);
+#else
+            PyErr_NormalizeException(&saved.type, &saved.value, &saved.tb);
+            PyObject *msg = PyObject_Str(saved.value);
+#endif
+            chkpt_error_restore(&saved);
+            PyErr_Clear();
+            Py_DECREF(error);
+            Py_DECREF(runpy);
+            const char *m = msg ? PyUnicode_AsUTF8(msg) : NULL;
+            if (m == NULL) {
+                Py_XDECREF(msg);
+                return NULL;
+            }
+            chkpt_warn("%s", m);
+            Py_DECREF(msg);
+            /* python: 1 for a module; chkpt: 2 for a directory or zip file
+             * without __main__, as for a script it cannot open */
+            return PyLong_FromLong(alter_argv ? 1 : 2);
+        }
+        PyErr_Clear();
+    }
+    else {
+        if (PyTuple_Check(details) && PyTuple_GET_SIZE(details) == 3) {
+            note_spec(ck, PyTuple_GET_ITEM(details, 1));
+        }
+        Py_DECREF(details);
+    }
+    Py_XDECREF(error);
+
+    PyObject *func = PyObject_GetAttrString(runpy, "_run_module_as_main");
+    Py_DECREF(runpy);
+    if (func == NULL) {
+        return NULL;
+    }
+    if (PySys_Audit("cpython.run_module", "O", modname) < 0) {
+        Py_DECREF(func);
+        return finish(NULL, NULL);
+    }
+    bottom_state bottom;
+    hooks_install(ck);
+    enter_bottom(&bottom);
+    PyObject *result = PyObject_CallFunctionObjArgs(
+        func, modname, alter_argv ? Py_True : Py_False, NULL);
+    leave_bottom(&bottom);
+    hooks_uninstall(ck);
+    Py_DECREF(func);
+    return finish(result, NULL);
+}
+
+/* Reads the whole file; NULL with OSError set on failure. */
+static PyObject *
+read_all(FILE *fp, PyObject *filename)
+{
+    size_t cap = 65536, len = 0;
+    char *buf = PyMem_Malloc(cap);
+    if (buf == NULL) {
+        return PyErr_NoMemory();
+    }
+    for (;;) {
+        size_t got = fread(buf + len, 1, cap - len, fp);
+        len += got;
+        if (got == 0) {
+            if (ferror(fp)) {
+                PyMem_Free(buf);
+                return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError,
+                                                            filename);
+            }
+            break;
+        }
+        if (len == cap) {
+            char *nbuf = PyMem_Realloc(buf, cap * 2);
+            if (nbuf == NULL) {
+                PyMem_Free(buf);
+                return PyErr_NoMemory();
+            }
+            buf = nbuf;
+            cap *= 2;
+        }
+    }
+    PyObject *r = PyBytes_FromStringAndSize(buf, (Py_ssize_t)len);
+    PyMem_Free(buf);
+    return r;
+}
+
+static PyObject *
+run_script_file(CheckpointObject *ck, PyObject *filename, PyObject *path0,
+                PyObject *main_mod)
+{
+    PyObject *d = PyModule_GetDict(main_mod);           /* borrowed */
+    if (PySys_Audit("cpython.run_file", "O", filename) < 0) {
+        return finish(NULL, NULL);
+    }
+    PyObject *fb = PyUnicode_EncodeFSDefault(filename);
+    if (fb == NULL) {
+        return NULL;
+    }
+    FILE *fp = fopen(PyBytes_AS_STRING(fb), "rbe");
+    Py_DECREF(fb);
+    if (fp == NULL) {
+        int err = errno;
+        PyObject *r = PyObject_Repr(filename);
+        const char *rs = r ? PyUnicode_AsUTF8(r) : NULL;
+        if (rs == NULL) {
+            Py_XDECREF(r);
+            return NULL;
+        }
+        chkpt_warn("can't open file %s: [Errno %d] %s", rs, err, strerror(err));
+        Py_DECREF(r);
+        return PyLong_FromLong(2);
+    }
+    struct stat sb;
+    if (fstat(fileno(fp), &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        fclose(fp);
+        PyObject *r = PyObject_Repr(filename);
+        const char *rs = r ? PyUnicode_AsUTF8(r) : NULL;
+        if (rs == NULL) {
+            Py_XDECREF(r);
+            return NULL;
+        }
+        chkpt_warn("%s is a directory, cannot continue", rs);
+        Py_DECREF(r);
+        return PyLong_FromLong(1);
+    }
+    PyObject *source = read_all(fp, filename);
+    fclose(fp);
+    if (source == NULL) {
+        return finish(NULL, NULL);
+    }
+    /* signal handlers (SIGINT) pending since start-up, as python */
+    if (Py_MakePendingCalls() < 0) {
+        Py_DECREF(source);
+        return finish(NULL, NULL);
+    }
+    int pyc = is_pyc(filename, source);
+    PyObject *loader_cls = import_attr(
+        "_frozen_importlib_external",
+        pyc ? "SourcelessFileLoader" : "SourceFileLoader");
+    PyObject *loader = loader_cls
+        ? PyObject_CallFunction(loader_cls, "sO", "__main__", filename)
+        : NULL;
+    Py_XDECREF(loader_cls);
+    if (loader == NULL
+        || PyDict_SetItemString(d, "__file__", filename) < 0
+        || PyDict_SetItemString(d, "__cached__", Py_None) < 0
+        || PyDict_SetItemString(d, "__loader__", loader) < 0) {
+        Py_XDECREF(loader);
+        Py_DECREF(source);
+        return NULL;
+    }
+    Py_DECREF(loader);
+
+    set_str_attr(&ck->script_path, filename);
+    set_str_attr(&ck->script_dir, path0);
+    if (!pyc && PyDict_SetItem(ck->sources, filename, source) < 0) {
+        Py_DECREF(source);
+        return NULL;
+    }
+    PyObject *result = exec_main_code(ck, source, filename, d, pyc);
+    Py_DECREF(source);
+    flush_io();
+    return finish(result, d);
+}
+
+/* ---- the output directory ---- */
+
+/* Can snapshots be written to dir? Nothing is created here (the store
+ * creates it at the first snapshot): the directory, or its nearest
+ * existing ancestor, must be a writable directory. */
+static void
+check_output_dir(CheckpointObject *ck)
+{
+    PyObject *b = PyUnicode_EncodeFSDefault(ck->output_dir);
+    if (b == NULL) {
+        chkpt_warn_exc("cannot use the output directory");
+        ck->store_failed = 1;
+        return;
+    }
+    char *path = PyMem_Malloc((size_t)PyBytes_GET_SIZE(b) + 1);
+    if (path == NULL) {
+        Py_DECREF(b);
+        PyErr_Clear();
+        ck->store_failed = 1;
+        return;
+    }
+    memcpy(path, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b) + 1);
+    Py_DECREF(b);
+    const char *reason = NULL;
+    for (;;) {
+        struct stat st;
+        if (stat(path, &st) == 0) {
+            if (!S_ISDIR(st.st_mode)) {
+                reason = strerror(ENOTDIR);
+            }
+            else if (access(path, W_OK | X_OK) != 0) {
+                reason = strerror(errno);
+            }
+            break;
+        }
+        if (errno != ENOENT) {
+            reason = strerror(errno);
+            break;
+        }
+        char *slash = strrchr(path, '/');
+        if (slash == NULL) {
+            break;
+        }
+        if (slash == path) {
+            slash[1] = '\0';
+            if (strcmp(path, "/") == 0 && stat(path, &st) != 0) {
+                break;
+            }
+            continue;
+        }
+        *slash = '\0';
+    }
+    PyMem_Free(path);
+    if (reason != NULL) {
+        PyObject *d = ck->output_dir;
+        chkpt_warn("cannot write snapshots to %s: %s; the script runs "
+                   "without snapshots", PyUnicode_AsUTF8(d), reason);
+        PyErr_Clear();
+        ck->store_failed = 1;
+    }
+}
+
+/* ---- entry point ---- */
 
 PyObject *
 chkpt_run(PyObject *module, chkpt_cli *cli)
 {
-    PyErr_SetString(PyExc_NotImplementedError, "chkpt_run");
-    return NULL;
+    chkpt_state *st = chkpt_get_state(module);
+    PyObject *status = NULL;
+    PyObject *main_mod = NULL, *filename = NULL, *path0 = NULL;
+    PyObject *argv0 = NULL;
+    CheckpointObject *ck = (CheckpointObject *)chkpt_checkpoint_new(module,
+                                                                     cli);
+    if (ck == NULL) {
+        return NULL;
+    }
+    Py_XSETREF(st->singleton, Py_NewRef((PyObject *)ck));
+    check_output_dir(ck);
+
+    main_mod = new_main_module();
+    if (main_mod == NULL) {
+        goto done;
+    }
+    Py_XSETREF(ck->main_module, Py_NewRef(main_mod));
+    int safe_path = safe_path_flag();
+
+    if (cli->is_module) {
+        argv0 = PyUnicode_FromString("-m");
+        path0 = getcwd_str();
+        if (argv0 == NULL || path0 == NULL || set_argv(argv0, cli->args) < 0
+            || (!safe_path && set_path0(path0, 0) < 0)) {
+            goto done;
+        }
+        if (ck->verbosity > 0) {
+            chkpt_warn("running module %s (snapshots to %s)",
+                       PyUnicode_AsUTF8(cli->target),
+                       PyUnicode_AsUTF8(ck->output_dir));
+        }
+        status = run_with_runpy(ck, cli->target, 1);
+        goto done;
+    }
+
+    if (set_argv(cli->target, cli->args) < 0) {
+        goto done;
+    }
+    filename = python_abspath(cli->target);
+    if (filename == NULL) {
+        goto done;
+    }
+    if (ck->verbosity > 0) {
+        chkpt_warn("running %s (snapshots to %s)", PyUnicode_AsUTF8(filename),
+                   PyUnicode_AsUTF8(ck->output_dir));
+    }
+    /* a directory or zip file that an import hook accepts: its __main__ */
+    PyObject *importer = PyImport_GetImporter(filename);
+    if (importer == NULL) {
+        chkpt_warn_exc("failed checking if the script is an import path entry");
+    }
+    else if (importer != Py_None) {
+        Py_DECREF(importer);
+        if (set_path0(filename, safe_path) < 0) {
+            goto done;
+        }
+        PyObject *name = PyUnicode_FromString("__main__");
+        if (name == NULL) {
+            goto done;
+        }
+        status = run_with_runpy(ck, name, 0);
+        Py_DECREF(name);
+        goto done;
+    }
+    else {
+        Py_DECREF(importer);
+    }
+    path0 = script_path0(cli->target);
+    if (path0 == NULL) {
+        goto done;
+    }
+    if (!safe_path && set_path0(path0, 0) < 0) {
+        goto done;
+    }
+    status = run_script_file(ck, filename, path0, main_mod);
+
+done:
+    Py_XDECREF(main_mod);
+    Py_XDECREF(filename);
+    Py_XDECREF(path0);
+    Py_XDECREF(argv0);
+    Py_DECREF(ck);
+    return status;
 }

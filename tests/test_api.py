@@ -1,0 +1,204 @@
+"""The Python API a script uses under chkpt (issue 2): the singleton, its
+settings, track/untrack/track_library, snapshot, wait, and the automatic
+snapshot policy (-f). Each case runs a real script as a subprocess."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import chkpt
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(tmp_path, source, *opts, args=(), check=True):
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(source))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.environ.get("CHKPT_TEST_PYTHONPATH", REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "chkpt", "-o", str(tmp_path / "ck"), *opts,
+         str(script), *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_singleton_outside_chkpt_raises_assertion_error():
+    with pytest.raises(AssertionError, match="not running"):
+        chkpt.Checkpoint.get_global_singleton()
+
+
+def test_settings_are_readable_and_settable(tmp_path):
+    proc = run(tmp_path, """
+        from chkpt import Checkpoint
+        ck = Checkpoint.get_global_singleton()
+        assert Checkpoint.get_global_singleton() is ck
+        print(ck.frequency, ck.min_obj_size, ck.verbosity)
+        print(ck.output_dir)
+        ck.frequency = 250
+        ck.min_obj_size = 10
+        ck.verbosity = 2
+        ck.output_dir = "elsewhere"
+        print(ck.frequency, ck.min_obj_size, ck.verbosity, ck.output_dir)
+        for bad in ("x", -5):
+            try:
+                ck.frequency = bad
+            except (TypeError, ValueError) as e:
+                print(type(e).__name__)
+    """, "-f", "-1", "-z", "2048", "-vv")
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "-1 2048 2"
+    assert lines[1] == str(tmp_path / "ck")
+    assert lines[2] == f"250 10 2 {tmp_path / 'elsewhere'}"
+    assert lines[3:] == ["TypeError", "ValueError"]
+
+
+def test_manual_snapshot_returns_info_and_loads(tmp_path):
+    proc = run(tmp_path, """
+        import os
+        import numpy as np
+        from chkpt import Checkpoint, SnapshotInfo
+        ck = Checkpoint.get_global_singleton()
+        big = np.arange(300_000, dtype=np.float64)      # 2.4 MB: salient
+        small = [1, 2, 3]                                # below 1 MiB
+        info = ck.snapshot("stage-1")
+        assert isinstance(info, SnapshotInfo)
+        print(info.name, info.kind, info.line, os.path.basename(info.script))
+        print(sorted(info.variables))
+        ck.wait()
+        print(os.path.exists(info.path))
+    """, "-f", "-1")
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "stage-1 manual 8 job.py"
+    assert lines[1] == "['big']"
+    assert lines[2] == "True"
+    (info,) = chkpt.snapshots(str(tmp_path / "ck"))
+    data = chkpt.load(info)
+    assert list(data) == ["big"]
+    assert data["big"].sum() == sum(range(300_000))
+
+
+def test_track_untrack_and_tracked_only_mode(tmp_path):
+    run(tmp_path, """
+        import numpy as np
+        from chkpt import Checkpoint
+        ck = Checkpoint.get_global_singleton()
+        class State:
+            def __init__(self):
+                self.x = [1, 2]
+        state = ck.track(State())
+        other = {"a": 1}
+        ck.track(other)
+        big = np.zeros(1 << 20)
+        ck.snapshot("both")
+        ck.untrack(other)
+        ck.snapshot("one")
+        try:
+            ck.untrack(other)
+        except ValueError as e:
+            print("ValueError", e)
+        ck.track_library("json")
+    """, "-f", "-1", "-z", "-1")
+    both, one = chkpt.snapshots(str(tmp_path / "ck"))
+    assert sorted(both.variables) == ["other", "state"]
+    assert one.variables == ["state"]
+
+
+def test_min_obj_size_selects_by_what_objects_hold(tmp_path):
+    run(tmp_path, """
+        from chkpt import Checkpoint
+        floats = [float(i) for i in range(100_000)]   # ~3.2 MB held, 800 KB shallow
+        text = "x" * 50_000
+        tiny = [1.0] * 10
+        Checkpoint.get_global_singleton().snapshot()
+    """, "-f", "-1", "-z", "1M")
+    (info,) = chkpt.snapshots(str(tmp_path / "ck"))
+    assert info.variables == ["floats"]
+    run(tmp_path, """
+        from chkpt import Checkpoint
+        tiny = [1.0] * 10
+        Checkpoint.get_global_singleton().snapshot()
+    """, "-f", "-1", "-z", "0", "-o", str(tmp_path / "ck0"))
+    (info,) = chkpt.snapshots(str(tmp_path / "ck0"))
+    assert "tiny" in info.variables
+
+
+SLOW_LOOP = """
+    import time
+    import numpy as np
+    data = np.ones(200_000)
+    end = time.monotonic() + {seconds}
+    i = 0
+    while time.monotonic() < end:
+        i += 1
+        data[i % 1000] = i
+    print("done")
+"""
+
+
+def test_frequency_takes_periodic_automatic_snapshots(tmp_path):
+    run(tmp_path, SLOW_LOOP.format(seconds=1.5), "-f", "100", "-z", "0")
+    infos = chkpt.snapshots(str(tmp_path / "ck"))
+    assert 4 <= len(infos) <= 20, len(infos)
+    assert {i.kind for i in infos} == {"auto"}
+    assert all(i.line is not None and 8 <= i.line <= 10 for i in infos)
+
+
+def test_manual_only_takes_no_automatic_snapshot(tmp_path):
+    run(tmp_path, SLOW_LOOP.format(seconds=0.5), "-f", "-1", "-z", "0")
+    assert list(tmp_path.glob("ck/snapshots/*")) == []
+
+
+def test_frequency_zero_snapshots_every_line(tmp_path):
+    run(tmp_path, """
+        a = [0.5] * 10
+        a.append(1)
+        a.append(2)
+        a.append(3)
+    """, "-f", "0", "-z", "0")
+    lines = [i.line for i in chkpt.snapshots(str(tmp_path / "ck"))]
+    assert lines == [3, 4, 5]
+
+
+def test_frequency_can_be_changed_while_running(tmp_path):
+    proc = run(tmp_path, """
+        import time
+        from chkpt import Checkpoint
+        ck = Checkpoint.get_global_singleton()
+        data = [1.0] * 1000
+        ck.frequency = 50
+        end = time.monotonic() + 0.6
+        while time.monotonic() < end:
+            data[0] += 1
+        ck.frequency = -1
+        end = time.monotonic() + 0.4
+        n = len(__import__("chkpt").snapshots(ck.output_dir))
+        while time.monotonic() < end:
+            data[0] += 1
+        print(n, len(__import__("chkpt").snapshots(ck.output_dir)))
+    """, "-f", "-1", "-z", "0")
+    during, after = map(int, proc.stdout.split())
+    assert during >= 3
+    assert after == during
+
+
+def test_unwritable_output_dir_warns_once_and_the_script_runs(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = run(tmp_path, """
+        from chkpt import Checkpoint
+        ck = Checkpoint.get_global_singleton()
+        big = list(range(10))
+        for i in range(3):
+            print(ck.snapshot())
+        print("still running")
+    """, "-f", "-1", "-z", "0", "-o", str(blocker / "sub"))
+    assert proc.stdout.splitlines() == ["None", "None", "None", "still running"]
+    warnings = [l for l in proc.stderr.splitlines() if l.startswith("chkpt:")]
+    assert len(warnings) == 1, proc.stderr
+    assert str(blocker / "sub") in warnings[0]
+    assert proc.stderr.strip() == warnings[0]
