@@ -2065,6 +2065,9 @@ typedef struct {
 static chunkref *
 find_ref(sweep_state *ss, const unsigned char *h)
 {
+    if (ss->nrefs == 0) {
+        return NULL;    /* bsearch may not be given a NULL array */
+    }
     return bsearch(h, ss->refs, ss->nrefs, sizeof(chunkref), cmp_hash);
 }
 
