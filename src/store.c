@@ -1881,15 +1881,15 @@ chkpt_store_check_owner(const char *dir, char *err, size_t errlen)
             return -1;
         }
         if (st.st_uid != me) {
-            seterr(err, errlen, "refusing to load from %s: owned by uid %ld, "
-                   "not by you (uid %ld); loading runs pickle, which can run "
-                   "code", path, (long)st.st_uid, (long)me);
+            seterr(err, errlen, "%s is owned by uid %ld, not by you (uid "
+                   "%ld); loading runs pickle, which can run code", path,
+                   (long)st.st_uid, (long)me);
             return -1;
         }
         if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-            seterr(err, errlen, "refusing to load from %s: writable by %s "
-                   "(mode %03o); loading runs pickle, which can run code",
-                   path, (st.st_mode & S_IWOTH) ? "others" : "group",
+            seterr(err, errlen, "%s is writable by %s (mode %03o); loading "
+                   "runs pickle, which can run code", path,
+                   (st.st_mode & S_IWOTH) ? "others" : "group",
                    (unsigned)(st.st_mode & 0777));
             return -1;
         }
