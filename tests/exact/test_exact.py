@@ -188,6 +188,20 @@ CASES = [
     Case("warnings", ["warnings_script.py"]),
     Case("recursion_limit", ["recursion.py"]),
     Case("recursion_uncaught", ["recursion.py", "uncaught"]),
+    # what chkpt does while snapshotting stays invisible
+    Case("snapshot_side_effects", ["snapshot_side_effects.py"],
+         modes=("manual", "snapshot", "default"),
+         xfail=dict.fromkeys(
+             ("manual", "snapshot", "default"),
+             "capture.c: pickling the script's objects leaves copyreg's "
+             "__slotnames__ cache on the script's classes")),
+    Case("warning_inside_a_line", ["warning_midline.py"],
+         modes=("manual", "snapshot"),
+         xfail=dict.fromkeys(
+             ("manual", "snapshot"),
+             "module.c/capture.c: chkpt's 'cannot be saved' line is written "
+             "in the middle of the script's unfinished stderr line (and "
+             "capture.c passes %U to chkpt_warn, which is printf-style)")),
     # real scripts shipped inside numpy (nobody here wrote them)
     Case("numpy_print_coercion_tables",
          [str(NUMPY / "testing" / "print_coercion_tables.py")],
