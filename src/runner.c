@@ -664,65 +664,161 @@ note_spec(CheckpointObject *ck, PyObject *spec)
     Py_DECREF(origin);
 }
 
+/* The spec runpy is going to use, found without running anything: the
+ * path finder walks the packages' __path__ (or takes a package already
+ * imported from sys.modules) instead of importing them. Only for telling
+ * the hooks which file is the script before it starts; NULL without an
+ * exception when it cannot be known this way. */
+static PyObject *
+quiet_find_spec(PyObject *modname, int main_of_path0)
+{
+    PyObject *finder = import_attr("importlib.machinery", "PathFinder");
+    if (finder == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *spec = NULL, *path = Py_NewRef(Py_None), *parts = NULL;
+    PyObject *modules = PySys_GetObject("modules");     /* borrowed */
+    if (main_of_path0) {
+        /* a directory or zip file: its __main__, found through sys.path[0] */
+        PyObject *syspath = PySys_GetObject("path");    /* borrowed */
+        if (syspath == NULL || !PyList_Check(syspath)
+            || PyList_GET_SIZE(syspath) == 0) {
+            goto done;
+        }
+        Py_SETREF(path, Py_BuildValue("[O]", PyList_GET_ITEM(syspath, 0)));
+        if (path == NULL) {
+            goto done;
+        }
+        spec = PyObject_CallMethod(finder, "find_spec", "OO", modname, path);
+        goto done;
+    }
+    PyObject *dot = PyUnicode_FromString(".");
+    if (dot == NULL) {
+        goto done;
+    }
+    parts = PyUnicode_Split(modname, dot, -1);
+    Py_DECREF(dot);
+    if (parts == NULL) {
+        goto done;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(parts);
+    for (Py_ssize_t i = 1; i <= n; i++) {
+        PyObject *head = PyList_GetSlice(parts, 0, i);
+        PyObject *sep = head ? PyUnicode_FromString(".") : NULL;
+        PyObject *full = sep ? PyUnicode_Join(sep, head) : NULL;
+        Py_XDECREF(head);
+        Py_XDECREF(sep);
+        if (full == NULL) {
+            goto done;
+        }
+        PyObject *mod = modules ? PyDict_GetItemWithError(modules, full) : NULL;
+        Py_XSETREF(spec, NULL);
+        if (mod != NULL) {
+            spec = PyObject_GetAttrString(mod, "__spec__");
+            Py_SETREF(path, PyObject_GetAttrString(mod, "__path__"));
+            if (path == NULL) {
+                PyErr_Clear();
+                path = Py_NewRef(Py_None);
+            }
+        }
+        else if (!PyErr_Occurred()) {
+            spec = PyObject_CallMethod(finder, "find_spec", "OO", full, path);
+            if (spec != NULL && spec != Py_None) {
+                Py_SETREF(path, PyObject_GetAttrString(
+                    spec, "submodule_search_locations"));
+            }
+        }
+        Py_DECREF(full);
+        if (spec == NULL || spec == Py_None || path == NULL) {
+            goto done;
+        }
+    }
+    if (path != Py_None) {
+        /* a package: runpy runs its __main__ submodule */
+        PyObject *sub = PyUnicode_FromFormat("%U.__main__", modname);
+        if (sub == NULL) {
+            goto done;
+        }
+        Py_SETREF(spec, PyObject_CallMethod(finder, "find_spec", "OO", sub,
+                                            path));
+        Py_DECREF(sub);
+    }
+done:
+    Py_DECREF(finder);
+    Py_XDECREF(path);
+    Py_XDECREF(parts);
+    if (spec == Py_None) {
+        Py_CLEAR(spec);
+    }
+    PyErr_Clear();
+    return spec;
+}
+
+/* When the pending SystemExit is runpy's own report of an error finding
+ * the module (`sys.exit("%s: %s" % (sys.executable, exc))` directly in
+ * _run_module_as_main), returns the message after the executable's name;
+ * otherwise NULL. The exception stays pending either way. */
+static PyObject *
+runpy_error_message(void)
+{
+    PyObject *msg = NULL;
+    chkpt_saved_error saved;
+    chkpt_error_save(&saved);
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *value = saved.exc;
+#else
+    PyErr_NormalizeException(&saved.type, &saved.value, &saved.tb);
+    if (saved.tb != NULL && saved.value != NULL) {
+        PyException_SetTraceback(saved.value, saved.tb);
+    }
+    PyObject *value = saved.value;
+#endif
+    PyObject *code = value ? PyObject_GetAttrString(value, "code") : NULL;
+    PyObject *tb = value ? PyException_GetTraceback(value) : NULL;
+    PyObject *exe = PySys_GetObject("executable");      /* borrowed */
+    PyObject *prefix = PyUnicode_FromFormat("%S: ", exe ? exe : Py_None);
+    if (code == NULL || tb == NULL || prefix == NULL || !PyUnicode_Check(code)
+        || !PyTraceBack_Check(tb)
+        || ((PyTracebackObject *)tb)->tb_next != NULL) {
+        goto done;
+    }
+    PyFrameObject *frame = ((PyTracebackObject *)tb)->tb_frame;
+    PyCodeObject *fcode = PyFrame_GetCode(frame);
+    PyObject *globals = PyFrame_GetGlobals(frame);
+    PyObject *gname = PyDict_GetItemString(globals, "__name__"); /* borrowed */
+    int ours = PyUnicode_CompareWithASCIIString(fcode->co_name,
+                                                "_run_module_as_main") == 0
+               && gname != NULL && PyUnicode_Check(gname)
+               && PyUnicode_CompareWithASCIIString(gname, "runpy") == 0;
+    Py_DECREF(fcode);
+    Py_DECREF(globals);
+    if (!ours || PyUnicode_Tailmatch(code, prefix, 0, PY_SSIZE_T_MAX, -1) != 1) {
+        goto done;
+    }
+    msg = PyUnicode_Substring(code, PyUnicode_GetLength(prefix),
+                              PyUnicode_GetLength(code));
+done:
+    Py_XDECREF(code);
+    Py_XDECREF(tb);
+    Py_XDECREF(prefix);
+    PyErr_Clear();
+    chkpt_error_restore(&saved);
+    return msg;
+}
+
 /* runpy runs the module (-m) or the `__main__` of a directory or zip
- * file. Returns the exit status, or NULL with the exception to propagate. */
+ * file, exactly as python's pymain_run_module calls it. Returns the exit
+ * status, or NULL with the exception to propagate. */
 static PyObject *
 run_with_runpy(CheckpointObject *ck, PyObject *modname, int alter_argv)
 {
-    PyObject *runpy = PyImport_ImportModule("runpy");
-    if (runpy == NULL) {
-        return NULL;
+    PyObject *spec = quiet_find_spec(modname, !alter_argv);
+    if (spec != NULL) {
+        note_spec(ck, spec);
+        Py_DECREF(spec);
     }
-    /* First what runpy will find, without running anything (importing the
-     * parent package is what runpy does first too; it is then cached).
-     * Its errors are python's `python: <message>` lines, with chkpt's
-     * prefix; other errors are left to runpy itself to raise. */
-    PyObject *error = PyObject_GetAttrString(runpy, "_Error");
-    PyObject *details = NULL;
-    if (error != NULL) {
-        details = alter_argv
-            ? PyObject_CallMethod(runpy, "_get_module_details", "OO",
-                                  modname, error)
-            : PyObject_CallMethod(runpy, "_get_main_module_details", "O",
-                                  error);
-    }
-    if (details == NULL) {
-        if (error != NULL && PyErr_ExceptionMatches(error)) {
-            chkpt_saved_error saved;
-            chkpt_error_save(&saved);
-#if PY_VERSION_HEX >= 0x030C0000
-            PyObject *msg = PyObject_Str(saved.exc);
-#else
-            PyErr_NormalizeException(&saved.type, &saved.value, &saved.tb);
-            PyObject *msg = PyObject_Str(saved.value);
-#endif
-            chkpt_error_restore(&saved);
-            PyErr_Clear();
-            Py_DECREF(error);
-            Py_DECREF(runpy);
-            const char *m = msg ? PyUnicode_AsUTF8(msg) : NULL;
-            if (m == NULL) {
-                Py_XDECREF(msg);
-                return NULL;
-            }
-            chkpt_warn("%s", m);
-            Py_DECREF(msg);
-            /* python: 1 for a module; chkpt: 2 for a directory or zip file
-             * without __main__, as for a script it cannot open */
-            return PyLong_FromLong(alter_argv ? 1 : 2);
-        }
-        PyErr_Clear();
-    }
-    else {
-        if (PyTuple_Check(details) && PyTuple_GET_SIZE(details) == 3) {
-            note_spec(ck, PyTuple_GET_ITEM(details, 1));
-        }
-        Py_DECREF(details);
-    }
-    Py_XDECREF(error);
-
-    PyObject *func = PyObject_GetAttrString(runpy, "_run_module_as_main");
-    Py_DECREF(runpy);
+    PyObject *func = import_attr("runpy", "_run_module_as_main");
     if (func == NULL) {
         return NULL;
     }
@@ -738,6 +834,23 @@ run_with_runpy(CheckpointObject *ck, PyObject *modname, int alter_argv)
     leave_bottom(&bottom);
     hooks_uninstall(ck);
     Py_DECREF(func);
+    if (result == NULL && PyErr_ExceptionMatches(PyExc_SystemExit)) {
+        /* `python: No module named x` becomes `chkpt: No module named x`,
+         * with python's exit status 1; for a directory or zip file without
+         * __main__, 2 as for a script that cannot be opened */
+        PyObject *msg = runpy_error_message();
+        if (msg != NULL) {
+            PyErr_Clear();
+            const char *m = PyUnicode_AsUTF8(msg);
+            if (m == NULL) {
+                Py_DECREF(msg);
+                return NULL;
+            }
+            chkpt_warn("%s", m);
+            Py_DECREF(msg);
+            return PyLong_FromLong(alter_argv ? 1 : 2);
+        }
+    }
     return finish(result, NULL);
 }
 

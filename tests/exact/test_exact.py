@@ -132,6 +132,8 @@ CASES = [
     Case("module_in_package", ["-m", "pkg.sub.mod", "arg", "-v"]),
     Case("module_in_package_fails", ["-m", "pkg.sub.mod", "--fail"]),
     Case("module_package_main", ["-m", "pkg", "a", "-f", "1"]),
+    Case("module_parent_import_fails", ["-m", "badinit.mod"]),
+    Case("module_package_import_fails", ["-m", "badinit"]),
     Case("pyc_file", ["compiled.pyc"]),
     Case("empty_script", ["empty_script.py"]),
     # source
@@ -305,8 +307,21 @@ def test_target_cannot_be_run(target, message, mode, tmp_path):
     assert p.stderr.split(": ", 1)[1] == r.stderr.split(": ", 1)[1]
 
 
-def test_missing_module_is_python_message(tmp_path):
+@pytest.mark.parametrize("module,message", [
+    ("no_such_module_here", "No module named no_such_module_here"),
+    ("pkg.nothing", "No module named pkg.nothing"),
+    (".pkg", "Relative module names not supported"),
+    ("nomain_pkg", "No module named nomain_pkg.__main__; 'nomain_pkg' is a "
+                   "package and cannot be directly executed"),
+])
+def test_module_not_runnable_is_python_message(module, message, tmp_path):
+    """python's own message and exit status 1, prefixed `chkpt:` instead of
+    python's path; what the module's packages print happens once."""
     work = fresh_workdir(tmp_path)
-    r = run_chkpt(["-f", "-1", "-m", "no_such_module_here"], work)
-    assert r.stderr == "chkpt: No module named no_such_module_here\n"
-    assert r.returncode == 1
+    p = run_python(["-m", module], work)
+    work = fresh_workdir(tmp_path)
+    r = run_chkpt(["-f", "-1", "-m", module], work)
+    assert r.stderr == f"chkpt: {message}\n"
+    assert p.stderr == f"{os.path.realpath(sys.executable)}: {message}\n" or \
+        p.stderr == f"{sys.executable}: {message}\n"
+    assert (r.stdout, r.returncode) == (p.stdout, p.returncode) == (p.stdout, 1)
