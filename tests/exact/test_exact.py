@@ -325,3 +325,53 @@ def test_module_not_runnable_is_python_message(module, message, tmp_path):
     assert p.stderr == f"{os.path.realpath(sys.executable)}: {message}\n" or \
         p.stderr == f"{sys.executable}: {message}\n"
     assert (r.stdout, r.returncode) == (p.stdout, p.returncode) == (p.stdout, 1)
+
+
+# ---- the documented differences (DIFFERENCES.md), no larger than said ----
+
+
+def _json_run(runner, args, cwd):
+    import json
+    r = runner(args, cwd)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("kind", ["script", "module"])
+def test_differences_sys_modules_and_orig_argv(kind, tmp_path):
+    """Only the modules `python -m chkpt` imports itself (runpy and its
+    importlib parts, chkpt, pickle, json and what they import) are extra in
+    sys.modules; nothing python has is missing; sys.orig_argv is chkpt's
+    command line; sys.argv is python's."""
+    import json
+    work = fresh_workdir(tmp_path)
+    target = ["modules_seen.py"] if kind == "script" else ["-m", "modules_seen"]
+    plain = _json_run(run_python, target, work)
+    opts = ["-f", "-1", "-z", "-1", "-o", str(tmp_path / "snapshots")]
+    under = _json_run(run_chkpt, [*opts, *target], work)
+    r = run_python(["-c", "import json, sys; base = set(sys.modules); "
+                          "import runpy, chkpt, chkpt._chkpt; "
+                          "print(json.dumps(sorted(set(sys.modules) - base)))"],
+                   work)
+    allowed = set(json.loads(r.stdout)) | {"json", "json.decoder",
+                                           "json.scanner", "json.encoder"}
+    extra = set(under["modules"]) - set(plain["modules"])
+    assert extra <= allowed, sorted(extra - allowed)
+    assert set(plain["modules"]) <= set(under["modules"])
+    assert under["argv"] == plain["argv"]
+    assert under["orig_argv"] == [sys.executable, "-m", "chkpt", *opts, *target]
+
+
+def test_differences_directory_without_main_exit_status(tmp_path):
+    """python exits 1 for a directory without __main__.py (runpy's error);
+    chkpt exits 2, as for a script it cannot open (issue 3's spec)."""
+    work = fresh_workdir(tmp_path)
+    assert run_python(["emptydir"], work).returncode == 1
+    assert run_chkpt(["emptydir"], work).returncode == 2
+
+
+def test_differences_documented():
+    text = (HERE / "DIFFERENCES.md").read_text()
+    for topic in ("sys.modules", "sys.orig_argv", "exit status 2",
+                  "chkpt:", "recursion", "__reduce__", "file descriptors"):
+        assert topic in text, topic
