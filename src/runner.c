@@ -77,6 +77,25 @@ safe_path_flag(void)
     return r;
 }
 
+/* sys.flags.inspect (-i, PYTHONINSPECT at start-up): python prints a
+ * SystemExit instead of exiting, then gives its prompt. */
+static int
+inspect_flag(void)
+{
+    chkpt_saved_error saved;        /* may be called with one pending */
+    chkpt_error_save(&saved);
+    PyObject *flags = PySys_GetObject("flags");         /* borrowed */
+    PyObject *v = flags ? PyObject_GetAttrString(flags, "inspect") : NULL;
+    int r = v ? PyObject_IsTrue(v) : 0;
+    Py_XDECREF(v);
+    if (r < 0) {
+        r = 0;
+    }
+    PyErr_Clear();
+    chkpt_error_restore(&saved);
+    return r;
+}
+
 static PyObject *
 getcwd_str(void)
 {
@@ -603,8 +622,10 @@ finish(PyObject *result, PyObject *file_dict)
         remove_file_names(file_dict);
         return PyLong_FromLong(0);
     }
-    if (PyErr_ExceptionMatches(PyExc_SystemExit)) {
-        /* python exits from inside PyErr_Print here: __file__ stays */
+    if (PyErr_ExceptionMatches(PyExc_SystemExit) && !inspect_flag()) {
+        /* python exits from inside PyErr_Print here: __file__ stays.
+         * (Under -i, PyErr_Print prints it like any exception, and python
+         * goes on to its prompt.) */
         return NULL;
     }
     PyObject *ki;

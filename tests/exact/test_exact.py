@@ -106,6 +106,7 @@ class Case:
     timeout: int = 60
     env: dict = field(default_factory=dict)
     xfail: dict = field(default_factory=dict)   # mode -> reason
+    python_opts: tuple = ()         # interpreter options (before -m chkpt)
 
 
 SITE = Path(sysconfig.get_paths()["purelib"])
@@ -204,6 +205,21 @@ CASES = [
              "module.c/capture.c: chkpt's 'cannot be saved' line is written "
              "in the middle of the script's unfinished stderr line (and "
              "capture.c passes %U to chkpt_warn, which is printf-style)")),
+    # interpreter options given to python (before -m chkpt)
+    Case("python_i_prompt", ["interactive.py"], python_opts=("-i",),
+         stdin="print(x, __name__, '__file__' in globals())\n"),
+    Case("python_i_after_error", ["interactive.py", "fail"],
+         python_opts=("-i",), stdin="print(x)\nimport sys; sys.exit(5)\n"),
+    Case("python_i_after_exit", ["interactive.py", "exit"],
+         python_opts=("-i",), stdin="print(x)\n"),
+    Case("python_O", ["no_flag_leak.py"], python_opts=("-O",)),
+    Case("python_OO_docstring", ["docstring.py"], python_opts=("-OO",)),
+    Case("python_P_safe_path", ["argv_path.py"], python_opts=("-P",)),
+    Case("python_W_error", ["warnings_script.py"],
+         python_opts=("-W", "error::UserWarning")),
+    Case("python_X_dev", ["finalize.py"], python_opts=("-X", "dev")),
+    Case("python_u_unbuffered", ["buffered.py"], python_opts=("-u",)),
+    Case("python_B_no_bytecode", ["-m", "pkg.sub.mod"], python_opts=("-B",)),
     # real scripts shipped inside numpy (nobody here wrote them)
     Case("numpy_print_coercion_tables",
          [str(NUMPY / "testing" / "print_coercion_tables.py")],
@@ -232,12 +248,13 @@ def expand(argv, work):
 def run_both(case, mode, tmp_path):
     work = fresh_workdir(tmp_path)
     cwd = work / case.cwd
-    plain = run_python(expand(case.argv, work), cwd, input=case.stdin,
-                       env=case.env, timeout=case.timeout)
+    plain = run_python([*case.python_opts, *expand(case.argv, work)], cwd,
+                       input=case.stdin, env=case.env, timeout=case.timeout)
     work = fresh_workdir(tmp_path)
     opts = [*MODES[mode], "-o", str(tmp_path / "snapshots")]
     under = run_chkpt([*opts, *expand(case.argv, work)], cwd,
-                      input=case.stdin, env=case.env, timeout=case.timeout)
+                      input=case.stdin, env=case.env, timeout=case.timeout,
+                      python_opts=case.python_opts)
     return plain, under, work
 
 
