@@ -54,6 +54,20 @@ import_attr(const char *module, const char *attr)
     return r;
 }
 
+/* A str as bytes in the file system encoding, for messages: paths that
+ * are not valid UTF-8 print as they were given. Never NULL: "?" when even
+ * that fails (the error is cleared). *holder keeps the bytes alive. */
+static const char *
+printable(PyObject *s, PyObject **holder)
+{
+    *holder = s ? PyUnicode_EncodeFSDefault(s) : NULL;
+    if (*holder == NULL) {
+        PyErr_Clear();
+        return "?";
+    }
+    return PyBytes_AS_STRING(*holder);
+}
+
 /* sys.flags.safe_path (-P, -I, PYTHONSAFEPATH): python adds no sys.path[0]
  * for the script then. */
 static int
@@ -862,12 +876,9 @@ run_with_runpy(CheckpointObject *ck, PyObject *modname, int alter_argv)
         PyObject *msg = runpy_error_message();
         if (msg != NULL) {
             PyErr_Clear();
-            const char *m = PyUnicode_AsUTF8(msg);
-            if (m == NULL) {
-                Py_DECREF(msg);
-                return NULL;
-            }
-            chkpt_warn("%s", m);
+            PyObject *h;
+            chkpt_warn("%s", printable(msg, &h));
+            Py_XDECREF(h);
             Py_DECREF(msg);
             return PyLong_FromLong(alter_argv ? 1 : 2);
         }
@@ -1043,10 +1054,10 @@ check_output_dir(CheckpointObject *ck)
     }
     PyMem_Free(path);
     if (reason != NULL) {
-        PyObject *d = ck->output_dir;
+        PyObject *h;
         chkpt_warn("cannot write snapshots to %s: %s; the script runs "
-                   "without snapshots", PyUnicode_AsUTF8(d), reason);
-        PyErr_Clear();
+                   "without snapshots", printable(ck->output_dir, &h), reason);
+        Py_XDECREF(h);
         ck->store_failed = 1;
     }
 }
@@ -1083,9 +1094,12 @@ chkpt_run(PyObject *module, chkpt_cli *cli)
             goto done;
         }
         if (ck->verbosity > 0) {
+            PyObject *h1, *h2;
             chkpt_warn("running module %s (snapshots to %s)",
-                       PyUnicode_AsUTF8(cli->target),
-                       PyUnicode_AsUTF8(ck->output_dir));
+                       printable(cli->target, &h1),
+                       printable(ck->output_dir, &h2));
+            Py_XDECREF(h1);
+            Py_XDECREF(h2);
         }
         status = run_with_runpy(ck, cli->target, 1);
         goto done;
@@ -1099,8 +1113,11 @@ chkpt_run(PyObject *module, chkpt_cli *cli)
         goto done;
     }
     if (ck->verbosity > 0) {
-        chkpt_warn("running %s (snapshots to %s)", PyUnicode_AsUTF8(filename),
-                   PyUnicode_AsUTF8(ck->output_dir));
+        PyObject *h1, *h2;
+        chkpt_warn("running %s (snapshots to %s)", printable(filename, &h1),
+                   printable(ck->output_dir, &h2));
+        Py_XDECREF(h1);
+        Py_XDECREF(h2);
     }
     /* a directory or zip file that an import hook accepts: its __main__ */
     PyObject *importer = PyImport_GetImporter(filename);

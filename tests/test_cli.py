@@ -341,3 +341,20 @@ def test_main_accepts_only_strings():
     import chkpt._chkpt as c
     with pytest.raises(TypeError):
         c.main(["-f", 5])
+
+
+# ---- arguments that are not valid UTF-8 (file names) ----
+
+
+def test_non_utf8_arguments(tmp_path):
+    import sys
+    name = os.fsdecode(b"caf\xe9.py")
+    (tmp_path / name).write_text("import sys; print(ascii(sys.argv))\n")
+    r = run_chkpt(["-f", "-1", "-o", os.fsdecode(b"o\xff"), name,
+                   os.fsdecode(b"\xfe")], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "['caf\\udce9.py', '\\udcfe']\n"
+    r = run_chkpt(["-f", os.fsdecode(b"\xff"), name], tmp_path, text=False)
+    assert r.returncode == 2
+    assert r.stderr == (b"chkpt: error: argument -f/--frequency: invalid int "
+                        b"value: '\xff'\n")
