@@ -320,7 +320,10 @@ static void
 unlock_store(int fd)
 {
     if (fd >= 0) {
-        close(fd);  /* releases the flock */
+        /* Explicit unlock: a forked child may share this open file
+           description, and close() alone would leave the lock held. */
+        flock(fd, LOCK_UN);
+        close(fd);
     }
 }
 

@@ -1,0 +1,5 @@
+class MyInterrupt(KeyboardInterrupt):
+    pass
+
+
+raise MyInterrupt()

@@ -1,0 +1,2 @@
+VALUE = "pkg value"
+print("pkg/__init__ runs, __name__ =", __name__)
