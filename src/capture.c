@@ -54,6 +54,11 @@ warn_fmt(const char *fmt, ...)
 #define REPR_LIMIT 160          /* characters of a variable's repr in meta */
 #define MODREFS_MAX_PICKLE (64u << 20)  /* skip module_refs beyond this */
 #define MEASURE_MAX_DEPTH 64
+/* Seconds the Python code run for one variable (its __reduce__, its
+ * __repr__, a library's memory_usage) may take: past it, hooks.c makes that
+ * code raise TimeoutError and the variable is skipped like any other that
+ * cannot be pickled. C-level pickling of plain data is never interrupted. */
+#define VARIABLE_BUDGET_S 5.0
 
 /* ------------------------------------------------------------------ */
 /* out-of-band buffers collected by the buffer_callback                */
@@ -1170,15 +1175,17 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             if (dup) {
                 continue;          /* shadowed by a local */
             }
+            /* budget_stop is called on every path out of this iteration */
+            chkpt_hooks_budget_start(ck, VARIABLE_BUDGET_S);
             int sal = is_salient(ck, obj, measure_seen);
-            if (sal < 0) {
-                if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
-                    goto done;
+            if (sal <= 0) {
+                chkpt_hooks_budget_stop(ck);
+                if (sal < 0) {
+                    if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+                        goto done;
+                    }
+                    PyErr_Clear();     /* could not measure: not salient */
                 }
-                PyErr_Clear();     /* could not measure: not salient */
-                continue;
-            }
-            if (!sal) {
                 continue;
             }
             Py_ssize_t first = bufs.n;
@@ -1187,10 +1194,12 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             Py_XDECREF(args);
             PyObject *tname = type_name(Py_TYPE(obj));
             if (tname == NULL) {
+                chkpt_hooks_budget_stop(ck);
                 Py_XDECREF(pk);
                 goto done;
             }
             if (pk == NULL || !PyBytes_Check(pk)) {
+                chkpt_hooks_budget_stop(ck);
                 bufvec_truncate(&bufs, first);
                 if (pk == NULL && PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
                     Py_DECREF(tname);
@@ -1262,6 +1271,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             PyObject *refs = bad ? NULL : pickle_module_refs(pk);
             Py_DECREF(pk);
             PyObject *rep = refs ? short_repr(ck, reprobj, obj) : NULL;
+            chkpt_hooks_budget_stop(ck);
             PyObject *tmod = rep ? PyObject_GetAttrString((PyObject *)Py_TYPE(obj),
                                                           "__module__") : NULL;
             if (tmod != NULL && !PyUnicode_Check(tmod)) {
@@ -1431,6 +1441,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     }
 
 done:
+    chkpt_hooks_budget_stop(ck);
     bufvec_free(&bufs);
     PyMem_Free(streams.v);
     Py_XDECREF(frame);
