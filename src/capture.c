@@ -121,6 +121,82 @@ static PyMethodDef buffer_callback_def = {
 };
 
 /* ------------------------------------------------------------------ */
+/* pickling without side effects on the script's classes                */
+
+/* object.__reduce_ex__ asks copyreg._slotnames(cls), which caches its
+ * answer as cls.__slotnames__: the script would see a new attribute on its
+ * classes after a snapshot. While capturing, copyreg._slotnames is this
+ * wrapper: same answer, cached in chkpt's own dict, the class left as it
+ * was. self = (original _slotnames, cache dict). */
+static PyObject *
+slotnames_wrapper(PyObject *self, PyObject *cls)
+{
+    PyObject *orig = PyTuple_GET_ITEM(self, 0);
+    PyObject *cache = PyTuple_GET_ITEM(self, 1);
+    PyObject *names = PyDict_GetItemWithError(cache, cls);
+    if (names != NULL) {
+        return Py_NewRef(names);
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    names = PyObject_CallOneArg(orig, cls);
+    if (names == NULL) {
+        return NULL;
+    }
+    /* type.__reduce_ex__ only asks when the class has no __slotnames__ of
+     * its own: whatever is there now was put by the original */
+    if (PyType_Check(cls) && PyObject_DelAttrString(cls, "__slotnames__") < 0) {
+        PyErr_Clear();
+    }
+    if (PyDict_SetItem(cache, cls, names) < 0) {
+        Py_DECREF(names);
+        return NULL;
+    }
+    return names;
+}
+
+static PyMethodDef slotnames_def = {
+    "_slotnames", (PyCFunction)slotnames_wrapper, METH_O, NULL
+};
+
+typedef struct {
+    PyObject *copyreg, *orig;
+} slotnames_patch;
+
+static void
+slotnames_install(slotnames_patch *p)
+{
+    p->copyreg = PyImport_ImportModule("copyreg");
+    p->orig = p->copyreg ? PyObject_GetAttrString(p->copyreg, "_slotnames") : NULL;
+    PyObject *cache = p->orig ? PyDict_New() : NULL;
+    PyObject *self = cache ? PyTuple_Pack(2, p->orig, cache) : NULL;
+    PyObject *fn = self ? PyCFunction_New(&slotnames_def, self) : NULL;
+    if (fn == NULL || PyObject_SetAttrString(p->copyreg, "_slotnames", fn) < 0) {
+        PyErr_Clear();          /* pickling still works, with the cache */
+        Py_CLEAR(p->orig);
+    }
+    Py_XDECREF(cache);
+    Py_XDECREF(self);
+    Py_XDECREF(fn);
+}
+
+static void
+slotnames_uninstall(slotnames_patch *p)
+{
+    if (p->copyreg != NULL && p->orig != NULL) {
+        chkpt_saved_error e;
+        chkpt_error_save(&e);
+        if (PyObject_SetAttrString(p->copyreg, "_slotnames", p->orig) < 0) {
+            PyErr_Clear();
+        }
+        chkpt_error_restore(&e);
+    }
+    Py_CLEAR(p->orig);
+    Py_CLEAR(p->copyreg);
+}
+
+/* ------------------------------------------------------------------ */
 /* which variables                                                     */
 
 static int
@@ -1076,6 +1152,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     PyObject *src_meta = NULL, *json = NULL, *json_bytes = NULL;
     bufvec bufs = {NULL, 0, 0};
     streamvec streams = {NULL, 0, 0};
+    slotnames_patch slotpatch = {NULL, NULL};
     long long total_size = 0;
 
     PyFrameObject *frame = pick_frame(ck, given);
@@ -1153,6 +1230,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     }
 
     Py_ssize_t stream_idx = 0;
+    slotnames_install(&slotpatch);
     for (int pass = 0; pass < 2; pass++) {
         PyObject *lst = pass == 0 ? items : gitems;
         if (lst == NULL) {
@@ -1441,6 +1519,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     }
 
 done:
+    slotnames_uninstall(&slotpatch);
     chkpt_hooks_budget_stop(ck);
     bufvec_free(&bufs);
     PyMem_Free(streams.v);

@@ -254,3 +254,23 @@ def test_a_reduce_that_never_returns_is_skipped(tmp_path):
     assert r.stdout.strip() == "after ['fine']"
     warnings = chkpt_lines(r.stderr)
     assert len(warnings) == 1 and "'stuck'" in warnings[0] and "TimeoutError" in warnings[0]
+
+
+def test_pickling_leaves_the_scripts_classes_as_they_were(tmp_path):
+    write(tmp_path / "c.py", '''
+        from chkpt import Checkpoint
+
+
+        class Plain:
+            def __init__(self):
+                self.v = 1
+
+
+        obj = Plain()
+        before = sorted(vars(Plain))
+        Checkpoint.get_global_singleton().snapshot()
+        assert sorted(vars(Plain)) == before, set(vars(Plain)) - set(before)
+        print("unchanged")
+    ''')
+    r = chkpt(["-f", "-1", "-z", "0", "c.py"], tmp_path, check=0)
+    assert r.stdout.strip() == "unchanged"
