@@ -777,7 +777,10 @@ done:
             Py_DECREF(lst);
             return NULL;
         }
-        PyList_SET_ITEM(lst, k, l);     /* steals; the tuple is released */
+        if (PyList_SetItem(lst, k, l) < 0) {   /* steals l, releases the tuple */
+            Py_DECREF(lst);
+            return NULL;
+        }
     }
     return lst;
 }
