@@ -182,16 +182,6 @@ void chkpt_hooks_budget_stop(CheckpointObject *ck);
 PyObject *chkpt_capture(CheckpointObject *ck, PyFrameObject *frame,
                         const char *kind, PyObject *name);
 
-/* pristine.c: while pickling, hide side effects the script could see
- * (copyreg caching __slotnames__ on its classes). begin fails only with an
- * exception set; end never fails and keeps any pending exception. */
-typedef struct {
-    PyObject *copyreg;
-    PyObject *original;
-} chkpt_pristine;
-int chkpt_pristine_begin(chkpt_pristine *p);
-void chkpt_pristine_end(chkpt_pristine *p);
-
 /* load.c */
 /* Called from module init: creates load.c's types and state. */
 int chkpt_load_init(PyObject *module);

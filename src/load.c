@@ -51,6 +51,9 @@ warn_fmt(const char *fmt, ...)
 #define PATH_MAX 4096
 #endif
 
+/* the newest snapshot metadata format this reader knows (capture.c writes it) */
+#define LOAD_META_FORMAT 1
+
 /* ------------------------------------------------------------------ */
 /* Unloadable                                                          */
 
@@ -1613,6 +1616,17 @@ open_snapshot(PyObject *module, PyObject *path, PyObject **meta_out)
         PyErr_Clear();
         chkpt_snap_close(r);
         snapshot_error(module, "%U: the snapshot's metadata is damaged", path);
+        return NULL;
+    }
+    PyObject *fmt = PyDict_GetItemString(meta, "format");     /* borrowed */
+    long version = fmt != NULL && PyLong_Check(fmt) ? PyLong_AsLong(fmt) : 0;
+    PyErr_Clear();
+    if (version > LOAD_META_FORMAT) {
+        Py_DECREF(meta);
+        chkpt_snap_close(r);
+        snapshot_error(module, "%U: snapshot metadata format %ld is newer than this "
+                       "chkpt supports (%d): upgrade chkpt", path, version,
+                       LOAD_META_FORMAT);
         return NULL;
     }
     *meta_out = meta;

@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def env_with(extra_paths=(), **extra):
     env = dict(os.environ)
-    paths = [str(ROOT)] + [str(p) for p in extra_paths]
+    # tests/asan.sh points CHKPT_TEST_PYTHONPATH at its sanitizer build
+    paths = [os.environ.get("CHKPT_TEST_PYTHONPATH") or str(ROOT)]
+    paths += [str(p) for p in extra_paths]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env.pop("PYTHONSTARTUP", None)
     env.update(extra)

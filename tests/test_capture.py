@@ -229,3 +229,48 @@ def test_automatic_snapshot_with_nothing_salient_writes_nothing(tmp_path):
     r = chkpt(["-f", "100", "-z", "-1", "a.py"], tmp_path, check=0)
     assert r.stdout.strip() == "ran"
     assert manifests(tmp_path / "checkpoints") == [] or not (tmp_path / "checkpoints").exists()
+
+
+HOSTILE = '''
+from chkpt import Checkpoint
+
+
+class Forever:
+    def __reduce__(self):
+        while True:
+            pass
+
+
+stuck = Forever()
+fine = [1, 2, 3]
+info = Checkpoint.get_global_singleton().snapshot()
+print("after", info.variables)
+'''
+
+
+def test_a_reduce_that_never_returns_is_skipped(tmp_path):
+    write(tmp_path / "h.py", HOSTILE)
+    r = chkpt(["-f", "-1", "-z", "0", "h.py"], tmp_path, check=0, timeout=60)
+    assert r.stdout.strip() == "after ['fine']"
+    warnings = chkpt_lines(r.stderr)
+    assert len(warnings) == 1 and "'stuck'" in warnings[0] and "TimeoutError" in warnings[0]
+
+
+def test_pickling_leaves_the_scripts_classes_as_they_were(tmp_path):
+    write(tmp_path / "c.py", '''
+        from chkpt import Checkpoint
+
+
+        class Plain:
+            def __init__(self):
+                self.v = 1
+
+
+        obj = Plain()
+        before = sorted(vars(Plain))
+        Checkpoint.get_global_singleton().snapshot()
+        assert sorted(vars(Plain)) == before, set(vars(Plain)) - set(before)
+        print("unchanged")
+    ''')
+    r = chkpt(["-f", "-1", "-z", "0", "c.py"], tmp_path, check=0)
+    assert r.stdout.strip() == "unchanged"

@@ -445,3 +445,35 @@ def test_store_writable_by_others_is_refused(project):
     r = run(["-c", "import sys, chkpt; chkpt.load(sys.argv[1])", str(project["store"])],
             project["other"], extra_paths=[project["ext"]])
     assert r.returncode == 1 and "SnapshotError" in r.stderr and "refusing" in r.stderr
+
+
+SETSTATE = '''
+import os
+from chkpt import Checkpoint
+
+
+class Fragile:
+    def __init__(self):
+        self.v = 1
+
+    def __setstate__(self, state):
+        if os.environ.get("CHKPT_TEST_BREAK"):
+            raise ValueError("bad state")
+        self.__dict__.update(state)
+
+
+fragile = Fragile()
+sturdy = {"k": 1}
+Checkpoint.get_global_singleton().snapshot()
+'''
+
+
+def test_a_setstate_that_raises_gives_a_stand_in(tmp_path, monkeypatch):
+    write(tmp_path / "f.py", SETSTATE)
+    chkpt(["-f", "-1", "-z", "0", "f.py"], tmp_path, check=0)
+    monkeypatch.setenv("CHKPT_TEST_BREAK", "1")
+    r = run(["-c", "import chkpt; d = chkpt.load('checkpoints'); print(repr(d['fragile']), d['sturdy'])"],
+            tmp_path, check=0)
+    assert "<chkpt.Unloadable 'fragile': __main__.Fragile" in r.stdout
+    assert "ValueError: bad state" in r.stdout and "{'k': 1}" in r.stdout
+    assert len(chkpt_lines(r.stderr)) == 1
