@@ -303,7 +303,9 @@ static int
 pending_arm(void *arg)
 {
     hooks_state *h = (hooks_state *)arg;
+    /* the frequency may have changed since the request was posted */
     if (atomic_load(&h->active) && !h->ck->in_snapshot
+        && h->ck->frequency_ms > 0
         && PyThread_get_thread_ident() == h->main_thread) {
         arm(h);
     }
