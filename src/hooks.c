@@ -224,7 +224,10 @@ disarm(hooks_state *h)
 static CheckpointObject *
 running_checkpoint(void)
 {
-    PyObject *mod = PyImport_ImportModule("chkpt._chkpt");
+    /* a sys.modules lookup, not an import: this runs on every line event */
+    PyObject *name = PyUnicode_FromString("chkpt._chkpt");
+    PyObject *mod = name ? PyImport_GetModule(name) : NULL;
+    Py_XDECREF(name);
     if (mod == NULL) {
         PyErr_Clear();
         return NULL;
