@@ -193,11 +193,7 @@ CASES = [
     Case("recursion_uncaught", ["recursion.py", "uncaught"]),
     # what chkpt does while snapshotting stays invisible
     Case("snapshot_side_effects", ["snapshot_side_effects.py"],
-         modes=("manual", "snapshot", "default"),
-         xfail=dict.fromkeys(
-             ("manual", "snapshot", "default"),
-             "capture.c: pickling the script's objects leaves copyreg's "
-             "__slotnames__ cache on the script's classes")),
+         modes=("manual", "snapshot", "default")),
     Case("warning_inside_a_line", ["warning_midline.py"],
          modes=("manual", "snapshot"),
          xfail=dict.fromkeys(
