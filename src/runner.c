@@ -1000,6 +1000,52 @@ run_script_file(CheckpointObject *ck, PyObject *filename, PyObject *path0,
     return finish(result, d);
 }
 
+/* `python -` (the script piped into stdin): python parses all of stdin,
+ * then runs it as the file "<stdin>" (no loader, sys.path[0] = ''). A
+ * terminal would give python's interactive prompt: not a script chkpt can
+ * run. */
+static PyObject *
+run_stdin(CheckpointObject *ck, PyObject *main_mod)
+{
+    PyObject *d = PyModule_GetDict(main_mod);           /* borrowed */
+    if (isatty(fileno(stdin))) {
+        chkpt_warn("error: the script cannot be read from a terminal: give "
+                   "its file, or pipe it into `python -m chkpt -`");
+        return PyLong_FromLong(2);
+    }
+    if (Py_MakePendingCalls() < 0
+        || PySys_Audit("cpython.run_stdin", NULL) < 0) {
+        return finish(NULL, NULL);
+    }
+    PyObject *filename = PyUnicode_FromString("<stdin>");
+    if (filename == NULL) {
+        return NULL;
+    }
+    PyObject *source = read_all(stdin, filename);
+    if (source == NULL) {
+        Py_DECREF(filename);
+        return finish(NULL, NULL);
+    }
+    PyObject *cwd = getcwd_str();
+    if (cwd == NULL
+        || PyDict_SetItemString(d, "__file__", filename) < 0
+        || PyDict_SetItemString(d, "__cached__", Py_None) < 0
+        || PyDict_SetItem(ck->sources, filename, source) < 0) {
+        Py_XDECREF(cwd);
+        Py_DECREF(source);
+        Py_DECREF(filename);
+        return NULL;
+    }
+    set_str_attr(&ck->script_path, filename);
+    set_str_attr(&ck->script_dir, cwd);
+    Py_DECREF(cwd);
+    PyObject *result = exec_main_code(ck, source, filename, d, 0);
+    Py_DECREF(source);
+    Py_DECREF(filename);
+    flush_io();
+    return finish(result, d);
+}
+
 /* ---- the output directory ---- */
 
 /* Can snapshots be written to dir? Nothing is created here (the store
@@ -1106,6 +1152,14 @@ chkpt_run(PyObject *module, chkpt_cli *cli)
     }
 
     if (set_argv(cli->target, cli->args) < 0) {
+        goto done;
+    }
+    if (PyUnicode_CompareWithASCIIString(cli->target, "-") == 0) {
+        path0 = PyUnicode_FromString("");
+        if (path0 == NULL || (!safe_path && set_path0(path0, 0) < 0)) {
+            goto done;
+        }
+        status = run_stdin(ck, main_mod);
         goto done;
     }
     filename = python_abspath(cli->target);

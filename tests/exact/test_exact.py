@@ -135,6 +135,9 @@ CASES = [
     Case("module_package_main", ["-m", "pkg", "a", "-f", "1"]),
     Case("module_parent_import_fails", ["-m", "badinit.mod"]),
     Case("module_package_import_fails", ["-m", "badinit"]),
+    Case("script_from_stdin", ["-", "a", "-v"],
+         stdin=(SCRIPTS / "uncaught.py").read_text()),
+    Case("script_from_stdin_syntax_error", ["-"], stdin="x = (\n"),
     Case("pyc_file", ["compiled.pyc"]),
     Case("empty_script", ["empty_script.py"]),
     # source
