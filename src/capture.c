@@ -22,6 +22,29 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <stdarg.h>
+
+/* chkpt_warn with PyUnicode_FromFormat's format (%U, %S, %R ...). */
+static void
+warn_fmt(const char *fmt, ...)
+{
+    chkpt_saved_error e;
+    chkpt_error_save(&e);
+    va_list ap;
+    va_start(ap, fmt);
+    PyObject *s = PyUnicode_FromFormatV(fmt, ap);
+    va_end(ap);
+    const char *u = s ? PyUnicode_AsUTF8(s) : NULL;
+    if (u != NULL) {
+        chkpt_warn("%s", u);
+    }
+    else {
+        PyErr_Clear();
+        chkpt_warn("%s", fmt);
+    }
+    Py_XDECREF(s);
+    chkpt_error_restore(&e);
+}
 
 #ifndef PATH_MAX
 #define PATH_MAX 4096
@@ -31,6 +54,11 @@
 #define REPR_LIMIT 160          /* characters of a variable's repr in meta */
 #define MODREFS_MAX_PICKLE (64u << 20)  /* skip module_refs beyond this */
 #define MEASURE_MAX_DEPTH 64
+/* Seconds the Python code run for one variable (its __reduce__, its
+ * __repr__, a library's memory_usage) may take: past it, hooks.c makes that
+ * code raise TimeoutError and the variable is skipped like any other that
+ * cannot be pickled. C-level pickling of plain data is never interrupted. */
+#define VARIABLE_BUDGET_S 5.0
 
 /* ------------------------------------------------------------------ */
 /* out-of-band buffers collected by the buffer_callback                */
@@ -93,6 +121,82 @@ static PyMethodDef buffer_callback_def = {
 };
 
 /* ------------------------------------------------------------------ */
+/* pickling without side effects on the script's classes                */
+
+/* object.__reduce_ex__ asks copyreg._slotnames(cls), which caches its
+ * answer as cls.__slotnames__: the script would see a new attribute on its
+ * classes after a snapshot. While capturing, copyreg._slotnames is this
+ * wrapper: same answer, cached in chkpt's own dict, the class left as it
+ * was. self = (original _slotnames, cache dict). */
+static PyObject *
+slotnames_wrapper(PyObject *self, PyObject *cls)
+{
+    PyObject *orig = PyTuple_GET_ITEM(self, 0);
+    PyObject *cache = PyTuple_GET_ITEM(self, 1);
+    PyObject *names = PyDict_GetItemWithError(cache, cls);
+    if (names != NULL) {
+        return Py_NewRef(names);
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    names = PyObject_CallOneArg(orig, cls);
+    if (names == NULL) {
+        return NULL;
+    }
+    /* type.__reduce_ex__ only asks when the class has no __slotnames__ of
+     * its own: whatever is there now was put by the original */
+    if (PyType_Check(cls) && PyObject_DelAttrString(cls, "__slotnames__") < 0) {
+        PyErr_Clear();
+    }
+    if (PyDict_SetItem(cache, cls, names) < 0) {
+        Py_DECREF(names);
+        return NULL;
+    }
+    return names;
+}
+
+static PyMethodDef slotnames_def = {
+    "_slotnames", (PyCFunction)slotnames_wrapper, METH_O, NULL
+};
+
+typedef struct {
+    PyObject *copyreg, *orig;
+} slotnames_patch;
+
+static void
+slotnames_install(slotnames_patch *p)
+{
+    p->copyreg = PyImport_ImportModule("copyreg");
+    p->orig = p->copyreg ? PyObject_GetAttrString(p->copyreg, "_slotnames") : NULL;
+    PyObject *cache = p->orig ? PyDict_New() : NULL;
+    PyObject *self = cache ? PyTuple_Pack(2, p->orig, cache) : NULL;
+    PyObject *fn = self ? PyCFunction_New(&slotnames_def, self) : NULL;
+    if (fn == NULL || PyObject_SetAttrString(p->copyreg, "_slotnames", fn) < 0) {
+        PyErr_Clear();          /* pickling still works, with the cache */
+        Py_CLEAR(p->orig);
+    }
+    Py_XDECREF(cache);
+    Py_XDECREF(self);
+    Py_XDECREF(fn);
+}
+
+static void
+slotnames_uninstall(slotnames_patch *p)
+{
+    if (p->copyreg != NULL && p->orig != NULL) {
+        chkpt_saved_error e;
+        chkpt_error_save(&e);
+        if (PyObject_SetAttrString(p->copyreg, "_slotnames", p->orig) < 0) {
+            PyErr_Clear();
+        }
+        chkpt_error_restore(&e);
+    }
+    Py_CLEAR(p->orig);
+    Py_CLEAR(p->copyreg);
+}
+
+/* ------------------------------------------------------------------ */
 /* which variables                                                     */
 
 static int
@@ -127,7 +231,20 @@ is_excluded(chkpt_state *st, PyObject *name, PyObject *obj)
         || tp == st->Unloadable_Type) {
         return 1;
     }
-    return 0;
+    /* type annotations are definitions too: TypeVar, list[int], int | None */
+    if (tp == &Py_GenericAliasType || strcmp(tp->tp_name, "types.UnionType") == 0) {
+        return 1;
+    }
+    PyObject *mod = PyObject_GetAttrString((PyObject *)tp, "__module__");
+    if (mod == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int typing = PyUnicode_Check(mod)
+                 && (PyUnicode_CompareWithASCIIString(mod, "typing") == 0
+                     || PyUnicode_CompareWithASCIIString(mod, "typing_extensions") == 0);
+    Py_DECREF(mod);
+    return typing;
 }
 
 /* Is tp from one of the tracked libraries (prefix match on __module__)? */
@@ -660,7 +777,10 @@ done:
             Py_DECREF(lst);
             return NULL;
         }
-        PyList_SET_ITEM(lst, k, l);     /* steals; the tuple is released */
+        if (PyList_SetItem(lst, k, l) < 0) {   /* steals l, releases the tuple */
+            Py_DECREF(lst);
+            return NULL;
+        }
     }
     return lst;
 }
@@ -747,7 +867,7 @@ short_repr(CheckpointObject *ck, PyObject *reprobj, PyObject *obj)
         PyErr_Clear();
     }
     if (r == NULL && reprobj != NULL) {
-        r = PyObject_CallMethod(reprobj, "repr", "O", obj);
+        r = PyObject_CallMethod(reprobj, "repr", "(O)", obj);
         if (r != NULL && !PyUnicode_Check(r)) {
             Py_CLEAR(r);
         }
@@ -1035,6 +1155,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     PyObject *src_meta = NULL, *json = NULL, *json_bytes = NULL;
     bufvec bufs = {NULL, 0, 0};
     streamvec streams = {NULL, 0, 0};
+    slotnames_patch slotpatch = {NULL, NULL};
     long long total_size = 0;
 
     PyFrameObject *frame = pick_frame(ck, given);
@@ -1062,7 +1183,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         Py_DECREF(fs);
         if (r < 0 || s == NULL) {
             if (!ck->store_failed) {
-                chkpt_warn("cannot open the snapshot store %U: %s; no snapshots "
+                warn_fmt("cannot open the snapshot store %U: %s; no snapshots "
                            "will be written", ck->output_dir, err);
             }
             ck->store_failed = 1;
@@ -1112,6 +1233,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     }
 
     Py_ssize_t stream_idx = 0;
+    slotnames_install(&slotpatch);
     for (int pass = 0; pass < 2; pass++) {
         PyObject *lst = pass == 0 ? items : gitems;
         if (lst == NULL) {
@@ -1134,15 +1256,17 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             if (dup) {
                 continue;          /* shadowed by a local */
             }
+            /* budget_stop is called on every path out of this iteration */
+            chkpt_hooks_budget_start(ck, VARIABLE_BUDGET_S);
             int sal = is_salient(ck, obj, measure_seen);
-            if (sal < 0) {
-                if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
-                    goto done;
+            if (sal <= 0) {
+                chkpt_hooks_budget_stop(ck);
+                if (sal < 0) {
+                    if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+                        goto done;
+                    }
+                    PyErr_Clear();     /* could not measure: not salient */
                 }
-                PyErr_Clear();     /* could not measure: not salient */
-                continue;
-            }
-            if (!sal) {
                 continue;
             }
             Py_ssize_t first = bufs.n;
@@ -1151,10 +1275,12 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             Py_XDECREF(args);
             PyObject *tname = type_name(Py_TYPE(obj));
             if (tname == NULL) {
+                chkpt_hooks_budget_stop(ck);
                 Py_XDECREF(pk);
                 goto done;
             }
             if (pk == NULL || !PyBytes_Check(pk)) {
+                chkpt_hooks_budget_stop(ck);
                 bufvec_truncate(&bufs, first);
                 if (pk == NULL && PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
                     Py_DECREF(tname);
@@ -1181,7 +1307,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
                 }
                 int warned = PySet_Contains(ck->warned, vname);
                 if (warned == 0 && PySet_Add(ck->warned, vname) == 0 && msg) {
-                    chkpt_warn("variable '%U' (%U) cannot be saved, skipped: %U",
+                    warn_fmt("variable '%U' (%U) cannot be saved, skipped: %U",
                                vname, tname, msg);
                 }
                 PyErr_Clear();
@@ -1226,6 +1352,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             PyObject *refs = bad ? NULL : pickle_module_refs(pk);
             Py_DECREF(pk);
             PyObject *rep = refs ? short_repr(ck, reprobj, obj) : NULL;
+            chkpt_hooks_budget_stop(ck);
             PyObject *tmod = rep ? PyObject_GetAttrString((PyObject *)Py_TYPE(obj),
                                                           "__module__") : NULL;
             if (tmod != NULL && !PyUnicode_Check(tmod)) {
@@ -1375,7 +1502,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         }
         Py_END_ALLOW_THREADS
         if (!ok) {
-            chkpt_warn("snapshot not written to %U: %s", ck->output_dir, err);
+            warn_fmt("snapshot not written to %U: %s", ck->output_dir, err);
             result = Py_NewRef(Py_None);
             goto done;
         }
@@ -1386,7 +1513,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             goto done;
         }
         if (ck->verbosity > 0) {
-            chkpt_warn("%s snapshot %zd variable(s), %lld bytes (%llu new) -> %U",
+            warn_fmt("%s snapshot %zd variable(s), %lld bytes (%llu new) -> %U",
                        kind, PyList_GET_SIZE(vars_meta), total_size,
                        (unsigned long long)written, p);
         }
@@ -1395,6 +1522,8 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     }
 
 done:
+    slotnames_uninstall(&slotpatch);
+    chkpt_hooks_budget_stop(ck);
     bufvec_free(&bufs);
     PyMem_Free(streams.v);
     Py_XDECREF(frame);
@@ -1433,7 +1562,9 @@ chkpt_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
         Py_RETURN_NONE;
     }
     ck->in_snapshot = 1;
+    chkpt_hooks_budget_start(ck, CHKPT_SNAPSHOT_TIME_BUDGET);
     PyObject *r = capture_impl(ck, frame, kind, name, manual);
+    chkpt_hooks_budget_stop(ck);
     ck->in_snapshot = 0;
     if (r == NULL) {
         if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {

@@ -37,6 +37,9 @@
 #define CHKPT_DEFAULT_MIN_OBJ_SIZE (1LL << 20)
 #define CHKPT_DEFAULT_FREQUENCY_MS 60000LL   /* see README: cheap enough to leave on */
 #define CHKPT_DEFAULT_OUTPUT_DIR "checkpoints"
+/* Seconds one snapshot may spend running Python code (__reduce__ and the
+ * like) before the object at hand is given up on. */
+#define CHKPT_SNAPSHOT_TIME_BUDGET 30.0
 
 /* Per-module state (PEP 489/573). No mutable C globals anywhere else. */
 typedef struct {
@@ -164,6 +167,12 @@ int chkpt_hooks_install(CheckpointObject *ck);
 void chkpt_hooks_uninstall(CheckpointObject *ck);
 /* Called when frequency changes while running. */
 int chkpt_hooks_reconfigure(CheckpointObject *ck);
+/* A time budget for the capture running on the main thread: once it has
+ * passed, the Python code the capture runs (a hostile __reduce__ that never
+ * returns) gets a TimeoutError at its next bytecode, so the capture can skip
+ * that object. Never raised once budget_stop was called. */
+void chkpt_hooks_budget_start(CheckpointObject *ck, double seconds);
+void chkpt_hooks_budget_stop(CheckpointObject *ck);
 
 /* capture.c: snapshot of frame (NULL: the innermost frame running the
  * script's code, else the caller's frame). kind is "auto", "manual", ...

@@ -34,6 +34,10 @@ typedef struct {
     int stop;                      /* under mutex */
     long long period_ms;           /* under mutex: 0 = no timer */
     atomic_int pending;            /* pending calls queued, not yet run */
+    atomic_int arm_pending;        /* an arming request is queued */
+    double budget_deadline;        /* under mutex: monotonic s, 0 = none */
+    atomic_uint budget_gen;        /* which capture the budget is for */
+    atomic_uint fired_gen;         /* budget_gen when its deadline passed */
     atomic_int active;             /* cleared at uninstall */
     int armed;                     /* main thread only */
     unsigned long main_thread;
@@ -303,56 +307,127 @@ pending_arm(void *arg)
         && PyThread_get_thread_ident() == h->main_thread) {
         arm(h);
     }
+    atomic_store(&h->arm_pending, 0);
     atomic_fetch_sub(&h->pending, 1);
     return 0;       /* never an exception into the script */
+}
+
+/* Runs on the main thread when a snapshot overran its time budget: the
+ * exception surfaces in the Python code the capture is running (a hostile
+ * __reduce__ or __getstate__), which makes the capture skip that object.
+ * It is raised only if that same capture is still running, so it can
+ * never reach the script. */
+static int
+pending_interrupt(void *arg)
+{
+    hooks_state *h = (hooks_state *)arg;
+    int raise = atomic_load(&h->active) && h->ck->in_snapshot
+                && atomic_load(&h->budget_gen) == atomic_load(&h->fired_gen);
+    atomic_fetch_sub(&h->pending, 1);
+    if (raise) {
+        PyErr_SetString(PyExc_TimeoutError,
+                        "the snapshot's time budget is exhausted");
+        return -1;
+    }
+    return 0;
+}
+
+/* Posts a request to the main thread. Before 3.13, a pending call added by
+ * a thread that is not the main one does not set the main thread's eval
+ * breaker (it is computed for the calling thread); holding the GIL while
+ * adding it makes the main thread recompute it when it takes the GIL back,
+ * so the request is seen within the switch interval. Called with the
+ * mutex held; releases it meanwhile. */
+static void
+post_request(hooks_state *h, int (*func)(void *))
+{
+    atomic_fetch_add(&h->pending, 1);
+    pthread_mutex_unlock(&h->mutex);
+    PyGILState_STATE g = PyGILState_Ensure();
+    if (Py_AddPendingCall(func, h) != 0) {
+        atomic_fetch_sub(&h->pending, 1);       /* queue full: next time */
+    }
+    PyGILState_Release(g);
+    pthread_mutex_lock(&h->mutex);
 }
 
 static void *
 timer_main(void *arg)
 {
     hooks_state *h = (hooks_state *)arg;
+    double next_tick = 0;
+    long long period = -1;
     pthread_mutex_lock(&h->mutex);
     while (!h->stop) {
-        long long ms = h->period_ms;
-        if (ms <= 0) {
+        double now = chkpt_monotonic();
+        if (h->period_ms != period) {           /* new period: start over */
+            period = h->period_ms;
+            next_tick = period > 0 ? now + (double)period / 1000.0 : 0;
+        }
+        double wake = next_tick;
+        if (h->budget_deadline > 0 && (wake == 0 || h->budget_deadline < wake)) {
+            wake = h->budget_deadline;
+        }
+        if (wake == 0) {
             pthread_cond_wait(&h->cond, &h->mutex);
             continue;
         }
-        struct timespec deadline;
-        clock_gettime(CLOCK_REALTIME, &deadline);
-        deadline.tv_sec += (time_t)(ms / 1000);
-        deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-            deadline.tv_sec += 1;
-            deadline.tv_nsec -= 1000000000L;
-        }
-        int rc = 0;
-        while (!h->stop && h->period_ms == ms && rc != ETIMEDOUT) {
-            rc = pthread_cond_timedwait(&h->cond, &h->mutex, &deadline);
-        }
-        if (h->stop || rc != ETIMEDOUT) {
-            continue;       /* stopped, or the period changed: start over */
-        }
-        /* One request at a time: the main thread may be busy in C code. */
-        if (atomic_load(&h->pending) == 0) {
-            atomic_fetch_add(&h->pending, 1);
-            /* Before 3.13, a pending call added by a thread that is not
-             * the main one does not set the main thread's eval breaker
-             * (it is computed for the calling thread). Holding the GIL
-             * while adding it makes the main thread recompute it when it
-             * takes the GIL back, so the request is seen within the
-             * switch interval. */
-            pthread_mutex_unlock(&h->mutex);
-            PyGILState_STATE g = PyGILState_Ensure();
-            if (Py_AddPendingCall(pending_arm, h) != 0) {
-                atomic_fetch_sub(&h->pending, 1);   /* queue full: next tick */
+        if (now < wake) {
+            double wait_s = wake - now;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += (time_t)wait_s;
+            ts.tv_nsec += (long)((wait_s - (double)(time_t)wait_s) * 1e9);
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec += 1;
+                ts.tv_nsec -= 1000000000L;
             }
-            PyGILState_Release(g);
-            pthread_mutex_lock(&h->mutex);
+            pthread_cond_timedwait(&h->cond, &h->mutex, &ts);
+            continue;                           /* re-evaluate everything */
+        }
+        if (h->budget_deadline > 0 && now >= h->budget_deadline) {
+            h->budget_deadline = 0;
+            atomic_store(&h->fired_gen, atomic_load(&h->budget_gen));
+            post_request(h, pending_interrupt);
+        }
+        if (next_tick > 0 && now >= next_tick) {
+            next_tick = now + (double)period / 1000.0;
+            /* one arming request at a time: the main thread may be busy
+             * in C code for a long while */
+            if (!atomic_exchange(&h->arm_pending, 1)) {
+                post_request(h, pending_arm);
+            }
         }
     }
     pthread_mutex_unlock(&h->mutex);
     return NULL;
+}
+
+void
+chkpt_hooks_budget_start(CheckpointObject *ck, double seconds)
+{
+    hooks_state *h = (hooks_state *)ck->hooks;
+    if (h == NULL || !h->thread_started || seconds <= 0) {
+        return;
+    }
+    pthread_mutex_lock(&h->mutex);
+    atomic_fetch_add(&h->budget_gen, 1);
+    h->budget_deadline = chkpt_monotonic() + seconds;
+    pthread_cond_signal(&h->cond);
+    pthread_mutex_unlock(&h->mutex);
+}
+
+void
+chkpt_hooks_budget_stop(CheckpointObject *ck)
+{
+    hooks_state *h = (hooks_state *)ck->hooks;
+    if (h == NULL || !h->thread_started) {
+        return;
+    }
+    pthread_mutex_lock(&h->mutex);
+    atomic_fetch_add(&h->budget_gen, 1);       /* a fired request is void */
+    h->budget_deadline = 0;
+    pthread_mutex_unlock(&h->mutex);
 }
 
 /* The timer period for the current frequency: 0 means no timer. */
@@ -396,6 +471,9 @@ chkpt_hooks_install(CheckpointObject *ck)
     h->ck = (CheckpointObject *)Py_NewRef(ck);
     h->main_thread = PyThread_get_thread_ident();
     atomic_init(&h->pending, 0);
+    atomic_init(&h->arm_pending, 0);
+    atomic_init(&h->budget_gen, 0);
+    atomic_init(&h->fired_gen, 0);
     atomic_init(&h->active, 1);
     pthread_mutex_init(&h->mutex, NULL);
     pthread_cond_init(&h->cond, NULL);

@@ -23,10 +23,36 @@
 #include "chkpt.h"
 #include <string.h>
 #include <sys/stat.h>
+#include <stdarg.h>
+
+/* chkpt_warn with PyUnicode_FromFormat's format (%U, %S, %R ...). */
+static void
+warn_fmt(const char *fmt, ...)
+{
+    chkpt_saved_error e;
+    chkpt_error_save(&e);
+    va_list ap;
+    va_start(ap, fmt);
+    PyObject *s = PyUnicode_FromFormatV(fmt, ap);
+    va_end(ap);
+    const char *u = s ? PyUnicode_AsUTF8(s) : NULL;
+    if (u != NULL) {
+        chkpt_warn("%s", u);
+    }
+    else {
+        PyErr_Clear();
+        chkpt_warn("%s", fmt);
+    }
+    Py_XDECREF(s);
+    chkpt_error_restore(&e);
+}
 
 #ifndef PATH_MAX
 #define PATH_MAX 4096
 #endif
+
+/* the newest snapshot metadata format this reader knows (capture.c writes it) */
+#define LOAD_META_FORMAT 1
 
 /* ------------------------------------------------------------------ */
 /* Unloadable                                                          */
@@ -716,22 +742,23 @@ stmt_names(PyObject *s)
 
 static PyObject *rebuild_module(PyObject *module, PyObject *group, PyObject *name);
 
-/* __import__ of rebuilt modules: the group's own modules first. */
+/* __import__ of rebuilt modules: the group's own modules first, else the
+ * interpreter's import (PyImport_ImportModuleLevelObject is what
+ * builtins.__import__ runs; going through builtins would come back here). */
 static PyObject *
 rebuilt_import(PyObject *self, PyObject *args, PyObject *kwds)
 {
+    static char *kwlist[] = {"name", "globals", "locals", "fromlist", "level", NULL};
+    PyObject *name, *globals = NULL, *locals = NULL, *fromlist = NULL;
+    int level = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "U|OOOi:__import__", kwlist,
+                                     &name, &globals, &locals, &fromlist, &level)) {
+        return NULL;
+    }
     /* self = (chkpt module, group) */
     PyObject *module = PyTuple_GET_ITEM(self, 0);
     PyObject *group = PyTuple_GET_ITEM(self, 1);
-    PyObject *name = PyTuple_GET_SIZE(args) > 0 ? PyTuple_GET_ITEM(args, 0) : NULL;
-    PyObject *level = PyTuple_GET_SIZE(args) > 4 ? PyTuple_GET_ITEM(args, 4) : NULL;
-    if (level == NULL && kwds != NULL) {
-        level = PyDict_GetItemString(kwds, "level");
-    }
-    int absolute = level == NULL || (PyLong_Check(level) && PyLong_AsLong(level) == 0);
-    PyErr_Clear();
-    if (name != NULL && PyUnicode_Check(name) && absolute
-        && PyUnicode_CompareWithASCIIString(name, "__main__") != 0) {
+    if (level == 0 && PyUnicode_CompareWithASCIIString(name, "__main__") != 0) {
         PyObject *srcs = dict_get(group, "sources");
         if (srcs != NULL && PyDict_GetItemWithError(srcs, name) != NULL) {
             return rebuild_module(module, group, name);
@@ -740,18 +767,7 @@ rebuilt_import(PyObject *self, PyObject *args, PyObject *kwds)
             return NULL;
         }
     }
-    PyObject *real = NULL;
-    PyObject *bmod = PyImport_ImportModule("builtins");
-    if (bmod != NULL) {
-        real = PyObject_GetAttrString(bmod, "__import__");
-        Py_DECREF(bmod);
-    }
-    if (real == NULL) {
-        return NULL;
-    }
-    PyObject *r = PyObject_Call(real, args, kwds);
-    Py_DECREF(real);
-    return r;
+    return PyImport_ImportModuleLevelObject(name, globals, locals, fromlist, level);
 }
 
 static PyMethodDef rebuilt_import_def = {
@@ -1172,12 +1188,35 @@ ctx_group(PyObject *module, PyObject *ctx)
         if (PyErr_Occurred()) {
             goto fail;
         }
-        Py_hash_t h = PyObject_Hash(key);
-        if (h == -1) {
+        /* a stable private name: a digest of the sources */
+        PyObject *tag = NULL;
+        PyObject *hashlib = PyImport_ImportModule("hashlib");
+        PyObject *hobj = hashlib ? PyObject_CallMethod(hashlib, "blake2b", "()") : NULL;
+        Py_XDECREF(hashlib);
+        for (Py_ssize_t i = 0; hobj && i < PyTuple_GET_SIZE(key); i++) {
+            PyObject *t = PyTuple_GET_ITEM(key, i);
+            PyObject *rs = PyObject_Repr(PyTuple_GET_ITEM(t, 0));
+            PyObject *rb = rs ? PyUnicode_AsUTF8String(rs) : NULL;
+            PyObject *u1 = rb ? PyObject_CallMethod(hobj, "update", "(O)", rb) : NULL;
+            PyObject *u2 = u1 ? PyObject_CallMethod(hobj, "update", "(O)",
+                                                    PyTuple_GET_ITEM(t, 2)) : NULL;
+            Py_XDECREF(rs);
+            Py_XDECREF(rb);
+            Py_XDECREF(u1);
+            if (u2 == NULL) {
+                Py_CLEAR(hobj);
+            }
+            Py_XDECREF(u2);
+        }
+        PyObject *hex = hobj ? PyObject_CallMethod(hobj, "hexdigest", NULL) : NULL;
+        Py_XDECREF(hobj);
+        if (hex != NULL) {
+            tag = PyUnicode_Substring(hex, 0, 12);
+            Py_DECREF(hex);
+        }
+        if (tag == NULL) {
             goto fail;
         }
-        PyObject *tag = PyUnicode_FromFormat("%zx_%zd", (size_t)h,
-                                             PyDict_GET_SIZE(st->load_cache));
         group = tag ? Py_BuildValue("{s:O,s:O,s:O,s:{},s:{}}", "sources", srcs,
                                     "paths", paths, "tag", tag, "modules",
                                     "errors") : NULL;
@@ -1579,6 +1618,17 @@ open_snapshot(PyObject *module, PyObject *path, PyObject **meta_out)
         snapshot_error(module, "%U: the snapshot's metadata is damaged", path);
         return NULL;
     }
+    PyObject *fmt = PyDict_GetItemString(meta, "format");     /* borrowed */
+    long version = fmt != NULL && PyLong_Check(fmt) ? PyLong_AsLong(fmt) : 0;
+    PyErr_Clear();
+    if (version > LOAD_META_FORMAT) {
+        Py_DECREF(meta);
+        chkpt_snap_close(r);
+        snapshot_error(module, "%U: snapshot metadata format %ld is newer than this "
+                       "chkpt supports (%d): upgrade chkpt", path, version,
+                       LOAD_META_FORMAT);
+        return NULL;
+    }
     *meta_out = meta;
     return r;
 }
@@ -1908,7 +1958,7 @@ chkpt_load(PyObject *module, PyObject *snapshot, PyObject *names, int strict)
                 goto done;
             }
             PyErr_Clear();
-            chkpt_warn("variable '%U' of %U cannot be loaded (%S.%S: %S); it is a "
+            warn_fmt("variable '%U' of %U cannot be loaded (%S.%S: %S); it is a "
                        "chkpt.Unloadable stand-in", name, path, mod, qual, err);
             obj = PyObject_CallFunction((PyObject *)st->Unloadable_Type, "OOOO", name,
                                         mod ? mod : Py_None, qual ? qual : Py_None,

@@ -10,6 +10,29 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <stdarg.h>
+
+/* chkpt_warn with PyUnicode_FromFormat's format (%U, %S, %R ...). */
+static void
+warn_fmt(const char *fmt, ...)
+{
+    chkpt_saved_error e;
+    chkpt_error_save(&e);
+    va_list ap;
+    va_start(ap, fmt);
+    PyObject *s = PyUnicode_FromFormatV(fmt, ap);
+    va_end(ap);
+    const char *u = s ? PyUnicode_AsUTF8(s) : NULL;
+    if (u != NULL) {
+        chkpt_warn("%s", u);
+    }
+    else {
+        PyErr_Clear();
+        chkpt_warn("%s", fmt);
+    }
+    Py_XDECREF(s);
+    chkpt_error_restore(&e);
+}
 
 /* ------------------------------------------------------------------ */
 /* output                                                              */
@@ -74,7 +97,7 @@ fail(void)
             Py_SETREF(s, PyUnicode_Substring(s, 1, PyUnicode_GET_LENGTH(s) - 1));
         }
         if (s != NULL) {
-            chkpt_warn("error: %U", s);
+            warn_fmt("error: %U", s);
         }
     }
     else {
@@ -699,6 +722,16 @@ export_reducer_override(PyObject *Py_UNUSED(mod), PyObject *const *args,
         PyErr_Clear();
         Py_RETURN_NOTIMPLEMENTED;
     }
+    /* note it for the user: it resolves only where that module exists */
+    PyObject *orig = PyObject_GetAttrString(m, "__chkpt_source_module__");
+    PyObject *refs = PyObject_GetAttrString(args[0], "_chkpt_refs");
+    PyObject *ref = orig ? PyUnicode_FromFormat("%S.%S", orig, qual) : NULL;
+    if (refs == NULL || ref == NULL || !PySet_Check(refs) || PySet_Add(refs, ref) < 0) {
+        PyErr_Clear();
+    }
+    Py_XDECREF(orig);
+    Py_XDECREF(refs);
+    Py_XDECREF(ref);
     PyObject *operator = PyImport_ImportModule("operator");
     PyObject *getter = operator ? PyObject_CallMethod(operator, "attrgetter", "O", qual)
                                 : NULL;
@@ -781,7 +814,27 @@ chkpt_verb_export(PyObject *module, chkpt_cli *cli)
             PyObject *kw = args ? Py_BuildValue("{s:i,s:O}", "protocol", 5,
                                                 "buffer_callback", cb) : NULL;
             PyObject *p = kw ? PyObject_Call(ptype, args, kw) : NULL;
-            PyObject *r = p ? PyObject_CallMethod(p, "dump", "O", obj) : NULL;
+            PyObject *refs = p ? PySet_New(NULL) : NULL;
+            PyObject *r = refs && PyObject_SetAttrString(p, "_chkpt_refs", refs) == 0
+                          ? PyObject_CallMethod(p, "dump", "(O)", obj) : NULL;
+            if (r != NULL && PySet_GET_SIZE(refs) > 0) {
+                PyObject *l = PySequence_List(refs);
+                PyObject *sep = PyUnicode_FromString(", ");
+                if (l != NULL && PyList_Sort(l) == 0 && sep != NULL) {
+                    PyObject *j = PyUnicode_Join(sep, l);
+                    if (j != NULL) {
+                        warn_fmt("note: '%U' refers to the script's own %U: "
+                                 "pickle.load resolves them where those "
+                                 "modules define them (e.g. in the script)",
+                                 name, j);
+                        Py_DECREF(j);
+                    }
+                }
+                Py_XDECREF(l);
+                Py_XDECREF(sep);
+                PyErr_Clear();
+            }
+            Py_XDECREF(refs);
             if (r == NULL) {
                 if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
                     rc = -1;
@@ -817,7 +870,7 @@ chkpt_verb_export(PyObject *module, chkpt_cli *cli)
             }
         }
         if (why != NULL) {
-            chkpt_warn("'%U' not exported: %U", name, why);
+            warn_fmt("'%U' not exported: %U", name, why);
             Py_DECREF(why);
             nbad++;
         }
@@ -830,7 +883,10 @@ chkpt_verb_export(PyObject *module, chkpt_cli *cli)
         PyObject *args = f ? Py_BuildValue("(O)", f) : NULL;
         PyObject *kw = args ? Py_BuildValue("{s:i}", "protocol", 5) : NULL;
         PyObject *p = kw ? PyObject_Call(ptype, args, kw) : NULL;
-        PyObject *r = p ? PyObject_CallMethod(p, "dump", "O", good) : NULL;
+        PyObject *refs = p ? PySet_New(NULL) : NULL;
+        PyObject *r = refs && PyObject_SetAttrString(p, "_chkpt_refs", refs) == 0
+                      ? PyObject_CallMethod(p, "dump", "(O)", good) : NULL;
+        Py_XDECREF(refs);
         PyObject *c = NULL;
         if (f != NULL) {
             if (r == NULL) {
@@ -919,7 +975,7 @@ chkpt_verb_verify(PyObject *module, chkpt_cli *cli)
     }
     struct stat sb;
     if (stat(PyBytes_AS_STRING(fs), &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        chkpt_warn("error: no snapshot store at %U", dir);
+        warn_fmt("error: no snapshot store at %U", dir);
         Py_DECREF(fs);
         Py_DECREF(dir);
         return 1;
@@ -975,7 +1031,7 @@ chkpt_verb_gc(PyObject *module, chkpt_cli *cli)
     }
     struct stat sb;
     if (stat(PyBytes_AS_STRING(fs), &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        chkpt_warn("error: no snapshot store at %U", dir);
+        warn_fmt("error: no snapshot store at %U", dir);
         Py_DECREF(fs);
         Py_DECREF(dir);
         return 1;
@@ -989,7 +1045,7 @@ chkpt_verb_gc(PyObject *module, chkpt_cli *cli)
     Py_END_ALLOW_THREADS
     Py_DECREF(fs);
     if (r < 0) {
-        chkpt_warn("error: gc of %U failed: %s", dir, err);
+        warn_fmt("error: gc of %U failed: %s", dir, err);
         Py_DECREF(dir);
         return 1;
     }
