@@ -196,18 +196,13 @@ CASES = [
     Case("recursion_uncaught", ["recursion.py", "uncaught"]),
     # what chkpt does while snapshotting stays invisible
     Case("snapshot_side_effects", ["snapshot_side_effects.py"],
-         modes=("manual", "snapshot", "default"),
-         xfail=dict.fromkeys(
-             ("manual", "snapshot", "default"),
-             "capture.c: pickling the script's objects leaves copyreg's "
-             "__slotnames__ cache on the script's classes")),
+         modes=("manual", "snapshot", "default")),
     Case("warning_inside_a_line", ["warning_midline.py"],
          modes=("manual", "snapshot"),
          xfail=dict.fromkeys(
              ("manual", "snapshot"),
              "module.c/capture.c: chkpt's 'cannot be saved' line is written "
-             "in the middle of the script's unfinished stderr line (and "
-             "capture.c passes %U to chkpt_warn, which is printf-style)")),
+             "in the middle of the script's unfinished stderr line")),
     # interpreter options given to python (before -m chkpt)
     Case("python_i_prompt", ["interactive.py"], python_opts=("-i",),
          stdin="print(x, __name__, '__file__' in globals())\n"),
