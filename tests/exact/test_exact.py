@@ -181,6 +181,13 @@ CASES = [
     Case("atexit_handlers", ["atexit_script.py"]),
     Case("finalized_at_shutdown", ["finalize.py"]),
     Case("buffered_output", ["buffered.py"]),
+    Case("closed_stdout", ["closed_streams.py"]),
+    Case("closed_stdout_and_stderr", ["closed_streams.py", "both"]),
+    Case("os_exit", ["os_exit.py"]),
+    Case("excepthook_none", ["hook_none.py", "none"]),
+    Case("excepthook_deleted", ["hook_none.py", "del"]),
+    Case("exit_list", ["sys_exit.py", "[1, 2]"]),
+    Case("asyncio_run", ["asyncio_script.py"]),
     # the script's own tools
     Case("settrace", ["settrace_script.py"]),
     Case("setprofile", ["setprofile_script.py"]),
@@ -282,6 +289,24 @@ def test_same_as_python(case, mode, tmp_path):
         pytest.skip(f"start method {case.argv[-1]} unavailable")
     plain, under, work = run_both(case, mode, tmp_path)
     assert_same(plain, under, work)
+
+
+def test_broken_pipe(tmp_path):
+    """`python script.py | head -1`: BrokenPipeError at exit, python's
+    message and exit status 120 (or death by SIGPIPE), the same under
+    chkpt."""
+    import subprocess
+    from conftest import chkpt_env
+    work = fresh_workdir(tmp_path)
+    results = []
+    for prefix in ([sys.executable], [sys.executable, "-m", "chkpt", "-f", "-1"]):
+        cmd = " ".join(map(str, prefix)) + " broken_pipe.py | head -n 1; " \
+              "echo status ${PIPESTATUS[0]} >&2"
+        r = subprocess.run(["bash", "-c", cmd], cwd=work, env=chkpt_env(),
+                           capture_output=True, text=True, timeout=60)
+        results.append((r.stdout, without_chkpt_lines(r.stderr)))
+    assert results[0] == results[1]
+    assert results[0][0] == "line 0\n"
 
 
 # ---- sanity of the cases themselves: they test what they claim ----
