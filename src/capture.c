@@ -1026,8 +1026,8 @@ collect_sources(CheckpointObject *ck, PyObject *src_bytes, PyObject *src_paths)
         Py_ssize_t dn = PyUnicode_GET_LENGTH(ck->script_dir);
         if (n > dn + 4 && PyUnicode_Tailmatch(file, ck->script_dir, 0, dn, -1) == 1
             && PyUnicode_READ_CHAR(file, dn) == '/'
-            && PyUnicode_FindChar(file, '/', dn + 1, n, 1) == -1
-            && PyUnicode_Tailmatch(file, ck->script_dir, 0, n, 1) != -1) {
+            && PyUnicode_FindChar(file, '/', dn + 1, n, 1) == -1) {
+            /* a .py file directly in the script's directory */
             PyObject *ext = PyUnicode_FromString(".py");
             take = ext != NULL && PyUnicode_Tailmatch(file, ext, 0, n, 1) == 1
                    && PyUnicode_Compare(file, ck->script_path) != 0;
