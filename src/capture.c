@@ -1411,6 +1411,25 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         }
     }
 
+    /* run with -m: the main module's own name, for its relative imports */
+    if (ck->main_module != NULL && ck->main_module != Py_None) {
+        PyObject *entry = PyDict_GetItemString(src_meta, "__main__");   /* borrowed */
+        PyObject *spec = entry ? PyObject_GetAttrString(ck->main_module, "__spec__")
+                               : NULL;
+        PyObject *sname = spec && spec != Py_None
+                          ? PyObject_GetAttrString(spec, "name") : NULL;
+        if (sname != NULL && PyUnicode_Check(sname)
+            && PyUnicode_CompareWithASCIIString(sname, "__main__") != 0
+            && PyDict_SetItemString(entry, "spec", sname) < 0) {
+            Py_XDECREF(spec);
+            Py_DECREF(sname);
+            goto done;
+        }
+        Py_XDECREF(spec);
+        Py_XDECREF(sname);
+        PyErr_Clear();
+    }
+
     /* meta */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

@@ -477,3 +477,51 @@ def test_a_setstate_that_raises_gives_a_stand_in(tmp_path, monkeypatch):
     assert "<chkpt.Unloadable 'fragile': __main__.Fragile" in r.stdout
     assert "ValueError: bad state" in r.stdout and "{'k': 1}" in r.stdout
     assert len(chkpt_lines(r.stderr)) == 1
+
+
+PKG_MOD = '''
+import enum
+import pkg.other
+from . import other
+from .other import Other
+from chkpt import Checkpoint
+
+
+class Sub(Other):
+    pass
+
+
+class Sub2(other.Other):
+    pass
+
+
+class Sub3(pkg.other.Other):
+    pass
+
+
+class Kind(enum.Enum):
+    A = 1
+
+
+values = [Other(1), Sub(2), Sub2(3), Sub3(4), Kind.A]
+Checkpoint.get_global_singleton().snapshot()
+'''
+
+
+def test_module_run_with_relative_imports(tmp_path):
+    """python -m chkpt -m pkg.mod: the package's modules are the script's,
+    and relative imports resolve to the snapshot's own versions."""
+    write(tmp_path / "pkg" / "__init__.py", "")
+    write(tmp_path / "pkg" / "other.py", "class Other:\n    def __init__(self, v):\n"
+          "        self.v = v\n")
+    write(tmp_path / "pkg" / "mod.py", PKG_MOD)
+    chkpt(["-f", "-1", "-z", "0", "-m", "pkg.mod"], tmp_path, check=0)
+    shutil.rmtree(tmp_path / "pkg")
+    other = tmp_path / "o"
+    other.mkdir()
+    r = run(["-c", "import sys, chkpt; v = chkpt.load(sys.argv[1])['values'];"
+             "base = type(v[0]);"
+             "print([x.v for x in v[:4]], all(isinstance(x, base) for x in v[:4]), v[4].name)",
+             str(tmp_path / "checkpoints")], other, check=0)
+    assert r.stdout.strip() == "[1, 2, 3, 4] True A"
+    assert chkpt_lines(r.stderr) == []
