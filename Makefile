@@ -79,8 +79,8 @@ test-fuzz: deps
 demo: build
 	@py=$(VENV_DIR)/$$($(lastword $(FOUND_PYTHONS)) -c 'import sys; print("%d.%d" % sys.version_info[:2])')/bin/python; \
 	rm -rf demo-checkpoints; \
-	echo "\$$ python -m chkpt -o demo-checkpoints examples/pipeline.py"; \
-	$$py -m chkpt -o demo-checkpoints examples/pipeline.py && \
+	echo "\$$ python -m chkpt -f 500 -o demo-checkpoints examples/pipeline.py --days 180"; \
+	$$py -m chkpt -f 500 -o demo-checkpoints examples/pipeline.py --days 180 && \
 	echo && echo "\$$ python -m chkpt ls demo-checkpoints" && \
 	$$py -m chkpt ls demo-checkpoints && \
 	last=$$(ls demo-checkpoints/snapshots/*.ckpt | tail -1) && \

@@ -4,4 +4,8 @@ import sys
 
 from chkpt._chkpt import main
 
-sys.exit(main(sys.argv[1:]))
+status = main(sys.argv[1:])
+# Under `python -i`, python goes on to its prompt whatever the script's
+# outcome, and would print a SystemExit raised here as a traceback.
+if not sys.flags.inspect:
+    sys.exit(status)

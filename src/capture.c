@@ -1581,7 +1581,9 @@ chkpt_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
         Py_RETURN_NONE;
     }
     ck->in_snapshot = 1;
+    chkpt_hooks_budget_start(ck, CHKPT_SNAPSHOT_TIME_BUDGET);
     PyObject *r = capture_impl(ck, frame, kind, name, manual);
+    chkpt_hooks_budget_stop(ck);
     ck->in_snapshot = 0;
     if (r == NULL) {
         if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {

@@ -37,6 +37,9 @@
 #define CHKPT_DEFAULT_MIN_OBJ_SIZE (1LL << 20)
 #define CHKPT_DEFAULT_FREQUENCY_MS 60000LL   /* see README: cheap enough to leave on */
 #define CHKPT_DEFAULT_OUTPUT_DIR "checkpoints"
+/* Seconds one snapshot may spend running Python code (__reduce__ and the
+ * like) before the object at hand is given up on. */
+#define CHKPT_SNAPSHOT_TIME_BUDGET 30.0
 
 /* Per-module state (PEP 489/573). No mutable C globals anywhere else. */
 typedef struct {

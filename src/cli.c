@@ -263,6 +263,9 @@ parse_size(const char *s, long long *out)
 
 typedef struct {
     PyObject *argv;             /* list of str (borrowed) */
+    PyObject *bargv;            /* the same as bytes, in the file system
+                                   encoding: arguments that are not valid
+                                   UTF-8 (file names) parse too (owned) */
     Py_ssize_t n;
     Py_ssize_t i;               /* next argument */
     int help;
@@ -272,9 +275,11 @@ typedef struct {
 static const char *
 arg_at(parser *p, Py_ssize_t i)
 {
-    PyObject *o = PyList_GET_ITEM(p->argv, i);
-    return PyUnicode_AsUTF8(o);
+    return PyBytes_AS_STRING(PyList_GET_ITEM(p->bargv, i));
 }
+
+static int apply_value(chkpt_cli *cli, parser *p, const opt_def *opt,
+                       PyObject *value, const char *v);
 
 /* Applies one option with its value (NULL for flags). Returns 0, a usage
  * exit status (> 0), or -1 with an exception. */
@@ -282,12 +287,23 @@ static int
 apply_option(chkpt_cli *cli, parser *p, const opt_def *opt, PyObject *value)
 {
     const char *v = NULL;
+    PyObject *vb = NULL;
     if (value != NULL) {
-        v = PyUnicode_AsUTF8(value);
-        if (v == NULL) {
+        vb = PyUnicode_EncodeFSDefault(value);
+        if (vb == NULL) {
             return -1;
         }
+        v = PyBytes_AS_STRING(vb);
     }
+    int r = apply_value(cli, p, opt, value, v);
+    Py_XDECREF(vb);
+    return r;
+}
+
+static int
+apply_value(chkpt_cli *cli, parser *p, const opt_def *opt, PyObject *value,
+            const char *v)
+{
     long long n;
     switch (opt->id) {
     case OPT_HELP:
@@ -365,11 +381,7 @@ apply_option(chkpt_cli *cli, parser *p, const opt_def *opt, PyObject *value)
 static int
 parse_option(chkpt_cli *cli, parser *p, int allow_keep, int allow_run)
 {
-    PyObject *argobj = PyList_GET_ITEM(p->argv, p->i);
-    const char *arg = PyUnicode_AsUTF8(argobj);
-    if (arg == NULL) {
-        return -1;
-    }
+    const char *arg = arg_at(p, p->i);
     p->i++;
     if (arg[1] == '-') {
         /* --long or --long=value */
@@ -395,7 +407,7 @@ parse_option(chkpt_cli *cli, parser *p, int allow_keep, int allow_run)
         PyObject *value = NULL;
         if (opt->takes_value) {
             if (eq != NULL) {
-                value = PyUnicode_FromString(eq + 1);
+                value = PyUnicode_DecodeFSDefault(eq + 1);
                 if (value == NULL) {
                     return -1;
                 }
@@ -442,7 +454,7 @@ parse_option(chkpt_cli *cli, parser *p, int allow_keep, int allow_run)
         }
         PyObject *value;
         if (c[1] != '\0') {
-            value = PyUnicode_FromString(c + 1);
+            value = PyUnicode_DecodeFSDefault(c + 1);
             if (value == NULL) {
                 return -1;
             }
@@ -503,10 +515,6 @@ parse_verb_args(chkpt_cli *cli, parser *p, size_t vi)
     int r = 0;
     while (p->i < p->n) {
         const char *a = arg_at(p, p->i);
-        if (a == NULL) {
-            r = -1;
-            goto done;
-        }
         if (!only_pos && strcmp(a, "--") == 0) {
             only_pos = 1;
             p->i++;
@@ -540,14 +548,14 @@ parse_verb_args(chkpt_cli *cli, parser *p, size_t vi)
         PyObject *joined = sep ? PyUnicode_Join(sep, extra) : NULL;
         Py_XDECREF(extra);
         Py_XDECREF(sep);
-        const char *j = joined ? PyUnicode_AsUTF8(joined) : NULL;
-        if (j == NULL) {
-            Py_XDECREF(joined);
+        PyObject *jb = joined ? PyUnicode_EncodeFSDefault(joined) : NULL;
+        Py_XDECREF(joined);
+        if (jb == NULL) {
             r = -1;
             goto done;
         }
-        r = usage_error("unrecognized arguments: %s", j);
-        Py_DECREF(joined);
+        r = usage_error("unrecognized arguments: %s", PyBytes_AS_STRING(jb));
+        Py_DECREF(jb);
         goto done;
     }
     if (verbs[vi].verb == CHKPT_VERB_GC && cli->keep < 0) {
@@ -565,20 +573,42 @@ done:
     return r;
 }
 
+static int parse_args(chkpt_cli *cli, parser *p, int *done);
+
 /* Fills cli from argv. Returns 0 when there is something to run, a usage
  * exit status (> 0) after writing the error line, or -1 with an exception.
  * *done is set when help/version was printed (exit status 0). */
 static int
 parse_command_line(chkpt_cli *cli, PyObject *argv, int *done)
 {
-    parser p = {argv, PyList_GET_SIZE(argv), 0, 0, 0};
+    parser p = {argv, NULL, PyList_GET_SIZE(argv), 0, 0, 0};
     int r;
     *done = 0;
-    while (p.i < p.n && cli->target == NULL) {
-        const char *a = arg_at(&p, p.i);
-        if (a == NULL) {
+    p.bargv = PyList_New(p.n);
+    if (p.bargv == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < p.n; i++) {
+        PyObject *b = PyUnicode_EncodeFSDefault(PyList_GET_ITEM(argv, i));
+        if (b == NULL) {
+            Py_DECREF(p.bargv);
             return -1;
         }
+        PyList_SET_ITEM(p.bargv, i, b);
+    }
+    r = parse_args(cli, &p, done);
+    Py_DECREF(p.bargv);
+    return r;
+}
+
+static int
+parse_args(chkpt_cli *cli, parser *pp, int *done)
+{
+    parser p = *pp;
+    PyObject *argv = p.argv;
+    int r;
+    while (p.i < p.n && cli->target == NULL) {
+        const char *a = arg_at(&p, p.i);
         if (strcmp(a, "--") == 0) {
             p.i++;
             if (p.i < p.n) {

@@ -54,6 +54,20 @@ import_attr(const char *module, const char *attr)
     return r;
 }
 
+/* A str as bytes in the file system encoding, for messages: paths that
+ * are not valid UTF-8 print as they were given. Never NULL: "?" when even
+ * that fails (the error is cleared). *holder keeps the bytes alive. */
+static const char *
+printable(PyObject *s, PyObject **holder)
+{
+    *holder = s ? PyUnicode_EncodeFSDefault(s) : NULL;
+    if (*holder == NULL) {
+        PyErr_Clear();
+        return "?";
+    }
+    return PyBytes_AS_STRING(*holder);
+}
+
 /* sys.flags.safe_path (-P, -I, PYTHONSAFEPATH): python adds no sys.path[0]
  * for the script then. */
 static int
@@ -74,6 +88,25 @@ safe_path_flag(void)
         PyErr_Clear();
         return 0;
     }
+    return r;
+}
+
+/* sys.flags.inspect (-i, PYTHONINSPECT at start-up): python prints a
+ * SystemExit instead of exiting, then gives its prompt. */
+static int
+inspect_flag(void)
+{
+    chkpt_saved_error saved;        /* may be called with one pending */
+    chkpt_error_save(&saved);
+    PyObject *flags = PySys_GetObject("flags");         /* borrowed */
+    PyObject *v = flags ? PyObject_GetAttrString(flags, "inspect") : NULL;
+    int r = v ? PyObject_IsTrue(v) : 0;
+    Py_XDECREF(v);
+    if (r < 0) {
+        r = 0;
+    }
+    PyErr_Clear();
+    chkpt_error_restore(&saved);
     return r;
 }
 
@@ -603,8 +636,10 @@ finish(PyObject *result, PyObject *file_dict)
         remove_file_names(file_dict);
         return PyLong_FromLong(0);
     }
-    if (PyErr_ExceptionMatches(PyExc_SystemExit)) {
-        /* python exits from inside PyErr_Print here: __file__ stays */
+    if (PyErr_ExceptionMatches(PyExc_SystemExit) && !inspect_flag()) {
+        /* python exits from inside PyErr_Print here: __file__ stays.
+         * (Under -i, PyErr_Print prints it like any exception, and python
+         * goes on to its prompt.) */
         return NULL;
     }
     PyObject *ki;
@@ -664,65 +699,161 @@ note_spec(CheckpointObject *ck, PyObject *spec)
     Py_DECREF(origin);
 }
 
+/* The spec runpy is going to use, found without running anything: the
+ * path finder walks the packages' __path__ (or takes a package already
+ * imported from sys.modules) instead of importing them. Only for telling
+ * the hooks which file is the script before it starts; NULL without an
+ * exception when it cannot be known this way. */
+static PyObject *
+quiet_find_spec(PyObject *modname, int main_of_path0)
+{
+    PyObject *finder = import_attr("importlib.machinery", "PathFinder");
+    if (finder == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *spec = NULL, *path = Py_NewRef(Py_None), *parts = NULL;
+    PyObject *modules = PySys_GetObject("modules");     /* borrowed */
+    if (main_of_path0) {
+        /* a directory or zip file: its __main__, found through sys.path[0] */
+        PyObject *syspath = PySys_GetObject("path");    /* borrowed */
+        if (syspath == NULL || !PyList_Check(syspath)
+            || PyList_GET_SIZE(syspath) == 0) {
+            goto done;
+        }
+        Py_SETREF(path, Py_BuildValue("[O]", PyList_GET_ITEM(syspath, 0)));
+        if (path == NULL) {
+            goto done;
+        }
+        spec = PyObject_CallMethod(finder, "find_spec", "OO", modname, path);
+        goto done;
+    }
+    PyObject *dot = PyUnicode_FromString(".");
+    if (dot == NULL) {
+        goto done;
+    }
+    parts = PyUnicode_Split(modname, dot, -1);
+    Py_DECREF(dot);
+    if (parts == NULL) {
+        goto done;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(parts);
+    for (Py_ssize_t i = 1; i <= n; i++) {
+        PyObject *head = PyList_GetSlice(parts, 0, i);
+        PyObject *sep = head ? PyUnicode_FromString(".") : NULL;
+        PyObject *full = sep ? PyUnicode_Join(sep, head) : NULL;
+        Py_XDECREF(head);
+        Py_XDECREF(sep);
+        if (full == NULL) {
+            goto done;
+        }
+        PyObject *mod = modules ? PyDict_GetItemWithError(modules, full) : NULL;
+        Py_XSETREF(spec, NULL);
+        if (mod != NULL) {
+            spec = PyObject_GetAttrString(mod, "__spec__");
+            Py_SETREF(path, PyObject_GetAttrString(mod, "__path__"));
+            if (path == NULL) {
+                PyErr_Clear();
+                path = Py_NewRef(Py_None);
+            }
+        }
+        else if (!PyErr_Occurred()) {
+            spec = PyObject_CallMethod(finder, "find_spec", "OO", full, path);
+            if (spec != NULL && spec != Py_None) {
+                Py_SETREF(path, PyObject_GetAttrString(
+                    spec, "submodule_search_locations"));
+            }
+        }
+        Py_DECREF(full);
+        if (spec == NULL || spec == Py_None || path == NULL) {
+            goto done;
+        }
+    }
+    if (path != Py_None) {
+        /* a package: runpy runs its __main__ submodule */
+        PyObject *sub = PyUnicode_FromFormat("%U.__main__", modname);
+        if (sub == NULL) {
+            goto done;
+        }
+        Py_SETREF(spec, PyObject_CallMethod(finder, "find_spec", "OO", sub,
+                                            path));
+        Py_DECREF(sub);
+    }
+done:
+    Py_DECREF(finder);
+    Py_XDECREF(path);
+    Py_XDECREF(parts);
+    if (spec == Py_None) {
+        Py_CLEAR(spec);
+    }
+    PyErr_Clear();
+    return spec;
+}
+
+/* When the pending SystemExit is runpy's own report of an error finding
+ * the module (`sys.exit("%s: %s" % (sys.executable, exc))` directly in
+ * _run_module_as_main), returns the message after the executable's name;
+ * otherwise NULL. The exception stays pending either way. */
+static PyObject *
+runpy_error_message(void)
+{
+    PyObject *msg = NULL;
+    chkpt_saved_error saved;
+    chkpt_error_save(&saved);
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *value = saved.exc;
+#else
+    PyErr_NormalizeException(&saved.type, &saved.value, &saved.tb);
+    if (saved.tb != NULL && saved.value != NULL) {
+        PyException_SetTraceback(saved.value, saved.tb);
+    }
+    PyObject *value = saved.value;
+#endif
+    PyObject *code = value ? PyObject_GetAttrString(value, "code") : NULL;
+    PyObject *tb = value ? PyException_GetTraceback(value) : NULL;
+    PyObject *exe = PySys_GetObject("executable");      /* borrowed */
+    PyObject *prefix = PyUnicode_FromFormat("%S: ", exe ? exe : Py_None);
+    if (code == NULL || tb == NULL || prefix == NULL || !PyUnicode_Check(code)
+        || !PyTraceBack_Check(tb)
+        || ((PyTracebackObject *)tb)->tb_next != NULL) {
+        goto done;
+    }
+    PyFrameObject *frame = ((PyTracebackObject *)tb)->tb_frame;
+    PyCodeObject *fcode = PyFrame_GetCode(frame);
+    PyObject *globals = PyFrame_GetGlobals(frame);
+    PyObject *gname = PyDict_GetItemString(globals, "__name__"); /* borrowed */
+    int ours = PyUnicode_CompareWithASCIIString(fcode->co_name,
+                                                "_run_module_as_main") == 0
+               && gname != NULL && PyUnicode_Check(gname)
+               && PyUnicode_CompareWithASCIIString(gname, "runpy") == 0;
+    Py_DECREF(fcode);
+    Py_DECREF(globals);
+    if (!ours || PyUnicode_Tailmatch(code, prefix, 0, PY_SSIZE_T_MAX, -1) != 1) {
+        goto done;
+    }
+    msg = PyUnicode_Substring(code, PyUnicode_GetLength(prefix),
+                              PyUnicode_GetLength(code));
+done:
+    Py_XDECREF(code);
+    Py_XDECREF(tb);
+    Py_XDECREF(prefix);
+    PyErr_Clear();
+    chkpt_error_restore(&saved);
+    return msg;
+}
+
 /* runpy runs the module (-m) or the `__main__` of a directory or zip
- * file. Returns the exit status, or NULL with the exception to propagate. */
+ * file, exactly as python's pymain_run_module calls it. Returns the exit
+ * status, or NULL with the exception to propagate. */
 static PyObject *
 run_with_runpy(CheckpointObject *ck, PyObject *modname, int alter_argv)
 {
-    PyObject *runpy = PyImport_ImportModule("runpy");
-    if (runpy == NULL) {
-        return NULL;
+    PyObject *spec = quiet_find_spec(modname, !alter_argv);
+    if (spec != NULL) {
+        note_spec(ck, spec);
+        Py_DECREF(spec);
     }
-    /* First what runpy will find, without running anything (importing the
-     * parent package is what runpy does first too; it is then cached).
-     * Its errors are python's `python: <message>` lines, with chkpt's
-     * prefix; other errors are left to runpy itself to raise. */
-    PyObject *error = PyObject_GetAttrString(runpy, "_Error");
-    PyObject *details = NULL;
-    if (error != NULL) {
-        details = alter_argv
-            ? PyObject_CallMethod(runpy, "_get_module_details", "OO",
-                                  modname, error)
-            : PyObject_CallMethod(runpy, "_get_main_module_details", "O",
-                                  error);
-    }
-    if (details == NULL) {
-        if (error != NULL && PyErr_ExceptionMatches(error)) {
-            chkpt_saved_error saved;
-            chkpt_error_save(&saved);
-#if PY_VERSION_HEX >= 0x030C0000
-            PyObject *msg = PyObject_Str(saved.exc);
-#else
-            PyErr_NormalizeException(&saved.type, &saved.value, &saved.tb);
-            PyObject *msg = PyObject_Str(saved.value);
-#endif
-            chkpt_error_restore(&saved);
-            PyErr_Clear();
-            Py_DECREF(error);
-            Py_DECREF(runpy);
-            const char *m = msg ? PyUnicode_AsUTF8(msg) : NULL;
-            if (m == NULL) {
-                Py_XDECREF(msg);
-                return NULL;
-            }
-            chkpt_warn("%s", m);
-            Py_DECREF(msg);
-            /* python: 1 for a module; chkpt: 2 for a directory or zip file
-             * without __main__, as for a script it cannot open */
-            return PyLong_FromLong(alter_argv ? 1 : 2);
-        }
-        PyErr_Clear();
-    }
-    else {
-        if (PyTuple_Check(details) && PyTuple_GET_SIZE(details) == 3) {
-            note_spec(ck, PyTuple_GET_ITEM(details, 1));
-        }
-        Py_DECREF(details);
-    }
-    Py_XDECREF(error);
-
-    PyObject *func = PyObject_GetAttrString(runpy, "_run_module_as_main");
-    Py_DECREF(runpy);
+    PyObject *func = import_attr("runpy", "_run_module_as_main");
     if (func == NULL) {
         return NULL;
     }
@@ -738,6 +869,20 @@ run_with_runpy(CheckpointObject *ck, PyObject *modname, int alter_argv)
     leave_bottom(&bottom);
     hooks_uninstall(ck);
     Py_DECREF(func);
+    if (result == NULL && PyErr_ExceptionMatches(PyExc_SystemExit)) {
+        /* `python: No module named x` becomes `chkpt: No module named x`,
+         * with python's exit status 1; for a directory or zip file without
+         * __main__, 2 as for a script that cannot be opened */
+        PyObject *msg = runpy_error_message();
+        if (msg != NULL) {
+            PyErr_Clear();
+            PyObject *h;
+            chkpt_warn("%s", printable(msg, &h));
+            Py_XDECREF(h);
+            Py_DECREF(msg);
+            return PyLong_FromLong(alter_argv ? 1 : 2);
+        }
+    }
     return finish(result, NULL);
 }
 
@@ -909,10 +1054,10 @@ check_output_dir(CheckpointObject *ck)
     }
     PyMem_Free(path);
     if (reason != NULL) {
-        PyObject *d = ck->output_dir;
+        PyObject *h;
         chkpt_warn("cannot write snapshots to %s: %s; the script runs "
-                   "without snapshots", PyUnicode_AsUTF8(d), reason);
-        PyErr_Clear();
+                   "without snapshots", printable(ck->output_dir, &h), reason);
+        Py_XDECREF(h);
         ck->store_failed = 1;
     }
 }
@@ -949,9 +1094,12 @@ chkpt_run(PyObject *module, chkpt_cli *cli)
             goto done;
         }
         if (ck->verbosity > 0) {
+            PyObject *h1, *h2;
             chkpt_warn("running module %s (snapshots to %s)",
-                       PyUnicode_AsUTF8(cli->target),
-                       PyUnicode_AsUTF8(ck->output_dir));
+                       printable(cli->target, &h1),
+                       printable(ck->output_dir, &h2));
+            Py_XDECREF(h1);
+            Py_XDECREF(h2);
         }
         status = run_with_runpy(ck, cli->target, 1);
         goto done;
@@ -965,8 +1113,11 @@ chkpt_run(PyObject *module, chkpt_cli *cli)
         goto done;
     }
     if (ck->verbosity > 0) {
-        chkpt_warn("running %s (snapshots to %s)", PyUnicode_AsUTF8(filename),
-                   PyUnicode_AsUTF8(ck->output_dir));
+        PyObject *h1, *h2;
+        chkpt_warn("running %s (snapshots to %s)", printable(filename, &h1),
+                   printable(ck->output_dir, &h2));
+        Py_XDECREF(h1);
+        Py_XDECREF(h2);
     }
     /* a directory or zip file that an import hook accepts: its __main__ */
     PyObject *importer = PyImport_GetImporter(filename);

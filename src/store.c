@@ -50,6 +50,7 @@
 #define MAX_CHUNK_SIZE ((uint32_t)1 << 26)
 #define HASH_LEN 16
 #define HEX_LEN 32
+#define PENDING_MAX 32                  /* chunks fsynced together */
 
 /* The fuzz target builds with CHKPT_FUZZING so that mutated inputs get past
  * the checksums into the parsers and bounds checks behind them. */
@@ -365,12 +366,12 @@ open_tmp(const char *dir, const char *kind, const void *owner,
     return -1;
 }
 
-/* Writes the bytes of iov to a new temporary file and fsyncs it. On
- * failure the temporary file is removed. */
+/* Writes the bytes of iov to a new temporary file and returns its open
+ * descriptor (not yet fsynced). On failure the file is removed. */
 static int
-write_tmp(const char *dir, const char *kind, const void *owner,
-          const struct iovec *iov, int niov, char *tmp,
-          char *err, size_t errlen)
+write_tmp_open(const char *dir, const char *kind, const void *owner,
+               const struct iovec *iov, int niov, char *tmp,
+               char *err, size_t errlen)
 {
     int fd = open_tmp(dir, kind, owner, tmp, err, errlen);
     if (fd < 0) {
@@ -378,30 +379,53 @@ write_tmp(const char *dir, const char *kind, const void *owner,
     }
     for (int i = 0; i < niov; i++) {
         if (write_all(fd, iov[i].iov_base, iov[i].iov_len) < 0) {
+            int e = errno;
             sys_err(err, errlen, "cannot write", tmp);
-            goto fail;
-        }
-    }
-    if (fsync(fd) < 0) {
-        sys_err(err, errlen, "cannot write (fsync)", tmp);
-        goto fail;
-    }
-    if (close(fd) < 0) {
-        fd = -1;
-        sys_err(err, errlen, "cannot write (close)", tmp);
-        goto fail;
-    }
-    return 0;
-fail:
-    {
-        int e = errno;
-        if (fd >= 0) {
             close(fd);
+            unlink(tmp);
+            errno = e;
+            return -1;
         }
+    }
+    return fd;
+}
+
+/* fsync and close a temporary file; on failure it is removed. */
+static int
+sync_close_tmp(int fd, const char *tmp, char *err, size_t errlen)
+{
+    int e;
+
+    if (fsync(fd) < 0) {
+        e = errno;
+        sys_err(err, errlen, "cannot write (fsync)", tmp);
+        close(fd);
         unlink(tmp);
         errno = e;
+        return -1;
     }
-    return -1;
+    if (close(fd) < 0) {
+        e = errno;
+        sys_err(err, errlen, "cannot write (close)", tmp);
+        unlink(tmp);
+        errno = e;
+        return -1;
+    }
+    return 0;
+}
+
+/* Writes the bytes of iov to a new temporary file and fsyncs it. On
+ * failure the temporary file is removed. */
+static int
+write_tmp(const char *dir, const char *kind, const void *owner,
+          const struct iovec *iov, int niov, char *tmp,
+          char *err, size_t errlen)
+{
+    int fd = write_tmp_open(dir, kind, owner, iov, niov, tmp, err, errlen);
+    if (fd < 0) {
+        return -1;
+    }
+    return sync_close_tmp(fd, tmp, err, errlen);
 }
 
 /* link() so that an existing file is never replaced; filesystems without
@@ -689,6 +713,15 @@ struct chkpt_snapwriter {
     uint64_t written;
     unsigned char dirty[256 / 8];   /* chunks/XX dirs to fsync at commit */
     int new_subdir;             /* chunks/ itself needs an fsync too */
+    /* Chunks written but not yet fsynced and linked: fsyncing a batch
+       after the kernel has started writing it back is about twice as
+       fast as one fsync per chunk. */
+    int npending;
+    struct {
+        int fd;
+        char *tmp;
+        unsigned char hash[HASH_LEN];
+    } pending[PENDING_MAX];
 };
 
 chkpt_snapwriter *
@@ -713,12 +746,80 @@ chkpt_snap_begin(chkpt_store *s, int compress_level, char *err, size_t errlen)
     return w;
 }
 
+static void
+drop_pending(chkpt_snapwriter *w)
+{
+    for (int i = 0; i < w->npending; i++) {
+        close(w->pending[i].fd);
+        unlink(w->pending[i].tmp);
+        free(w->pending[i].tmp);
+    }
+    w->npending = 0;
+}
+
+/* Makes the pending chunks durable and gives them their names. */
+static int
+flush_pending(chkpt_snapwriter *w, char *err, size_t errlen)
+{
+    const char *dir = w->s->dir;
+    int i, rc = 0;
+
+    for (i = 0; i < w->npending && rc == 0; i++) {
+        char hex[HEX_LEN + 1], sub[PATH_MAX], final[PATH_MAX];
+        const char *tmp = w->pending[i].tmp;
+        int created = 0;
+
+        hex_of(w->pending[i].hash, hex);
+        if (sync_close_tmp(w->pending[i].fd, tmp, err, errlen) < 0) {
+            rc = -1;
+            break;
+        }
+        if (mkpath(sub, "%s/chunks/%.2s", dir, hex) < 0
+            || mkpath(final, "%s/%s", sub, hex + 2) < 0
+            || mkdir_ok(sub, &created) < 0) {
+            sys_err(err, errlen, "cannot create directory", sub);
+            unlink(tmp);
+            rc = -1;
+            break;
+        }
+        if (publish(tmp, final) < 0) {
+            /* EEXIST: a damaged copy was found when writing, or a
+               concurrent writer stored the same content: rename()
+               replaces it atomically. */
+            if (errno != EEXIST || rename(tmp, final) < 0) {
+                sys_err(err, errlen, "cannot store chunk", final);
+                unlink(tmp);
+                rc = -1;
+                break;
+            }
+        }
+        w->dirty[w->pending[i].hash[0] / 8] |=
+            (unsigned char)(1u << (w->pending[i].hash[0] % 8));
+        w->new_subdir |= created;
+    }
+    /* Entries before i are done; i itself was cleaned up on failure. */
+    for (int j = 0; j < i + (rc < 0); j++) {
+        free(w->pending[j].tmp);
+    }
+    if (rc < 0) {
+        for (int j = i + 1; j < w->npending; j++) {
+            close(w->pending[j].fd);
+            unlink(w->pending[j].tmp);
+            free(w->pending[j].tmp);
+        }
+        w->failed = 1;
+    }
+    w->npending = 0;
+    return rc;
+}
+
 void
 chkpt_snap_abort(chkpt_snapwriter *w)
 {
     if (w == NULL) {
         return;
     }
+    drop_pending(w);
     unlock_store(w->lockfd);
     ZSTD_freeCCtx(w->cctx);
     free(w->zbuf);
@@ -829,7 +930,7 @@ store_chunk(chkpt_snapwriter *w, const unsigned char *data, size_t n,
     unsigned char t[TRAILER_SIZE];
     const void *stored = data;
     size_t stored_len = n;
-    int comp = COMP_NONE, present, created = 0;
+    int comp = COMP_NONE, present, fd, pend;
     struct iovec iov[2];
 
     hash128(data, n, hash);
@@ -838,6 +939,11 @@ store_chunk(chkpt_snapwriter *w, const unsigned char *data, size_t n,
         || mkpath(final, "%s/%s", sub, hex + 2) < 0) {
         sys_err(err, errlen, "cannot write chunk in", dir);
         return -1;
+    }
+    for (int i = 0; i < w->npending; i++) {
+        if (memcmp(w->pending[i].hash, hash, HASH_LEN) == 0) {
+            return 0;   /* same content earlier in this snapshot */
+        }
     }
     present = chunk_present(final, n);
     if (present < 0) {
@@ -871,32 +977,26 @@ store_chunk(chkpt_snapwriter *w, const unsigned char *data, size_t n,
     iov[0].iov_len = stored_len;
     iov[1].iov_base = t;
     iov[1].iov_len = TRAILER_SIZE;
-    if (write_tmp(dir, "chunk", w, iov, 2, tmp, err, errlen) < 0) {
+    if (w->npending == PENDING_MAX && flush_pending(w, err, errlen) < 0) {
         return -1;
     }
-    if (mkdir_ok(sub, &created) < 0) {
-        sys_err(err, errlen, "cannot create directory", sub);
+    fd = write_tmp_open(dir, "chunk", w, iov, 2, tmp, err, errlen);
+    if (fd < 0) {
+        return -1;
+    }
+    /* Start writeback now; flush_pending waits for it. */
+    (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    pend = w->npending;
+    w->pending[pend].tmp = strdup(tmp);
+    if (w->pending[pend].tmp == NULL) {
+        close(fd);
         unlink(tmp);
+        seterr(err, errlen, "out of memory");
         return -1;
     }
-    if (publish(tmp, final) < 0) {
-        if (errno == EEXIST) {
-            /* Damaged copy found above, or a concurrent writer stored the
-               same content: rename() replaces it atomically. */
-            if (rename(tmp, final) < 0) {
-                sys_err(err, errlen, "cannot store chunk", final);
-                unlink(tmp);
-                return -1;
-            }
-        }
-        else {
-            sys_err(err, errlen, "cannot store chunk", final);
-            unlink(tmp);
-            return -1;
-        }
-    }
-    w->dirty[hash[0] / 8] |= (unsigned char)(1u << (hash[0] % 8));
-    w->new_subdir |= created;
+    w->pending[pend].fd = fd;
+    memcpy(w->pending[pend].hash, hash, HASH_LEN);
+    w->npending++;
     w->written += stored_len + TRAILER_SIZE;
     return 0;
 }
@@ -1016,7 +1116,8 @@ chkpt_snap_commit(chkpt_snapwriter *w, const void *meta, size_t meta_len,
         seterr(err, errlen, "snapshot metadata is NULL");
         goto done;
     }
-    if (sync_chunk_dirs(w, err, errlen) < 0) {
+    if (flush_pending(w, err, errlen) < 0
+        || sync_chunk_dirs(w, err, errlen) < 0) {
         goto done;
     }
     memcpy(header, MANIFEST_MAGIC, 8);
@@ -1743,7 +1844,7 @@ chkpt_store_verify_all(const char *dir, chkpt_verify_cb cb, void *arg,
         chkpt_snap_close(r);
         if (!ok) {
             if (bad == 0) {
-                seterr(err, errlen, "%s", msg);
+                seterr(err, errlen, "%s: %s", paths[i], msg);
             }
             bad++;
         }
@@ -1780,15 +1881,15 @@ chkpt_store_check_owner(const char *dir, char *err, size_t errlen)
             return -1;
         }
         if (st.st_uid != me) {
-            seterr(err, errlen, "refusing to load from %s: owned by uid %ld, "
-                   "not by you (uid %ld); loading runs pickle, which can run "
-                   "code", path, (long)st.st_uid, (long)me);
+            seterr(err, errlen, "%s is owned by uid %ld, not by you (uid "
+                   "%ld); loading runs pickle, which can run code", path,
+                   (long)st.st_uid, (long)me);
             return -1;
         }
         if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-            seterr(err, errlen, "refusing to load from %s: writable by %s "
-                   "(mode %03o); loading runs pickle, which can run code",
-                   path, (st.st_mode & S_IWOTH) ? "others" : "group",
+            seterr(err, errlen, "%s is writable by %s (mode %03o); loading "
+                   "runs pickle, which can run code", path,
+                   (st.st_mode & S_IWOTH) ? "others" : "group",
                    (unsigned)(st.st_mode & 0777));
             return -1;
         }
@@ -1964,6 +2065,9 @@ typedef struct {
 static chunkref *
 find_ref(sweep_state *ss, const unsigned char *h)
 {
+    if (ss->nrefs == 0) {
+        return NULL;    /* bsearch may not be given a NULL array */
+    }
     return bsearch(h, ss->refs, ss->nrefs, sizeof(chunkref), cmp_hash);
 }
 

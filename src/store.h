@@ -48,7 +48,10 @@ const char *chkpt_store_dir(const chkpt_store *s);
  * shared flock on DIR/lock (blocking while gc runs), released by commit or
  * abort. After an add_stream failure the writer can only be aborted
  * (commit fails); chunks it already stored stay as unreferenced garbage for
- * gc (they may be shared with a concurrent writer, so they are not undone).*/
+ * gc (they may be shared with a concurrent writer, so they are not undone).
+ * The writer's lock lives on an open file description: if the process forks
+ * between begin and commit, exactly one of the two processes may go on with
+ * the writer (commit/abort release the lock for both). */
 chkpt_snapwriter *chkpt_snap_begin(chkpt_store *s, int compress_level,
                                    char *err, size_t errlen);
 /* Returns the stream index, or -1. */

@@ -55,10 +55,12 @@ def _run(cmd, cwd, *, input=None, env=None, timeout=120, text=True):
 
 
 def run_chkpt(args, cwd, *, input=None, env=None, timeout=120, text=True,
-              python=None):
-    """`python -m chkpt ARGS` in cwd; returns the CompletedProcess
-    (returncode is negative when the process died by a signal)."""
-    return _run([python or sys.executable, "-m", "chkpt", *map(str, args)],
+              python=None, python_opts=()):
+    """`python [PYTHON_OPTS] -m chkpt ARGS` in cwd; returns the
+    CompletedProcess (returncode is negative when the process died by a
+    signal)."""
+    return _run([python or sys.executable, *python_opts, "-m", "chkpt",
+                 *map(str, args)],
                 cwd, input=input, env=env, timeout=timeout, text=text)
 
 

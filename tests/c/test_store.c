@@ -373,6 +373,17 @@ test_dedup(void)
     CHECK(snap(s, 0, data, lens, NULL, 2, path, &w2) == 0);
     CHECK(w2 > 0 && w2 <= CHKPT_CHUNK_SIZE + 64);
     CHECK(count_files(dir, "chunks") == 4);
+    /* Repeated content inside one snapshot is written once. */
+    {
+        size_t zlen[] = {3 * CHKPT_CHUNK_SIZE};
+        const void *zdata[1];
+        zdata[0] = calloc(1, zlen[0]);
+        CHECK(snap(s, 0, zdata, zlen, NULL, 1, path, &w2) == 0);
+        CHECK(w2 == CHKPT_CHUNK_SIZE + 40);
+        CHECK(count_files(dir, "chunks") == 5);
+        CHECK(same_streams(path, zdata, zlen, 1));
+        free((void *)zdata[0]);
+    }
     free((void *)data[0]);
     free((void *)data[1]);
     chkpt_store_close(s);

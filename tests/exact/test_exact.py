@@ -106,6 +106,7 @@ class Case:
     timeout: int = 60
     env: dict = field(default_factory=dict)
     xfail: dict = field(default_factory=dict)   # mode -> reason
+    python_opts: tuple = ()         # interpreter options (before -m chkpt)
 
 
 SITE = Path(sysconfig.get_paths()["purelib"])
@@ -132,6 +133,8 @@ CASES = [
     Case("module_in_package", ["-m", "pkg.sub.mod", "arg", "-v"]),
     Case("module_in_package_fails", ["-m", "pkg.sub.mod", "--fail"]),
     Case("module_package_main", ["-m", "pkg", "a", "-f", "1"]),
+    Case("module_parent_import_fails", ["-m", "badinit.mod"]),
+    Case("module_package_import_fails", ["-m", "badinit"]),
     Case("pyc_file", ["compiled.pyc"]),
     Case("empty_script", ["empty_script.py"]),
     # source
@@ -188,6 +191,31 @@ CASES = [
     Case("warnings", ["warnings_script.py"]),
     Case("recursion_limit", ["recursion.py"]),
     Case("recursion_uncaught", ["recursion.py", "uncaught"]),
+    # what chkpt does while snapshotting stays invisible
+    Case("snapshot_side_effects", ["snapshot_side_effects.py"],
+         modes=("manual", "snapshot", "default")),
+    Case("warning_inside_a_line", ["warning_midline.py"],
+         modes=("manual", "snapshot"),
+         xfail=dict.fromkeys(
+             ("manual", "snapshot"),
+             "module.c/capture.c: chkpt's 'cannot be saved' line is written "
+             "in the middle of the script's unfinished stderr line (and "
+             "capture.c passes %U to chkpt_warn, which is printf-style)")),
+    # interpreter options given to python (before -m chkpt)
+    Case("python_i_prompt", ["interactive.py"], python_opts=("-i",),
+         stdin="print(x, __name__, '__file__' in globals())\n"),
+    Case("python_i_after_error", ["interactive.py", "fail"],
+         python_opts=("-i",), stdin="print(x)\nimport sys; sys.exit(5)\n"),
+    Case("python_i_after_exit", ["interactive.py", "exit"],
+         python_opts=("-i",), stdin="print(x)\n"),
+    Case("python_O", ["no_flag_leak.py"], python_opts=("-O",)),
+    Case("python_OO_docstring", ["docstring.py"], python_opts=("-OO",)),
+    Case("python_P_safe_path", ["argv_path.py"], python_opts=("-P",)),
+    Case("python_W_error", ["warnings_script.py"],
+         python_opts=("-W", "error::UserWarning")),
+    Case("python_X_dev", ["finalize.py"], python_opts=("-X", "dev")),
+    Case("python_u_unbuffered", ["buffered.py"], python_opts=("-u",)),
+    Case("python_B_no_bytecode", ["-m", "pkg.sub.mod"], python_opts=("-B",)),
     # real scripts shipped inside numpy (nobody here wrote them)
     Case("numpy_print_coercion_tables",
          [str(NUMPY / "testing" / "print_coercion_tables.py")],
@@ -216,12 +244,13 @@ def expand(argv, work):
 def run_both(case, mode, tmp_path):
     work = fresh_workdir(tmp_path)
     cwd = work / case.cwd
-    plain = run_python(expand(case.argv, work), cwd, input=case.stdin,
-                       env=case.env, timeout=case.timeout)
+    plain = run_python([*case.python_opts, *expand(case.argv, work)], cwd,
+                       input=case.stdin, env=case.env, timeout=case.timeout)
     work = fresh_workdir(tmp_path)
     opts = [*MODES[mode], "-o", str(tmp_path / "snapshots")]
     under = run_chkpt([*opts, *expand(case.argv, work)], cwd,
-                      input=case.stdin, env=case.env, timeout=case.timeout)
+                      input=case.stdin, env=case.env, timeout=case.timeout,
+                      python_opts=case.python_opts)
     return plain, under, work
 
 
@@ -291,8 +320,71 @@ def test_target_cannot_be_run(target, message, mode, tmp_path):
     assert p.stderr.split(": ", 1)[1] == r.stderr.split(": ", 1)[1]
 
 
-def test_missing_module_is_python_message(tmp_path):
+@pytest.mark.parametrize("module,message", [
+    ("no_such_module_here", "No module named no_such_module_here"),
+    ("pkg.nothing", "No module named pkg.nothing"),
+    (".pkg", "Relative module names not supported"),
+    ("nomain_pkg", "No module named nomain_pkg.__main__; 'nomain_pkg' is a "
+                   "package and cannot be directly executed"),
+])
+def test_module_not_runnable_is_python_message(module, message, tmp_path):
+    """python's own message and exit status 1, prefixed `chkpt:` instead of
+    python's path; what the module's packages print happens once."""
     work = fresh_workdir(tmp_path)
-    r = run_chkpt(["-f", "-1", "-m", "no_such_module_here"], work)
-    assert r.stderr == "chkpt: No module named no_such_module_here\n"
-    assert r.returncode == 1
+    p = run_python(["-m", module], work)
+    work = fresh_workdir(tmp_path)
+    r = run_chkpt(["-f", "-1", "-m", module], work)
+    assert r.stderr == f"chkpt: {message}\n"
+    assert p.stderr == f"{os.path.realpath(sys.executable)}: {message}\n" or \
+        p.stderr == f"{sys.executable}: {message}\n"
+    assert (r.stdout, r.returncode) == (p.stdout, p.returncode) == (p.stdout, 1)
+
+
+# ---- the documented differences (DIFFERENCES.md), no larger than said ----
+
+
+def _json_run(runner, args, cwd):
+    import json
+    r = runner(args, cwd)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("kind", ["script", "module"])
+def test_differences_sys_modules_and_orig_argv(kind, tmp_path):
+    """Only the modules `python -m chkpt` imports itself (runpy and its
+    importlib parts, chkpt, pickle, json and what they import) are extra in
+    sys.modules; nothing python has is missing; sys.orig_argv is chkpt's
+    command line; sys.argv is python's."""
+    import json
+    work = fresh_workdir(tmp_path)
+    target = ["modules_seen.py"] if kind == "script" else ["-m", "modules_seen"]
+    plain = _json_run(run_python, target, work)
+    opts = ["-f", "-1", "-z", "-1", "-o", str(tmp_path / "snapshots")]
+    under = _json_run(run_chkpt, [*opts, *target], work)
+    r = run_python(["-c", "import json, sys; base = set(sys.modules); "
+                          "import runpy, chkpt, chkpt._chkpt; "
+                          "print(json.dumps(sorted(set(sys.modules) - base)))"],
+                   work)
+    allowed = set(json.loads(r.stdout)) | {"json", "json.decoder",
+                                           "json.scanner", "json.encoder"}
+    extra = set(under["modules"]) - set(plain["modules"])
+    assert extra <= allowed, sorted(extra - allowed)
+    assert set(plain["modules"]) <= set(under["modules"])
+    assert under["argv"] == plain["argv"]
+    assert under["orig_argv"] == [sys.executable, "-m", "chkpt", *opts, *target]
+
+
+def test_differences_directory_without_main_exit_status(tmp_path):
+    """python exits 1 for a directory without __main__.py (runpy's error);
+    chkpt exits 2, as for a script it cannot open (issue 3's spec)."""
+    work = fresh_workdir(tmp_path)
+    assert run_python(["emptydir"], work).returncode == 1
+    assert run_chkpt(["emptydir"], work).returncode == 2
+
+
+def test_differences_documented():
+    text = (HERE / "DIFFERENCES.md").read_text()
+    for topic in ("sys.modules", "sys.orig_argv", "exit status 2",
+                  "chkpt:", "recursion", "__reduce__", "file descriptors"):
+        assert topic in text, topic

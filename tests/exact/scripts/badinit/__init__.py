@@ -1,0 +1,2 @@
+print("badinit/__init__ runs once")
+raise ValueError("the package cannot be imported")

@@ -1,0 +1,1 @@
+print("nomain_pkg/__init__ runs")
