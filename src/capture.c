@@ -59,6 +59,7 @@ warn_fmt(const char *fmt, ...)
  * code raise TimeoutError and the variable is skipped like any other that
  * cannot be pickled. C-level pickling of plain data is never interrupted. */
 #define VARIABLE_BUDGET_S 5.0
+/* (the whole snapshot: CHKPT_SNAPSHOT_TIME_BUDGET in chkpt.h) */
 
 /* ------------------------------------------------------------------ */
 /* out-of-band buffers collected by the buffer_callback                */
@@ -1157,6 +1158,8 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     streamvec streams = {NULL, 0, 0};
     slotnames_patch slotpatch = {NULL, NULL};
     long long total_size = 0;
+    double t_start = chkpt_monotonic();
+    int out_of_time = 0;
 
     PyFrameObject *frame = pick_frame(ck, given);
     if (frame == NULL) {
@@ -1256,8 +1259,28 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             if (dup) {
                 continue;          /* shadowed by a local */
             }
-            /* budget_stop is called on every path out of this iteration */
-            chkpt_hooks_budget_start(ck, VARIABLE_BUDGET_S);
+            /* Python code run for this variable gets VARIABLE_BUDGET_S, within
+             * what is left of the snapshot's CHKPT_SNAPSHOT_TIME_BUDGET;
+             * budget_stop is called on every path out of this iteration */
+            double left = CHKPT_SNAPSHOT_TIME_BUDGET - (chkpt_monotonic() - t_start);
+            if (left <= 0) {
+                if (!out_of_time) {
+                    warn_fmt("the snapshot's time budget (%d s) is used up: "
+                             "'%U' and the variables after it are not saved",
+                             (int)CHKPT_SNAPSHOT_TIME_BUDGET, vname);
+                }
+                out_of_time = 1;
+                PyObject *sk = Py_BuildValue("{s:O,s:s,s:s}", "name", vname, "type",
+                                             Py_TYPE(obj)->tp_name, "error",
+                                             "the snapshot's time budget was used up");
+                if (sk == NULL || PyList_Append(skipped, sk) < 0) {
+                    Py_XDECREF(sk);
+                    goto done;
+                }
+                Py_DECREF(sk);
+                continue;
+            }
+            chkpt_hooks_budget_start(ck, left < VARIABLE_BUDGET_S ? left : VARIABLE_BUDGET_S);
             int sal = is_salient(ck, obj, measure_seen);
             if (sal <= 0) {
                 chkpt_hooks_budget_stop(ck);
