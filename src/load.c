@@ -693,7 +693,9 @@ stmt_names(PyObject *s)
     }
     PyObject *n = node_attr(s, "name");
     if (n != NULL && PyUnicode_Check(n)) {
-        PyList_Append(r, n);
+        if (PyList_Append(r, n) < 0) {
+            PyErr_Clear();
+        }
     }
     Py_XDECREF(n);
     PyObject *lst = node_attr(s, "names");        /* import aliases */
@@ -704,8 +706,8 @@ stmt_names(PyObject *s)
         PyObject *t = node_attr(s, "target");
         if (t != NULL) {
             lst = PyList_New(0);
-            if (lst != NULL) {
-                PyList_Append(lst, t);
+            if (lst != NULL && PyList_Append(lst, t) < 0) {
+                Py_CLEAR(lst);
             }
             Py_DECREF(t);
         }
@@ -728,7 +730,9 @@ stmt_names(PyObject *s)
                 PyObject *parts = dot ? PyUnicode_Split(x, dot, 1) : NULL;
                 Py_XDECREF(dot);
                 if (parts != NULL && PyList_GET_SIZE(parts) > 0) {
-                    PyList_Append(r, PyList_GET_ITEM(parts, 0));
+                    if (PyList_Append(r, PyList_GET_ITEM(parts, 0)) < 0) {
+                        PyErr_Clear();      /* names are for messages only */
+                    }
                 }
                 Py_XDECREF(parts);
             }
@@ -1219,6 +1223,7 @@ read_stream_bytes(PyObject *module, chkpt_snapreader *r, Py_ssize_t idx,
                   PyObject *path)
 {
     if (idx < 0 || (size_t)idx >= chkpt_snap_nstreams(r)) {
+        PyErr_Clear();          /* an index that did not fit: same answer */
         return snapshot_error(module, "%S: stream %zd does not exist", path, idx);
     }
     uint64_t len = chkpt_snap_stream_len(r, (size_t)idx);
@@ -1247,6 +1252,7 @@ map_stream(PyObject *module, chkpt_snapreader *r, Py_ssize_t idx, PyObject *path
 {
     chkpt_state *st = chkpt_get_state(module);
     if (idx < 0 || (size_t)idx >= chkpt_snap_nstreams(r)) {
+        PyErr_Clear();          /* an index that did not fit: same answer */
         return snapshot_error(module, "%S: stream %zd does not exist", path, idx);
     }
     uint64_t len = chkpt_snap_stream_len(r, (size_t)idx);
