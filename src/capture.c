@@ -106,7 +106,9 @@ buffer_callback(PyObject *capsule, PyObject *pb)
         v->views = nv;
         v->cap = cap;
     }
-    if (PyObject_GetBuffer(pb, &v->views[v->n], PyBUF_C_CONTIGUOUS) < 0) {
+    /* the raw bytes in memory order, as PickleBuffer.raw() gives them: C or
+     * Fortran order (numpy records which when it reduces) */
+    if (PyObject_GetBuffer(pb, &v->views[v->n], PyBUF_ANY_CONTIGUOUS) < 0) {
         if (!PyErr_ExceptionMatches(PyExc_BufferError)) {
             return NULL;
         }

@@ -2,6 +2,7 @@
 functions, enums, namedtuples and dataclasses (and those of the modules next
 to it) resolve wherever a snapshot is opened, as they were when it was taken.
 """
+import json
 import shutil
 import sys
 
@@ -337,19 +338,26 @@ rng = np.random.default_rng(0)
 big = rng.standard_normal((512, 1024))            # 4 MiB
 strided = np.arange(100.0)[::3]                     # non-contiguous
 ints = np.arange(10, dtype=np.int32)
+fortran = np.asfortranarray(rng.standard_normal((300, 200)))   # out of band too
 frame = pd.DataFrame({"a": np.arange(1000), "b": [str(i) for i in range(1000)],
                       "c": rng.standard_normal(1000)})
 series = pd.Series(np.linspace(0, 1, 50), name="s")
 ck = Checkpoint.get_global_singleton()
 ck.snapshot("numeric")
-np.save("big.npy", big); np.save("strided.npy", strided)
+np.save("big.npy", big); np.save("strided.npy", strided); np.save("fortran.npy", fortran)
+import json
+print(json.dumps({v["name"]: len(v["buffers"]) for v in ck.snapshot("again").meta["variables"]}))
 frame.to_pickle("frame.pkl"); series.to_pickle("series.pkl")
 '''
 
 
 def test_numpy_and_pandas_round_trip_writable(tmp_path):
     write(tmp_path / "num.py", NUMERIC)
-    chkpt(["-f", "-1", "-z", "0", "num.py"], tmp_path, check=0)
+    r = chkpt(["-f", "-1", "-z", "0", "num.py"], tmp_path, check=0)
+    nbuf = json.loads(r.stdout.strip().splitlines()[-1])
+    # contiguous data (C or Fortran order) goes out of band, strided stays in
+    assert nbuf["big"] == 1 and nbuf["fortran"] == 1 and nbuf["strided"] == 0
+    assert nbuf["frame"] >= 1
     other = tmp_path / "o"
     other.mkdir()
     code = '''
@@ -363,6 +371,8 @@ big[0, 0] = 42.0                            # writable, copy-on-write
 assert np.array_equal(d["strided"], np.load(src + "/strided.npy"))
 assert d["strided"].flags.writeable
 assert d["ints"].dtype == np.int32 and d["ints"].flags.writeable
+assert np.array_equal(d["fortran"], np.load(src + "/fortran.npy"))
+assert d["fortran"].flags.f_contiguous and d["fortran"].flags.writeable
 pd.testing.assert_frame_equal(d["frame"], pd.read_pickle(src + "/frame.pkl"))
 pd.testing.assert_series_equal(d["series"], pd.read_pickle(src + "/series.pkl"))
 d["frame"].loc[0, "c"] = 1.5
