@@ -1514,7 +1514,12 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         char path[PATH_MAX] = "";
         int ok = 0;
         uint64_t written = 0;
+        /* Another thread may set ck.output_dir (which closes ck->store)
+         * while the GIL is released: the store is ours until the I/O is
+         * done, then handed back unless the output dir changed meanwhile. */
         chkpt_store *store = ck->store;
+        PyObject *dir_then = Py_NewRef(ck->output_dir);
+        ck->store = NULL;
         int level = ck->compress_level;
         Py_BEGIN_ALLOW_THREADS
         chkpt_snapwriter *w = chkpt_snap_begin(store, level, err, sizeof(err));
@@ -1545,6 +1550,13 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             }
         }
         Py_END_ALLOW_THREADS
+        if (ck->store == NULL && ck->output_dir == dir_then) {
+            ck->store = store;
+        }
+        else {
+            chkpt_store_close(store);
+        }
+        Py_DECREF(dir_then);
         if (!ok) {
             warn_fmt("snapshot not written to %U: %s", ck->output_dir, err);
             result = Py_NewRef(Py_None);
