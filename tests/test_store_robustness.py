@@ -14,6 +14,7 @@ path shows up as a failed test rather than a dead pytest.
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,7 +162,7 @@ def test_sigkill_at_random_moments_leaves_a_loadable_store(tmp_path, mode):
     rng = random.Random(4)
     for _ in range(10):
         p = spawn(["-m", "chkpt", "-o", out, *opts, script], tmp_path)
-        time.sleep(rng.uniform(0.3, 1.0))
+        time.sleep(rng.uniform(0.25, 0.75))
         p.send_signal(signal.SIGKILL)
         p.communicate(timeout=30)
         assert p.returncode == -signal.SIGKILL
@@ -197,19 +198,30 @@ ck.snapshot()
 '''
 
 
-def two_snapshot_store(tmp_path):
-    """A store with two snapshots of different data, made by two runs; the
-    chunks only the first one uses, and both manifests."""
-    script = write(tmp_path / "snap.py", TWO_SNAPSHOTS)
-    out = tmp_path / "out"
-    r = chkpt(["-o", out, "-f", "-1", "-z", "1M", script, "1"], tmp_path)
+@pytest.fixture(scope="module")
+def pristine_store(tmp_path_factory):
+    """A store with two snapshots of different data, made by two runs, and
+    the chunk files (relative) that only the first one uses."""
+    base = tmp_path_factory.mktemp("pristine")
+    script = write(base / "snap.py", TWO_SNAPSHOTS)
+    out = base / "out"
+    r = chkpt(["-o", out, "-f", "-1", "-z", "1M", script, "1"], base)
     assert r.returncode == 0 and not chkpt_lines(r.stderr), r.stderr
     first_chunks = chunk_files(out)
-    r = chkpt(["-o", out, "-f", "-1", "-z", "1M", script, "2"], tmp_path)
+    r = chkpt(["-o", out, "-f", "-1", "-z", "1M", script, "2"], base)
     assert r.returncode == 0 and not chkpt_lines(r.stderr), r.stderr
+    assert len(manifests(out)) == 2
     only_first = first_chunks - (chunk_files(out) - first_chunks)
+    return out, {p.relative_to(out) for p in only_first}
+
+
+def two_snapshot_store(tmp_path, pristine):
+    """A private copy of the pristine store (a copied store must work)."""
+    src, only_first = pristine
+    out = tmp_path / "out"
+    shutil.copytree(src, out)
     first, second = manifests(out)
-    return out, first, second, only_first
+    return out, first, second, {out / p for p in only_first}
 
 
 def damage(kind, first, only_first):
@@ -233,8 +245,9 @@ def damage(kind, first, only_first):
 @pytest.mark.parametrize("kind", ["chunk-byte", "chunk-trailer",
                                   "chunk-truncated", "chunk-missing",
                                   "manifest-byte", "manifest-truncated"])
-def test_damage_is_detected_and_named(tmp_path, kind):
-    out, first, second, only_first = two_snapshot_store(tmp_path)
+def test_damage_is_detected_and_named(tmp_path, kind, pristine_store):
+    out, first, second, only_first = two_snapshot_store(tmp_path,
+                                                        pristine_store)
     damage(kind, first, only_first)
 
     r = run(["-c", LOAD_ONE, first], tmp_path)
