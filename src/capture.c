@@ -1159,6 +1159,8 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     bufvec bufs = {NULL, 0, 0};
     streamvec streams = {NULL, 0, 0};
     slotnames_patch slotpatch = {NULL, NULL};
+    /* ck->warned holds variable names, and this (never an identifier) */
+    PyObject *write_failed_key = NULL;
     long long total_size = 0;
     double t_start = chkpt_monotonic();
     int out_of_time = 0;
@@ -1508,6 +1510,10 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         goto done;
     }
 
+    write_failed_key = PyUnicode_FromString(" store write failed");
+    if (write_failed_key == NULL) {
+        goto done;
+    }
     /* the I/O, without the GIL; the buffer exports are held */
     {
         char err[CHKPT_ERRLEN] = "";
@@ -1558,7 +1564,18 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         }
         Py_DECREF(dir_then);
         if (!ok) {
-            warn_fmt("snapshot not written to %U: %s", ck->output_dir, err);
+            /* once per run (a full disk fails every snapshot); each with -v */
+            int seen = PySet_Contains(ck->warned, write_failed_key);
+            if (seen < 0) {
+                goto done;
+            }
+            if (!seen || ck->verbosity > 0) {
+                warn_fmt("snapshot not written to %U: %s%s", ck->output_dir, err,
+                         seen ? "" : " (further failures are reported with -v)");
+                if (!seen && PySet_Add(ck->warned, write_failed_key) < 0) {
+                    goto done;
+                }
+            }
             result = Py_NewRef(Py_None);
             goto done;
         }
@@ -1578,6 +1595,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     }
 
 done:
+    Py_XDECREF(write_failed_key);
     slotnames_uninstall(&slotpatch);
     chkpt_hooks_budget_stop(ck);
     bufvec_free(&bufs);
