@@ -217,8 +217,9 @@ def test_max_store_size_keeps_the_store_under_budget(tmp_path):
     used = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
     assert used <= 5 * 2**20
     infos = chkpt.snapshots(str(store))
-    assert 1 <= len(infos) <= 4
-    assert chkpt.load(infos[-1])["a"].shape == (200_000,)
+    assert infos, "the newest snapshot is never deleted"
+    for info in infos:                  # what is kept is whole
+        assert chkpt.load(info)["a"].shape == (200_000,)
 
 
 def test_max_store_size_rejects_a_bad_value(tmp_path):
