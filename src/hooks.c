@@ -224,7 +224,10 @@ disarm(hooks_state *h)
 static CheckpointObject *
 running_checkpoint(void)
 {
-    PyObject *mod = PyImport_ImportModule("chkpt._chkpt");
+    /* a sys.modules lookup, not an import: this runs on every line event */
+    PyObject *name = PyUnicode_FromString("chkpt._chkpt");
+    PyObject *mod = name ? PyImport_GetModule(name) : NULL;
+    Py_XDECREF(name);
     if (mod == NULL) {
         PyErr_Clear();
         return NULL;
@@ -303,7 +306,9 @@ static int
 pending_arm(void *arg)
 {
     hooks_state *h = (hooks_state *)arg;
+    /* the frequency may have changed since the request was posted */
     if (atomic_load(&h->active) && !h->ck->in_snapshot
+        && h->ck->frequency_ms > 0
         && PyThread_get_thread_ident() == h->main_thread) {
         arm(h);
     }

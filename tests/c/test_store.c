@@ -180,6 +180,15 @@ same_streams(const char *path, const void **data, const size_t *lens,
             ok &= (((unsigned char *)addr)[lens[i] - 1] == 0xAB);
         }
         chkpt_unmap(addr, maplen);
+        /* ... and never written back to the chunk files. */
+        buf = malloc(lens[i] ? lens[i] : 1);
+        if (chkpt_snap_read_stream(r, i, buf, err, sizeof(err)) < 0
+            || (lens[i] && memcmp(buf, data[i], lens[i]) != 0)) {
+            fprintf(stderr, "  stream %zu changed after writing to its map\n",
+                    i);
+            ok = 0;
+        }
+        free(buf);
     }
     if (ok && chkpt_snap_verify(r, err, sizeof(err)) < 0) {
         fprintf(stderr, "  verify: %s\n", err);
