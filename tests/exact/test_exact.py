@@ -247,7 +247,7 @@ CASES = [
          [str(NUMPY / "lib" / "_user_array_impl.py")],
          modes=("manual", "snapshot", "default"), timeout=120),
     Case("pandas_repr", ["pandas_repr.py"],
-         modes=("manual", "snapshot", "every_line", "default"), timeout=120),
+         modes=("manual", "every_line", "default"), timeout=120),
     Case("numpy_f2py_version", ["-m", "numpy.f2py", "-v"],
          modes=("manual", "default")),
 ]
