@@ -12,8 +12,6 @@
  * `chkpt: error: <what is wrong>` on stderr and exit status 2.
  */
 #include "chkpt.h"
-#include <ctype.h>
-#include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <string.h>
@@ -188,27 +186,25 @@ find_long(const char *name, size_t len, int *ambiguous)
 
 /* ---- value parsing ---- */
 
-/* A decimal integer, optionally negative, with nothing else. */
+/* A decimal integer as int() reads it (argparse's type=int): optional sign,
+ * surrounding whitespace and digit-separating underscores allowed. -1 (no
+ * exception) when it is not one, or does not fit a long long. */
 static int
 parse_int(const char *s, long long *out)
 {
-    if (*s == '\0') {
-        return -1;
-    }
-    const char *p = s;
-    if (*p == '-' || *p == '+') {
-        p++;
-    }
-    if (!isdigit((unsigned char)*p)) {
-        return -1;
-    }
-    errno = 0;
     char *end;
-    long long v = strtoll(s, &end, 10);
-    if (errno != 0 || *end != '\0') {
+    PyObject *v = PyLong_FromString(s, &end, 10);
+    if (v == NULL) {
+        PyErr_Clear();
         return -1;
     }
-    *out = v;
+    long long n = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    if (n == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    *out = n;
     return 0;
 }
 
