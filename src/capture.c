@@ -1241,6 +1241,35 @@ set_item(PyObject *d, const char *key, PyObject *v)
     return r;
 }
 
+/* Retention by size (--max-store-size), after an automatic snapshot: the
+ * oldest snapshots go, never the newest. Runs without the GIL; a failure is
+ * reported once per run and the script goes on. */
+static void
+enforce_store_size(CheckpointObject *ck)
+{
+    if (ck->store == NULL) {
+        return;
+    }
+    const char *dir = chkpt_store_dir(ck->store);
+    uint64_t max_bytes = (uint64_t)ck->max_store_size;
+    char err[CHKPT_ERRLEN] = "";
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = chkpt_store_gc_budget(dir, max_bytes, 1, NULL, NULL, err, sizeof(err));
+    Py_END_ALLOW_THREADS
+    if (rc == 0) {
+        return;
+    }
+    PyObject *key = PyUnicode_FromString("--max-store-size");
+    int seen = key ? PySet_Contains(ck->warned, key) : -1;
+    if (seen == 0 && PySet_Add(ck->warned, key) == 0) {
+        warn_fmt("cannot keep %U under --max-store-size: %s",
+                 ck->output_dir, err);
+    }
+    Py_XDECREF(key);
+    PyErr_Clear();
+}
+
 static PyObject *
 capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
              PyObject *name, int manual)
@@ -1690,6 +1719,9 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         }
         result = chkpt_snapinfo_new(ck->module, p, meta);
         Py_DECREF(p);
+        if (result != NULL && !manual && ck->max_store_size > 0) {
+            enforce_store_size(ck);
+        }
     }
 
 done:

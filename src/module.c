@@ -204,6 +204,7 @@ chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli)
     ck->min_obj_size = cli->min_obj_size;
     ck->verbosity = cli->verbosity;
     ck->compress_level = cli->compress_level;
+    ck->max_store_size = cli->max_store_size;
     ck->output_dir = NULL;
     ck->tracked = PyDict_New();
     ck->libraries = PyList_New(0);
