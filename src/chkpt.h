@@ -104,6 +104,9 @@ typedef struct {
     double last_snapshot;         /* monotonic seconds of the last snapshot */
     int in_snapshot;              /* re-entrancy guard */
     void *hooks;                  /* hooks.c private state */
+    PyObject *deferred;           /* capture.c: dict name -> [message, count]
+                                     of variables that could not be saved,
+                                     reported at exit (or at once with -v) */
 } CheckpointObject;
 
 /* Saving and restoring a pending exception, on every supported version
