@@ -58,7 +58,8 @@ venvs: deps
 	  fi; \
 	done
 
-test: build test-c test-python test-asan test-fuzz
+# pytest last, so its summary closes the output
+test: build test-c test-fuzz test-asan test-python
 
 test-python: build
 	@status=0; for py in $(FOUND_PYTHONS); do \

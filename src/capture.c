@@ -59,6 +59,7 @@ warn_fmt(const char *fmt, ...)
  * code raise TimeoutError and the variable is skipped like any other that
  * cannot be pickled. C-level pickling of plain data is never interrupted. */
 #define VARIABLE_BUDGET_S 5.0
+/* (the whole snapshot: CHKPT_SNAPSHOT_TIME_BUDGET in chkpt.h) */
 
 /* ------------------------------------------------------------------ */
 /* out-of-band buffers collected by the buffer_callback                */
@@ -105,7 +106,9 @@ buffer_callback(PyObject *capsule, PyObject *pb)
         v->views = nv;
         v->cap = cap;
     }
-    if (PyObject_GetBuffer(pb, &v->views[v->n], PyBUF_C_CONTIGUOUS) < 0) {
+    /* the raw bytes in memory order, as PickleBuffer.raw() gives them: C or
+     * Fortran order (numpy records which when it reduces) */
+    if (PyObject_GetBuffer(pb, &v->views[v->n], PyBUF_ANY_CONTIGUOUS) < 0) {
         if (!PyErr_ExceptionMatches(PyExc_BufferError)) {
             return NULL;
         }
@@ -1026,8 +1029,8 @@ collect_sources(CheckpointObject *ck, PyObject *src_bytes, PyObject *src_paths)
         Py_ssize_t dn = PyUnicode_GET_LENGTH(ck->script_dir);
         if (n > dn + 4 && PyUnicode_Tailmatch(file, ck->script_dir, 0, dn, -1) == 1
             && PyUnicode_READ_CHAR(file, dn) == '/'
-            && PyUnicode_FindChar(file, '/', dn + 1, n, 1) == -1
-            && PyUnicode_Tailmatch(file, ck->script_dir, 0, n, 1) != -1) {
+            && PyUnicode_FindChar(file, '/', dn + 1, n, 1) == -1) {
+            /* a .py file directly in the script's directory */
             PyObject *ext = PyUnicode_FromString(".py");
             take = ext != NULL && PyUnicode_Tailmatch(file, ext, 0, n, 1) == 1
                    && PyUnicode_Compare(file, ck->script_path) != 0;
@@ -1156,7 +1159,11 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     bufvec bufs = {NULL, 0, 0};
     streamvec streams = {NULL, 0, 0};
     slotnames_patch slotpatch = {NULL, NULL};
+    /* ck->warned holds variable names, and this (never an identifier) */
+    PyObject *write_failed_key = NULL;
     long long total_size = 0;
+    double t_start = chkpt_monotonic();
+    int out_of_time = 0;
 
     PyFrameObject *frame = pick_frame(ck, given);
     if (frame == NULL) {
@@ -1256,8 +1263,28 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             if (dup) {
                 continue;          /* shadowed by a local */
             }
-            /* budget_stop is called on every path out of this iteration */
-            chkpt_hooks_budget_start(ck, VARIABLE_BUDGET_S);
+            /* Python code run for this variable gets VARIABLE_BUDGET_S, within
+             * what is left of the snapshot's CHKPT_SNAPSHOT_TIME_BUDGET;
+             * budget_stop is called on every path out of this iteration */
+            double left = CHKPT_SNAPSHOT_TIME_BUDGET - (chkpt_monotonic() - t_start);
+            if (left <= 0) {
+                if (!out_of_time) {
+                    warn_fmt("the snapshot's time budget (%d s) is used up: "
+                             "'%U' and the variables after it are not saved",
+                             (int)CHKPT_SNAPSHOT_TIME_BUDGET, vname);
+                }
+                out_of_time = 1;
+                PyObject *sk = Py_BuildValue("{s:O,s:s,s:s}", "name", vname, "type",
+                                             Py_TYPE(obj)->tp_name, "error",
+                                             "the snapshot's time budget was used up");
+                if (sk == NULL || PyList_Append(skipped, sk) < 0) {
+                    Py_XDECREF(sk);
+                    goto done;
+                }
+                Py_DECREF(sk);
+                continue;
+            }
+            chkpt_hooks_budget_start(ck, left < VARIABLE_BUDGET_S ? left : VARIABLE_BUDGET_S);
             int sal = is_salient(ck, obj, measure_seen);
             if (sal <= 0) {
                 chkpt_hooks_budget_stop(ck);
@@ -1411,6 +1438,25 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         }
     }
 
+    /* run with -m: the main module's own name, for its relative imports */
+    if (ck->main_module != NULL && ck->main_module != Py_None) {
+        PyObject *entry = PyDict_GetItemString(src_meta, "__main__");   /* borrowed */
+        PyObject *spec = entry ? PyObject_GetAttrString(ck->main_module, "__spec__")
+                               : NULL;
+        PyObject *sname = spec && spec != Py_None
+                          ? PyObject_GetAttrString(spec, "name") : NULL;
+        if (sname != NULL && PyUnicode_Check(sname)
+            && PyUnicode_CompareWithASCIIString(sname, "__main__") != 0
+            && PyDict_SetItemString(entry, "spec", sname) < 0) {
+            Py_XDECREF(spec);
+            Py_DECREF(sname);
+            goto done;
+        }
+        Py_XDECREF(spec);
+        Py_XDECREF(sname);
+        PyErr_Clear();
+    }
+
     /* meta */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -1464,13 +1510,22 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         goto done;
     }
 
+    write_failed_key = PyUnicode_FromString(" store write failed");
+    if (write_failed_key == NULL) {
+        goto done;
+    }
     /* the I/O, without the GIL; the buffer exports are held */
     {
         char err[CHKPT_ERRLEN] = "";
         char path[PATH_MAX] = "";
         int ok = 0;
         uint64_t written = 0;
+        /* Another thread may set ck.output_dir (which closes ck->store)
+         * while the GIL is released: the store is ours until the I/O is
+         * done, then handed back unless the output dir changed meanwhile. */
         chkpt_store *store = ck->store;
+        PyObject *dir_then = Py_NewRef(ck->output_dir);
+        ck->store = NULL;
         int level = ck->compress_level;
         Py_BEGIN_ALLOW_THREADS
         chkpt_snapwriter *w = chkpt_snap_begin(store, level, err, sizeof(err));
@@ -1501,8 +1556,26 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             }
         }
         Py_END_ALLOW_THREADS
+        if (ck->store == NULL && ck->output_dir == dir_then) {
+            ck->store = store;
+        }
+        else {
+            chkpt_store_close(store);
+        }
+        Py_DECREF(dir_then);
         if (!ok) {
-            warn_fmt("snapshot not written to %U: %s", ck->output_dir, err);
+            /* once per run (a full disk fails every snapshot); each with -v */
+            int seen = PySet_Contains(ck->warned, write_failed_key);
+            if (seen < 0) {
+                goto done;
+            }
+            if (!seen || ck->verbosity > 0) {
+                warn_fmt("snapshot not written to %U: %s%s", ck->output_dir, err,
+                         seen ? "" : " (further failures are reported with -v)");
+                if (!seen && PySet_Add(ck->warned, write_failed_key) < 0) {
+                    goto done;
+                }
+            }
             result = Py_NewRef(Py_None);
             goto done;
         }
@@ -1522,6 +1595,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     }
 
 done:
+    Py_XDECREF(write_failed_key);
     slotnames_uninstall(&slotpatch);
     chkpt_hooks_budget_stop(ck);
     bufvec_free(&bufs);

@@ -59,7 +59,7 @@ static const char help_text[] =
 "                        0: at every executed line of the script; -1: only\n"
 "                        when the script calls Checkpoint.snapshot().\n"
 "                        Default: %lld\n"
-"  -v, --verbose         say on stderr what chkpt does; repeat (-vv) for more\n"
+"  -v, --verbose         say on stderr what chkpt does; -vv for more\n"
 "  --compress LEVEL      compress stored data with zstd at LEVEL (1-19);\n"
 "                        0 (the default) stores it uncompressed\n"
 "\n"
@@ -666,7 +666,8 @@ finished:
     }
     if (p.version) {
         PyObject *pkg = PyImport_ImportModule("chkpt");
-        PyObject *ver = pkg ? PyObject_GetAttrString(pkg, "__version__") : NULL;
+        PyObject *ver = pkg ? PyObject_GetAttrString(pkg, "__version__")
+                            : NULL;
         Py_XDECREF(pkg);
         PyObject *line = ver ? PyUnicode_FromFormat("chkpt %S\n", ver) : NULL;
         Py_XDECREF(ver);

@@ -693,7 +693,9 @@ stmt_names(PyObject *s)
     }
     PyObject *n = node_attr(s, "name");
     if (n != NULL && PyUnicode_Check(n)) {
-        PyList_Append(r, n);
+        if (PyList_Append(r, n) < 0) {
+            PyErr_Clear();
+        }
     }
     Py_XDECREF(n);
     PyObject *lst = node_attr(s, "names");        /* import aliases */
@@ -704,8 +706,8 @@ stmt_names(PyObject *s)
         PyObject *t = node_attr(s, "target");
         if (t != NULL) {
             lst = PyList_New(0);
-            if (lst != NULL) {
-                PyList_Append(lst, t);
+            if (lst != NULL && PyList_Append(lst, t) < 0) {
+                Py_CLEAR(lst);
             }
             Py_DECREF(t);
         }
@@ -728,7 +730,9 @@ stmt_names(PyObject *s)
                 PyObject *parts = dot ? PyUnicode_Split(x, dot, 1) : NULL;
                 Py_XDECREF(dot);
                 if (parts != NULL && PyList_GET_SIZE(parts) > 0) {
-                    PyList_Append(r, PyList_GET_ITEM(parts, 0));
+                    if (PyList_Append(r, PyList_GET_ITEM(parts, 0)) < 0) {
+                        PyErr_Clear();      /* names are for messages only */
+                    }
                 }
                 Py_XDECREF(parts);
             }
@@ -742,7 +746,67 @@ stmt_names(PyObject *s)
 
 static PyObject *rebuild_module(PyObject *module, PyObject *group, PyObject *name);
 
-/* __import__ of rebuilt modules: the group's own modules first, else the
+static int
+in_sources(PyObject *group, PyObject *name)
+{
+    PyObject *srcs = dict_get(group, "sources");
+    if (srcs == NULL || PyUnicode_CompareWithASCIIString(name, "__main__") == 0) {
+        return 0;
+    }
+    return PyDict_Contains(srcs, name);
+}
+
+/* The package a rebuilt module's relative imports start from: its spec
+ * name (for __main__ run with -m, the recorded spec; for a sibling, its
+ * name), itself when it is a package's __init__. */
+static PyObject *
+rebuilt_package(PyObject *group, PyObject *globals)
+{
+    PyObject *orig = globals && PyDict_Check(globals)
+                     ? PyDict_GetItemString(globals, "__chkpt_source_module__") : NULL;
+    if (orig == NULL) {
+        return NULL;
+    }
+    PyObject *specs = dict_get(group, "specs");
+    PyObject *spec = specs ? PyDict_GetItemWithError(specs, orig) : NULL;
+    if (spec == NULL || !PyUnicode_Check(spec)) {
+        PyErr_Clear();
+        spec = orig;
+    }
+    PyObject *paths = dict_get(group, "paths");
+    PyObject *path = paths ? PyDict_GetItemWithError(paths, orig) : NULL;
+    int is_pkg = 0;
+    if (path != NULL && PyUnicode_Check(path)) {
+        PyObject *suffix = PyUnicode_FromString("/__init__.py");
+        is_pkg = suffix && PyUnicode_Tailmatch(path, suffix, 0,
+                                               PyUnicode_GET_LENGTH(path), 1) == 1;
+        Py_XDECREF(suffix);
+    }
+    PyErr_Clear();
+    if (is_pkg) {
+        return Py_NewRef(spec);
+    }
+    Py_ssize_t dot = PyUnicode_FindChar(spec, '.', 0, PyUnicode_GET_LENGTH(spec), -1);
+    if (dot < 0) {
+        return NULL;          /* a top-level module: no package */
+    }
+    return PyUnicode_Substring(spec, 0, dot);
+}
+
+/* Module `abs` of the group for an import statement: rebuilt, or NULL
+ * without an exception when the group does not have it. */
+static PyObject *
+group_module(PyObject *module, PyObject *group, PyObject *abs)
+{
+    int has = in_sources(group, abs);
+    if (has <= 0) {
+        return NULL;
+    }
+    return rebuild_module(module, group, abs);
+}
+
+/* __import__ of rebuilt modules: the group's own modules first (absolute,
+ * and relative against the module's original package), else the
  * interpreter's import (PyImport_ImportModuleLevelObject is what
  * builtins.__import__ runs; going through builtins would come back here). */
 static PyObject *
@@ -758,16 +822,115 @@ rebuilt_import(PyObject *self, PyObject *args, PyObject *kwds)
     /* self = (chkpt module, group) */
     PyObject *module = PyTuple_GET_ITEM(self, 0);
     PyObject *group = PyTuple_GET_ITEM(self, 1);
-    if (level == 0 && PyUnicode_CompareWithASCIIString(name, "__main__") != 0) {
-        PyObject *srcs = dict_get(group, "sources");
-        if (srcs != NULL && PyDict_GetItemWithError(srcs, name) != NULL) {
-            return rebuild_module(module, group, name);
+    int has_from = fromlist != NULL && fromlist != Py_None
+                   && PyObject_IsTrue(fromlist) == 1;
+    PyErr_Clear();
+    PyObject *abs = NULL;
+    if (level > 0) {
+        PyObject *pkg = rebuilt_package(group, globals);
+        if (pkg == NULL) {
+            if (PyErr_Occurred()) {
+                return NULL;
+            }
+            PyErr_SetString(PyExc_ImportError, "attempted relative import with no "
+                            "known parent package");
+            return NULL;
         }
-        if (PyErr_Occurred()) {
+        Py_ssize_t cut = PyUnicode_GET_LENGTH(pkg);
+        for (int l = 1; l < level && cut >= 0; l++) {
+            cut = PyUnicode_FindChar(pkg, '.', 0, cut, -1);
+        }
+        if (cut < 0) {
+            Py_DECREF(pkg);
+            PyErr_SetString(PyExc_ImportError, "attempted relative import beyond "
+                            "top-level package");
+            return NULL;
+        }
+        PyObject *base = PyUnicode_Substring(pkg, 0, cut);
+        Py_DECREF(pkg);
+        if (base == NULL) {
+            return NULL;
+        }
+        abs = PyUnicode_GET_LENGTH(name) ? PyUnicode_FromFormat("%U.%U", base, name)
+                                         : Py_NewRef(base);
+        Py_DECREF(base);
+        if (abs == NULL) {
             return NULL;
         }
     }
-    return PyImport_ImportModuleLevelObject(name, globals, locals, fromlist, level);
+    else {
+        abs = Py_NewRef(name);
+    }
+    PyObject *r = NULL;
+    if (level > 0 && PyUnicode_GET_LENGTH(name) == 0 && has_from) {
+        /* from . import a, b: the package with the group's submodules set */
+        r = group_module(module, group, abs);
+        if (r == NULL && !PyErr_Occurred()) {
+            r = PyModule_NewObject(abs);
+        }
+        PyObject *it = r ? PyObject_GetIter(fromlist) : NULL;
+        PyObject *item;
+        while (it != NULL && (item = PyIter_Next(it)) != NULL) {
+            PyObject *sub = PyUnicode_Check(item)
+                ? PyUnicode_FromFormat("%U.%U", abs, item) : NULL;
+            PyObject *m = sub ? group_module(module, group, sub) : NULL;
+            if (m == NULL && !PyErr_Occurred() && sub != NULL) {
+                /* not the snapshot's: the interpreter's */
+                m = PyImport_ImportModule(PyUnicode_AsUTF8(sub));
+            }
+            int bad = m == NULL || PyObject_SetAttr(r, item, m) < 0;
+            Py_XDECREF(m);
+            Py_XDECREF(sub);
+            Py_DECREF(item);
+            if (bad) {
+                Py_CLEAR(r);
+                break;
+            }
+        }
+        Py_XDECREF(it);
+        if (r != NULL && PyErr_Occurred()) {
+            Py_CLEAR(r);
+        }
+        Py_DECREF(abs);
+        return r;
+    }
+    Py_ssize_t dot = PyUnicode_FindChar(abs, '.', 0, PyUnicode_GET_LENGTH(abs), 1);
+    if (dot >= 0 && !has_from && level == 0) {
+        /* import a.b: binds a, with a.b set */
+        PyObject *top = PyUnicode_Substring(abs, 0, dot);
+        PyObject *sub = top ? group_module(module, group, abs) : NULL;
+        if (sub != NULL) {
+            PyObject *t = group_module(module, group, top);
+            if (t == NULL && !PyErr_Occurred()) {
+                t = PyImport_Import(top);
+            }
+            PyObject *attr = t ? PyUnicode_Substring(abs, dot + 1,
+                                                     PyUnicode_GET_LENGTH(abs)) : NULL;
+            if (attr != NULL && PyUnicode_FindChar(attr, '.', 0,
+                                                   PyUnicode_GET_LENGTH(attr), 1) == -1
+                && PyObject_SetAttr(t, attr, sub) == 0) {
+                r = Py_NewRef(t);
+            }
+            Py_XDECREF(attr);
+            Py_XDECREF(t);
+            Py_DECREF(sub);
+        }
+        Py_XDECREF(top);
+        if (r != NULL || PyErr_Occurred()) {
+            Py_DECREF(abs);
+            return r;
+        }
+    }
+    else {
+        r = group_module(module, group, abs);
+        if (r != NULL || PyErr_Occurred()) {
+            Py_DECREF(abs);
+            return r;
+        }
+    }
+    r = PyImport_ImportModuleLevelObject(abs, globals, locals, fromlist, 0);
+    Py_DECREF(abs);
+    return r;
 }
 
 static PyMethodDef rebuilt_import_def = {
@@ -1060,6 +1223,7 @@ read_stream_bytes(PyObject *module, chkpt_snapreader *r, Py_ssize_t idx,
                   PyObject *path)
 {
     if (idx < 0 || (size_t)idx >= chkpt_snap_nstreams(r)) {
+        PyErr_Clear();          /* an index that did not fit: same answer */
         return snapshot_error(module, "%S: stream %zd does not exist", path, idx);
     }
     uint64_t len = chkpt_snap_stream_len(r, (size_t)idx);
@@ -1088,6 +1252,7 @@ map_stream(PyObject *module, chkpt_snapreader *r, Py_ssize_t idx, PyObject *path
 {
     chkpt_state *st = chkpt_get_state(module);
     if (idx < 0 || (size_t)idx >= chkpt_snap_nstreams(r)) {
+        PyErr_Clear();          /* an index that did not fit: same answer */
         return snapshot_error(module, "%S: stream %zd does not exist", path, idx);
     }
     uint64_t len = chkpt_snap_stream_len(r, (size_t)idx);
@@ -1134,9 +1299,9 @@ ctx_group(PyObject *module, PyObject *ctx)
     }
     PyObject *sources = dict_get(ctx, "sources");
     PyObject *path = dict_get(ctx, "path");
-    PyObject *srcs = PyDict_New(), *paths = PyDict_New();
+    PyObject *srcs = PyDict_New(), *paths = PyDict_New(), *specs = PyDict_New();
     PyObject *group = NULL, *key = NULL, *items = NULL;
-    if (srcs == NULL || paths == NULL) {
+    if (srcs == NULL || paths == NULL || specs == NULL) {
         goto fail;
     }
     Py_ssize_t pos = 0;
@@ -1157,6 +1322,12 @@ ctx_group(PyObject *module, PyObject *ctx)
         if (rc < 0 || PyDict_SetItem(paths, name, spath ? spath : Py_None) < 0) {
             goto fail;
         }
+        /* __main__ run with -m: the name its relative imports start from */
+        PyObject *spec = dict_get(ent, "spec");
+        if (spec != NULL && PyUnicode_Check(spec)
+            && PyDict_SetItem(specs, name, spec) < 0) {
+            goto fail;
+        }
     }
     /* cache key: every (name, path, source) of the group */
     items = PyList_New(0);
@@ -1166,7 +1337,9 @@ ctx_group(PyObject *module, PyObject *ctx)
     pos = 0;
     PyObject *b;
     while (PyDict_Next(srcs, &pos, &name, &b)) {
-        PyObject *t = PyTuple_Pack(3, name, PyDict_GetItem(paths, name), b);
+        PyObject *spec = PyDict_GetItem(specs, name);
+        PyObject *t = PyTuple_Pack(4, name, PyDict_GetItem(paths, name),
+                                   spec ? spec : Py_None, b);
         if (t == NULL || PyList_Append(items, t) < 0) {
             Py_XDECREF(t);
             goto fail;
@@ -1199,7 +1372,7 @@ ctx_group(PyObject *module, PyObject *ctx)
             PyObject *rb = rs ? PyUnicode_AsUTF8String(rs) : NULL;
             PyObject *u1 = rb ? PyObject_CallMethod(hobj, "update", "(O)", rb) : NULL;
             PyObject *u2 = u1 ? PyObject_CallMethod(hobj, "update", "(O)",
-                                                    PyTuple_GET_ITEM(t, 2)) : NULL;
+                                                    PyTuple_GET_ITEM(t, 3)) : NULL;
             Py_XDECREF(rs);
             Py_XDECREF(rb);
             Py_XDECREF(u1);
@@ -1217,9 +1390,9 @@ ctx_group(PyObject *module, PyObject *ctx)
         if (tag == NULL) {
             goto fail;
         }
-        group = tag ? Py_BuildValue("{s:O,s:O,s:O,s:{},s:{}}", "sources", srcs,
-                                    "paths", paths, "tag", tag, "modules",
-                                    "errors") : NULL;
+        group = tag ? Py_BuildValue("{s:O,s:O,s:O,s:O,s:{},s:{}}", "sources", srcs,
+                                    "paths", paths, "specs", specs, "tag", tag,
+                                    "modules", "errors") : NULL;
         Py_XDECREF(tag);
         if (group == NULL) {
             goto fail;
@@ -1240,12 +1413,14 @@ ctx_group(PyObject *module, PyObject *ctx)
     }
     Py_DECREF(srcs);
     Py_DECREF(paths);
+    Py_DECREF(specs);
     Py_DECREF(items);
     Py_DECREF(key);
     return group;
 fail:
     Py_XDECREF(srcs);
     Py_XDECREF(paths);
+    Py_XDECREF(specs);
     Py_XDECREF(items);
     Py_XDECREF(key);
     Py_XDECREF(group);

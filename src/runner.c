@@ -499,8 +499,10 @@ is_pyc(PyObject *filename, PyObject *source)
     }
     /* python also looks at the first two bytes (maybe_pyc_file) */
     if (PyBytes_GET_SIZE(source) >= 2) {
-        const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(source);
-        unsigned int halfmagic = (unsigned int)PyImport_GetMagicNumber() & 0xFFFF;
+        const unsigned char *p =
+            (const unsigned char *)PyBytes_AS_STRING(source);
+        unsigned int halfmagic =
+            (unsigned int)PyImport_GetMagicNumber() & 0xFFFF;
         if (((unsigned int)p[0] | ((unsigned int)p[1] << 8)) == halfmagic) {
             return 1;
         }
@@ -577,7 +579,8 @@ exec_main_code(CheckpointObject *ck, PyObject *source, PyObject *filename,
             PyErr_Clear();
             chkpt_error_restore(&saved);
             if (!PyErr_Occurred()) {
-                PyErr_SetString(PyExc_SystemError, "cannot compile the script");
+                PyErr_SetString(PyExc_SystemError,
+                                "cannot compile the script");
             }
             return NULL;
         }
@@ -747,7 +750,8 @@ quiet_find_spec(PyObject *modname, int main_of_path0)
         if (full == NULL) {
             goto done;
         }
-        PyObject *mod = modules ? PyDict_GetItemWithError(modules, full) : NULL;
+        PyObject *mod = modules ? PyDict_GetItemWithError(modules, full)
+                                : NULL;
         Py_XSETREF(spec, NULL);
         if (mod != NULL) {
             spec = PyObject_GetAttrString(mod, "__spec__");
@@ -828,7 +832,8 @@ runpy_error_message(void)
                && PyUnicode_CompareWithASCIIString(gname, "runpy") == 0;
     Py_DECREF(fcode);
     Py_DECREF(globals);
-    if (!ours || PyUnicode_Tailmatch(code, prefix, 0, PY_SSIZE_T_MAX, -1) != 1) {
+    if (!ours
+        || PyUnicode_Tailmatch(code, prefix, 0, PY_SSIZE_T_MAX, -1) != 1) {
         goto done;
     }
     msg = PyUnicode_Substring(code, PyUnicode_GetLength(prefix),
@@ -943,7 +948,8 @@ run_script_file(CheckpointObject *ck, PyObject *filename, PyObject *path0,
             Py_XDECREF(r);
             return NULL;
         }
-        chkpt_warn("can't open file %s: [Errno %d] %s", rs, err, strerror(err));
+        chkpt_warn("can't open file %s: [Errno %d] %s", rs, err,
+                   strerror(err));
         Py_DECREF(r);
         return PyLong_FromLong(2);
     }
@@ -996,6 +1002,52 @@ run_script_file(CheckpointObject *ck, PyObject *filename, PyObject *path0,
     }
     PyObject *result = exec_main_code(ck, source, filename, d, pyc);
     Py_DECREF(source);
+    flush_io();
+    return finish(result, d);
+}
+
+/* `python -` (the script piped into stdin): python parses all of stdin,
+ * then runs it as the file "<stdin>" (no loader, sys.path[0] = ''). A
+ * terminal would give python's interactive prompt: not a script chkpt can
+ * run. */
+static PyObject *
+run_stdin(CheckpointObject *ck, PyObject *main_mod)
+{
+    PyObject *d = PyModule_GetDict(main_mod);           /* borrowed */
+    if (isatty(fileno(stdin))) {
+        chkpt_warn("error: the script cannot be read from a terminal: give "
+                   "its file, or pipe it into `python -m chkpt -`");
+        return PyLong_FromLong(2);
+    }
+    if (Py_MakePendingCalls() < 0
+        || PySys_Audit("cpython.run_stdin", NULL) < 0) {
+        return finish(NULL, NULL);
+    }
+    PyObject *filename = PyUnicode_FromString("<stdin>");
+    if (filename == NULL) {
+        return NULL;
+    }
+    PyObject *source = read_all(stdin, filename);
+    if (source == NULL) {
+        Py_DECREF(filename);
+        return finish(NULL, NULL);
+    }
+    PyObject *cwd = getcwd_str();
+    if (cwd == NULL
+        || PyDict_SetItemString(d, "__file__", filename) < 0
+        || PyDict_SetItemString(d, "__cached__", Py_None) < 0
+        || PyDict_SetItem(ck->sources, filename, source) < 0) {
+        Py_XDECREF(cwd);
+        Py_DECREF(source);
+        Py_DECREF(filename);
+        return NULL;
+    }
+    set_str_attr(&ck->script_path, filename);
+    set_str_attr(&ck->script_dir, cwd);
+    Py_DECREF(cwd);
+    PyObject *result = exec_main_code(ck, source, filename, d, 0);
+    Py_DECREF(source);
+    Py_DECREF(filename);
     flush_io();
     return finish(result, d);
 }
@@ -1108,6 +1160,14 @@ chkpt_run(PyObject *module, chkpt_cli *cli)
     if (set_argv(cli->target, cli->args) < 0) {
         goto done;
     }
+    if (PyUnicode_CompareWithASCIIString(cli->target, "-") == 0) {
+        path0 = PyUnicode_FromString("");
+        if (path0 == NULL || (!safe_path && set_path0(path0, 0) < 0)) {
+            goto done;
+        }
+        status = run_stdin(ck, main_mod);
+        goto done;
+    }
     filename = python_abspath(cli->target);
     if (filename == NULL) {
         goto done;
@@ -1122,7 +1182,8 @@ chkpt_run(PyObject *module, chkpt_cli *cli)
     /* a directory or zip file that an import hook accepts: its __main__ */
     PyObject *importer = PyImport_GetImporter(filename);
     if (importer == NULL) {
-        chkpt_warn_exc("failed checking if the script is an import path entry");
+        chkpt_warn_exc("failed checking if the script is an import path "
+                       "entry");
     }
     else if (importer != Py_None) {
         Py_DECREF(importer);

@@ -347,6 +347,42 @@ du_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
     return 0;
 }
 
+/* "3: a, b, c" (names cut at 48 characters) */
+static PyObject *
+variable_names(PyObject *vars)
+{
+    Py_ssize_t n = vars && PyList_Check(vars) ? PyList_GET_SIZE(vars) : 0;
+    PyObject *names = PyList_New(0);
+    if (names == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *nm = dget(PyList_GET_ITEM(vars, i), "name");
+        if (nm != NULL && PyUnicode_Check(nm) && PyList_Append(names, nm) < 0) {
+            Py_DECREF(names);
+            return NULL;
+        }
+    }
+    PyObject *sep = PyUnicode_FromString(", ");
+    PyObject *j = sep ? PyUnicode_Join(sep, names) : NULL;
+    Py_XDECREF(sep);
+    Py_DECREF(names);
+    if (j == NULL) {
+        return NULL;
+    }
+    if (PyUnicode_GET_LENGTH(j) > 48) {
+        PyObject *head = PyUnicode_Substring(j, 0, 45);
+        Py_SETREF(j, head ? PyUnicode_FromFormat("%U...", head) : NULL);
+        Py_XDECREF(head);
+        if (j == NULL) {
+            return NULL;
+        }
+    }
+    PyObject *r = n ? PyUnicode_FromFormat("%zd: %U", n, j) : PyUnicode_FromString("0");
+    Py_DECREF(j);
+    return r;
+}
+
 int
 chkpt_verb_ls(PyObject *module, chkpt_cli *cli)
 {
@@ -364,8 +400,8 @@ chkpt_verb_ls(PyObject *module, chkpt_cli *cli)
     if (rc == 0) {
         rc = add_row(rows, 7, PyUnicode_FromString("ID"), PyUnicode_FromString("TIME"),
                      PyUnicode_FromString("KIND"), PyUnicode_FromString("NAME"),
-                     PyUnicode_FromString("WHERE"), PyUnicode_FromString("VARS"),
-                     PyUnicode_FromString("SIZE"));
+                     PyUnicode_FromString("WHERE"), PyUnicode_FromString("SIZE"),
+                     PyUnicode_FromString("VARIABLES"));
     }
     for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(list); i++) {
         PyObject *si = PyList_GET_ITEM(list, i);
@@ -380,10 +416,8 @@ chkpt_verb_ls(PyObject *module, chkpt_cli *cli)
         PyObject *vars = dget(meta, "variables");
         rc = add_row(rows, 7, snapshot_id(path), local_time(dget(meta, "time")),
                      str_or(dget(meta, "kind"), "?"), str_or(dget(meta, "name"), "-"),
-                     where_of(meta),
-                     PyUnicode_FromFormat("%zd", vars && PyList_Check(vars)
-                                                 ? PyList_GET_SIZE(vars) : 0),
-                     size_of(dget(meta, "size")));
+                     where_of(meta), size_of(dget(meta, "size")),
+                     variable_names(vars));
         Py_DECREF(meta);
         Py_DECREF(path);
     }

@@ -274,3 +274,35 @@ def test_pickling_leaves_the_scripts_classes_as_they_were(tmp_path):
     ''')
     r = chkpt(["-f", "-1", "-z", "0", "c.py"], tmp_path, check=0)
     assert r.stdout.strip() == "unchanged"
+
+
+THREADS = '''
+import threading
+import numpy as np
+from chkpt import Checkpoint
+
+ck = Checkpoint.get_global_singleton()
+data = np.ones(8_000_000)               # 61 MiB: the store I/O takes a while
+stop = False
+
+
+def meddle():
+    i = 0
+    while not stop:
+        ck.output_dir = f"store{i % 2}"
+        i += 1
+
+
+t = threading.Thread(target=meddle)
+t.start()
+infos = [ck.snapshot() for _ in range(5)]
+stop = True
+t.join()
+print(sum(i is not None for i in infos))
+'''
+
+
+def test_output_dir_changed_by_another_thread_during_a_snapshot(tmp_path):
+    write(tmp_path / "t.py", THREADS)
+    r = chkpt(["-f", "-1", "t.py"], tmp_path, check=0)
+    assert r.stdout.strip() == "5"

@@ -2,6 +2,7 @@
 functions, enums, namedtuples and dataclasses (and those of the modules next
 to it) resolve wherever a snapshot is opened, as they were when it was taken.
 """
+import json
 import shutil
 import sys
 
@@ -337,19 +338,26 @@ rng = np.random.default_rng(0)
 big = rng.standard_normal((512, 1024))            # 4 MiB
 strided = np.arange(100.0)[::3]                     # non-contiguous
 ints = np.arange(10, dtype=np.int32)
+fortran = np.asfortranarray(rng.standard_normal((300, 200)))   # out of band too
 frame = pd.DataFrame({"a": np.arange(1000), "b": [str(i) for i in range(1000)],
                       "c": rng.standard_normal(1000)})
 series = pd.Series(np.linspace(0, 1, 50), name="s")
 ck = Checkpoint.get_global_singleton()
 ck.snapshot("numeric")
-np.save("big.npy", big); np.save("strided.npy", strided)
+np.save("big.npy", big); np.save("strided.npy", strided); np.save("fortran.npy", fortran)
+import json
+print(json.dumps({v["name"]: len(v["buffers"]) for v in ck.snapshot("again").meta["variables"]}))
 frame.to_pickle("frame.pkl"); series.to_pickle("series.pkl")
 '''
 
 
 def test_numpy_and_pandas_round_trip_writable(tmp_path):
     write(tmp_path / "num.py", NUMERIC)
-    chkpt(["-f", "-1", "-z", "0", "num.py"], tmp_path, check=0)
+    r = chkpt(["-f", "-1", "-z", "0", "num.py"], tmp_path, check=0)
+    nbuf = json.loads(r.stdout.strip().splitlines()[-1])
+    # contiguous data (C or Fortran order) goes out of band, strided stays in
+    assert nbuf["big"] == 1 and nbuf["fortran"] == 1 and nbuf["strided"] == 0
+    assert nbuf["frame"] >= 1
     other = tmp_path / "o"
     other.mkdir()
     code = '''
@@ -363,6 +371,8 @@ big[0, 0] = 42.0                            # writable, copy-on-write
 assert np.array_equal(d["strided"], np.load(src + "/strided.npy"))
 assert d["strided"].flags.writeable
 assert d["ints"].dtype == np.int32 and d["ints"].flags.writeable
+assert np.array_equal(d["fortran"], np.load(src + "/fortran.npy"))
+assert d["fortran"].flags.f_contiguous and d["fortran"].flags.writeable
 pd.testing.assert_frame_equal(d["frame"], pd.read_pickle(src + "/frame.pkl"))
 pd.testing.assert_series_equal(d["series"], pd.read_pickle(src + "/series.pkl"))
 d["frame"].loc[0, "c"] = 1.5
@@ -477,3 +487,51 @@ def test_a_setstate_that_raises_gives_a_stand_in(tmp_path, monkeypatch):
     assert "<chkpt.Unloadable 'fragile': __main__.Fragile" in r.stdout
     assert "ValueError: bad state" in r.stdout and "{'k': 1}" in r.stdout
     assert len(chkpt_lines(r.stderr)) == 1
+
+
+PKG_MOD = '''
+import enum
+import pkg.other
+from . import other
+from .other import Other
+from chkpt import Checkpoint
+
+
+class Sub(Other):
+    pass
+
+
+class Sub2(other.Other):
+    pass
+
+
+class Sub3(pkg.other.Other):
+    pass
+
+
+class Kind(enum.Enum):
+    A = 1
+
+
+values = [Other(1), Sub(2), Sub2(3), Sub3(4), Kind.A]
+Checkpoint.get_global_singleton().snapshot()
+'''
+
+
+def test_module_run_with_relative_imports(tmp_path):
+    """python -m chkpt -m pkg.mod: the package's modules are the script's,
+    and relative imports resolve to the snapshot's own versions."""
+    write(tmp_path / "pkg" / "__init__.py", "")
+    write(tmp_path / "pkg" / "other.py", "class Other:\n    def __init__(self, v):\n"
+          "        self.v = v\n")
+    write(tmp_path / "pkg" / "mod.py", PKG_MOD)
+    chkpt(["-f", "-1", "-z", "0", "-m", "pkg.mod"], tmp_path, check=0)
+    shutil.rmtree(tmp_path / "pkg")
+    other = tmp_path / "o"
+    other.mkdir()
+    r = run(["-c", "import sys, chkpt; v = chkpt.load(sys.argv[1])['values'];"
+             "base = type(v[0]);"
+             "print([x.v for x in v[:4]], all(isinstance(x, base) for x in v[:4]), v[4].name)",
+             str(tmp_path / "checkpoints")], other, check=0)
+    assert r.stdout.strip() == "[1, 2, 3, 4] True A"
+    assert chkpt_lines(r.stderr) == []

@@ -305,10 +305,7 @@ def umount(where):
 
 @pytest.mark.parametrize("case", [
     "read-only", "read-only-existing",
-    pytest.param("full", marks=pytest.mark.xfail(strict=True, reason=(
-        "capture.c bug: when writing to the store fails at every snapshot "
-        "(ENOSPC), each failed snapshot prints its own 'chkpt: snapshot not "
-        "written' line instead of one warning for the run"))),
+    "full",
     "not-a-directory"])
 def test_unwritable_output_dir_changes_nothing_but_one_warning(tmp_path, case):
     script = write(tmp_path / "plain.py", PLAIN)

@@ -59,10 +59,11 @@ def store(tmp_path):
 def test_ls(store):
     r = chkpt(["ls", store["store"]], store["other"], check=0)
     lines = r.stdout.splitlines()
-    assert lines[0].split() == ["ID", "TIME", "KIND", "NAME", "WHERE", "VARS", "SIZE"]
+    assert lines[0].split() == ["ID", "TIME", "KIND", "NAME", "WHERE", "SIZE", "VARIABLES"]
     rows = lines[1:3]
     assert "manual" in rows[0] and "first" in rows[0] and "script.py:28" in rows[0]
     assert "second" in rows[1] and "script.py:30" in rows[1] and "MiB" in rows[1]
+    assert rows[1].endswith("4: p, c, th, arr")
     assert rows[0].split()[0] == manifests(store["store"])[0].stem
     assert lines[3].startswith("2 snapshot(s) in") and "on disk" in lines[3]
     # default store: ./checkpoints
