@@ -828,3 +828,30 @@ def test_exception_from_the_scripts_signal_handler_during_capture(tmp_path):
     print("alarm ignored")
     '''
     compare(tmp_path, body, status=4)
+
+
+def test_script_deleting_its_store_mid_run_gets_one_warning(tmp_path):
+    """A script (or an object's __reduce__) removing the output directory
+    while chkpt writes to it: the run goes on, one chkpt: line in all."""
+    body = '''
+    import shutil
+
+    class Wrecker:
+        def __reduce__(self):
+            shutil.rmtree("checkpoints", ignore_errors=True)
+            return (list, ())
+
+    data = [1, 2, 3]
+    for i in range(3):
+        snap()
+    shutil.rmtree("checkpoints", ignore_errors=True)
+    for i in range(3):
+        snap()
+    w = Wrecker()
+    for i in range(3):
+        snap()
+    print("done")
+    '''
+    r, warnings, _ = compare(tmp_path, body)
+    assert len(warnings) == 1, warnings
+    assert "not written" in warnings[0], warnings
