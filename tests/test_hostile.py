@@ -1,0 +1,857 @@
+"""Hostile objects and hostile scripts: chkpt never breaks the script.
+
+Every script here runs twice, under plain python and under `python -m chkpt`:
+stdout and exit status must be identical, and stderr too once the lines
+chkpt wrote (they start with `chkpt:`) are removed.  chkpt's own failures
+are ONE `chkpt:` line per variable name for the whole run (not one per
+snapshot).  Whatever chkpt did save must load back (loading happens in a
+subprocess, so that a crash in the load path fails the test instead of
+killing pytest).
+
+The scripts get their Checkpoint with the documented idiom, so they also run
+under plain python (`ck` is None there and `snap()` does nothing).
+"""
+import json
+import sys
+import textwrap
+import time
+
+import pytest
+
+from conftest import chkpt_lines, run_chkpt, run_python, without_chkpt_lines
+
+PRELUDE = '''\
+import sys
+try:
+    from chkpt import Checkpoint
+    ck = Checkpoint.get_global_singleton()
+except (ImportError, AssertionError):
+    ck = None
+
+
+def snap(name=None):
+    if ck is not None:
+        ck.snapshot(name)
+'''
+
+# Lists the store and loads every snapshot listed, in a subprocess; prints
+# JSON: for each snapshot its listed variables, and the names and types of
+# what loaded (or the error).  EXPR (optional) is evaluated per snapshot with
+# the loaded dict as `v` and its result reported under "check".
+CHECKER = '''
+import json, sys
+import chkpt
+out, expr = sys.argv[1], sys.argv[2]
+rep = []
+for s in chkpt.snapshots(out):
+    e = {"path": s.path, "kind": s.kind, "variables": sorted(s.variables)}
+    try:
+        v = chkpt.load(s)
+    except chkpt.SnapshotError as x:
+        e["error"] = "SnapshotError: %s" % x
+    else:
+        e["loaded"] = sorted(v)
+        e["types"] = {k: type(o).__name__ for k, o in v.items()}
+        if expr:
+            e["check"] = eval(expr)
+    rep.append(e)
+print(json.dumps(rep))
+'''
+
+
+def script(tmp_path, body, name="s.py"):
+    p = tmp_path / name
+    p.write_text(PRELUDE + textwrap.dedent(body))
+    return p
+
+
+def compare(tmp_path, body, opts=("-f", "-1", "-z", "0"), timeout=60,
+            args=(), status=0):
+    """Runs BODY (after PRELUDE) under plain python and under chkpt OPTS;
+    asserts they behave the same; returns (chkpt's CompletedProcess, its
+    chkpt: lines, seconds chkpt's run took)."""
+    p = script(tmp_path, body)
+    plain = run_python([p.name, *args], tmp_path, timeout=timeout)
+    assert plain.returncode == status, plain.stderr     # the test is sound
+    t0 = time.monotonic()
+    r = run_chkpt([*opts, p.name, *args], tmp_path, timeout=timeout)
+    took = time.monotonic() - t0
+    assert r.returncode == plain.returncode, (r.returncode, plain.returncode, r.stderr)
+    assert r.stdout == plain.stdout, r.stderr
+    assert without_chkpt_lines(r.stderr) == plain.stderr
+    return r, chkpt_lines(r.stderr), took
+
+
+def warned_names(warnings):
+    """The variable names the chkpt: lines are about (quoted 'name')."""
+    names = []
+    for w in warnings:
+        if "variable '" in w:
+            names.append(w.split("variable '", 1)[1].split("'", 1)[0])
+    return names
+
+
+def assert_warned_once_each(warnings, names):
+    got = warned_names(warnings)
+    assert sorted(got) == sorted(names), warnings
+    assert len(warnings) == len(names), warnings
+
+
+def check_store(tmp_path, expr="", out="checkpoints", timeout=120):
+    r = run_python(["-c", CHECKER, out, expr], tmp_path, timeout=timeout)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout.splitlines()[-1])
+    for e in rep:
+        assert "error" not in e, e
+        assert e["loaded"] == e["variables"], e
+    return rep
+
+
+# ---------------------------------------------------------------------------
+# objects that refuse to pickle
+
+
+RAISING = '''
+import copyreg
+
+
+class ReduceRaises:
+    def __reduce__(self):
+        raise ValueError("reduce says no")
+
+
+class ReduceExRaises:
+    def __reduce_ex__(self, protocol):
+        raise RuntimeError("reduce_ex says no")
+
+
+class GetstateRaises:
+    def __init__(self):
+        self.x = 1
+
+    def __getstate__(self):
+        raise TypeError("getstate says no")
+
+
+class ReduceGarbage:
+    def __reduce__(self):
+        return 42.5          # neither a string nor a tuple
+
+
+class ReduceBadTuple:
+    def __reduce__(self):
+        return (print,)      # too short
+
+
+class SetstateRaises:
+    """Pickles fine; only loading it fails (the load's business, not the
+    script's): not a capture failure."""
+    def __init__(self):
+        self.x = 1
+
+    def __setstate__(self, state):
+        raise ValueError("setstate says no")
+
+
+class Meta(type):
+    def __reduce__(cls):
+        raise ValueError("metaclass")
+
+
+r1 = ReduceRaises()
+r2 = ReduceExRaises()
+r3 = GetstateRaises()
+r4 = ReduceGarbage()
+r5 = ReduceBadTuple()
+nested = {"inner": [1, 2, ReduceRaises()]}
+good = {"a": list(range(10))}
+for i in range(3):
+    good["a"].append(i)
+    print("step", i, flush=True)
+    snap(f"s{i}")
+print("done", good)
+'''
+
+
+def test_reduce_and_getstate_that_raise_warn_once_per_name(tmp_path):
+    r, warnings, _ = compare(tmp_path, RAISING)
+    assert_warned_once_each(warnings, ["r1", "r2", "r3", "r4", "r5", "nested"])
+    assert any("reduce says no" in w for w in warnings)
+    assert any("getstate says no" in w for w in warnings)
+    rep = check_store(tmp_path, "v['good']['a'][-1]")
+    assert [e["check"] for e in rep] == [0, 1, 2]
+    for e in rep:
+        assert "good" in e["variables"] and "i" in e["variables"]
+        assert not {"r1", "r2", "r3", "r4", "r5", "nested"} & set(e["variables"])
+
+
+UNPICKLABLE_RESOURCES = '''
+import io
+import os
+import socket
+import tempfile
+import threading
+
+lock = threading.Lock()
+rlock = threading.RLock()
+cond = threading.Condition()
+gen = (i * i for i in range(5))
+lam = lambda x: x + 1
+lams = [lambda: 1, lambda: 2]
+f = open(__file__)
+tmpf = tempfile.TemporaryFile()
+sock = socket.socket()
+pair = socket.socketpair()
+bio = io.BytesIO(b"abc")               # picklable
+frame = sys._getframe()
+rfd, wfd = os.pipe()                   # ints: picklable
+keep = [1, 2, 3]
+for i in range(2):
+    snap()
+print(next(gen), lam(1), f.readline().strip(), bio.getvalue())
+f.close(); tmpf.close(); sock.close(); pair[0].close(); pair[1].close()
+os.close(rfd); os.close(wfd)
+print("done")
+'''
+
+
+def test_locks_generators_lambdas_files_sockets(tmp_path):
+    r, warnings, _ = compare(tmp_path, UNPICKLABLE_RESOURCES)
+    bad = ["lock", "rlock", "cond", "gen", "lam", "lams", "f", "tmpf", "sock",
+           "pair", "frame"]
+    # frames may be excluded rather than warned about; everything else that
+    # is unpicklable is warned about exactly once
+    names = warned_names(warnings)
+    assert len(names) == len(set(names)) == len(warnings), warnings
+    # a bare lambda is a function: never captured, never warned about
+    assert set(bad) - {"frame", "lam"} <= set(names) <= set(bad) - {"lam"}, warnings
+    rep = check_store(tmp_path, "(v['keep'], repr(v['bio'].getvalue()))")
+    assert len(rep) == 2
+    for e in rep:
+        assert e["check"] == [[1, 2, 3], "b'abc'"], e
+        assert not set(bad) & set(e["variables"])
+
+
+# ---------------------------------------------------------------------------
+# code that never returns: the time budget
+
+
+def test_reduce_that_never_returns_is_given_up_and_others_are_saved(tmp_path):
+    body = '''
+    import time
+
+    class Forever:
+        def __reduce__(self):
+            while True:
+                pass
+
+    before = list(range(50))
+    forever = Forever()
+    after = {"k": "v"}
+    t0 = time.monotonic()
+    snap("slow")
+    took = time.monotonic() - t0
+    print("back", took < 20)
+    after["k"] = "w"
+    snap("second")          # the budget is per variable: warned only once
+    print("done", after)
+    '''
+    r, warnings, took = compare(tmp_path, body, timeout=90)
+    assert_warned_once_each(warnings, ["forever"])
+    assert "TimeoutError" in warnings[0] or "time" in warnings[0], warnings
+    # 5 s per variable (VARIABLE_BUDGET_S), twice: well under 30 s
+    assert took < 25, took
+    rep = check_store(tmp_path, "v['after']['k']")
+    assert [e["check"] for e in rep] == ["v", "w"]
+    for e in rep:
+        assert {"before", "after"} <= set(e["variables"])
+        assert "forever" not in e["variables"]
+
+
+def test_repr_that_never_returns_raises_or_is_enormous(tmp_path):
+    """__repr__ only feeds the metadata: the variable is still saved."""
+    body = '''
+    class ReprRaises:
+        def __init__(self):
+            self.x = 1
+        def __repr__(self):
+            raise RuntimeError("no repr")
+
+    class ReprHuge:
+        def __init__(self):
+            self.x = 2
+        def __repr__(self):
+            return "R" * 50_000_000
+
+    class ReprForever:
+        def __init__(self):
+            self.x = 3
+        def __repr__(self):
+            while True:
+                pass
+
+    a = ReprRaises()
+    b = ReprHuge()
+    c = ReprForever()
+    snap()
+    print("done", a.x, b.x, c.x)
+    '''
+    r, warnings, took = compare(tmp_path, body, timeout=90)
+    assert took < 25, took
+    rep = check_store(tmp_path, "(v['a'].x, v['b'].x)")
+    assert len(rep) == 1
+    assert rep[0]["check"] == [1, 2]
+    assert {"a", "b"} <= set(rep[0]["variables"])
+    # c's repr never returns: c is either saved with a stand-in repr, or
+    # skipped with one warning
+    assert len(warnings) <= 1 and all("'c'" in w for w in warnings), warnings
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "src/capture.c: a variable that exhausted VARIABLE_BUDGET_S is retried "
+    "(5 s again) at every later snapshot, so under -f 0 a never-returning "
+    "__reduce__ costs 5 s per executed line and the script never finishes"))
+def test_never_returning_reduce_in_a_tight_loop_with_f0(tmp_path):
+    """A never-returning __reduce__ in a -f 0 loop: warned once, and the
+    script still finishes (chkpt gives up on that object, it does not spend
+    the 5 s budget again at every executed line)."""
+    import subprocess
+    body = '''
+    class Slow:
+        def __reduce__(self):
+            while True:
+                pass
+
+    slow = Slow()
+    total = 0
+    for i in range(20):
+        total += i
+    print(total)
+    '''
+    try:
+        r, warnings, took = compare(tmp_path, body, opts=("-f", "0", "-z", "0"),
+                                    timeout=25)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the script did not finish within 25 s under -f 0")
+    assert_warned_once_each(warnings, ["slow"])
+
+
+def test_raising_reduce_in_a_tight_loop_with_f0_is_warned_once(tmp_path):
+    body = '''
+    class Bad:
+        def __reduce__(self):
+            raise ValueError("bad")
+
+    bad = Bad()
+    total = 0
+    for i in range(300):
+        total += i
+        if i % 100 == 0:
+            print(i)
+    print(total)
+    '''
+    r, warnings, took = compare(tmp_path, body, opts=("-f", "0", "-z", "0"))
+    assert_warned_once_each(warnings, ["bad"])
+    rep = check_store(tmp_path, "v.get('total')")
+    assert len(rep) > 100           # a snapshot per executed line
+    assert rep[-1]["check"] == sum(range(300))
+    assert all("bad" not in e["variables"] for e in rep)
+
+
+# ---------------------------------------------------------------------------
+# huge output
+
+
+def test_reduce_returning_200mb_bytes(tmp_path):
+    """A tiny object whose __reduce__ produces 200 MB: the script is
+    unaffected; chkpt saves it (it is what the object pickles to) and it
+    loads back."""
+    body = '''
+    class Big:
+        def __reduce__(self):
+            return (Big.rebuild, (b"\\x07" * 200_000_000,))
+        @staticmethod
+        def rebuild(data):
+            b = Big()
+            b.n = len(data)
+            return b
+
+    big = Big()
+    small = [1, 2, 3]
+    snap()
+    print("done")
+    '''
+    r, warnings, took = compare(tmp_path, body, timeout=120)
+    rep = check_store(tmp_path, "(v['small'], getattr(v.get('big'), 'n', None))")
+    assert len(rep) == 1
+    # documented behaviour today: saved whole (-z 0 asks for everything)
+    if "big" in rep[0]["variables"]:
+        assert warnings == []
+        assert rep[0]["check"] == [[1, 2, 3], 200_000_000]
+    else:
+        assert_warned_once_each(warnings, ["big"])
+        assert rep[0]["check"][0] == [1, 2, 3]
+
+
+# ---------------------------------------------------------------------------
+# another thread mutates what is being captured
+
+
+MUTATOR = '''
+import threading
+import time
+
+class Yield:
+    """Pickling it releases the GIL, so the mutator runs mid-capture."""
+    def __init__(self, i):
+        self.i = i
+    def __reduce__(self):
+        time.sleep(0)
+        return (Yield, (self.i,))
+
+big = [Yield(i) for i in range(NYIELD)] + list(range(50_000))
+table = {i: Yield(i) for i in range(NYIELD)}
+stop = threading.Event()
+
+def mutate():
+    n = 0
+    while not stop.is_set():
+        big.append(n)
+        if len(big) > 60_000:
+            del big[40_000:]
+        table[10_000 + n % 5000] = n
+        if len(table) > 5000:
+            table.clear()
+            table.update({i: Yield(i) for i in range(100)})
+        n += 1
+        if n % 100 == 0:
+            time.sleep(0)
+
+t = threading.Thread(target=mutate)
+t.start()
+'''
+
+
+def test_thread_mutating_during_manual_snapshots(tmp_path):
+    body = MUTATOR.replace("NYIELD", "2000") + textwrap.dedent('''
+    for i in range(15):
+        snap()
+    stop.set()
+    t.join()
+    print("done")
+    ''')
+    r, warnings, _ = compare(tmp_path, body, timeout=90)
+    # "changed size during iteration" and the like: once per name at most
+    names = warned_names(warnings)
+    assert len(names) == len(set(names)) == len(warnings), warnings
+    # (the Thread and the Event are unpicklable)
+    assert set(names) <= {"big", "table", "t", "stop"}, warnings
+    rep = check_store(tmp_path)
+    assert len(rep) == 15
+
+
+def test_thread_mutating_with_f0(tmp_path):
+    body = MUTATOR.replace("NYIELD", "100") + textwrap.dedent('''
+    acc = 0
+    for i in range(40):
+        acc += i
+    stop.set()
+    t.join()
+    print("done", acc)
+    ''')
+    r, warnings, _ = compare(tmp_path, body,
+                             opts=("-f", "0", "-z", "0"), timeout=90)
+    names = warned_names(warnings)
+    assert len(names) == len(set(names)) == len(warnings), warnings
+    # (-f 0 also snapshots inside Yield.__init__, where `self` is half built
+    # and its __reduce__ fails)
+    assert set(names) <= {"big", "table", "t", "stop", "self"}, warnings
+    rep = check_store(tmp_path)
+    assert len(rep) >= 40
+
+
+# ---------------------------------------------------------------------------
+# exits and interrupts raised by a __reduce__
+
+
+def test_reduce_calling_sys_exit_does_not_exit_the_script(tmp_path):
+    """sys.exit inside __reduce__ is the object's failure, not the script
+    asking to stop: plain python never calls __reduce__, so the script must
+    go on with its own exit status."""
+    body = '''
+    import os
+
+    class Exits:
+        def __reduce__(self):
+            sys.exit(7)
+
+    class ExitsHard:
+        def __reduce__(self):
+            raise SystemExit("bye")
+
+    e1 = Exits()
+    e2 = ExitsHard()
+    keep = [1]
+    for i in range(3):
+        snap()
+    print("still here")
+    sys.exit(3)
+    '''
+    r, warnings, _ = compare(tmp_path, body, status=3)
+    assert_warned_once_each(warnings, ["e1", "e2"])
+    rep = check_store(tmp_path)
+    assert len(rep) == 3 and all("keep" in e["variables"] for e in rep)
+
+
+def test_reduce_calling_os_exit_is_not_survivable_but_the_store_is_sound(tmp_path):
+    """os._exit cannot be caught by anyone; what was published must load."""
+    body = '''
+    import os
+    class Dies:
+        def __reduce__(self):
+            os._exit(5)
+    keep = [1]
+    snap("first")
+    d = Dies()
+    snap("second")
+    print("unreachable")
+    '''
+    p = script(tmp_path, body)
+    r = run_chkpt(["-f", "-1", "-z", "0", p.name], tmp_path, timeout=60)
+    assert r.returncode == 5
+    rep = check_store(tmp_path)
+    assert len(rep) >= 1
+
+
+KI_MANUAL = '''
+class Interrupts:
+    def __reduce__(self):
+        raise KeyboardInterrupt
+
+keep = [1, 2]
+k = Interrupts()
+try:
+    if ck is not None:
+        ck.snapshot("manual")
+    else:
+        raise KeyboardInterrupt       # what a ^C at this line would do
+    print("not interrupted")
+except KeyboardInterrupt:
+    print("interrupted")
+print("done")
+'''
+
+
+def test_keyboard_interrupt_in_reduce_interrupts_a_manual_snapshot(tmp_path):
+    """KeyboardInterrupt raised during capture behaves as if the user
+    interrupted the script at that point: it propagates out of
+    ck.snapshot() (the script may catch it) and is not a chkpt: warning."""
+    r, warnings, _ = compare(tmp_path, KI_MANUAL)  # stdout: as under python
+    assert r.stdout == "interrupted\ndone\n"
+    assert warnings == []
+
+
+KI_AUTO = '''
+class Interrupts:
+    def __reduce__(self):
+        raise KeyboardInterrupt
+
+k = None
+total = 0
+try:
+    for i in range(5):
+        k = Interrupts() if i == 2 else None
+        total += i
+        if ck is None and k is not None:
+            raise KeyboardInterrupt   # what a ^C there would do
+    print("not interrupted")
+except KeyboardInterrupt:
+    print("interrupted at", i)
+print("done")
+'''
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "src/hooks.c take_auto_snapshot: a KeyboardInterrupt raised during an "
+    "automatic capture is swallowed as 'chkpt: automatic snapshot failed: "
+    "KeyboardInterrupt' (once per snapshot, not once per name) instead of "
+    "interrupting the script"))
+def test_keyboard_interrupt_in_reduce_interrupts_the_script_with_f0(tmp_path):
+    """Same decision for automatic snapshots: the interrupt surfaces in the
+    script at the line being executed, as a ^C would."""
+    r, warnings, _ = compare(tmp_path, KI_AUTO, opts=("-f", "0", "-z", "0"))
+    assert r.stdout == "interrupted at 2\ndone\n"
+    assert warnings == []
+
+
+def test_uncaught_keyboard_interrupt_from_capture_ends_like_python(tmp_path):
+    """Uncaught, it ends the script as an uncaught ^C does under python:
+    traceback ending in KeyboardInterrupt, killed by SIGINT."""
+    body = '''
+    class Interrupts:
+        def __reduce__(self):
+            raise KeyboardInterrupt
+    k = Interrupts()
+    print("before", flush=True)
+    if ck is not None:
+        ck.snapshot()
+    else:
+        raise KeyboardInterrupt
+    print("after")
+    '''
+    p = script(tmp_path, body)
+    plain = run_python([p.name], tmp_path)
+    r = run_chkpt(["-f", "-1", "-z", "0", p.name], tmp_path)
+    assert r.returncode == plain.returncode
+    assert r.stdout == plain.stdout == "before\n"
+    assert without_chkpt_lines(r.stderr).splitlines()[-1] == "KeyboardInterrupt"
+
+
+# ---------------------------------------------------------------------------
+# objects that lie about themselves
+
+
+def test_getattr_that_returns_garbage_for_everything(tmp_path):
+    body = '''
+    class Liar:
+        def __getattr__(self, name):
+            return 42
+
+    class Liar2:
+        """Every attribute is a callable returning itself."""
+        def __getattr__(self, name):
+            return lambda *a, **k: self
+
+    class Liar3:
+        def __getattr__(self, name):
+            raise ZeroDivisionError(name)
+
+    class DictLiar(dict):
+        def __getattr__(self, name):
+            return "garbage"
+
+    l1 = Liar()
+    l2 = Liar2()
+    l3 = Liar3()
+    l4 = DictLiar(a=1)
+    keep = "kept"
+    for i in range(2):
+        snap()
+    print("done", l1.anything, type(l2.x()).__name__, dict(l4))
+    '''
+    r, warnings, _ = compare(tmp_path, body)
+    names = warned_names(warnings)
+    assert len(names) == len(set(names)) == len(warnings), warnings
+    assert set(names) <= {"l1", "l2", "l3", "l4"}
+    rep = check_store(tmp_path, "v['keep']")
+    assert len(rep) == 2 and all(e["check"] == "kept" for e in rep)
+    # l3 raises AttributeError-less errors only for missing attributes;
+    # pickling it by its __dict__ works and must be saved
+    assert all("l3" in e["variables"] or "l3" in names for e in rep)
+
+
+def test_eq_and_hash_that_raise(tmp_path):
+    body = '''
+    class Hostile:
+        armed = False
+        def __init__(self, n):
+            self.n = n
+        def __eq__(self, other):
+            if Hostile.armed:
+                raise RuntimeError("eq")
+            return isinstance(other, Hostile) and other.n == self.n
+        def __hash__(self):
+            if Hostile.armed:
+                raise RuntimeError("hash")
+            return self.n
+
+    class NoHash:
+        __hash__ = None
+        def __eq__(self, other):
+            raise TypeError("never equal")
+
+    s = {Hostile(i) for i in range(5)}
+    d = {Hostile(i): i for i in range(5)}
+    lst = [Hostile(1), NoHash()]
+    nh = NoHash()
+    Hostile.armed = True
+    for i in range(2):
+        snap()
+    Hostile.armed = False
+    print("done", len(s), len(d), len(lst))
+    '''
+    r, warnings, _ = compare(tmp_path, body)
+    names = warned_names(warnings)
+    assert len(names) == len(set(names)) == len(warnings), warnings
+    # pickling by identity never needs __eq__/__hash__: everything is saved
+    # (rebuilding s and d calls __hash__ at load time, where armed is False)
+    rep = check_store(tmp_path, "(len(v['lst']), type(v['nh']).__name__)")
+    assert len(rep) == 2
+    for e in rep:
+        assert {"lst", "nh"} <= set(e["variables"]), e
+        assert e["check"] == [2, "NoHash"]
+
+
+def test_recursion_deep_nested_lists(tmp_path):
+    body = '''
+    def nest(n):
+        x = []
+        for _ in range(n):
+            x = [x]
+        return x
+
+    deep = nest(100_000)
+    deep_dict = {}
+    cur = deep_dict
+    for _ in range(100_000):
+        cur["k"] = {}
+        cur = cur["k"]
+    ok = nest(200)
+    for i in range(2):
+        snap()
+    print("done")
+    '''
+    r, warnings, _ = compare(tmp_path, body, timeout=60)
+    names = warned_names(warnings)
+    assert len(names) == len(set(names)) == len(warnings), warnings
+    assert set(names) <= {"deep", "deep_dict"}
+    rep = check_store(tmp_path, "str(v['ok']).count('[')")
+    assert len(rep) == 2
+    for e in rep:
+        assert "ok" in e["variables"]
+        assert e["check"] == 201
+
+
+def test_odd_names_reentrant_snapshot_mutated_globals_lying_sizeof(tmp_path):
+    """Variable names with a newline, a lone surrogate, non-ASCII; a
+    __reduce__ that calls ck.snapshot() (re-entrancy), one that deletes and
+    adds globals mid-capture; __sizeof__ that raises, is negative or huge; a
+    class whose __module__ is not a string; MemoryError and RecursionError
+    from __reduce__."""
+    body = '''
+    class Bad:
+        def __reduce__(self):
+            raise ValueError("bad")
+
+    class Reentrant:
+        def __reduce__(self):
+            if ck is not None:
+                ck.snapshot("inner")
+            return (list, ())
+
+    class GlobalsKiller:
+        def __reduce__(self):
+            g = globals()
+            for k in [k for k in g if k.startswith("zz")]:
+                del g[k]
+            g["new_var"] = [1] * 10
+            return (list, ())
+
+    class SizeofRaises:
+        def __sizeof__(self):
+            raise RuntimeError("sizeof")
+
+    class SizeofNegative:
+        def __sizeof__(self):
+            return -5
+
+    class SizeofHuge:
+        def __sizeof__(self):
+            return 10 ** 30
+
+    class ModuleLie:
+        pass
+    ModuleLie.__module__ = 42
+
+    class MemErr:
+        def __reduce__(self):
+            raise MemoryError
+
+    globals()["a\\nb"] = Bad()
+    globals()["x\\udcff"] = [1, 2]
+    globals()["\\u00e9\\u540d"] = Bad()
+    zz1 = [1]
+    zz2 = [2]
+    reent = Reentrant()
+    killer = GlobalsKiller()
+    s1, s2, s3 = SizeofRaises(), SizeofNegative(), SizeofHuge()
+    ml = ModuleLie()
+    me = MemErr()
+    keep = "k"
+    for i in range(2):
+        snap()
+    print("done")      # (what killer did to globals() differs, of course)
+    '''
+    r, warnings, _ = compare(tmp_path, body)
+    # one line per name, every line starts with chkpt: (the newline in the
+    # name does not split the warning)
+    assert all(l.startswith("chkpt:") for l in r.stderr.splitlines()), r.stderr
+    names = warned_names(warnings)
+    assert len(names) == len(set(names)) == len(warnings), warnings
+    assert len(warnings) == 4, warnings        # a\nb, the non-ASCII one, ml, me
+    assert any("\u00e9\u540d" in w for w in warnings), warnings
+    rep = check_store(tmp_path, "v['keep']")
+    assert len(rep) >= 2
+    outer = [e for e in rep if e["check"] == "k"]
+    assert len(outer) >= 2
+    for e in outer:
+        assert {"keep", "reent", "killer", "s1", "s2", "s3"} <= set(e["variables"]), e
+        assert "x\udcff" in e["variables"], e
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "src/capture.c: an exception raised by the script's own signal handler "
+    "while capture runs Python code (here SystemExit from a SIGALRM handler "
+    "firing inside a __reduce__) is taken for the variable's pickling "
+    "failure: warned and swallowed, so the script ignores the signal"))
+def test_exception_from_the_scripts_signal_handler_during_capture(tmp_path):
+    """The script's signal handler runs while chkpt is pickling: what it
+    raises belongs to the script (as KeyboardInterrupt does), here a
+    SIGALRM handler that stops the script with status 4. A SIGTERM handler
+    calling sys.exit is the everyday version of this."""
+    body = '''
+    import signal
+    import time
+
+    class Sleeper:
+        def __reduce__(self):
+            time.sleep(1.0)              # the alarm rings in here
+            return (Sleeper, ())
+
+    s = Sleeper()
+    signal.signal(signal.SIGALRM, lambda *a: sys.exit(4))
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    if ck is not None:
+        ck.snapshot()
+    else:
+        time.sleep(1.0)                  # what the script does meanwhile
+    print("alarm ignored")
+    '''
+    compare(tmp_path, body, status=4)
+
+
+def test_script_deleting_its_store_mid_run_gets_one_warning(tmp_path):
+    """A script (or an object's __reduce__) removing the output directory
+    while chkpt writes to it: the run goes on, one chkpt: line in all."""
+    body = '''
+    import shutil
+
+    class Wrecker:
+        def __reduce__(self):
+            shutil.rmtree("checkpoints", ignore_errors=True)
+            return (list, ())
+
+    data = [1, 2, 3]
+    for i in range(3):
+        snap()
+    shutil.rmtree("checkpoints", ignore_errors=True)
+    for i in range(3):
+        snap()
+    w = Wrecker()
+    for i in range(3):
+        snap()
+    print("done")
+    '''
+    r, warnings, _ = compare(tmp_path, body)
+    assert len(warnings) == 1, warnings
+    assert "not written" in warnings[0], warnings
