@@ -124,6 +124,103 @@ static PyMethodDef buffer_callback_def = {
 };
 
 /* ------------------------------------------------------------------ */
+/* "could not be saved": reported once per name, at exit               */
+
+/* A variable that cannot be saved is reported once per name per run. The
+ * line is held until the interpreter exits (atexit), with how many
+ * snapshots went without it: written at once it would land wherever the
+ * script's own stderr output is, possibly inside an unfinished line. With
+ * -v it is written at once. The meta's "skipped" has it per snapshot. */
+static PyObject *
+flush_deferred(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    CheckpointObject *ck = (CheckpointObject *)self;
+    PyObject *d = ck->deferred;
+    if (d == NULL || !PyDict_Check(d)) {
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(d);
+    Py_ssize_t pos = 0;
+    PyObject *name, *entry;
+    while (PyDict_Next(d, &pos, &name, &entry)) {
+        if (!PyList_Check(entry) || PyList_GET_SIZE(entry) != 2) {
+            continue;
+        }
+        PyObject *msg = PyList_GET_ITEM(entry, 0);
+        PyObject *count = PyList_GET_ITEM(entry, 1);
+        long n = PyLong_Check(count) ? PyLong_AsLong(count) : 1;
+        PyErr_Clear();
+        warn_fmt("%U (left out of %ld snapshot%s)", msg, n, n == 1 ? "" : "s");
+    }
+    PyDict_Clear(d);
+    Py_DECREF(d);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef flush_deferred_def = {
+    "_chkpt_report_unsaved", (PyCFunction)flush_deferred, METH_NOARGS, NULL
+};
+
+/* Notes that vname could not be saved (msg is the whole line). Returns -1
+ * only on a memory error. */
+static int
+report_unsaved(CheckpointObject *ck, PyObject *vname, PyObject *msg)
+{
+    int seen = PySet_Contains(ck->warned, vname);
+    if (seen < 0) {
+        return -1;
+    }
+    if (ck->verbosity > 0 && !seen) {
+        warn_fmt("%U", msg);
+        return PySet_Add(ck->warned, vname);
+    }
+    if (ck->verbosity > 0) {
+        return 0;
+    }
+    if (ck->deferred == NULL) {
+        PyObject *d = PyDict_New();
+        PyObject *atexit = d ? PyImport_ImportModule("atexit") : NULL;
+        PyObject *fn = atexit ? PyCFunction_New(&flush_deferred_def, (PyObject *)ck)
+                              : NULL;
+        PyObject *r = fn ? PyObject_CallMethod(atexit, "register", "(O)", fn) : NULL;
+        Py_XDECREF(atexit);
+        Py_XDECREF(fn);
+        if (r == NULL) {
+            /* no atexit: say it now */
+            Py_XDECREF(d);
+            PyErr_Clear();
+            if (seen) {
+                return 0;
+            }
+            warn_fmt("%U", msg);
+            return PySet_Add(ck->warned, vname);
+        }
+        Py_DECREF(r);
+        ck->deferred = d;
+    }
+    PyObject *entry = PyDict_GetItemWithError(ck->deferred, vname);
+    if (entry != NULL && PyList_Check(entry) && PyList_GET_SIZE(entry) == 2) {
+        PyObject *one = PyLong_FromLong(1);
+        PyObject *n = one ? PyNumber_Add(PyList_GET_ITEM(entry, 1), one) : NULL;
+        Py_XDECREF(one);
+        return n == NULL ? -1 : PyList_SetItem(entry, 1, n);
+    }
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    if (seen) {
+        return 0;           /* reported already */
+    }
+    entry = Py_BuildValue("[Oi]", msg, 1);
+    if (entry == NULL || PyDict_SetItem(ck->deferred, vname, entry) < 0) {
+        Py_XDECREF(entry);
+        return -1;
+    }
+    Py_DECREF(entry);
+    return PySet_Add(ck->warned, vname);
+}
+
+/* ------------------------------------------------------------------ */
 /* pickling without side effects on the script's classes                */
 
 /* object.__reduce_ex__ asks copyreg._slotnames(cls), which caches its
@@ -1144,6 +1241,35 @@ set_item(PyObject *d, const char *key, PyObject *v)
     return r;
 }
 
+/* Retention by size (--max-store-size), after an automatic snapshot: the
+ * oldest snapshots go, never the newest. Runs without the GIL; a failure is
+ * reported once per run and the script goes on. */
+static void
+enforce_store_size(CheckpointObject *ck)
+{
+    if (ck->store == NULL) {
+        return;
+    }
+    const char *dir = chkpt_store_dir(ck->store);
+    uint64_t max_bytes = (uint64_t)ck->max_store_size;
+    char err[CHKPT_ERRLEN] = "";
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = chkpt_store_gc_budget(dir, max_bytes, 1, NULL, NULL, err, sizeof(err));
+    Py_END_ALLOW_THREADS
+    if (rc == 0) {
+        return;
+    }
+    PyObject *key = PyUnicode_FromString("--max-store-size");
+    int seen = key ? PySet_Contains(ck->warned, key) : -1;
+    if (seen == 0 && PySet_Add(ck->warned, key) == 0) {
+        warn_fmt("cannot keep %U under --max-store-size: %s",
+                 ck->output_dir, err);
+    }
+    Py_XDECREF(key);
+    PyErr_Clear();
+}
+
 static PyObject *
 capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
              PyObject *name, int manual)
@@ -1332,12 +1458,13 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
                     PyErr_Clear();
                     msg = PyUnicode_FromString("cannot be pickled");
                 }
-                int warned = PySet_Contains(ck->warned, vname);
-                if (warned == 0 && PySet_Add(ck->warned, vname) == 0 && msg) {
-                    warn_fmt("variable '%U' (%U) cannot be saved, skipped: %U",
-                               vname, tname, msg);
+                PyObject *line = msg ? PyUnicode_FromFormat(
+                    "variable '%U' (%U) could not be saved: %U", vname, tname, msg)
+                    : NULL;
+                if (line == NULL || report_unsaved(ck, vname, line) < 0) {
+                    PyErr_Clear();
                 }
-                PyErr_Clear();
+                Py_XDECREF(line);
                 chkpt_error_restore(&e);
                 PyErr_Clear();
                 PyObject *sk = msg ? Py_BuildValue("{s:O,s:O,s:O}", "name", vname,
@@ -1592,6 +1719,9 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         }
         result = chkpt_snapinfo_new(ck->module, p, meta);
         Py_DECREF(p);
+        if (result != NULL && !manual && ck->max_store_size > 0) {
+            enforce_store_size(ck);
+        }
     }
 
 done:

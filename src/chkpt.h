@@ -68,6 +68,7 @@ typedef struct {
     long long min_obj_size;       /* -z: bytes; 0 every object; -1 tracked only */
     int verbosity;                /* -v count */
     int compress_level;           /* --compress (0 = off) */
+    long long max_store_size;     /* --max-store-size: bytes, 0 = no limit */
     PyObject *output_dir;         /* str (owned) */
     PyObject *target;             /* str: script path, module name, or verb arg */
     int is_module;                /* -m */
@@ -86,6 +87,7 @@ typedef struct {
     long long min_obj_size;
     int verbosity;
     int compress_level;
+    long long max_store_size;     /* retention after automatic snapshots */
     PyObject *output_dir;         /* str, absolute */
     PyObject *tracked;            /* dict: id(obj) -> obj (identity set) */
     PyObject *libraries;          /* list of str: tracked library prefixes */
@@ -102,6 +104,9 @@ typedef struct {
     double last_snapshot;         /* monotonic seconds of the last snapshot */
     int in_snapshot;              /* re-entrancy guard */
     void *hooks;                  /* hooks.c private state */
+    PyObject *deferred;           /* capture.c: dict name -> [message, count]
+                                     of variables that could not be saved,
+                                     reported at exit (or at once with -v) */
 } CheckpointObject;
 
 /* Saving and restoring a pending exception, on every supported version

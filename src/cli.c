@@ -12,8 +12,6 @@
  * `chkpt: error: <what is wrong>` on stderr and exit status 2.
  */
 #include "chkpt.h"
-#include <ctype.h>
-#include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <string.h>
@@ -62,6 +60,10 @@ static const char help_text[] =
 "  -v, --verbose         say on stderr what chkpt does; -vv for more\n"
 "  --compress LEVEL      compress stored data with zstd at LEVEL (1-19);\n"
 "                        0 (the default) stores it uncompressed\n"
+"  --max-store-size SIZE after each automatic snapshot, delete the oldest\n"
+"                        snapshots (never the newest) and the data only they\n"
+"                        used until the directory holds at most SIZE bytes;\n"
+"                        K, M and G suffixes accepted. Default: no limit\n"
 "\n"
 "verbs (work on a snapshot directory, default ./checkpoints):\n"
 "  ls [DIR]              list the snapshots, oldest first\n"
@@ -118,7 +120,7 @@ usage_error(const char *fmt, ...)
 
 typedef enum {
     OPT_HELP, OPT_VERSION, OPT_MODULE, OPT_MIN_OBJ_SIZE, OPT_OUTPUT_DIR,
-    OPT_FREQUENCY, OPT_VERBOSE, OPT_COMPRESS, OPT_KEEP
+    OPT_FREQUENCY, OPT_VERBOSE, OPT_COMPRESS, OPT_MAX_STORE_SIZE, OPT_KEEP
 } opt_id;
 
 typedef struct {
@@ -138,6 +140,7 @@ static const opt_def options[] = {
     {OPT_FREQUENCY, 'f', "frequency", 1, "-f/--frequency"},
     {OPT_VERBOSE, 'v', "verbose", 0, "-v/--verbose"},
     {OPT_COMPRESS, 0, "compress", 1, "--compress"},
+    {OPT_MAX_STORE_SIZE, 0, "max-store-size", 1, "--max-store-size"},
     {OPT_KEEP, 0, "keep", 1, "--keep"},
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -183,27 +186,25 @@ find_long(const char *name, size_t len, int *ambiguous)
 
 /* ---- value parsing ---- */
 
-/* A decimal integer, optionally negative, with nothing else. */
+/* A decimal integer as int() reads it (argparse's type=int): optional sign,
+ * surrounding whitespace and digit-separating underscores allowed. -1 (no
+ * exception) when it is not one, or does not fit a long long. */
 static int
 parse_int(const char *s, long long *out)
 {
-    if (*s == '\0') {
-        return -1;
-    }
-    const char *p = s;
-    if (*p == '-' || *p == '+') {
-        p++;
-    }
-    if (!isdigit((unsigned char)*p)) {
-        return -1;
-    }
-    errno = 0;
     char *end;
-    long long v = strtoll(s, &end, 10);
-    if (errno != 0 || *end != '\0') {
+    PyObject *v = PyLong_FromString(s, &end, 10);
+    if (v == NULL) {
+        PyErr_Clear();
         return -1;
     }
-    *out = v;
+    long long n = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    if (n == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    *out = n;
     return 0;
 }
 
@@ -359,6 +360,18 @@ apply_value(chkpt_cli *cli, parser *p, const opt_def *opt, PyObject *value,
                                "(got %lld)", opt->display, n);
         }
         cli->compress_level = (int)n;
+        return 0;
+    case OPT_MAX_STORE_SIZE:
+        if (parse_size(v, &n) < 0) {
+            return usage_error("argument %s: invalid size value: '%s' "
+                               "(an integer of bytes, K, M or G suffix "
+                               "allowed)", opt->display, v);
+        }
+        if (n < 0) {
+            return usage_error("argument %s: must be >= 0 (got %lld)",
+                               opt->display, n);
+        }
+        cli->max_store_size = n;
         return 0;
     case OPT_KEEP:
         if (parse_int(v, &n) < 0) {
@@ -719,6 +732,7 @@ chkpt_main(PyObject *module, PyObject *argv)
         .min_obj_size = CHKPT_DEFAULT_MIN_OBJ_SIZE,
         .verbosity = 0,
         .compress_level = 0,
+        .max_store_size = 0,
         .output_dir = NULL,
         .target = NULL,
         .is_module = 0,

@@ -1125,13 +1125,42 @@ rebuild_module(PyObject *module, PyObject *group, PyObject *name)
     if (Module == NULL) {
         goto done;
     }
+    /* the definitions: top-level ones, and those inside the
+     * `if __name__ == "__main__":` block (true when the snapshot was taken;
+     * its other statements are the script's work and are dropped) */
+    PyObject *kept = PyList_New(0);
+    if (kept == NULL) {
+        Py_DECREF(Module);
+        goto done;
+    }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(body); i++) {
         PyObject *s = PyList_GET_ITEM(body, i);
-        if (!is_def_stmt(&a, s)) {
-            continue;
+        int bad = 0;
+        if (is_def_stmt(&a, s)) {
+            bad = PyList_Append(kept, s) < 0;
         }
+        else if (is_node(&a, s, "If")) {
+            PyObject *test = node_attr(s, "test");
+            PyObject *inner = test && is_main_guard(&a, test) ? node_attr(s, "body") : NULL;
+            for (Py_ssize_t k = 0; !bad && inner && PyList_Check(inner)
+                                   && k < PyList_GET_SIZE(inner); k++) {
+                PyObject *t = PyList_GET_ITEM(inner, k);
+                bad = is_def_stmt(&a, t) && PyList_Append(kept, t) < 0;
+            }
+            Py_XDECREF(test);
+            Py_XDECREF(inner);
+        }
+        if (bad) {
+            Py_DECREF(kept);
+            Py_DECREF(Module);
+            goto done;
+        }
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(kept); i++) {
+        PyObject *s = PyList_GET_ITEM(kept, i);
         PyObject *one = PyList_New(1);
         if (one == NULL) {
+            Py_DECREF(kept);
             Py_DECREF(Module);
             goto done;
         }
@@ -1150,6 +1179,7 @@ rebuild_module(PyObject *module, PyObject *group, PyObject *name)
             continue;
         }
         if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+            Py_DECREF(kept);
             Py_DECREF(Module);
             goto done;
         }
@@ -1163,10 +1193,12 @@ rebuild_module(PyObject *module, PyObject *group, PyObject *name)
         Py_XDECREF(lineno);
         Py_XDECREF(names);
         if (rr < 0) {
+            Py_DECREF(kept);
             Py_DECREF(Module);
             goto done;
         }
     }
+    Py_DECREF(kept);
     Py_DECREF(Module);
     result = Py_NewRef(mod);
 

@@ -151,6 +151,7 @@ checkpoint_traverse(CheckpointObject *self, visitproc visit, void *arg)
     Py_VISIT(self->script_dir);
     Py_VISIT(self->main_module);
     Py_VISIT(self->sources);
+    Py_VISIT(self->deferred);
     return 0;
 }
 
@@ -166,6 +167,7 @@ checkpoint_clear(CheckpointObject *self)
     Py_CLEAR(self->script_dir);
     Py_CLEAR(self->main_module);
     Py_CLEAR(self->sources);
+    Py_CLEAR(self->deferred);
     return 0;
 }
 
@@ -202,6 +204,7 @@ chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli)
     ck->min_obj_size = cli->min_obj_size;
     ck->verbosity = cli->verbosity;
     ck->compress_level = cli->compress_level;
+    ck->max_store_size = cli->max_store_size;
     ck->output_dir = NULL;
     ck->tracked = PyDict_New();
     ck->libraries = PyList_New(0);
@@ -216,6 +219,7 @@ chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli)
     ck->last_snapshot = chkpt_monotonic();
     ck->in_snapshot = 0;
     ck->hooks = NULL;
+    ck->deferred = NULL;
     PyObject_GC_Track(ck);
     if (ck->tracked == NULL || ck->libraries == NULL || ck->warned == NULL
         || ck->sources == NULL) {

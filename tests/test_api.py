@@ -202,3 +202,30 @@ def test_unwritable_output_dir_warns_once_and_the_script_runs(tmp_path):
     assert len(warnings) == 1, proc.stderr
     assert str(blocker / "sub") in warnings[0]
     assert proc.stderr.strip() == warnings[0]
+
+
+def test_max_store_size_keeps_the_store_under_budget(tmp_path):
+    run(tmp_path, """
+        import time
+        import numpy as np
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            a = np.random.random(200_000)       # 1.6 MB of new data each time
+            time.sleep(0.01)
+    """, "-f", "50", "--max-store-size", "5M")
+    store = tmp_path / "ck"
+    used = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
+    assert used <= 5 * 2**20
+    infos = chkpt.snapshots(str(store))
+    assert infos, "the newest snapshot is never deleted"
+    for info in infos:                  # what is kept is whole
+        assert chkpt.load(info)["a"].shape == (200_000,)
+
+
+def test_max_store_size_rejects_a_bad_value(tmp_path):
+    proc = run(tmp_path, "print('never')\n", "--max-store-size", "lots",
+               check=False)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("chkpt: error: argument --max-store-size")
+    assert len(proc.stderr.splitlines()) == 1

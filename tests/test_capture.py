@@ -108,7 +108,7 @@ print("done", sorted(fine.items()))
 '''
 
 
-def test_unpicklable_objects_warn_once_and_the_script_goes_on(tmp_path):
+def test_unpicklable_objects_are_reported_once_and_the_script_goes_on(tmp_path):
     write(tmp_path / "u.py", UNPICKLABLE)
     plain = run(["u.py"], tmp_path, check=0)
     r = chkpt(["-f", "-1", "-z", "0", "u.py"], tmp_path, check=0)
@@ -118,6 +118,9 @@ def test_unpicklable_objects_warn_once_and_the_script_goes_on(tmp_path):
     for name in ("lock", "gen", "bad", "handlers"):
         assert sum(f"'{name}'" in w for w in warnings) == 1, warnings
     assert any("no pickling for you" in w for w in warnings)
+    # reported at exit, after the script's own output, with the count
+    assert all(w.endswith("(left out of 3 snapshots)") for w in warnings), warnings
+    assert r.stderr.splitlines()[-4:] == warnings
     ms = manifests(tmp_path / "checkpoints")
     assert len(ms) == 3
     r = run(["-c", "import chkpt; s = chkpt.snapshots();"
@@ -306,3 +309,10 @@ def test_output_dir_changed_by_another_thread_during_a_snapshot(tmp_path):
     write(tmp_path / "t.py", THREADS)
     r = chkpt(["-f", "-1", "t.py"], tmp_path, check=0)
     assert r.stdout.strip() == "5"
+
+
+def test_with_verbose_the_unsaved_variable_is_reported_at_once(tmp_path):
+    write(tmp_path / "u.py", UNPICKLABLE)
+    r = chkpt(["-v", "-f", "-1", "-z", "0", "u.py"], tmp_path, check=0)
+    lock_lines = [l for l in chkpt_lines(r.stderr) if "'lock'" in l]
+    assert len(lock_lines) == 1 and "left out of" not in lock_lines[0]

@@ -111,6 +111,10 @@ def test_version(job):
     (["--compress=19"], {}),
     (["--compress", "0"], {}),
     (["-f", "5", "-f", "6"], {"frequency": 6}),       # the last one wins
+    (["-f", "+5"], {"frequency": 5}),                 # as int() reads it
+    (["-f", " 5 "], {"frequency": 5}),
+    (["-f", "1_000"], {"frequency": 1000}),
+    (["-z", "1_024K"], {"min_obj_size": 1 << 20}),
 ])
 def test_accepted_options(opts, expected, job):
     s = settings(run_chkpt([*opts, "-o", "out", "job.py"], job))
@@ -184,6 +188,8 @@ def test_options_bundled_with_module(job):
     (["-f", "", "job.py"], "argument -f/--frequency: invalid int value: ''"),
     (["--frequency=", "job.py"], "argument -f/--frequency: invalid int value: ''"),
     (["-f", "-2", "job.py"], "argument -f/--frequency: must be >= -1 (got -2)"),
+    (["-f", "1__0", "job.py"], "argument -f/--frequency: invalid int value: '1__0'"),
+    (["-f", "0x10", "job.py"], "argument -f/--frequency: invalid int value: '0x10'"),
     (["-f", "99999999999999999999999", "job.py"],
      "argument -f/--frequency: invalid int value: '99999999999999999999999'"),
     (["-f"], "argument -f/--frequency: expected one argument"),

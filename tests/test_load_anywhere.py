@@ -535,3 +535,30 @@ def test_module_run_with_relative_imports(tmp_path):
              str(tmp_path / "checkpoints")], other, check=0)
     assert r.stdout.strip() == "[1, 2, 3, 4] True A"
     assert chkpt_lines(r.stderr) == []
+
+
+GUARDED = '''
+from chkpt import Checkpoint
+
+if __name__ == "__main__":
+    import collections
+
+    class Job:
+        def __init__(self, n):
+            self.n = n
+
+    print("WORK")
+    jobs = [Job(1), Job(2)]
+    counts = collections.Counter("aab")
+    Checkpoint.get_global_singleton().snapshot()
+'''
+
+
+def test_definitions_inside_the_main_guard(tmp_path):
+    write(tmp_path / "g.py", GUARDED)
+    chkpt(["-f", "-1", "-z", "0", "g.py"], tmp_path, check=0)
+    (tmp_path / "g.py").unlink()
+    r = run(["-c", "import chkpt; d = chkpt.load('checkpoints');"
+             "print([j.n for j in d['jobs']], d['counts']['a'])"], tmp_path, check=0)
+    assert r.stdout.strip() == "[1, 2] 2"
+    assert "WORK" not in r.stdout and chkpt_lines(r.stderr) == []

@@ -161,8 +161,15 @@ def test_sigkill_at_random_moments_leaves_a_loadable_store(tmp_path, mode):
     out = tmp_path / "out"
     rng = random.Random(4)
     for _ in range(10):
+        before = len(manifests(out)) if (out / "snapshots").is_dir() else 0
         p = spawn(["-m", "chkpt", "-o", out, *opts, script], tmp_path)
-        time.sleep(rng.uniform(0.25, 0.75))
+        # Kill while it snapshots: once its first snapshot is out (startup
+        # takes longer on a loaded machine), at a random moment after.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and p.poll() is None and (
+                not (out / "snapshots").is_dir() or len(manifests(out)) <= before):
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.4))
         p.send_signal(signal.SIGKILL)
         p.communicate(timeout=30)
         assert p.returncode == -signal.SIGKILL

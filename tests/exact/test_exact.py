@@ -137,6 +137,9 @@ CASES = [
     Case("module_in_package", ["-m", "pkg.sub.mod", "arg", "-v"]),
     Case("module_in_package_fails", ["-m", "pkg.sub.mod", "--fail"]),
     Case("module_package_main", ["-m", "pkg", "a", "-f", "1"]),
+    Case("module_uncaught", ["-m", "uncaught", "context"]),
+    Case("module_keyboard_interrupt", ["-m", "keyboard_interrupt", "signal"]),
+    Case("module_exit_message", ["-m", "sys_exit", "bye"]),
     Case("module_parent_import_fails", ["-m", "badinit.mod"]),
     Case("module_package_import_fails", ["-m", "badinit"]),
     Case("script_from_stdin", ["-", "a", "-v"],
@@ -159,12 +162,7 @@ CASES = [
     Case("pickle_copy", ["pickling.py"]),
     Case("introspection", ["introspect.py"]),
     Case("doctest_testmod", ["doctest_script.py"]),
-    Case("unittest_main", ["unittest_script.py"],
-         xfail=dict.fromkeys(
-             ("snapshot", "every_line"),
-             "module.c/capture.c: the 'cannot be saved' line for a "
-             "TestCase's self lands inside unittest's 'test_x ... ' line "
-             "(see warning_inside_a_line)")),
+    Case("unittest_main", ["unittest_script.py"]),
     Case("mp_spawn", ["mp_pool.py", "spawn"], timeout=120),
     Case("mp_forkserver", ["mp_pool.py", "forkserver"], timeout=120),
     Case("mp_fork", ["mp_pool.py", "fork"], timeout=120),
@@ -219,11 +217,7 @@ CASES = [
     Case("snapshot_side_effects", ["snapshot_side_effects.py"],
          modes=("manual", "snapshot", "every_line", "default")),
     Case("warning_inside_a_line", ["warning_midline.py"],
-         modes=("manual", "snapshot"),
-         xfail=dict.fromkeys(
-             ("manual", "snapshot"),
-             "module.c/capture.c: chkpt's 'cannot be saved' line is written "
-             "in the middle of the script's unfinished stderr line")),
+         modes=("manual", "snapshot")),
     # interpreter options given to python (before -m chkpt)
     Case("python_i_prompt", ["interactive.py"], python_opts=("-i",),
          stdin="print(x, __name__, '__file__' in globals())\n"),
@@ -245,7 +239,9 @@ CASES = [
          modes=("manual", "snapshot", "default"), timeout=120),
     Case("numpy_user_array_demo",
          [str(NUMPY / "lib" / "_user_array_impl.py")],
-         modes=("manual", "snapshot", "every_line", "default"), timeout=120),
+         modes=("manual", "snapshot", "default"), timeout=120),
+    Case("pandas_repr", ["pandas_repr.py"],
+         modes=("manual", "every_line", "default"), timeout=120),
     Case("numpy_f2py_version", ["-m", "numpy.f2py", "-v"],
          modes=("manual", "default")),
 ]
