@@ -393,9 +393,14 @@ def test_damaged_snapshot_loads_equal_or_raises_snapshot_error(
         assert set(v) <= {"equal", "SnapshotError"}, (w, v)
     # every file of the pristine store is referenced by a snapshot: verify
     # notices any damage (exit 1, not a crash), and ls still works
+    # (two damages can cancel out, e.g. the same flip twice: then the copy
+    # is intact and verify must say so)
     for c, w in zip(copies, what):
+        changed = any((Path(c) / f).read_bytes() != (store / f).read_bytes()
+                      for f in files)
         r = run_chkpt(["verify", c], d, timeout=120)
-        assert r.returncode == 1, (w, r.returncode, r.stdout, r.stderr[-2000:])
+        assert r.returncode == (1 if changed else 0), (
+            w, r.returncode, r.stdout, r.stderr[-2000:])
         r = run_chkpt(["ls", c], d, timeout=120)
         assert r.returncode in (0, 1), (w, r.returncode, r.stderr[-2000:])
     shutil.rmtree(d)
