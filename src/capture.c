@@ -11,9 +11,10 @@
  *
  * Nothing here raises into the script: a variable that cannot be pickled is
  * skipped with one `chkpt:` warning per name per run, any other failure is
- * one `chkpt:` line and the snapshot returns None. Only KeyboardInterrupt
- * raised while pickling (Ctrl-C during a user's __reduce__) propagates, so
- * that the script stops as it would have without chkpt.
+ * one `chkpt:` line and the snapshot returns None. Only exceptions that
+ * are not Exceptions (Ctrl-C's KeyboardInterrupt, a signal handler's
+ * SystemExit, raised while a user's __reduce__ runs) propagate, so that the
+ * script stops as it would have without chkpt.
  */
 #include "chkpt.h"
 #include <errno.h>
@@ -23,6 +24,100 @@
 #include <time.h>
 #include <unistd.h>
 #include <stdarg.h>
+
+/* The code objects of the script's Python-level signal handlers. */
+static PyObject *
+signal_handler_codes(void)
+{
+    PyObject *codes = PySet_New(NULL);
+    PyObject *signal = codes ? PyImport_ImportModule("signal") : NULL;
+    PyObject *sigs = signal ? PyObject_CallMethod(signal, "valid_signals", NULL)
+                            : NULL;
+    PyObject *it = sigs ? PyObject_GetIter(sigs) : NULL;
+    PyObject *n;
+    while (it != NULL && (n = PyIter_Next(it)) != NULL) {
+        PyObject *h = PyObject_CallMethod(signal, "getsignal", "O", n);
+        Py_DECREF(n);
+        PyObject *code = h ? PyObject_GetAttrString(h, "__code__") : NULL;
+        if (code == NULL || PySet_Add(codes, code) < 0) {
+            PyErr_Clear();          /* C handlers, SIG_DFL: no code */
+        }
+        Py_XDECREF(code);
+        Py_XDECREF(h);
+    }
+    int failed = it == NULL || PyErr_Occurred();
+    Py_XDECREF(it);
+    Py_XDECREF(sigs);
+    Py_XDECREF(signal);
+    if (failed) {
+        Py_XDECREF(codes);
+        return NULL;
+    }
+    return codes;
+}
+
+/* Was the pending exception raised in one of the script's signal handlers
+ * (which python runs wherever the main thread is, here in a __reduce__)? */
+static int
+raised_by_signal_handler(void)
+{
+    chkpt_saved_error e;
+    chkpt_error_save(&e);
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc = e.exc;
+#else
+    PyErr_NormalizeException(&e.type, &e.value, &e.tb);
+    if (e.value != NULL && e.tb != NULL) {
+        PyException_SetTraceback(e.value, e.tb);
+    }
+    PyObject *exc = e.value;
+#endif
+    int found = 0;
+    PyObject *codes = signal_handler_codes();
+    PyObject *tb = (codes && exc) ? PyException_GetTraceback(exc) : NULL;
+    while (tb != NULL && tb != Py_None && !found) {
+        PyObject *frame = PyObject_GetAttrString(tb, "tb_frame");
+        PyObject *code = frame ? PyObject_GetAttrString(frame, "f_code") : NULL;
+        found = code ? PySet_Contains(codes, code) == 1 : 0;
+        PyObject *next = PyObject_GetAttrString(tb, "tb_next");
+        Py_XDECREF(code);
+        Py_XDECREF(frame);
+        Py_SETREF(tb, next);
+    }
+    Py_XDECREF(tb);
+    Py_XDECREF(codes);
+    PyErr_Clear();
+    chkpt_error_restore(&e);
+    return found;
+}
+
+/* Exceptions that belong to the script rather than to the variable being
+ * pickled: a KeyboardInterrupt (Ctrl-C while a __reduce__ ran), and any
+ * other non-Exception (SystemExit...) raised by the script's own signal
+ * handler (a SIGTERM handler calling sys.exit). The capture stops and lets
+ * them through. A __reduce__ that itself calls sys.exit is the object's
+ * failure: plain python would never have called it. */
+static int
+script_exception_pending(void)
+{
+    if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_Exception)) {
+        return 0;
+    }
+    if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+        return 1;
+    }
+    return raised_by_signal_handler();
+}
+
+/* The key in ck->warned of an object not to be pickled again (it used up
+ * its time budget, or interrupted the script): the variable's name with the
+ * object's identity and type. */
+static PyObject *
+no_retry_key(PyObject *vname, PyObject *obj)
+{
+    return Py_BuildValue("(sONs)", "no retry", vname, PyLong_FromVoidPtr(obj),
+                         Py_TYPE(obj)->tp_name);
+}
 
 /* chkpt_warn with PyUnicode_FromFormat's format (%U, %S, %R ...). */
 static void
@@ -973,7 +1068,7 @@ short_repr(CheckpointObject *ck, PyObject *reprobj, PyObject *obj)
         }
     }
     if (r == NULL) {
-        if (PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+        if (script_exception_pending()) {
             return NULL;
         }
         PyErr_Clear();
@@ -1410,12 +1505,26 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
                 Py_DECREF(sk);
                 continue;
             }
+            /* an object that used up its budget once is not tried again:
+             * under -f 0 it would cost its budget on every line */
+            PyObject *slow_key = no_retry_key(vname, obj);
+            if (slow_key == NULL) {
+                goto done;
+            }
+            int slow = PySet_Contains(ck->warned, slow_key);
+            Py_DECREF(slow_key);
+            if (slow < 0) {
+                goto done;
+            }
+            if (slow) {
+                continue;
+            }
             chkpt_hooks_budget_start(ck, left < VARIABLE_BUDGET_S ? left : VARIABLE_BUDGET_S);
             int sal = is_salient(ck, obj, measure_seen);
             if (sal <= 0) {
                 chkpt_hooks_budget_stop(ck);
                 if (sal < 0) {
-                    if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+                    if (script_exception_pending()) {
                         goto done;
                     }
                     PyErr_Clear();     /* could not measure: not salient */
@@ -1435,9 +1544,21 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             if (pk == NULL || !PyBytes_Check(pk)) {
                 chkpt_hooks_budget_stop(ck);
                 bufvec_truncate(&bufs, first);
-                if (pk == NULL && PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
-                    Py_DECREF(tname);
-                    goto done;
+                int to_script = pk == NULL && script_exception_pending();
+                if (to_script
+                    || (pk == NULL && PyErr_ExceptionMatches(PyExc_TimeoutError))) {
+                    chkpt_saved_error pending;
+                    chkpt_error_save(&pending);
+                    PyObject *key = no_retry_key(vname, obj);
+                    if (key == NULL || PySet_Add(ck->warned, key) < 0) {
+                        PyErr_Clear();
+                    }
+                    Py_XDECREF(key);
+                    chkpt_error_restore(&pending);
+                    if (to_script) {
+                        Py_DECREF(tname);
+                        goto done;
+                    }
                 }
                 if (pk != NULL) {
                     Py_CLEAR(pk);
@@ -1771,7 +1892,7 @@ chkpt_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
     chkpt_hooks_budget_stop(ck);
     ck->in_snapshot = 0;
     if (r == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+        if (script_exception_pending()) {
             return NULL;
         }
         chkpt_warn_exc("snapshot failed");

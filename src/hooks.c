@@ -50,16 +50,22 @@ typedef struct {
 #endif
 } hooks_state;
 
-static void
+/* Returns -1 with the exception set when the capture was interrupted by an
+ * exception that belongs to the script (Ctrl-C, its signal handler's
+ * SystemExit): it goes on into the script, at the line being run. */
+static int
 take_auto_snapshot(CheckpointObject *ck, PyFrameObject *frame)
 {
     PyObject *r = chkpt_capture(ck, frame, "auto", NULL);
     if (r == NULL) {
-        /* chkpt_capture only fails for API misuse; never into the script */
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return -1;
+        }
         chkpt_warn_exc("automatic snapshot failed");
-        return;
+        return 0;
     }
     Py_DECREF(r);
+    return 0;
 }
 
 /* ---- arming and disarming the line hook (main thread, GIL held) ---- */
@@ -103,7 +109,9 @@ line_callback(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         h->armed = 0;
         set_line_events(h, 0);
     }
-    take_auto_snapshot(ck, NULL);
+    if (take_auto_snapshot(ck, NULL) < 0) {
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -202,6 +210,9 @@ monitoring_uninstall(hooks_state *h)
 static void
 arm(hooks_state *h)
 {
+    if (!atomic_load(&h->active)) {
+        return;
+    }
     if (!h->armed && set_line_events(h, 1) == 0) {
         h->armed = 1;
     }
@@ -258,8 +269,7 @@ trace_function(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
         h->armed = 0;
         PyEval_SetTrace(NULL, NULL);
     }
-    take_auto_snapshot(ck, frame);
-    return 0;
+    return take_auto_snapshot(ck, frame);
 }
 
 /* Is a tracer other than ours installed (the script's, a debugger's)? */
@@ -273,6 +283,9 @@ foreign_tracer(void)
 static void
 arm(hooks_state *h)
 {
+    if (!atomic_load(&h->active)) {
+        return;
+    }
     PyThreadState *ts = PyThreadState_Get();
     if (ts->c_tracefunc == trace_function) {
         h->armed = 1;
@@ -281,7 +294,9 @@ arm(hooks_state *h)
     if (foreign_tracer()) {
         /* the script's tracer wins: snapshot where we are instead */
         h->armed = 0;
-        take_auto_snapshot(h->ck, NULL);
+        if (take_auto_snapshot(h->ck, NULL) < 0) {
+            PyErr_Clear();      /* cannot reach the script from here */
+        }
         return;
     }
     PyEval_SetTrace(trace_function, NULL);
@@ -462,6 +477,51 @@ chkpt_hooks_reconfigure(CheckpointObject *ck)
     return 0;
 }
 
+/* In a child the script forks (os.fork, multiprocessing's fork workers)
+ * there is no timer thread, and its snapshots would mix into the parent's
+ * store: automatic snapshots stop there. Manual ones still work. */
+static PyObject *
+after_fork_in_child(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    CheckpointObject *ck = (CheckpointObject *)self;
+    hooks_state *h = (hooks_state *)ck->hooks;
+    if (h != NULL) {
+        h->thread_started = 0;
+        h->main_thread = PyThread_get_thread_ident();
+        disarm(h);
+        atomic_store(&h->active, 0);
+        atomic_store(&h->pending, 0);
+    }
+    Py_RETURN_NONE;
+}
+
+static const PyMethodDef after_fork_def = {
+    "chkpt_after_fork_in_child", after_fork_in_child, METH_NOARGS,
+    "chkpt: no automatic snapshots in a forked child"
+};
+
+static int
+register_after_fork(CheckpointObject *ck)
+{
+    PyObject *cb = PyCFunction_New((PyMethodDef *)&after_fork_def,
+                                   (PyObject *)ck);
+    if (cb == NULL) {
+        return -1;
+    }
+    PyObject *os = PyImport_ImportModule("os");
+    PyObject *reg = os ? PyObject_GetAttrString(os, "register_at_fork") : NULL;
+    PyObject *args = reg ? PyTuple_New(0) : NULL;
+    PyObject *kw = args ? Py_BuildValue("{s:O}", "after_in_child", cb) : NULL;
+    PyObject *r = kw ? PyObject_Call(reg, args, kw) : NULL;
+    Py_XDECREF(r);
+    Py_XDECREF(kw);
+    Py_XDECREF(args);
+    Py_XDECREF(reg);
+    Py_XDECREF(os);
+    Py_DECREF(cb);
+    return r == NULL ? -1 : 0;
+}
+
 int
 chkpt_hooks_install(CheckpointObject *ck)
 {
@@ -484,6 +544,9 @@ chkpt_hooks_install(CheckpointObject *ck)
     pthread_cond_init(&h->cond, NULL);
     h->period_ms = timer_period(ck);
     ck->hooks = h;
+    if (register_after_fork(ck) < 0) {
+        chkpt_warn_exc("forked children may take automatic snapshots");
+    }
 #if USE_MONITORING
     if (monitoring_install(h) < 0) {
         chkpt_warn_exc("automatic snapshots are off");

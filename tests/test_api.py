@@ -229,3 +229,22 @@ def test_max_store_size_rejects_a_bad_value(tmp_path):
     assert proc.stdout == ""
     assert proc.stderr.startswith("chkpt: error: argument --max-store-size")
     assert len(proc.stderr.splitlines()) == 1
+
+
+def test_a_forked_child_takes_no_automatic_snapshots(tmp_path):
+    proc = run(tmp_path, """
+        import os
+        data = [0.5] * 100
+        pid = os.fork()
+        if pid == 0:
+            for i in range(20):
+                data[0] = i
+            os._exit(0)
+        os.waitpid(pid, 0)
+        data[1] = 1
+        print(pid)
+    """, "-f", "0", "-z", "0")
+    child = proc.stdout.strip()
+    ids = [os.path.basename(i.path) for i in chkpt.snapshots(str(tmp_path / "ck"))]
+    assert ids, "the parent snapshots every line"
+    assert not [i for i in ids if f"-{child}-" in i]

@@ -307,10 +307,6 @@ def test_repr_that_never_returns_raises_or_is_enormous(tmp_path):
     assert len(warnings) <= 1 and all("'c'" in w for w in warnings), warnings
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src/capture.c: a variable that exhausted VARIABLE_BUDGET_S is retried "
-    "(5 s again) at every later snapshot, so under -f 0 a never-returning "
-    "__reduce__ costs 5 s per executed line and the script never finishes"))
 def test_never_returning_reduce_in_a_tight_loop_with_f0(tmp_path):
     """A never-returning __reduce__ in a -f 0 loop: warned once, and the
     script still finishes (chkpt gives up on that object, it does not spend
@@ -571,11 +567,6 @@ print("done")
 '''
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src/hooks.c take_auto_snapshot: a KeyboardInterrupt raised during an "
-    "automatic capture is swallowed as 'chkpt: automatic snapshot failed: "
-    "KeyboardInterrupt' (once per snapshot, not once per name) instead of "
-    "interrupting the script"))
 def test_keyboard_interrupt_in_reduce_interrupts_the_script_with_f0(tmp_path):
     """Same decision for automatic snapshots: the interrupt surfaces in the
     script at the line being executed, as a ^C would."""
@@ -799,11 +790,6 @@ def test_odd_names_reentrant_snapshot_mutated_globals_lying_sizeof(tmp_path):
         assert "x\udcff" in e["variables"], e
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src/capture.c: an exception raised by the script's own signal handler "
-    "while capture runs Python code (here SystemExit from a SIGALRM handler "
-    "firing inside a __reduce__) is taken for the variable's pickling "
-    "failure: warned and swallowed, so the script ignores the signal"))
 def test_exception_from_the_scripts_signal_handler_during_capture(tmp_path):
     """The script's signal handler runs while chkpt is pickling: what it
     raises belongs to the script (as KeyboardInterrupt does), here a
