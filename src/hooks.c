@@ -346,7 +346,7 @@ pending_interrupt(void *arg)
     atomic_fetch_sub(&h->pending, 1);
     if (raise) {
         PyErr_SetString(PyExc_TimeoutError,
-                        "the snapshot's time budget is exhausted");
+                        "chkpt gave up pickling this object: its time budget is used up");
         return -1;
     }
     return 0;
