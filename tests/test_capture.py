@@ -308,7 +308,7 @@ print(sum(i is not None for i in infos))
 def test_output_dir_changed_by_another_thread_during_a_snapshot(tmp_path):
     write(tmp_path / "t.py", THREADS)
     r = chkpt(["-f", "-1", "t.py"], tmp_path, check=0)
-    assert r.stdout.strip() == "5"
+    assert r.stdout.strip() == "5", r.stderr
 
 
 def test_with_verbose_the_unsaved_variable_is_reported_at_once(tmp_path):
