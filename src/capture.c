@@ -119,27 +119,6 @@ no_retry_key(PyObject *vname, PyObject *obj)
                          Py_TYPE(obj)->tp_name);
 }
 
-/* chkpt_warn with PyUnicode_FromFormat's format (%U, %S, %R ...). */
-static void
-warn_fmt(const char *fmt, ...)
-{
-    chkpt_saved_error e;
-    chkpt_error_save(&e);
-    va_list ap;
-    va_start(ap, fmt);
-    PyObject *s = PyUnicode_FromFormatV(fmt, ap);
-    va_end(ap);
-    const char *u = s ? PyUnicode_AsUTF8(s) : NULL;
-    if (u != NULL) {
-        chkpt_warn("%s", u);
-    }
-    else {
-        PyErr_Clear();
-        chkpt_warn("%s", fmt);
-    }
-    Py_XDECREF(s);
-    chkpt_error_restore(&e);
-}
 
 #ifndef PATH_MAX
 #define PATH_MAX 4096
@@ -245,7 +224,7 @@ flush_deferred(PyObject *self, PyObject *Py_UNUSED(ignored))
         PyObject *count = PyList_GET_ITEM(entry, 1);
         long n = PyLong_Check(count) ? PyLong_AsLong(count) : 1;
         PyErr_Clear();
-        warn_fmt("%U (left out of %ld snapshot%s)", msg, n, n == 1 ? "" : "s");
+        chkpt_warn_fmt("%U (left out of %ld snapshot%s)", msg, n, n == 1 ? "" : "s");
     }
     PyDict_Clear(d);
     Py_DECREF(d);
@@ -266,7 +245,7 @@ report_unsaved(CheckpointObject *ck, PyObject *vname, PyObject *msg)
         return -1;
     }
     if (ck->verbosity > 0 && !seen) {
-        warn_fmt("%U", msg);
+        chkpt_warn_fmt("%U", msg);
         return PySet_Add(ck->warned, vname);
     }
     if (ck->verbosity > 0) {
@@ -287,7 +266,7 @@ report_unsaved(CheckpointObject *ck, PyObject *vname, PyObject *msg)
             if (seen) {
                 return 0;
             }
-            warn_fmt("%U", msg);
+            chkpt_warn_fmt("%U", msg);
             return PySet_Add(ck->warned, vname);
         }
         Py_DECREF(r);
@@ -1358,7 +1337,7 @@ enforce_store_size(CheckpointObject *ck)
     PyObject *key = PyUnicode_FromString("--max-store-size");
     int seen = key ? PySet_Contains(ck->warned, key) : -1;
     if (seen == 0 && PySet_Add(ck->warned, key) == 0) {
-        warn_fmt("cannot keep %U under --max-store-size: %s",
+        chkpt_warn_fmt("cannot keep %U under --max-store-size: %s",
                  ck->output_dir, err);
     }
     Py_XDECREF(key);
@@ -1411,7 +1390,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         Py_DECREF(fs);
         if (r < 0 || s == NULL) {
             if (!ck->store_failed) {
-                warn_fmt("cannot open the snapshot store %U: %s; no snapshots "
+                chkpt_warn_fmt("cannot open the snapshot store %U: %s; no snapshots "
                            "will be written", ck->output_dir, err);
             }
             ck->store_failed = 1;
@@ -1490,7 +1469,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             double left = CHKPT_SNAPSHOT_TIME_BUDGET - (chkpt_monotonic() - t_start);
             if (left <= 0) {
                 if (!out_of_time) {
-                    warn_fmt("the snapshot's time budget (%d s) is used up: "
+                    chkpt_warn_fmt("the snapshot's time budget (%d s) is used up: "
                              "'%U' and the variables after it are not saved",
                              (int)CHKPT_SNAPSHOT_TIME_BUDGET, vname);
                 }
@@ -1818,7 +1797,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
                 goto done;
             }
             if (!seen || ck->verbosity > 0) {
-                warn_fmt("snapshot not written to %U: %s%s", ck->output_dir, err,
+                chkpt_warn_fmt("snapshot not written to %U: %s%s", ck->output_dir, err,
                          seen ? "" : " (further failures are reported with -v)");
                 if (!seen && PySet_Add(ck->warned, write_failed_key) < 0) {
                     goto done;
@@ -1834,7 +1813,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             goto done;
         }
         if (ck->verbosity > 0) {
-            warn_fmt("%s snapshot %zd variable(s), %lld bytes (%llu new) -> %U",
+            chkpt_warn_fmt("%s snapshot %zd variable(s), %lld bytes (%llu new) -> %U",
                        kind, PyList_GET_SIZE(vars_meta), total_size,
                        (unsigned long long)written, p);
         }

@@ -153,6 +153,8 @@ PyObject *chkpt_snapinfo_new(PyObject *module, PyObject *path, PyObject *meta);
 /* Writes one line "chkpt: <message>" to sys.stderr (falling back to C
  * stderr); never raises, preserves any pending exception. */
 void chkpt_warn(const char *fmt, ...);
+/* Same, with PyUnicode_FromFormat's format (%U, %S, %R ...). */
+void chkpt_warn_fmt(const char *fmt, ...);
 /* Same, but the message is the current exception; clears it. */
 void chkpt_warn_exc(const char *what);
 double chkpt_monotonic(void);

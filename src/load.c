@@ -25,27 +25,6 @@
 #include <sys/stat.h>
 #include <stdarg.h>
 
-/* chkpt_warn with PyUnicode_FromFormat's format (%U, %S, %R ...). */
-static void
-warn_fmt(const char *fmt, ...)
-{
-    chkpt_saved_error e;
-    chkpt_error_save(&e);
-    va_list ap;
-    va_start(ap, fmt);
-    PyObject *s = PyUnicode_FromFormatV(fmt, ap);
-    va_end(ap);
-    const char *u = s ? PyUnicode_AsUTF8(s) : NULL;
-    if (u != NULL) {
-        chkpt_warn("%s", u);
-    }
-    else {
-        PyErr_Clear();
-        chkpt_warn("%s", fmt);
-    }
-    Py_XDECREF(s);
-    chkpt_error_restore(&e);
-}
 
 #ifndef PATH_MAX
 #define PATH_MAX 4096
@@ -2165,7 +2144,7 @@ chkpt_load(PyObject *module, PyObject *snapshot, PyObject *names, int strict)
                 goto done;
             }
             PyErr_Clear();
-            warn_fmt("variable '%U' of %U cannot be loaded (%S.%S: %S); it is a "
+            chkpt_warn_fmt("variable '%U' of %U cannot be loaded (%S.%S: %S); it is a "
                        "chkpt.Unloadable stand-in", name, path, mod, qual, err);
             obj = PyObject_CallFunction((PyObject *)st->Unloadable_Type, "OOOO", name,
                                         mod ? mod : Py_None, qual ? qual : Py_None,

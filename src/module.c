@@ -68,6 +68,27 @@ chkpt_warn(const char *fmt, ...)
 }
 
 void
+chkpt_warn_fmt(const char *fmt, ...)
+{
+    chkpt_saved_error e;
+    chkpt_error_save(&e);
+    va_list ap;
+    va_start(ap, fmt);
+    PyObject *s = PyUnicode_FromFormatV(fmt, ap);
+    va_end(ap);
+    const char *u = s ? PyUnicode_AsUTF8(s) : NULL;
+    if (u != NULL) {
+        chkpt_warn("%s", u);
+    }
+    else {
+        PyErr_Clear();
+        chkpt_warn("%s", fmt);
+    }
+    Py_XDECREF(s);
+    chkpt_error_restore(&e);
+}
+
+void
 chkpt_warn_exc(const char *what)
 {
     chkpt_saved_error saved;

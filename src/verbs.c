@@ -12,27 +12,6 @@
 #include <unistd.h>
 #include <stdarg.h>
 
-/* chkpt_warn with PyUnicode_FromFormat's format (%U, %S, %R ...). */
-static void
-warn_fmt(const char *fmt, ...)
-{
-    chkpt_saved_error e;
-    chkpt_error_save(&e);
-    va_list ap;
-    va_start(ap, fmt);
-    PyObject *s = PyUnicode_FromFormatV(fmt, ap);
-    va_end(ap);
-    const char *u = s ? PyUnicode_AsUTF8(s) : NULL;
-    if (u != NULL) {
-        chkpt_warn("%s", u);
-    }
-    else {
-        PyErr_Clear();
-        chkpt_warn("%s", fmt);
-    }
-    Py_XDECREF(s);
-    chkpt_error_restore(&e);
-}
 
 /* ------------------------------------------------------------------ */
 /* output                                                              */
@@ -97,7 +76,7 @@ fail(void)
             Py_SETREF(s, PyUnicode_Substring(s, 1, PyUnicode_GET_LENGTH(s) - 1));
         }
         if (s != NULL) {
-            warn_fmt("error: %U", s);
+            chkpt_warn_fmt("error: %U", s);
         }
     }
     else {
@@ -857,7 +836,7 @@ chkpt_verb_export(PyObject *module, chkpt_cli *cli)
                 if (l != NULL && PyList_Sort(l) == 0 && sep != NULL) {
                     PyObject *j = PyUnicode_Join(sep, l);
                     if (j != NULL) {
-                        warn_fmt("note: '%U' refers to the script's own %U: "
+                        chkpt_warn_fmt("note: '%U' refers to the script's own %U: "
                                  "pickle.load resolves them where those "
                                  "modules define them (e.g. in the script)",
                                  name, j);
@@ -904,7 +883,7 @@ chkpt_verb_export(PyObject *module, chkpt_cli *cli)
             }
         }
         if (why != NULL) {
-            warn_fmt("'%U' not exported: %U", name, why);
+            chkpt_warn_fmt("'%U' not exported: %U", name, why);
             Py_DECREF(why);
             nbad++;
         }
@@ -1009,7 +988,7 @@ chkpt_verb_verify(PyObject *module, chkpt_cli *cli)
     }
     struct stat sb;
     if (stat(PyBytes_AS_STRING(fs), &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        warn_fmt("error: no snapshot store at %U", dir);
+        chkpt_warn_fmt("error: no snapshot store at %U", dir);
         Py_DECREF(fs);
         Py_DECREF(dir);
         return 1;
@@ -1065,7 +1044,7 @@ chkpt_verb_gc(PyObject *module, chkpt_cli *cli)
     }
     struct stat sb;
     if (stat(PyBytes_AS_STRING(fs), &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        warn_fmt("error: no snapshot store at %U", dir);
+        chkpt_warn_fmt("error: no snapshot store at %U", dir);
         Py_DECREF(fs);
         Py_DECREF(dir);
         return 1;
@@ -1079,7 +1058,7 @@ chkpt_verb_gc(PyObject *module, chkpt_cli *cli)
     Py_END_ALLOW_THREADS
     Py_DECREF(fs);
     if (r < 0) {
-        warn_fmt("error: gc of %U failed: %s", dir, err);
+        chkpt_warn_fmt("error: gc of %U failed: %s", dir, err);
         Py_DECREF(dir);
         return 1;
     }
