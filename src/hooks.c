@@ -22,6 +22,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
+#include <unistd.h>
 
 #define USE_MONITORING (PY_VERSION_HEX >= 0x030C0000)
 
@@ -41,6 +42,7 @@ typedef struct {
     atomic_int active;             /* cleared at uninstall */
     int armed;                     /* main thread only */
     unsigned long main_thread;
+    pid_t pid;                     /* of the process that installed them */
 #if USE_MONITORING
     int tool_id;                   /* -1 when none could be had */
     PyObject *monitoring;          /* sys.monitoring */
@@ -67,6 +69,8 @@ take_auto_snapshot(CheckpointObject *ck, PyFrameObject *frame)
     Py_DECREF(r);
     return 0;
 }
+
+static int in_forked_child(hooks_state *h);
 
 /* ---- arming and disarming the line hook (main thread, GIL held) ---- */
 
@@ -102,7 +106,7 @@ line_callback(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return Py_NewRef(h->disable);
     }
     if (PyThread_get_thread_ident() != h->main_thread || ck->in_snapshot
-        || !h->armed) {
+        || !h->armed || in_forked_child(h)) {
         Py_RETURN_NONE;
     }
     if (ck->frequency_ms != 0) {
@@ -256,7 +260,7 @@ trace_function(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
     }
     CheckpointObject *ck = running_checkpoint();
     hooks_state *h = ck ? (hooks_state *)ck->hooks : NULL;
-    if (h == NULL || ck->in_snapshot) {
+    if (h == NULL || ck->in_snapshot || in_forked_child(h)) {
         return 0;
     }
     PyCodeObject *code = PyFrame_GetCode(frame);
@@ -315,6 +319,26 @@ disarm(hooks_state *h)
 
 #endif
 
+/* In a child the script forked (os.fork, multiprocessing's fork workers)
+ * there is no timer thread, and automatic snapshots would mix into the
+ * parent's store: they stop there (manual ones still work). Noticed lazily,
+ * on the hook's own events, so nothing is registered with os.fork. */
+static int
+in_forked_child(hooks_state *h)
+{
+    if (h->pid == getpid()) {
+        return 0;
+    }
+    if (atomic_load(&h->active)) {
+        h->thread_started = 0;
+        h->main_thread = PyThread_get_thread_ident();
+        disarm(h);
+        atomic_store(&h->active, 0);
+        atomic_store(&h->pending, 0);
+    }
+    return 1;
+}
+
 /* ---- the timer thread ---- */
 
 static int
@@ -322,7 +346,7 @@ pending_arm(void *arg)
 {
     hooks_state *h = (hooks_state *)arg;
     /* the frequency may have changed since the request was posted */
-    if (atomic_load(&h->active) && !h->ck->in_snapshot
+    if (!in_forked_child(h) && atomic_load(&h->active) && !h->ck->in_snapshot
         && h->ck->frequency_ms > 0
         && PyThread_get_thread_ident() == h->main_thread) {
         arm(h);
@@ -477,51 +501,6 @@ chkpt_hooks_reconfigure(CheckpointObject *ck)
     return 0;
 }
 
-/* In a child the script forks (os.fork, multiprocessing's fork workers)
- * there is no timer thread, and its snapshots would mix into the parent's
- * store: automatic snapshots stop there. Manual ones still work. */
-static PyObject *
-after_fork_in_child(PyObject *self, PyObject *Py_UNUSED(ignored))
-{
-    CheckpointObject *ck = (CheckpointObject *)self;
-    hooks_state *h = (hooks_state *)ck->hooks;
-    if (h != NULL) {
-        h->thread_started = 0;
-        h->main_thread = PyThread_get_thread_ident();
-        disarm(h);
-        atomic_store(&h->active, 0);
-        atomic_store(&h->pending, 0);
-    }
-    Py_RETURN_NONE;
-}
-
-static const PyMethodDef after_fork_def = {
-    "chkpt_after_fork_in_child", after_fork_in_child, METH_NOARGS,
-    "chkpt: no automatic snapshots in a forked child"
-};
-
-static int
-register_after_fork(CheckpointObject *ck)
-{
-    PyObject *cb = PyCFunction_New((PyMethodDef *)&after_fork_def,
-                                   (PyObject *)ck);
-    if (cb == NULL) {
-        return -1;
-    }
-    PyObject *os = PyImport_ImportModule("os");
-    PyObject *reg = os ? PyObject_GetAttrString(os, "register_at_fork") : NULL;
-    PyObject *args = reg ? PyTuple_New(0) : NULL;
-    PyObject *kw = args ? Py_BuildValue("{s:O}", "after_in_child", cb) : NULL;
-    PyObject *r = kw ? PyObject_Call(reg, args, kw) : NULL;
-    Py_XDECREF(r);
-    Py_XDECREF(kw);
-    Py_XDECREF(args);
-    Py_XDECREF(reg);
-    Py_XDECREF(os);
-    Py_DECREF(cb);
-    return r == NULL ? -1 : 0;
-}
-
 int
 chkpt_hooks_install(CheckpointObject *ck)
 {
@@ -535,6 +514,7 @@ chkpt_hooks_install(CheckpointObject *ck)
     }
     h->ck = (CheckpointObject *)Py_NewRef(ck);
     h->main_thread = PyThread_get_thread_ident();
+    h->pid = getpid();
     atomic_init(&h->pending, 0);
     atomic_init(&h->arm_pending, 0);
     atomic_init(&h->budget_gen, 0);
@@ -544,9 +524,6 @@ chkpt_hooks_install(CheckpointObject *ck)
     pthread_cond_init(&h->cond, NULL);
     h->period_ms = timer_period(ck);
     ck->hooks = h;
-    if (register_after_fork(ck) < 0) {
-        chkpt_warn_exc("forked children may take automatic snapshots");
-    }
 #if USE_MONITORING
     if (monitoring_install(h) < 0) {
         chkpt_warn_exc("automatic snapshots are off");
