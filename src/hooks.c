@@ -451,7 +451,7 @@ void
 chkpt_hooks_budget_start(CheckpointObject *ck, double seconds)
 {
     hooks_state *h = (hooks_state *)ck->hooks;
-    if (h == NULL || !h->thread_started || seconds <= 0) {
+    if (h == NULL || in_forked_child(h) || !h->thread_started || seconds <= 0) {
         return;
     }
     pthread_mutex_lock(&h->mutex);
@@ -465,7 +465,7 @@ void
 chkpt_hooks_budget_stop(CheckpointObject *ck)
 {
     hooks_state *h = (hooks_state *)ck->hooks;
-    if (h == NULL || !h->thread_started) {
+    if (h == NULL || in_forked_child(h) || !h->thread_started) {
         return;
     }
     pthread_mutex_lock(&h->mutex);
@@ -485,7 +485,7 @@ int
 chkpt_hooks_reconfigure(CheckpointObject *ck)
 {
     hooks_state *h = (hooks_state *)ck->hooks;
-    if (h == NULL) {
+    if (h == NULL || in_forked_child(h)) {
         return 0;       /* not running yet: the value is used at install */
     }
     pthread_mutex_lock(&h->mutex);
@@ -551,6 +551,9 @@ chkpt_hooks_uninstall(CheckpointObject *ck)
     if (h == NULL) {
         return;
     }
+    /* in a forked child: no timer thread to stop, and its mutex may have
+     * been held by the parent's timer thread at the fork */
+    int child = in_forked_child(h);
     atomic_store(&h->active, 0);
     if (h->thread_started) {
         pthread_mutex_lock(&h->mutex);
@@ -583,8 +586,10 @@ chkpt_hooks_uninstall(CheckpointObject *ck)
             return;
         }
     }
-    pthread_mutex_destroy(&h->mutex);
-    pthread_cond_destroy(&h->cond);
+    if (!child) {
+        pthread_mutex_destroy(&h->mutex);
+        pthread_cond_destroy(&h->cond);
+    }
     ck->hooks = NULL;
     Py_DECREF(h->ck);
     PyMem_RawFree(h);

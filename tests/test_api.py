@@ -248,3 +248,23 @@ def test_a_forked_child_takes_no_automatic_snapshots(tmp_path):
     ids = [os.path.basename(i.path) for i in chkpt.snapshots(str(tmp_path / "ck"))]
     assert ids, "the parent snapshots every line"
     assert not [i for i in ids if f"-{child}-" in i]
+
+
+def test_a_forked_child_that_runs_to_the_end_exits_cleanly(tmp_path):
+    # The child returns into the script and ends like it: chkpt's cleanup
+    # there must not wait for the parent's timer thread (absent in a child).
+    proc = run(tmp_path, """
+        import os, time
+        data = [0.5] * 1000
+        for _ in range(5):
+            pid = os.fork()
+            if pid == 0:
+                break
+            os.waitpid(pid, 0)
+            time.sleep(0.02)
+        end = time.monotonic() + 0.1
+        while time.monotonic() < end:
+            data[0] += 1
+        print("parent" if pid else "child")
+    """, "-f", "5", "-z", "0")
+    assert sorted(proc.stdout.split()) == ["child"] * 5 + ["parent"]

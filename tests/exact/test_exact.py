@@ -350,10 +350,6 @@ def test_snapshot_modes_really_snapshot(mode, script, least, tmp_path):
     assert kinds.count("auto") >= least, kinds
 
 
-@pytest.mark.xfail(strict=True, reason="hooks.c: the line hook stays armed in "
-                   "processes forked by the script (multiprocessing 'fork' "
-                   "workers snapshot into the parent's store; a lock held by "
-                   "the timer thread at fork time can hang them)")
 def test_forked_children_take_no_snapshots(tmp_path):
     """A process forked by the script is the script's business, not a run
     of chkpt: it must not take snapshots of its own."""
