@@ -92,7 +92,8 @@ set_line_events(hooks_state *h, int on)
     return 0;
 }
 
-/* LINE callback: (code, line_number). Must never raise into the script. */
+/* LINE callback: (code, line_number). Raises into the script only what
+ * belongs to it (see take_auto_snapshot). */
 static PyObject *
 line_callback(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
