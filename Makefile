@@ -53,7 +53,7 @@ venvs: deps
 	  if [ ! -f $(VENV_DIR)/$$v/.ready ]; then \
 	    echo "setting up $(VENV_DIR)/$$v"; \
 	    $$py -m venv $(VENV_DIR)/$$v && \
-	    $(VENV_DIR)/$$v/bin/pip install -q --disable-pip-version-check $(PIP_PACKAGES) && \
+	    $(VENV_DIR)/$$v/bin/pip install -q -U --disable-pip-version-check $(PIP_PACKAGES) && \
 	    touch $(VENV_DIR)/$$v/.ready || exit 1; \
 	  fi; \
 	done
