@@ -1324,7 +1324,9 @@ enforce_store_size(CheckpointObject *ck)
     if (ck->store == NULL) {
         return;
     }
-    const char *dir = chkpt_store_dir(ck->store);
+    /* a copy: another thread may close ck->store while the GIL is released */
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", chkpt_store_dir(ck->store));
     uint64_t max_bytes = (uint64_t)ck->max_store_size;
     char err[CHKPT_ERRLEN] = "";
     int rc;
@@ -1754,8 +1756,21 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         PyObject *dir_then = Py_NewRef(ck->output_dir);
         ck->store = NULL;
         int level = ck->compress_level;
+        PyObject *dir_fs = store ? NULL : PyUnicode_EncodeFSDefault(dir_then);
+        if (store == NULL && dir_fs == NULL) {
+            Py_DECREF(dir_then);
+            goto done;
+        }
         Py_BEGIN_ALLOW_THREADS
-        chkpt_snapwriter *w = chkpt_snap_begin(store, level, err, sizeof(err));
+        /* the store was closed by another thread setting output_dir while
+         * the objects were pickled (pickling runs Python code, which lets
+         * other threads run): open the one of the new output dir */
+        if (store == NULL) {
+            chkpt_store_open(PyBytes_AS_STRING(dir_fs), 1, &store, err,
+                             sizeof(err));
+        }
+        chkpt_snapwriter *w = store ? chkpt_snap_begin(store, level, err,
+                                                       sizeof(err)) : NULL;
         if (w != NULL) {
             ok = 1;
             for (size_t k = 0; k < streams.n; k++) {
@@ -1783,6 +1798,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             }
         }
         Py_END_ALLOW_THREADS
+        Py_XDECREF(dir_fs);
         if (ck->store == NULL && ck->output_dir == dir_then) {
             ck->store = store;
         }

@@ -280,8 +280,10 @@ def test_pickling_leaves_the_scripts_classes_as_they_were(tmp_path):
 
 
 THREADS = '''
+import sys
 import threading
 import numpy as np
+sys.setswitchinterval(1e-6)     # the meddling thread runs inside the capture
 from chkpt import Checkpoint
 
 ck = Checkpoint.get_global_singleton()
