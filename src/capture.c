@@ -63,15 +63,7 @@ raised_by_signal_handler(void)
 {
     chkpt_saved_error e;
     chkpt_error_save(&e);
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *exc = e.exc;
-#else
-    PyErr_NormalizeException(&e.type, &e.value, &e.tb);
-    if (e.value != NULL && e.tb != NULL) {
-        PyException_SetTraceback(e.value, e.tb);
-    }
-    PyObject *exc = e.value;
-#endif
+    PyObject *exc = chkpt_error_value(&e);
     int found = 0;
     PyObject *codes = signal_handler_codes();
     PyObject *tb = (codes && exc) ? PyException_GetTraceback(exc) : NULL;
@@ -1547,15 +1539,8 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
                 }
                 /* skipped: warn once per name per run, record it in meta */
                 chkpt_saved_error e;
+                PyObject *msg = chkpt_describe_pending();
                 chkpt_error_save(&e);
-#if PY_VERSION_HEX >= 0x030C0000
-                PyObject *exc = e.exc;
-#else
-                PyErr_NormalizeException(&e.type, &e.value, &e.tb);
-                PyObject *exc = e.value;
-#endif
-                PyObject *msg = exc ? PyUnicode_FromFormat(
-                    "%s: %S", Py_TYPE(exc)->tp_name, exc) : NULL;
                 if (msg == NULL) {
                     PyErr_Clear();
                     msg = PyUnicode_FromString("cannot be pickled");

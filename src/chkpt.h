@@ -139,6 +139,35 @@ chkpt_error_restore(chkpt_saved_error *e)
 #endif
 }
 
+/* The saved exception object, normalized and carrying its traceback on
+ * every version (borrowed; NULL when none was pending). */
+static inline PyObject *
+chkpt_error_value(chkpt_saved_error *e)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return e->exc;
+#else
+    PyErr_NormalizeException(&e->type, &e->value, &e->tb);
+    if (e->value != NULL && e->tb != NULL) {
+        PyException_SetTraceback(e->value, e->tb);
+    }
+    return e->value;
+#endif
+}
+
+/* Drops a saved exception instead of restoring it. */
+static inline void
+chkpt_error_discard(chkpt_saved_error *e)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    Py_CLEAR(e->exc);
+#else
+    Py_CLEAR(e->type);
+    Py_CLEAR(e->value);
+    Py_CLEAR(e->tb);
+#endif
+}
+
 static inline chkpt_state *
 chkpt_get_state(PyObject *module)
 {
@@ -155,6 +184,9 @@ PyObject *chkpt_snapinfo_new(PyObject *module, PyObject *path, PyObject *meta);
 void chkpt_warn(const char *fmt, ...);
 /* Same, with PyUnicode_FromFormat's format (%U, %S, %R ...). */
 void chkpt_warn_fmt(const char *fmt, ...);
+/* "ExcType: message" of the pending exception, which stays pending; NULL
+ * (nothing else set) when it cannot be described. */
+PyObject *chkpt_describe_pending(void);
 /* Same, but the message is the current exception; clears it. */
 void chkpt_warn_exc(const char *what);
 double chkpt_monotonic(void);

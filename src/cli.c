@@ -391,6 +391,25 @@ apply_value(chkpt_cli *cli, parser *p, const opt_def *opt, PyObject *value,
 /* Parses the option at p->i (which starts with '-' and is not "-" or
  * "--"). allow_keep: whether --keep is valid here. Returns 0, a usage exit
  * status, or -1 with an exception. */
+/* The value of an option that takes one: attached to it (`--opt=V`,
+ * `-oV`: attached != NULL) or the next argument. Returns 0 with a new
+ * reference in *value, a usage exit status, or -1 with an exception. */
+static int
+option_value(parser *p, const opt_def *opt, const char *attached,
+             PyObject **value)
+{
+    if (attached != NULL) {
+        *value = PyUnicode_DecodeFSDefault(attached);
+        return *value == NULL ? -1 : 0;
+    }
+    if (p->i < p->n) {
+        *value = Py_NewRef(PyList_GET_ITEM(p->argv, p->i));
+        p->i++;
+        return 0;
+    }
+    return usage_error("argument %s: expected one argument", opt->display);
+}
+
 static int
 parse_option(chkpt_cli *cli, parser *p, int allow_keep, int allow_run)
 {
@@ -419,19 +438,9 @@ parse_option(chkpt_cli *cli, parser *p, int allow_keep, int allow_run)
         }
         PyObject *value = NULL;
         if (opt->takes_value) {
-            if (eq != NULL) {
-                value = PyUnicode_DecodeFSDefault(eq + 1);
-                if (value == NULL) {
-                    return -1;
-                }
-            }
-            else if (p->i < p->n) {
-                value = Py_NewRef(PyList_GET_ITEM(p->argv, p->i));
-                p->i++;
-            }
-            else {
-                return usage_error("argument %s: expected one argument",
-                                   opt->display);
+            int r = option_value(p, opt, eq ? eq + 1 : NULL, &value);
+            if (r != 0) {
+                return r;
             }
         }
         else if (eq != NULL) {
@@ -465,22 +474,12 @@ parse_option(chkpt_cli *cli, parser *p, int allow_keep, int allow_run)
             }
             continue;
         }
-        PyObject *value;
-        if (c[1] != '\0') {
-            value = PyUnicode_DecodeFSDefault(c + 1);
-            if (value == NULL) {
-                return -1;
-            }
+        PyObject *value = NULL;
+        int r = option_value(p, opt, c[1] != '\0' ? c + 1 : NULL, &value);
+        if (r != 0) {
+            return r;
         }
-        else if (p->i < p->n) {
-            value = Py_NewRef(PyList_GET_ITEM(p->argv, p->i));
-            p->i++;
-        }
-        else {
-            return usage_error("argument %s: expected one argument",
-                               opt->display);
-        }
-        int r = apply_option(cli, p, opt, value);
+        r = apply_option(cli, p, opt, value);
         Py_DECREF(value);
         return r;
     }

@@ -243,32 +243,6 @@ snapshot_error(PyObject *module, const char *fmt, ...)
     return NULL;
 }
 
-/* "ExcType: message" of the pending exception (which stays pending). */
-static PyObject *
-describe_pending(void)
-{
-    chkpt_saved_error e;
-    chkpt_error_save(&e);
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *exc = e.exc;
-#else
-    PyErr_NormalizeException(&e.type, &e.value, &e.tb);
-    PyObject *exc = e.value;
-#endif
-    PyObject *s = exc ? PyObject_Str(exc) : NULL;
-    PyObject *r = NULL;
-    if (s != NULL && PyUnicode_GET_LENGTH(s) > 0) {
-        r = PyUnicode_FromFormat("%s: %U", Py_TYPE(exc)->tp_name, s);
-    }
-    else if (exc != NULL) {
-        r = PyUnicode_FromString(Py_TYPE(exc)->tp_name);
-    }
-    Py_XDECREF(s);
-    PyErr_Clear();
-    chkpt_error_restore(&e);
-    return r;
-}
-
 static PyObject *
 dict_get(PyObject *d, const char *key)
 {
@@ -1050,7 +1024,7 @@ rebuild_module(PyObject *module, PyObject *group, PyObject *name)
         if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
             goto done;
         }
-        PyObject *err = describe_pending();
+        PyObject *err = chkpt_describe_pending();
         PyErr_Clear();
         if (record_error(group, name, NULL, NULL, err) < 0) {
             Py_XDECREF(err);
@@ -1163,7 +1137,7 @@ rebuild_module(PyObject *module, PyObject *group, PyObject *name)
             goto done;
         }
         /* one definition failed: note it, go on with the others */
-        PyObject *err = describe_pending();
+        PyObject *err = chkpt_describe_pending();
         PyErr_Clear();
         PyObject *lineno = node_attr(s, "lineno");
         PyObject *names = stmt_names(s);
@@ -1567,7 +1541,7 @@ unpickler_find_class(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (obj == NULL && ctx != NULL
         && !PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
         /* remember which class failed, for the stand-in */
-        PyObject *err = describe_pending();
+        PyObject *err = chkpt_describe_pending();
         chkpt_saved_error e;
         chkpt_error_save(&e);
         PyObject *t = err ? PyTuple_Pack(3, modname, qualname, err) : NULL;
@@ -2110,7 +2084,7 @@ chkpt_load(PyObject *module, PyObject *snapshot, PyObject *names, int strict)
             failed_class(ctx, var, &mod, &qual);
             PyObject *err = dict_get(ctx, "failed") && PyTuple_Check(dict_get(ctx, "failed"))
                 ? Py_NewRef(PyTuple_GET_ITEM(dict_get(ctx, "failed"), 2))
-                : describe_pending();
+                : chkpt_describe_pending();
             if (strict) {
                 chkpt_saved_error cause;
                 chkpt_error_save(&cause);
@@ -2227,7 +2201,7 @@ chkpt_check_class(PyObject *module, PyObject *snapshot_path, PyObject *meta,
     PyObject *mt = NULL;
     chkpt_snapreader *r = open_snapshot(module, meta_path, &mt);
     if (r == NULL) {
-        PyObject *why = describe_pending();
+        PyObject *why = chkpt_describe_pending();
         PyErr_Clear();
         return why;
     }
@@ -2241,7 +2215,7 @@ chkpt_check_class(PyObject *module, PyObject *snapshot_path, PyObject *meta,
     if (ctx != NULL) {
         PyObject *obj = resolve_in_sources(module, ctx, modname, qualname);
         if (obj == NULL) {
-            res = describe_pending();
+            res = chkpt_describe_pending();
         }
         Py_XDECREF(obj);
         if (PyDict_SetItemString(ctx, "reader", Py_None) < 0) {

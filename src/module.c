@@ -88,17 +88,33 @@ chkpt_warn_fmt(const char *fmt, ...)
     chkpt_error_restore(&e);
 }
 
+/* "ExcType: message" of the pending exception (which stays pending). */
+PyObject *
+chkpt_describe_pending(void)
+{
+    chkpt_saved_error e;
+    chkpt_error_save(&e);
+    PyObject *exc = chkpt_error_value(&e);
+    PyObject *s = exc ? PyObject_Str(exc) : NULL;
+    PyObject *r = NULL;
+    if (s != NULL && PyUnicode_GET_LENGTH(s) > 0) {
+        r = PyUnicode_FromFormat("%s: %U", Py_TYPE(exc)->tp_name, s);
+    }
+    else if (exc != NULL) {
+        r = PyUnicode_FromString(Py_TYPE(exc)->tp_name);
+    }
+    Py_XDECREF(s);
+    PyErr_Clear();
+    chkpt_error_restore(&e);
+    return r;
+}
+
 void
 chkpt_warn_exc(const char *what)
 {
     chkpt_saved_error saved;
     chkpt_error_save(&saved);
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *value = saved.exc;
-#else
-    PyErr_NormalizeException(&saved.type, &saved.value, &saved.tb);
-    PyObject *value = saved.value;
-#endif
+    PyObject *value = chkpt_error_value(&saved);
     const char *tname = value ? Py_TYPE(value)->tp_name : "error";
     PyObject *s = value ? PyObject_Str(value) : NULL;
     const char *msg = s ? PyUnicode_AsUTF8(s) : NULL;
@@ -113,13 +129,7 @@ chkpt_warn_exc(const char *what)
         chkpt_warn("%s: %s", what, tname);
     }
     Py_XDECREF(s);
-#if PY_VERSION_HEX >= 0x030C0000
-    Py_XDECREF(saved.exc);
-#else
-    Py_XDECREF(saved.type);
-    Py_XDECREF(saved.value);
-    Py_XDECREF(saved.tb);
-#endif
+    chkpt_error_discard(&saved);
 }
 
 int

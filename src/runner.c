@@ -584,13 +584,7 @@ exec_main_code(CheckpointObject *ck, PyObject *source, PyObject *filename,
             }
             return NULL;
         }
-#if PY_VERSION_HEX >= 0x030C0000
-        Py_XDECREF(saved.exc);
-#else
-        Py_XDECREF(saved.type);
-        Py_XDECREF(saved.value);
-        Py_XDECREF(saved.tb);
-#endif
+        chkpt_error_discard(&saved);
         hooks_install(ck);
         enter_bottom(&bottom);
         result = PyRun_FileExFlags(fp, PyBytes_AS_STRING(fb), Py_file_input,
@@ -804,15 +798,7 @@ runpy_error_message(void)
     PyObject *msg = NULL;
     chkpt_saved_error saved;
     chkpt_error_save(&saved);
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *value = saved.exc;
-#else
-    PyErr_NormalizeException(&saved.type, &saved.value, &saved.tb);
-    if (saved.tb != NULL && saved.value != NULL) {
-        PyException_SetTraceback(saved.value, saved.tb);
-    }
-    PyObject *value = saved.value;
-#endif
+    PyObject *value = chkpt_error_value(&saved);
     PyObject *code = value ? PyObject_GetAttrString(value, "code") : NULL;
     PyObject *tb = value ? PyException_GetTraceback(value) : NULL;
     PyObject *exe = PySys_GetObject("executable");      /* borrowed */

@@ -62,12 +62,7 @@ fail(void)
     }
     chkpt_saved_error e;
     chkpt_error_save(&e);
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *exc = e.exc;
-#else
-    PyErr_NormalizeException(&e.type, &e.value, &e.tb);
-    PyObject *exc = e.value;
-#endif
+    PyObject *exc = chkpt_error_value(&e);
     PyObject *s = exc ? PyObject_Str(exc) : NULL;
     if (s != NULL && PyUnicode_GET_LENGTH(s) > 0) {
         if (exc && PyErr_GivenExceptionMatches(exc, PyExc_KeyError)
@@ -84,13 +79,7 @@ fail(void)
     }
     PyErr_Clear();
     Py_XDECREF(s);
-#if PY_VERSION_HEX >= 0x030C0000
-    Py_XDECREF(e.exc);
-#else
-    Py_XDECREF(e.type);
-    Py_XDECREF(e.value);
-    Py_XDECREF(e.tb);
-#endif
+    chkpt_error_discard(&e);
     return 1;
 }
 
@@ -853,19 +842,11 @@ chkpt_verb_export(PyObject *module, chkpt_cli *cli)
                     rc = -1;
                 }
                 else {
-                    chkpt_saved_error e;
-                    chkpt_error_save(&e);
-#if PY_VERSION_HEX >= 0x030C0000
-                    PyObject *v = e.exc;
-#else
-                    PyErr_NormalizeException(&e.type, &e.value, &e.tb);
-                    PyObject *v = e.value;
-#endif
-                    why = v ? PyUnicode_FromFormat("%s: %S", Py_TYPE(v)->tp_name, v)
-                            : PyUnicode_FromString("cannot be pickled");
+                    why = chkpt_describe_pending();
                     PyErr_Clear();
-                    chkpt_error_restore(&e);
-                    PyErr_Clear();
+                    if (why == NULL) {
+                        why = PyUnicode_FromString("cannot be pickled");
+                    }
                     if (why == NULL) {
                         rc = -1;
                     }
