@@ -145,7 +145,11 @@ def test_frequency_takes_periodic_automatic_snapshots(tmp_path):
     infos = chkpt.snapshots(str(tmp_path / "ck"))
     assert 4 <= len(infos) <= 20, len(infos)
     assert {i.kind for i in infos} == {"auto"}
-    assert all(i.line is not None and 8 <= i.line <= 10 for i in infos)
+    # The first period may end while numpy is still importing (a cold CI
+    # machine): that snapshot lands on the next script line.  Every later
+    # one falls inside the loop, where the script spends its time.
+    assert 4 <= infos[0].line <= 10, infos[0].line
+    assert all(8 <= i.line <= 10 for i in infos[1:]), [i.line for i in infos]
 
 
 def test_manual_only_takes_no_automatic_snapshot(tmp_path):
