@@ -11,8 +11,14 @@
  *          tool id; locations outside the script get DISABLE, so library
  *          code is never reported again.
  *   3.11   the C-level trace function (PyEval_SetTrace), set only while
- *          armed. When the script has a tracer of its own, it wins: the
- *          snapshot is then taken from the pending call itself.
+ *          armed.
+ *
+ * While the script has a tracer of its own (pdb, coverage, its own
+ * sys.settrace), that tracer wins: the hook stays off and a due snapshot is
+ * taken from the pending call itself. On 3.11 there is one tracer per
+ * thread; on 3.13 another tool's LINE events hide the instruction event that
+ * breakpoint() stops on, so an audit hook turns our events off the moment
+ * the script calls sys.settrace.
  *
  * -f 0 keeps the hook armed for good (a snapshot per executed line of the
  * script); -f -1 never arms it (manual snapshots only).
@@ -21,6 +27,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -41,6 +48,7 @@ typedef struct {
     atomic_uint fired_gen;         /* budget_gen when its deadline passed */
     atomic_int active;             /* cleared at uninstall */
     int armed;                     /* main thread only */
+    int own_settrace;              /* 3.11: we are calling PyEval_SetTrace */
     unsigned long main_thread;
     pid_t pid;                     /* of the process that installed them */
 #if USE_MONITORING
@@ -71,6 +79,26 @@ take_auto_snapshot(CheckpointObject *ck, PyFrameObject *frame)
 }
 
 static int in_forked_child(hooks_state *h);
+
+/* The running Checkpoint, for the hooks that get no argument: 3.11's trace
+ * function (installed without a trace object so that the script's
+ * sys.gettrace() still says None) and the audit hook. */
+static CheckpointObject *
+running_checkpoint(void)
+{
+    /* a sys.modules lookup, not an import: this runs on every line event */
+    PyObject *name = PyUnicode_FromString("chkpt._chkpt");
+    PyObject *mod = name ? PyImport_GetModule(name) : NULL;
+    Py_XDECREF(name);
+    if (mod == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    CheckpointObject *ck = (CheckpointObject *)chkpt_get_state(mod)->singleton;
+    Py_DECREF(mod);
+    return ck;
+}
+
 
 /* ---- arming and disarming the line hook (main thread, GIL held) ---- */
 
@@ -212,10 +240,17 @@ monitoring_uninstall(hooks_state *h)
     Py_CLEAR(h->monitoring);
 }
 
+/* Is the script tracing itself (sys.settrace, PyEval_SetTrace)? */
+static int
+foreign_tracer(void)
+{
+    return PyThreadState_Get()->c_tracefunc != NULL;
+}
+
 static void
 arm(hooks_state *h)
 {
-    if (!atomic_load(&h->active)) {
+    if (!atomic_load(&h->active) || foreign_tracer()) {
         return;
     }
     if (!h->armed && set_line_events(h, 1) == 0) {
@@ -234,23 +269,16 @@ disarm(hooks_state *h)
 
 #else /* 3.11: the C trace function */
 
-/* The running Checkpoint. The trace function is installed without a trace
- * object so that the script's sys.gettrace() still says None; it finds the
- * Checkpoint through the module instead (only on line events, while armed). */
-static CheckpointObject *
-running_checkpoint(void)
+static int trace_function(PyObject *, PyFrameObject *, int, PyObject *);
+
+/* Sets or clears our trace function, telling the audit hook (which sees
+ * PyEval_SetTrace too) that this change is ours. */
+static void
+set_own_trace(hooks_state *h, int on)
 {
-    /* a sys.modules lookup, not an import: this runs on every line event */
-    PyObject *name = PyUnicode_FromString("chkpt._chkpt");
-    PyObject *mod = name ? PyImport_GetModule(name) : NULL;
-    Py_XDECREF(name);
-    if (mod == NULL) {
-        PyErr_Clear();
-        return NULL;
-    }
-    CheckpointObject *ck = (CheckpointObject *)chkpt_get_state(mod)->singleton;
-    Py_DECREF(mod);
-    return ck;
+    h->own_settrace = 1;
+    PyEval_SetTrace(on ? trace_function : NULL, NULL);
+    h->own_settrace = 0;
 }
 
 static int
@@ -272,7 +300,7 @@ trace_function(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
     }
     if (ck->frequency_ms != 0) {
         h->armed = 0;
-        PyEval_SetTrace(NULL, NULL);
+        set_own_trace(h, 0);
     }
     return take_auto_snapshot(ck, frame);
 }
@@ -297,14 +325,10 @@ arm(hooks_state *h)
         return;
     }
     if (foreign_tracer()) {
-        /* the script's tracer wins: snapshot where we are instead */
         h->armed = 0;
-        if (take_auto_snapshot(h->ck, NULL) < 0) {
-            PyErr_Clear();      /* cannot reach the script from here */
-        }
         return;
     }
-    PyEval_SetTrace(trace_function, NULL);
+    set_own_trace(h, 1);
     h->armed = 1;
 }
 
@@ -313,7 +337,7 @@ disarm(hooks_state *h)
 {
     PyThreadState *ts = PyThreadState_Get();
     if (ts->c_tracefunc == trace_function) {
-        PyEval_SetTrace(NULL, NULL);
+        set_own_trace(h, 0);
     }
     h->armed = 0;
 }
@@ -342,19 +366,82 @@ in_forked_child(hooks_state *h)
 
 /* ---- the timer thread ---- */
 
+/* Runs on the main thread between two bytecodes, like a signal handler:
+ * what it raises (only what belongs to the script, see take_auto_snapshot)
+ * surfaces there. */
 static int
 pending_arm(void *arg)
 {
     hooks_state *h = (hooks_state *)arg;
+    int rc = 0;
+    atomic_store(&h->arm_pending, 0);
     /* the frequency may have changed since the request was posted */
     if (!in_forked_child(h) && atomic_load(&h->active) && !h->ck->in_snapshot
-        && h->ck->frequency_ms > 0
+        && h->ck->frequency_ms >= 0
         && PyThread_get_thread_ident() == h->main_thread) {
-        arm(h);
+        if (!foreign_tracer()) {
+            arm(h);
+        }
+        else if (h->ck->frequency_ms > 0) {
+            /* the script's tracer wins: snapshot where the script is */
+            disarm(h);
+            rc = take_auto_snapshot(h->ck, NULL);
+        }
+        /* -f 0 under a tracer: no per-line snapshots until it is gone */
     }
-    atomic_store(&h->arm_pending, 0);
     atomic_fetch_sub(&h->pending, 1);
-    return 0;       /* never an exception into the script */
+    return rc;
+}
+
+/* Audit hook: the script is about to change its tracer. On 3.12+ our LINE
+ * events go off at once (on 3.11 the script's tracer replaces ours), and a
+ * request posted here re-evaluates once the new tracer is in place: it
+ * re-arms -f 0 when the tracer was removed. */
+static int
+audit_hook(const char *event, PyObject *args, void *unused)
+{
+    (void)args;
+    (void)unused;
+    if (strcmp(event, "sys.settrace") != 0
+        && strcmp(event, "sys._settraceallthreads") != 0) {
+        return 0;
+    }
+    chkpt_saved_error saved;
+    chkpt_error_save(&saved);
+    CheckpointObject *ck = running_checkpoint();
+    hooks_state *h = ck ? (hooks_state *)ck->hooks : NULL;
+    if (h != NULL && atomic_load(&h->active) && !h->own_settrace
+        && !in_forked_child(h)) {
+#if USE_MONITORING
+        disarm(h);
+#endif
+        if (ck->frequency_ms == 0 && !atomic_exchange(&h->arm_pending, 1)) {
+            atomic_fetch_add(&h->pending, 1);
+            if (Py_AddPendingCall(pending_arm, h) != 0) {
+                atomic_fetch_sub(&h->pending, 1);
+                atomic_store(&h->arm_pending, 0);
+            }
+        }
+    }
+    PyErr_Clear();
+    chkpt_error_restore(&saved);
+    return 0;
+}
+
+/* Audit hooks belong to the process and cannot be removed: one is added
+ * for the process's lifetime and finds the running Checkpoint itself. */
+static void
+add_audit_hook(void)
+{
+    static atomic_int added;
+    if (atomic_exchange(&added, 1)) {
+        return;
+    }
+    if (PySys_AddAuditHook(audit_hook, NULL) < 0) {
+        PyErr_Clear();
+        chkpt_warn("cannot add an audit hook: under a debugger, automatic "
+                   "snapshots may hide a breakpoint() stop");
+    }
 }
 
 /* Runs on the main thread when a snapshot overran its time budget: the
@@ -532,6 +619,7 @@ chkpt_hooks_install(CheckpointObject *ck)
         return 0;       /* the script runs on; manual snapshots still work */
     }
 #endif
+    add_audit_hook();
     if (pthread_create(&h->thread, NULL, timer_main, h) != 0) {
         chkpt_warn("cannot start the timer thread; automatic snapshots "
                    "every %lld ms are off", ck->frequency_ms);

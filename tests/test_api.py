@@ -168,6 +168,55 @@ def test_frequency_zero_snapshots_every_line(tmp_path):
     assert lines == [3, 4, 5]
 
 
+def test_script_tracing_itself_keeps_its_tracer_and_periodic_snapshots(tmp_path):
+    # The script's tracer (a debugger, coverage) wins over chkpt's line
+    # hook: it sees the events plain python gives it, and snapshots still
+    # come (taken where the script is when they are due).
+    source = """
+        import sys, time
+        seen = set()
+        def tracer(frame, event, arg):
+            if frame.f_code.co_filename == __file__:
+                seen.add((event, frame.f_lineno))
+            return tracer
+        def work(data):
+            end = time.monotonic() + 0.6
+            while time.monotonic() < end:
+                data[0] += 1
+                data[1] += 1
+            return data
+        data = [1.0] * 1000
+        sys.settrace(tracer)
+        work(data)
+        sys.settrace(None)
+        print(sorted(seen))
+    """
+    proc = run(tmp_path, source, "-f", "50", "-z", "0")
+    plain = subprocess.run([sys.executable, str(tmp_path / "job.py")],
+                           capture_output=True, text=True, timeout=60)
+    assert proc.stdout == plain.stdout
+    assert "('line', 12)" in proc.stdout
+    infos = chkpt.snapshots(str(tmp_path / "ck"))
+    assert len(infos) >= 4
+    # in work() or in the tracer, which is the script's code too
+    assert all(4 <= i.line <= 13 for i in infos[1:]), [i.line for i in infos]
+
+
+def test_frequency_zero_pauses_while_the_script_traces_itself(tmp_path):
+    # -f 0 resumes per-line snapshots once the script's tracer is removed
+    run(tmp_path, """
+        import sys
+        a = [0.5] * 10
+        sys.settrace(lambda *args: None)
+        a.append(1)
+        sys.settrace(None)
+        a.append(2)
+        a.append(3)
+    """, "-f", "0", "-z", "0")
+    lines = [i.line for i in chkpt.snapshots(str(tmp_path / "ck"))]
+    assert lines == [4, 7, 8]
+
+
 def test_frequency_can_be_changed_while_running(tmp_path):
     proc = run(tmp_path, """
         import time

@@ -198,13 +198,7 @@ CASES = [
     # the script's own tools
     Case("settrace", ["settrace_script.py"]),
     Case("setprofile", ["setprofile_script.py"]),
-    Case("pdb_breakpoint", ["pdb_script.py"], stdin=PDB_INPUT,
-         xfail=dict.fromkeys(
-             ("snapshot", "every_line"),
-             "CPython 3.13.0 (see DIFFERENCES.md): while chkpt's "
-             "sys.monitoring LINE hook is armed, breakpoint() stops one "
-             "line late (pdb's step-instruction stop is skipped)")
-         if sys.version_info[:2] == (3, 13) else {}),
+    Case("pdb_breakpoint", ["pdb_script.py"], stdin=PDB_INPUT),
     Case("signal_handlers", ["signals_script.py"]),
     Case("stdin_input", ["stdin_input.py"], stdin="Ada\n41\nline 3\nline 4\n"),
     Case("warnings", ["warnings_script.py"]),
