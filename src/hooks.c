@@ -40,6 +40,7 @@ typedef struct {
     pthread_mutex_t mutex;
     pthread_cond_t cond;
     int stop;                      /* under mutex */
+    int restart;                   /* under mutex: a snapshot just ended */
     long long period_ms;           /* under mutex: 0 = no timer */
     atomic_int pending;            /* pending calls queued, not yet run */
     atomic_int arm_pending;        /* an arming request is queued */
@@ -63,10 +64,13 @@ typedef struct {
 /* Returns -1 with the exception set when the capture was interrupted by an
  * exception that belongs to the script (Ctrl-C, its signal handler's
  * SystemExit): it goes on into the script, at the line being run. */
+static void restart_period(hooks_state *h);
+
 static int
 take_auto_snapshot(CheckpointObject *ck, PyFrameObject *frame)
 {
     PyObject *r = chkpt_capture(ck, frame, "auto", NULL);
+    restart_period((hooks_state *)ck->hooks);
     if (r == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_Exception)) {
             return -1;
@@ -374,7 +378,6 @@ pending_arm(void *arg)
 {
     hooks_state *h = (hooks_state *)arg;
     int rc = 0;
-    atomic_store(&h->arm_pending, 0);
     /* the frequency may have changed since the request was posted */
     if (!in_forked_child(h) && atomic_load(&h->active) && !h->ck->in_snapshot
         && h->ck->frequency_ms >= 0
@@ -389,6 +392,7 @@ pending_arm(void *arg)
         }
         /* -f 0 under a tracer: no per-line snapshots until it is gone */
     }
+    atomic_store(&h->arm_pending, 0);
     atomic_fetch_sub(&h->pending, 1);
     return rc;
 }
@@ -483,6 +487,21 @@ post_request(hooks_state *h, int (*func)(void *))
     pthread_mutex_lock(&h->mutex);
 }
 
+/* The period counts from the end of the last automatic snapshot: a
+ * snapshot that takes longer than the period must not be followed at once
+ * by the next one, or the script would never get to run. */
+static void
+restart_period(hooks_state *h)
+{
+    if (h == NULL || !h->thread_started || in_forked_child(h)) {
+        return;
+    }
+    pthread_mutex_lock(&h->mutex);
+    h->restart = 1;
+    pthread_cond_signal(&h->cond);
+    pthread_mutex_unlock(&h->mutex);
+}
+
 static void *
 timer_main(void *arg)
 {
@@ -492,8 +511,9 @@ timer_main(void *arg)
     pthread_mutex_lock(&h->mutex);
     while (!h->stop) {
         double now = chkpt_monotonic();
-        if (h->period_ms != period) {           /* new period: start over */
+        if (h->period_ms != period || h->restart) {     /* start over */
             period = h->period_ms;
+            h->restart = 0;
             next_tick = period > 0 ? now + (double)period / 1000.0 : 0;
         }
         double wake = next_tick;

@@ -168,10 +168,13 @@ def test_frequency_zero_snapshots_every_line(tmp_path):
     assert lines == [3, 4, 5]
 
 
-def test_script_tracing_itself_keeps_its_tracer_and_periodic_snapshots(tmp_path):
+@pytest.mark.parametrize("period", ["50", "1"])
+def test_script_tracing_itself_keeps_its_tracer_and_periodic_snapshots(
+        tmp_path, period):
     # The script's tracer (a debugger, coverage) wins over chkpt's line
     # hook: it sees the events plain python gives it, and snapshots still
-    # come (taken where the script is when they are due).
+    # come (taken where the script is when they are due). With -f 1 each
+    # snapshot takes longer than the period: the script still gets to run.
     source = """
         import sys, time
         seen = set()
@@ -191,7 +194,7 @@ def test_script_tracing_itself_keeps_its_tracer_and_periodic_snapshots(tmp_path)
         sys.settrace(None)
         print(sorted(seen))
     """
-    proc = run(tmp_path, source, "-f", "50", "-z", "0")
+    proc = run(tmp_path, source, "-f", period, "-z", "0")
     plain = subprocess.run([sys.executable, str(tmp_path / "job.py")],
                            capture_output=True, text=True, timeout=60)
     assert proc.stdout == plain.stdout
