@@ -1505,11 +1505,18 @@ fetch_chunk(chkpt_snapreader *r, size_t si, uint64_t k, unsigned char *dst,
     }
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        if (errno == ENOENT) {
+        int open_errno = errno;
+        if (open_errno == ENOENT && access(r->path, F_OK) < 0 && errno == ENOENT) {
+            /* readers take no lock: gc may remove a snapshot being read */
+            seterr(err, errlen, "snapshot %s was removed (gc) while it was "
+                   "being read", r->path);
+        }
+        else if (open_errno == ENOENT) {
             seterr(err, errlen, "chunk %s of stream %zu is missing (%s)",
                    hex, si, path);
         }
         else {
+            errno = open_errno;
             sys_err(err, errlen, "cannot read chunk", path);
         }
         return -1;

@@ -693,6 +693,40 @@ test_gc(void)
     drop_dir(dir);
 }
 
+/* A reader takes no lock: gc removing the snapshot it is reading makes
+ * the read fail with a message that says so, not "damaged". */
+static void
+test_gc_under_reader(void)
+{
+    char dir[PATH_MAX], path[PATH_MAX], err[CHKPT_ERRLEN];
+    size_t lens[] = {100000};      /* chunked: inline streams are in the manifest */
+    const void *data[1];
+    unsigned char *bytes = random_bytes(lens[0], 5);
+    static unsigned char back[100000];
+    size_t rs, rc;
+    chkpt_store *s;
+    chkpt_snapreader *r;
+
+    new_dir(dir);
+    s = open_store(dir);
+    data[0] = bytes;
+    CHECK(snap(s, 0, data, lens, NULL, 1, path, NULL) == 0);
+    r = chkpt_snap_open(path, err, sizeof(err));
+    CHECK_MSG(r != NULL, err);
+    CHECK(chkpt_store_gc(dir, 0, &rs, &rc, err, sizeof(err)) == 0);
+    CHECK(rs == 1 && rc == 1);
+    if (r != NULL) {
+        CHECK(chkpt_snap_stream_len(r, 0) == sizeof(back));
+        CHECK(chkpt_snap_read_stream(r, 0, back, err, sizeof(err)) < 0);
+        CHECK_MSG(strstr(err, "was removed (gc) while it was being read")
+                  != NULL, err);
+        chkpt_snap_close(r);
+    }
+    free(bytes);
+    chkpt_store_close(s);
+    drop_dir(dir);
+}
+
 /* Budget arithmetic with dedup: each snapshot adds one 1 MiB chunk and
  * shares one; removing the oldest frees 1 MiB (+ its manifest). */
 static void
@@ -1011,6 +1045,7 @@ main(void)
         {"list_order", test_list_order},
         {"gc", test_gc},
         {"gc_budget", test_gc_budget},
+        {"gc_under_reader", test_gc_under_reader},
         {"permissions", test_permissions},
         {"relocatable", test_relocatable},
         {"write_error", test_write_error},
