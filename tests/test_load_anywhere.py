@@ -3,13 +3,15 @@ functions, enums, namedtuples and dataclasses (and those of the modules next
 to it) resolve wherever a snapshot is opened, as they were when it was taken.
 """
 import json
+import os
 import shutil
+import subprocess
 import sys
 
 import pytest
 
-from snapshot_util import (chkpt, chkpt_lines, chunk_files, manifests, py, run,
-                           write)
+from snapshot_util import (ROOT, chkpt, chkpt_lines, chunk_files, env_with,
+                           manifests, py, run, write)
 
 SCRIPT = '''
 import enum
@@ -562,3 +564,62 @@ def test_definitions_inside_the_main_guard(tmp_path):
              "print([j.n for j in d['jobs']], d['counts']['a'])"], tmp_path, check=0)
     assert r.stdout.strip() == "[1, 2] 2"
     assert "WORK" not in r.stdout and chkpt_lines(r.stderr) == []
+
+
+# ---- a snapshot taken under another supported Python ----
+
+def other_pythons():
+    """The project's other virtualenvs (make test creates one per supported
+    Python, each with numpy and pandas) whose extension is built in place."""
+    found = []
+    for exe in sorted(ROOT.glob(".venv/3.*/bin/python")):
+        tag = exe.parent.parent.name            # "3.12"
+        if tag == "%d.%d" % sys.version_info[:2]:
+            continue
+        if list((ROOT / "chkpt").glob(f"_chkpt.cpython-{tag.replace('.', '')}-*.so")):
+            found.append(pytest.param(exe, id=tag))
+    return found or [pytest.param(None, id="none", marks=pytest.mark.skip(
+        reason="no other supported Python with a built chkpt in .venv/ "
+               "(make test creates them)"))]
+
+
+CROSS_EXTRA = '''
+import numpy as np
+import pandas as pd
+arr = np.arange(300_000, dtype=np.float64).reshape(1000, 300)
+frame = pd.DataFrame({"a": np.arange(50_000), "b": np.linspace(0, 1, 50_000)})
+ck.snapshot("numeric")
+'''
+
+
+@pytest.mark.parametrize("other_python", other_pythons())
+def test_snapshot_from_another_python_opens_here(tmp_path, other_python):
+    proj, ext, other = tmp_path / "proj", tmp_path / "ext", tmp_path / "o"
+    write(proj / "script.py", SCRIPT.replace(
+        'if __name__ == "__main__":', CROSS_EXTRA + '\nif __name__ == "__main__":'))
+    write(proj / "helpers.py", HELPERS)
+    write(ext / "extmod.py", EXTMOD)
+    env = env_with([ext])
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ext)])  # its own build
+    r = subprocess.run([str(other_python), "-m", "chkpt", "-f", "-1", "-z", "0",
+                        "script.py"], cwd=proj, env=env, capture_output=True,
+                       text=True, timeout=180)
+    assert r.returncode == 0 and chkpt_lines(r.stderr) == [], r.stderr
+    store = proj / "checkpoints"
+    other.mkdir()
+    write(other / "check.py", CHECK)
+    r = run(["check.py", str(store / "snapshots" / manifests(store)[0].name)],
+            other, extra_paths=[ext], check=0)
+    assert "CHECK OK" in r.stdout and chkpt_lines(r.stderr) == [], r.stderr
+    code = """
+import sys, numpy as np, chkpt
+info = chkpt.snapshots(sys.argv[1])[-1]
+d = chkpt.load(info)
+assert info.name == "numeric"
+assert np.array_equal(d["arr"], np.arange(300_000.0).reshape(1000, 300))
+assert d["arr"].flags.writeable
+assert d["frame"]["b"].iloc[-1] == 1.0 and len(d["frame"]) == 50_000
+print("NUMERIC OK")
+"""
+    r = run(["-c", code, str(store)], other, extra_paths=[ext], check=0)
+    assert "NUMERIC OK" in r.stdout and chkpt_lines(r.stderr) == [], r.stderr
