@@ -1655,7 +1655,8 @@ is_file(PyObject *fs)
     return stat(PyBytes_AS_STRING(fs), &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
-/* newest manifest of the store at fs, or NULL (no error) if none */
+/* newest manifest of the store at fs; NULL with no error if it has none,
+ * with SnapshotError if it cannot be listed (not a store, a newer format) */
 static PyObject *
 newest_in(PyObject *module, PyObject *fs)
 {
@@ -1663,7 +1664,7 @@ newest_in(PyObject *module, PyObject *fs)
     size_t n = 0;
     char err[CHKPT_ERRLEN] = "";
     if (chkpt_store_list(PyBytes_AS_STRING(fs), &paths, &n, err, sizeof(err)) < 0) {
-        return NULL;
+        return snapshot_error(module, "%s: %s", PyBytes_AS_STRING(fs), err);
     }
     PyObject *r = NULL;
     if (n > 0) {
@@ -1737,7 +1738,8 @@ chkpt_resolve_snapshot(PyObject *module, PyObject *snapshot)
     if (res == NULL && !PyErr_Occurred()) {
         snapshot_error(module, "no snapshot at %U", p);
     }
-    else if (res == NULL) {
+    else if (res == NULL
+             && !PyErr_ExceptionMatches(chkpt_get_state(module)->SnapshotError)) {
         PyErr_Clear();
         snapshot_error(module, "no snapshot at %U", p);
     }

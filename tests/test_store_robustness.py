@@ -459,3 +459,44 @@ def test_gc_while_a_script_writes(tmp_path):
     assert rep["errors"] == [] and rep["inconsistent"] == []
     r = chkpt(["verify", out], tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------------------
+# a store written by a newer chkpt (docs/FORMAT.md, "Versioning")
+
+def test_store_of_a_newer_format_is_refused_everywhere(tmp_path):
+    script = write(tmp_path / "job.py", '''
+        from chkpt import Checkpoint
+        data = [1.0] * 100
+        Checkpoint.get_global_singleton().snapshot("s")
+        print("job done")
+    ''')
+    out = tmp_path / "out"
+    r = chkpt(["-f", "-1", "-z", "0", "-o", out, script], tmp_path)
+    assert r.returncode == 0, r.stderr
+    (out / "FORMAT").write_text("chkpt-store 2\n")
+    before = sorted((p.relative_to(out), p.read_bytes())
+                    for p in out.rglob("*") if p.is_file())
+    (manifest,) = (out / "snapshots").glob("*.ckpt")
+    why = "store format 2 is newer than this chkpt supports (1): upgrade chkpt"
+    for verb in (["ls", out], ["show", out], ["show", manifest], ["verify", out],
+                 ["export", manifest, tmp_path / "x.pkl"], ["gc", out, "--keep", "0"]):
+        r = chkpt(verb, tmp_path)
+        assert r.returncode != 0, verb
+        assert r.stdout == "" and len(r.stderr.splitlines()) == 1, (verb, r.stderr)
+        assert r.stderr.startswith("chkpt: error: ") and why in r.stderr, (verb, r.stderr)
+    for target in (out, manifest):
+        r = run(["-c", "import sys, chkpt; chkpt.load(sys.argv[1])", target], tmp_path)
+        assert r.stderr.splitlines()[-1].startswith("chkpt.SnapshotError: ")
+        assert why in r.stderr, r.stderr
+    r = run(["-c", "import sys, chkpt; chkpt.snapshots(sys.argv[1])", out], tmp_path)
+    assert why in r.stderr.splitlines()[-1], r.stderr
+    # a script pointed at it runs as usual, says so once, writes nothing
+    r = chkpt(["-f", "-1", "-z", "0", "-o", out, script], tmp_path)
+    assert r.returncode == 0 and r.stdout == "job done\n"
+    (line,) = chkpt_lines(r.stderr)
+    assert why in line and "no snapshots will be written" in line
+    after = sorted((p.relative_to(out), p.read_bytes())
+                   for p in out.rglob("*") if p.is_file())
+    assert after == before
+    assert not (tmp_path / "x.pkl").exists()
