@@ -190,6 +190,142 @@ static PyMethodDef buffer_callback_def = {
 };
 
 /* ------------------------------------------------------------------ */
+/* in-band pickle bytes, held in memory up to a budget                 */
+
+/* The file a pickle.Pickler writes into: it keeps what it is given until
+ * the snapshot is written, up to `budget` bytes. The C pickler writes each
+ * 64 KiB frame as it is done, and large payloads at once, so a hostile
+ * __reduce__ producing gigabytes is stopped before its output is held. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *parts;            /* list of bytes */
+    long long total;
+    long long budget;           /* what this variable may still add */
+    long long limit;            /* --max-pickle-size, for the message */
+    int over;
+} PickleSinkObject;
+
+static void
+sink_dealloc(PickleSinkObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_XDECREF(self->parts);
+    PyObject_Free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+sink_write(PickleSinkObject *self, PyObject *data)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    Py_ssize_t len = view.len;
+    if (self->total + len > self->budget) {
+        PyBuffer_Release(&view);
+        self->over = 1;
+        return PyErr_Format(PyExc_MemoryError,
+                            "pickled, it goes over --max-pickle-size (%lld "
+                            "bytes for one snapshot)", self->limit);
+    }
+    /* bytes are immutable: kept as they are; anything else is copied */
+    PyObject *part = PyBytes_CheckExact(data) ? Py_NewRef(data)
+                     : PyBytes_FromStringAndSize(view.buf, len);
+    PyBuffer_Release(&view);
+    if (part == NULL || PyList_Append(self->parts, part) < 0) {
+        Py_XDECREF(part);
+        return NULL;
+    }
+    Py_DECREF(part);
+    self->total += len;
+    return PyLong_FromSsize_t(len);
+}
+
+static PyMethodDef sink_methods[] = {
+    {"write", (PyCFunction)sink_write, METH_O, NULL},
+    {NULL, NULL, 0, NULL}
+};
+
+static PyType_Slot sink_slots[] = {
+    {Py_tp_doc, "Where chkpt's pickler writes a variable's pickle."},
+    {Py_tp_dealloc, sink_dealloc},
+    {Py_tp_methods, sink_methods},
+    {0, NULL}
+};
+
+static PyType_Spec sink_spec = {
+    .name = "chkpt._chkpt._PickleSink",
+    .basicsize = sizeof(PickleSinkObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = sink_slots,
+};
+
+int
+chkpt_capture_init(PyObject *module)
+{
+    chkpt_state *st = chkpt_get_state(module);
+    st->PickleSink_Type = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &sink_spec, NULL);
+    return st->PickleSink_Type == NULL ? -1 : 0;
+}
+
+long long
+chkpt_default_max_pickle_size(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    long long quarter = pages > 0 && page > 0 ? (long long)pages * page / 4 : 0;
+    return quarter > (256LL << 20) ? quarter : (256LL << 20);
+}
+
+/* pickler_cls(sink, **kwargs).dump(obj): the in-band bytes, or NULL with
+ * the exception set (*over when the budget stopped it). */
+static PyObject *
+pickle_bounded(chkpt_state *st, PyObject *pickler_cls, PyObject *kwargs,
+               PyObject *obj, long long budget, long long limit, int *over)
+{
+    *over = 0;
+    PickleSinkObject *sink = PyObject_New(PickleSinkObject, st->PickleSink_Type);
+    if (sink == NULL) {
+        return NULL;
+    }
+    sink->parts = PyList_New(0);
+    sink->total = 0;
+    sink->budget = budget;
+    sink->limit = limit;
+    sink->over = 0;
+    PyObject *result = NULL;
+    PyObject *args = sink->parts ? PyTuple_Pack(1, (PyObject *)sink) : NULL;
+    PyObject *pickler = args ? PyObject_Call(pickler_cls, args, kwargs) : NULL;
+    Py_XDECREF(args);
+    PyObject *r = pickler ? PyObject_CallMethod(pickler, "dump", "(O)", obj) : NULL;
+    Py_XDECREF(pickler);
+    if (r == NULL) {
+        *over = sink->over;
+        goto done;
+    }
+    Py_DECREF(r);
+    Py_ssize_t n = PyList_GET_SIZE(sink->parts);
+    if (n == 1) {
+        result = Py_NewRef(PyList_GET_ITEM(sink->parts, 0));
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)sink->total);
+    if (result == NULL) {
+        goto done;
+    }
+    char *dst = PyBytes_AS_STRING(result);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *part = PyList_GET_ITEM(sink->parts, i);
+        memcpy(dst, PyBytes_AS_STRING(part), (size_t)PyBytes_GET_SIZE(part));
+        dst += PyBytes_GET_SIZE(part);
+    }
+done:
+    Py_DECREF(sink);
+    return result;
+}
+
+/* ------------------------------------------------------------------ */
 /* "could not be saved": reported once per name, at exit               */
 
 /* A variable that cannot be saved is reported once per name per run. The
@@ -226,6 +362,24 @@ flush_deferred(PyObject *self, PyObject *Py_UNUSED(ignored))
 static PyMethodDef flush_deferred_def = {
     "_chkpt_report_unsaved", (PyCFunction)flush_deferred, METH_NOARGS, NULL
 };
+
+/* One more snapshot without vname, whose report is held for the exit:
+ * 1 counted, 0 no report held, -1 error. */
+static int
+count_left_out(CheckpointObject *ck, PyObject *vname)
+{
+    if (ck->deferred == NULL) {
+        return 0;
+    }
+    PyObject *entry = PyDict_GetItemWithError(ck->deferred, vname);
+    if (entry == NULL || !PyList_Check(entry) || PyList_GET_SIZE(entry) != 2) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    PyObject *one = PyLong_FromLong(1);
+    PyObject *n = one ? PyNumber_Add(PyList_GET_ITEM(entry, 1), one) : NULL;
+    Py_XDECREF(one);
+    return n == NULL || PyList_SetItem(entry, 1, n) < 0 ? -1 : 1;
+}
 
 /* Notes that vname could not be saved (msg is the whole line). Returns -1
  * only on a memory error. */
@@ -264,20 +418,14 @@ report_unsaved(CheckpointObject *ck, PyObject *vname, PyObject *msg)
         Py_DECREF(r);
         ck->deferred = d;
     }
-    PyObject *entry = PyDict_GetItemWithError(ck->deferred, vname);
-    if (entry != NULL && PyList_Check(entry) && PyList_GET_SIZE(entry) == 2) {
-        PyObject *one = PyLong_FromLong(1);
-        PyObject *n = one ? PyNumber_Add(PyList_GET_ITEM(entry, 1), one) : NULL;
-        Py_XDECREF(one);
-        return n == NULL ? -1 : PyList_SetItem(entry, 1, n);
-    }
-    if (PyErr_Occurred()) {
-        return -1;
+    int counted = count_left_out(ck, vname);
+    if (counted != 0) {
+        return counted < 0 ? -1 : 0;
     }
     if (seen) {
         return 0;           /* reported already */
     }
-    entry = Py_BuildValue("[Oi]", msg, 1);
+    PyObject *entry = Py_BuildValue("[Oi]", msg, 1);
     if (entry == NULL || PyDict_SetItem(ck->deferred, vname, entry) < 0) {
         Py_XDECREF(entry);
         return -1;
@@ -1346,7 +1494,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     PyObject *result = NULL;
     PyObject *locals = NULL, *globals = NULL, *items = NULL, *gitems = NULL;
     PyObject *names_seen = NULL, *measure_seen = NULL, *vars_meta = NULL;
-    PyObject *skipped = NULL, *pickles = NULL, *dumps = NULL, *kwargs = NULL;
+    PyObject *skipped = NULL, *pickles = NULL, *pickler_cls = NULL, *kwargs = NULL;
     PyObject *capsule = NULL, *callback = NULL, *reprobj = NULL;
     PyObject *meta = NULL, *src_bytes = NULL, *src_paths = NULL;
     PyObject *src_meta = NULL, *json = NULL, *json_bytes = NULL;
@@ -1356,6 +1504,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     /* ck->warned holds variable names, and this (never an identifier) */
     PyObject *write_failed_key = NULL;
     long long total_size = 0;
+    long long inband = 0;       /* pickled bytes held, for --max-pickle-size */
     double t_start = chkpt_monotonic();
     int out_of_time = 0;
 
@@ -1420,12 +1569,12 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         }
     }
 
-    dumps = PyObject_GetAttrString(st->pickle_module, "dumps");
+    pickler_cls = PyObject_GetAttrString(st->pickle_module, "Pickler");
     capsule = PyCapsule_New(&bufs, BUFVEC_CAPSULE, NULL);
     callback = capsule ? PyCFunction_New(&buffer_callback_def, capsule) : NULL;
     kwargs = callback ? Py_BuildValue("{s:i,s:O}", "protocol", 5,
                                       "buffer_callback", callback) : NULL;
-    if (dumps == NULL || kwargs == NULL) {
+    if (pickler_cls == NULL || kwargs == NULL) {
         goto done;
     }
     reprobj = make_repr_obj();
@@ -1490,6 +1639,21 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
                 goto done;
             }
             if (slow) {
+                /* still counted among the snapshots it is left out of */
+                if (count_left_out(ck, vname) < 0) {
+                    goto done;
+                }
+                PyObject *tn = type_name(Py_TYPE(obj));
+                PyObject *sk = tn ? Py_BuildValue("{s:O,s:O,s:s}", "name", vname,
+                                                  "type", tn, "error",
+                                                  "not tried again: it failed before")
+                                  : NULL;
+                Py_XDECREF(tn);
+                if (sk == NULL || PyList_Append(skipped, sk) < 0) {
+                    Py_XDECREF(sk);
+                    goto done;
+                }
+                Py_DECREF(sk);
                 continue;
             }
             chkpt_hooks_budget_start(ck, left < VARIABLE_BUDGET_S ? left : VARIABLE_BUDGET_S);
@@ -1505,9 +1669,10 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
                 continue;
             }
             Py_ssize_t first = bufs.n;
-            PyObject *args = PyTuple_Pack(1, obj);
-            PyObject *pk = args ? PyObject_Call(dumps, args, kwargs) : NULL;
-            Py_XDECREF(args);
+            int over;
+            PyObject *pk = pickle_bounded(st, pickler_cls, kwargs, obj,
+                                          ck->max_pickle_size - inband,
+                                          ck->max_pickle_size, &over);
             PyObject *tname = type_name(Py_TYPE(obj));
             if (tname == NULL) {
                 chkpt_hooks_budget_stop(ck);
@@ -1518,7 +1683,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
                 chkpt_hooks_budget_stop(ck);
                 bufvec_truncate(&bufs, first);
                 int to_script = pk == NULL && script_exception_pending();
-                if (to_script
+                if (to_script || over
                     || (pk == NULL && PyErr_ExceptionMatches(PyExc_TimeoutError))) {
                     chkpt_saved_error pending;
                     chkpt_error_save(&pending);
@@ -1535,7 +1700,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
                 }
                 if (pk != NULL) {
                     Py_CLEAR(pk);
-                    PyErr_SetString(PyExc_TypeError, "pickle.dumps gave no bytes");
+                    PyErr_SetString(PyExc_TypeError, "the pickler gave no bytes");
                 }
                 /* skipped: warn once per name per run, record it in meta */
                 chkpt_saved_error e;
@@ -1568,6 +1733,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             }
             /* pickled: describe it */
             long long vsize = PyBytes_GET_SIZE(pk);
+            inband += vsize;
             PyObject *bidx = PyList_New(0);
             PyObject *pidx = PyLong_FromSsize_t(stream_idx);
             if (bidx == NULL || pidx == NULL || PyList_Append(pickles, pk) < 0
@@ -1841,7 +2007,7 @@ done:
     Py_XDECREF(vars_meta);
     Py_XDECREF(skipped);
     Py_XDECREF(pickles);
-    Py_XDECREF(dumps);
+    Py_XDECREF(pickler_cls);
     Py_XDECREF(kwargs);
     Py_XDECREF(callback);
     Py_XDECREF(capsule);

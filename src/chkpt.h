@@ -54,6 +54,8 @@ typedef struct {
     PyTypeObject *MappedBuffer_Type;
     PyTypeObject *Unpickler_Type;
     PyObject *load_cache;           /* dict, for load.c's own use */
+    /* owned by capture.c (created in chkpt_capture_init) */
+    PyTypeObject *PickleSink_Type;
 } chkpt_state;
 
 /* Parsed command line (cli.c). */
@@ -69,6 +71,7 @@ typedef struct {
     int verbosity;                /* -v count */
     int compress_level;           /* --compress (0 = off) */
     long long max_store_size;     /* --max-store-size: bytes, 0 = no limit */
+    long long max_pickle_size;    /* --max-pickle-size: bytes, 0 = default */
     PyObject *output_dir;         /* str (owned) */
     PyObject *target;             /* str: script path, module name, or verb arg */
     int is_module;                /* -m */
@@ -88,6 +91,7 @@ typedef struct {
     int verbosity;
     int compress_level;
     long long max_store_size;     /* retention after automatic snapshots */
+    long long max_pickle_size;    /* pickled bytes one snapshot may hold */
     PyObject *output_dir;         /* str, absolute */
     PyObject *tracked;            /* dict: id(obj) -> obj (identity set) */
     PyObject *libraries;          /* list of str: tracked library prefixes */
@@ -220,6 +224,10 @@ void chkpt_hooks_budget_stop(CheckpointObject *ck);
  * about and give None. */
 PyObject *chkpt_capture(CheckpointObject *ck, PyFrameObject *frame,
                         const char *kind, PyObject *name);
+/* Called from module init: creates capture.c's types. */
+int chkpt_capture_init(PyObject *module);
+/* --max-pickle-size when not given: a quarter of physical memory. */
+long long chkpt_default_max_pickle_size(void);
 
 /* load.c */
 /* Called from module init: creates load.c's types and state. */

@@ -64,6 +64,11 @@ static const char help_text[] =
 "                        snapshots (never the newest) and the data only they\n"
 "                        used until the directory holds at most SIZE bytes;\n"
 "                        K, M and G suffixes accepted. Default: no limit\n"
+"  --max-pickle-size SIZE\n"
+"                        pickled bytes one snapshot may hold in memory before\n"
+"                        they are written (array data, saved without a copy,\n"
+"                        does not count): a variable that would go over is\n"
+"                        skipped with a warning. Default: a quarter of RAM\n"
 "\n"
 "verbs (work on a snapshot directory, default ./checkpoints):\n"
 "  ls [DIR]              list the snapshots, oldest first\n"
@@ -120,7 +125,8 @@ usage_error(const char *fmt, ...)
 
 typedef enum {
     OPT_HELP, OPT_VERSION, OPT_MODULE, OPT_MIN_OBJ_SIZE, OPT_OUTPUT_DIR,
-    OPT_FREQUENCY, OPT_VERBOSE, OPT_COMPRESS, OPT_MAX_STORE_SIZE, OPT_KEEP
+    OPT_FREQUENCY, OPT_VERBOSE, OPT_COMPRESS, OPT_MAX_STORE_SIZE,
+    OPT_MAX_PICKLE_SIZE, OPT_KEEP
 } opt_id;
 
 typedef struct {
@@ -141,6 +147,7 @@ static const opt_def options[] = {
     {OPT_VERBOSE, 'v', "verbose", 0, "-v/--verbose"},
     {OPT_COMPRESS, 0, "compress", 1, "--compress"},
     {OPT_MAX_STORE_SIZE, 0, "max-store-size", 1, "--max-store-size"},
+    {OPT_MAX_PICKLE_SIZE, 0, "max-pickle-size", 1, "--max-pickle-size"},
     {OPT_KEEP, 0, "keep", 1, "--keep"},
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -372,6 +379,18 @@ apply_value(chkpt_cli *cli, parser *p, const opt_def *opt, PyObject *value,
                                opt->display, n);
         }
         cli->max_store_size = n;
+        return 0;
+    case OPT_MAX_PICKLE_SIZE:
+        if (parse_size(v, &n) < 0) {
+            return usage_error("argument %s: invalid size value: '%s' "
+                               "(an integer of bytes, K, M or G suffix "
+                               "allowed)", opt->display, v);
+        }
+        if (n <= 0) {
+            return usage_error("argument %s: must be > 0 (got %lld)",
+                               opt->display, n);
+        }
+        cli->max_pickle_size = n;
         return 0;
     case OPT_KEEP:
         if (parse_int(v, &n) < 0) {
@@ -732,6 +751,7 @@ chkpt_main(PyObject *module, PyObject *argv)
         .verbosity = 0,
         .compress_level = 0,
         .max_store_size = 0,
+        .max_pickle_size = 0,
         .output_dir = NULL,
         .target = NULL,
         .is_module = 0,

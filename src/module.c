@@ -236,6 +236,8 @@ chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli)
     ck->verbosity = cli->verbosity;
     ck->compress_level = cli->compress_level;
     ck->max_store_size = cli->max_store_size;
+    ck->max_pickle_size = cli->max_pickle_size > 0
+                          ? cli->max_pickle_size : chkpt_default_max_pickle_size();
     ck->output_dir = NULL;
     ck->tracked = PyDict_New();
     ck->libraries = PyList_New(0);
@@ -804,7 +806,7 @@ module_exec(PyObject *module)
         return -1;
     }
     st->singleton = NULL;
-    if (chkpt_load_init(module) < 0) {
+    if (chkpt_load_init(module) < 0 || chkpt_capture_init(module) < 0) {
         return -1;
     }
     if (PyModule_AddIntConstant(module, "FORMAT_VERSION", CHKPT_STORE_VERSION) < 0
@@ -830,6 +832,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->json_module);
     Py_VISIT(st->MappedBuffer_Type);
     Py_VISIT(st->Unpickler_Type);
+    Py_VISIT(st->PickleSink_Type);
     Py_VISIT(st->load_cache);
     return 0;
 }
@@ -847,6 +850,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->json_module);
     Py_CLEAR(st->MappedBuffer_Type);
     Py_CLEAR(st->Unpickler_Type);
+    Py_CLEAR(st->PickleSink_Type);
     Py_CLEAR(st->load_cache);
     return 0;
 }

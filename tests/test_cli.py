@@ -207,6 +207,13 @@ def test_options_bundled_with_module(job):
     (["--compress", "high", "job.py"],
      "argument --compress: invalid int value: 'high'"),
     (["--compress"], "argument --compress: expected one argument"),
+    (["--max-pickle-size", "0", "job.py"],
+     "argument --max-pickle-size: must be > 0 (got 0)"),
+    (["--max-pickle-size", "big", "job.py"],
+     "argument --max-pickle-size: invalid size value: 'big' "
+     "(an integer of bytes, K, M or G suffix allowed)"),
+    (["--max-store-size", "-1", "job.py"],
+     "argument --max-store-size: must be >= 0 (got -1)"),
     (["-o"], "argument -o/--output-dir: expected one argument"),
     (["-o", "", "job.py"], "argument -o/--output-dir: expected a directory, got ''"),
     (["-m"], "argument -m: expected one argument"),
