@@ -1455,6 +1455,33 @@ set_item(PyObject *d, const char *key, PyObject *v)
     return r;
 }
 
+/* When obj was saved under an earlier name in this snapshot, adds vname's
+ * entry as a copy of that one plus "same_as" (docs/FORMAT.md): 1 added, 0
+ * not an alias, -1 error. */
+static int
+add_alias(PyObject *pickled, PyObject *vars_meta, PyObject *vname, PyObject *obj)
+{
+    PyObject *idkey = PyLong_FromVoidPtr(obj);
+    if (idkey == NULL) {
+        return -1;
+    }
+    PyObject *first = PyDict_GetItemWithError(pickled, idkey);     /* borrowed */
+    Py_DECREF(idkey);
+    if (first == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    PyObject *target = PyDict_GetItemString(first, "name");        /* borrowed */
+    if (target == NULL) {
+        return 0;
+    }
+    PyObject *vm = PyDict_Copy(first);
+    int bad = vm == NULL || PyDict_SetItemString(vm, "name", vname) < 0
+              || PyDict_SetItemString(vm, "same_as", target) < 0
+              || PyList_Append(vars_meta, vm) < 0;
+    Py_XDECREF(vm);
+    return bad ? -1 : 1;
+}
+
 /* Retention by size (--max-store-size), after an automatic snapshot: the
  * oldest snapshots go, never the newest. Runs without the GIL; a failure is
  * reported once per run and the script goes on. */
@@ -1494,6 +1521,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     PyObject *result = NULL;
     PyObject *locals = NULL, *globals = NULL, *items = NULL, *gitems = NULL;
     PyObject *names_seen = NULL, *measure_seen = NULL, *vars_meta = NULL;
+    PyObject *pickled = NULL;   /* id(obj) -> its variable's meta */
     PyObject *skipped = NULL, *pickles = NULL, *pickler_cls = NULL, *kwargs = NULL;
     PyObject *capsule = NULL, *callback = NULL, *reprobj = NULL;
     PyObject *meta = NULL, *src_bytes = NULL, *src_paths = NULL;
@@ -1544,11 +1572,13 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     }
 
     names_seen = PySet_New(NULL);
+    pickled = PyDict_New();
     measure_seen = PySet_New(NULL);
     vars_meta = PyList_New(0);
     skipped = PyList_New(0);
     pickles = PyList_New(0);
-    if (!names_seen || !measure_seen || !vars_meta || !skipped || !pickles) {
+    if (!names_seen || !pickled || !measure_seen || !vars_meta || !skipped
+        || !pickles) {
         goto done;
     }
     if (frame != NULL) {
@@ -1605,6 +1635,15 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             }
             if (dup) {
                 continue;          /* shadowed by a local */
+            }
+            /* bound to an object saved under an earlier name: load gives
+             * the same object for both (`train = df`), pickled once */
+            int alias = add_alias(pickled, vars_meta, vname, obj);
+            if (alias < 0) {
+                goto done;
+            }
+            if (alias) {
+                continue;
             }
             /* Python code run for this variable gets VARIABLE_BUDGET_S, within
              * what is left of the snapshot's CHKPT_SNAPSHOT_TIME_BUDGET;
@@ -1775,10 +1814,14 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             Py_DECREF(bidx);
             Py_DECREF(pidx);
             Py_DECREF(tname);
-            if (vm == NULL || PyList_Append(vars_meta, vm) < 0) {
+            PyObject *idkey = vm ? PyLong_FromVoidPtr(obj) : NULL;
+            if (idkey == NULL || PyList_Append(vars_meta, vm) < 0
+                || PyDict_SetItem(pickled, idkey, vm) < 0) {
+                Py_XDECREF(idkey);
                 Py_XDECREF(vm);
                 goto done;
             }
+            Py_DECREF(idkey);
             Py_DECREF(vm);
             total_size += vsize;
         }
@@ -2003,6 +2046,7 @@ done:
     Py_XDECREF(items);
     Py_XDECREF(gitems);
     Py_XDECREF(names_seen);
+    Py_XDECREF(pickled);
     Py_XDECREF(measure_seen);
     Py_XDECREF(vars_meta);
     Py_XDECREF(skipped);

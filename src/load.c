@@ -1986,6 +1986,21 @@ load_one(PyObject *module, chkpt_snapreader *r, PyObject *path, PyObject *ctx,
     return obj;
 }
 
+/* The object already loaded for the variable this one is "same_as" (the
+ * script bound both names to one object), or NULL: load it from its own
+ * entry (which repeats the other's streams) when the other was not loaded
+ * (names=). New reference; NULL with an exception only on error. */
+static PyObject *
+same_object(PyObject *loaded, PyObject *var)
+{
+    PyObject *same = dict_get(var, "same_as");
+    if (same == NULL || !PyUnicode_Check(same)) {
+        return NULL;
+    }
+    PyObject *obj = PyDict_GetItemWithError(loaded, same);
+    return Py_XNewRef(obj);
+}
+
 PyObject *
 chkpt_load(PyObject *module, PyObject *snapshot, PyObject *names, int strict)
 {
@@ -2074,7 +2089,14 @@ chkpt_load(PyObject *module, PyObject *snapshot, PyObject *names, int strict)
             }
         }
         int damaged = 0;
-        PyObject *obj = load_one(module, r, path, ctx, var, &damaged);
+        PyObject *obj = same_object(result, var);
+        if (obj == NULL) {
+            if (PyErr_Occurred()) {
+                Py_CLEAR(result);
+                goto done;
+            }
+            obj = load_one(module, r, path, ctx, var, &damaged);
+        }
         if (obj == NULL) {
             if (damaged || PyErr_ExceptionMatches(st->SnapshotError)
                 || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)

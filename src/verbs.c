@@ -543,8 +543,12 @@ chkpt_verb_show(PyObject *module, chkpt_cli *cli)
             rc = -1;
             break;
         }
-        PyObject *note = why == Py_None ? PyUnicode_FromString("")
-                                        : PyUnicode_FromFormat("! cannot load: %U", why);
+        PyObject *same = dget(var, "same_as");
+        PyObject *note = why != Py_None
+            ? PyUnicode_FromFormat("! cannot load: %U", why)
+            : same != NULL && PyUnicode_Check(same)
+            ? PyUnicode_FromFormat("(same object as %U)", same)
+            : PyUnicode_FromString("");
         Py_DECREF(why);
         rc = add_row(rows, 5, str_or(dget(var, "name"), "?"),
                      str_or(dget(var, "type"), "?"), size_of(dget(var, "size")),

@@ -623,3 +623,51 @@ print("NUMERIC OK")
 """
     r = run(["-c", code, str(store)], other, extra_paths=[ext], check=0)
     assert "NUMERIC OK" in r.stdout and chkpt_lines(r.stderr) == [], r.stderr
+
+
+# ---- names bound to one object ----
+
+ALIASES = '''
+import numpy as np
+from chkpt import Checkpoint
+ck = Checkpoint.get_global_singleton()
+arr = np.arange(1_000_000.0)
+same = arr
+shared = [1.5] * 1000
+other = shared
+table = {"x": shared}
+def stage():
+    view = arr
+    ck.snapshot("in-stage")
+stage()
+ck.snapshot("top")
+'''
+
+
+def test_names_bound_to_one_object_load_as_one_object(tmp_path):
+    write(tmp_path / "aliases.py", ALIASES)
+    chkpt(["-f", "-1", "-z", "0", "aliases.py"], tmp_path, check=0)
+    store = tmp_path / "checkpoints"
+    code = '''
+import sys, chkpt
+inner, top = chkpt.snapshots(sys.argv[1])
+d = chkpt.load(inner)
+assert d["view"] is d["arr"] is d["same"]
+d = chkpt.load(top)
+assert d["same"] is d["arr"] and d["other"] is d["shared"]
+d["same"][0] = 7.0
+assert d["arr"][0] == 7.0
+# only the alias asked for: loaded from the streams it shares
+d = chkpt.load(top, names=["other"])
+assert list(d) == ["other"] and d["other"] == [1.5] * 1000
+print("ALIASES OK", top.size)
+'''
+    r = run(["-c", code, str(store)], tmp_path, check=0)
+    assert "ALIASES OK" in r.stdout
+    # pickled once: the snapshot is no bigger than its distinct objects
+    assert int(r.stdout.split()[-1]) < 9_000_000
+    r = chkpt(["show", store], tmp_path, check=0)
+    rows = {l.split()[0]: l for l in r.stdout.splitlines() if l.strip()}
+    assert rows["same"].endswith("(same object as arr)")
+    assert rows["other"].endswith("(same object as shared)")
+    assert "same object" not in rows["arr"] and "same object" not in rows["table"]
