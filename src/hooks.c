@@ -61,11 +61,11 @@ typedef struct {
 #endif
 } hooks_state;
 
+static void restart_period(hooks_state *h);
+
 /* Returns -1 with the exception set when the capture was interrupted by an
  * exception that belongs to the script (Ctrl-C, its signal handler's
  * SystemExit): it goes on into the script, at the line being run. */
-static void restart_period(hooks_state *h);
-
 static int
 take_auto_snapshot(CheckpointObject *ck, PyFrameObject *frame)
 {
@@ -102,7 +102,6 @@ running_checkpoint(void)
     Py_DECREF(mod);
     return ck;
 }
-
 
 /* ---- arming and disarming the line hook (main thread, GIL held) ---- */
 
