@@ -267,7 +267,21 @@ chkpt_capture_init(PyObject *module)
     chkpt_state *st = chkpt_get_state(module);
     st->PickleSink_Type = (PyTypeObject *)PyType_FromModuleAndSpec(
         module, &sink_spec, NULL);
-    return st->PickleSink_Type == NULL ? -1 : 0;
+    if (st->PickleSink_Type == NULL) {
+        return -1;
+    }
+    /* Modules a capture may need, imported before the script runs: a
+     * first import during a snapshot would show in the script's own audit
+     * hooks (an "import" event). */
+    static const char *const needed[] = {"atexit", "signal", "copyreg", "reprlib"};
+    for (size_t i = 0; i < sizeof(needed) / sizeof(needed[0]); i++) {
+        PyObject *m = PyImport_ImportModule(needed[i]);
+        if (m == NULL) {
+            return -1;
+        }
+        Py_DECREF(m);
+    }
+    return 0;
 }
 
 long long

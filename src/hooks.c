@@ -49,7 +49,6 @@ typedef struct {
     atomic_uint fired_gen;         /* budget_gen when its deadline passed */
     atomic_int active;             /* cleared at uninstall */
     int armed;                     /* main thread only */
-    int own_settrace;              /* 3.11: we are calling PyEval_SetTrace */
     unsigned long main_thread;
     pid_t pid;                     /* of the process that installed them */
 #if USE_MONITORING
@@ -274,14 +273,23 @@ disarm(hooks_state *h)
 
 static int trace_function(PyObject *, PyFrameObject *, int, PyObject *);
 
-/* Sets or clears our trace function, telling the audit hook (which sees
- * PyEval_SetTrace too) that this change is ours. */
+/* Sets or clears our trace function. PyEval_SetTrace would raise the
+ * "sys.settrace" audit event, which the script's own audit hooks would see
+ * each time chkpt arms: the fields it sets are set here directly, as
+ * 3.11's _PyEval_SetTrace does (3.11 is frozen; runner.c reaches into the
+ * thread state likewise). Only called with no tracer or ours installed. */
 static void
 set_own_trace(hooks_state *h, int on)
 {
-    h->own_settrace = 1;
-    PyEval_SetTrace(on ? trace_function : NULL, NULL);
-    h->own_settrace = 0;
+    (void)h;
+    PyThreadState *ts = PyThreadState_Get();
+    PyObject *old = ts->c_traceobj;
+    ts->c_traceobj = NULL;
+    ts->c_tracefunc = on ? trace_function : NULL;
+    ts->cframe->use_tracing =
+        ts->tracing == 0 && (ts->c_tracefunc != NULL || ts->c_profilefunc != NULL)
+        ? 255 : 0;
+    Py_XDECREF(old);
 }
 
 static int
@@ -413,8 +421,7 @@ audit_hook(const char *event, PyObject *args, void *unused)
     chkpt_error_save(&saved);
     CheckpointObject *ck = running_checkpoint();
     hooks_state *h = ck ? (hooks_state *)ck->hooks : NULL;
-    if (h != NULL && atomic_load(&h->active) && !h->own_settrace
-        && !in_forked_child(h)) {
+    if (h != NULL && atomic_load(&h->active) && !in_forked_child(h)) {
 #if USE_MONITORING
         disarm(h);
 #endif

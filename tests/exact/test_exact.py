@@ -202,6 +202,8 @@ CASES = [
     Case("signal_handlers", ["signals_script.py"]),
     Case("stdin_input", ["stdin_input.py"], stdin="Ada\n41\nline 3\nline 4\n"),
     Case("warnings", ["warnings_script.py"]),
+    Case("audit_hook", ["audit_hook.py"],
+         modes=("manual", "snapshot", "every_line", "default")),
     Case("cpu_bound", ["cpu_bound.py"], modes=("manual", "snapshot")),
     # (thousands of frames: a snapshot at each line would take minutes)
     Case("recursion_limit", ["recursion.py"], modes=("manual", "snapshot")),
