@@ -1469,6 +1469,26 @@ set_item(PyObject *d, const char *key, PyObject *v)
     return r;
 }
 
+/* Appends item, a new reference (NULL after an error), to list. */
+static int
+append_new(PyObject *list, PyObject *item)
+{
+    int r = item == NULL ? -1 : PyList_Append(list, item);
+    Py_XDECREF(item);
+    return r;
+}
+
+/* An entry of the meta's "skipped": the variable, its type, why. */
+static PyObject *
+skipped_entry(PyObject *vname, PyObject *obj, const char *why)
+{
+    PyObject *tname = type_name(Py_TYPE(obj));
+    PyObject *e = tname ? Py_BuildValue("{s:O,s:O,s:s}", "name", vname, "type",
+                                        tname, "error", why) : NULL;
+    Py_XDECREF(tname);
+    return e;
+}
+
 /* When obj was saved under an earlier name in this snapshot, adds vname's
  * entry as a copy of that one plus "same_as" (docs/FORMAT.md): 1 added, 0
  * not an alias, -1 error. */
@@ -1670,14 +1690,10 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
                              (int)CHKPT_SNAPSHOT_TIME_BUDGET, vname);
                 }
                 out_of_time = 1;
-                PyObject *sk = Py_BuildValue("{s:O,s:s,s:s}", "name", vname, "type",
-                                             Py_TYPE(obj)->tp_name, "error",
-                                             "the snapshot's time budget was used up");
-                if (sk == NULL || PyList_Append(skipped, sk) < 0) {
-                    Py_XDECREF(sk);
+                if (append_new(skipped, skipped_entry(
+                        vname, obj, "the snapshot's time budget was used up")) < 0) {
                     goto done;
                 }
-                Py_DECREF(sk);
                 continue;
             }
             /* an object that used up its budget once is not tried again:
@@ -1696,17 +1712,10 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
                 if (count_left_out(ck, vname) < 0) {
                     goto done;
                 }
-                PyObject *tn = type_name(Py_TYPE(obj));
-                PyObject *sk = tn ? Py_BuildValue("{s:O,s:O,s:s}", "name", vname,
-                                                  "type", tn, "error",
-                                                  "not tried again: it failed before")
-                                  : NULL;
-                Py_XDECREF(tn);
-                if (sk == NULL || PyList_Append(skipped, sk) < 0) {
-                    Py_XDECREF(sk);
+                if (append_new(skipped, skipped_entry(
+                        vname, obj, "not tried again: it failed before")) < 0) {
                     goto done;
                 }
-                Py_DECREF(sk);
                 continue;
             }
             chkpt_hooks_budget_start(ck, left < VARIABLE_BUDGET_S ? left : VARIABLE_BUDGET_S);
@@ -1772,16 +1781,13 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
                 Py_XDECREF(line);
                 chkpt_error_restore(&e);
                 PyErr_Clear();
-                PyObject *sk = msg ? Py_BuildValue("{s:O,s:O,s:O}", "name", vname,
-                                                   "type", tname, "error", msg)
-                                   : NULL;
+                int bad = append_new(skipped, msg ? Py_BuildValue(
+                    "{s:O,s:O,s:O}", "name", vname, "type", tname, "error", msg) : NULL);
                 Py_XDECREF(msg);
                 Py_DECREF(tname);
-                if (sk == NULL || PyList_Append(skipped, sk) < 0) {
-                    Py_XDECREF(sk);
+                if (bad) {
                     goto done;
                 }
-                Py_DECREF(sk);
                 continue;
             }
             /* pickled: describe it */

@@ -279,9 +279,8 @@ static int trace_function(PyObject *, PyFrameObject *, int, PyObject *);
  * 3.11's _PyEval_SetTrace does (3.11 is frozen; runner.c reaches into the
  * thread state likewise). Only called with no tracer or ours installed. */
 static void
-set_own_trace(hooks_state *h, int on)
+set_own_trace(int on)
 {
-    (void)h;
     PyThreadState *ts = PyThreadState_Get();
     PyObject *old = ts->c_traceobj;
     ts->c_traceobj = NULL;
@@ -311,7 +310,7 @@ trace_function(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
     }
     if (ck->frequency_ms != 0) {
         h->armed = 0;
-        set_own_trace(h, 0);
+        set_own_trace(0);
     }
     return take_auto_snapshot(ck, frame);
 }
@@ -339,7 +338,7 @@ arm(hooks_state *h)
         h->armed = 0;
         return;
     }
-    set_own_trace(h, 1);
+    set_own_trace(1);
     h->armed = 1;
 }
 
@@ -348,7 +347,7 @@ disarm(hooks_state *h)
 {
     PyThreadState *ts = PyThreadState_Get();
     if (ts->c_tracefunc == trace_function) {
-        set_own_trace(h, 0);
+        set_own_trace(0);
     }
     h->armed = 0;
 }
@@ -404,6 +403,25 @@ pending_arm(void *arg)
     return rc;
 }
 
+/* Queues func for the main thread; the GIL is held. At most one arming
+ * request is queued at a time (the main thread may be busy in C code for a
+ * long while). A full queue drops the request: the next one retries. */
+static void
+queue_request(hooks_state *h, int (*func)(void *))
+{
+    int arming = func == pending_arm;
+    if (arming && atomic_exchange(&h->arm_pending, 1)) {
+        return;
+    }
+    atomic_fetch_add(&h->pending, 1);
+    if (Py_AddPendingCall(func, h) != 0) {
+        atomic_fetch_sub(&h->pending, 1);
+        if (arming) {
+            atomic_store(&h->arm_pending, 0);
+        }
+    }
+}
+
 /* Audit hook: the script is about to change its tracer. On 3.12+ our LINE
  * events go off at once (on 3.11 the script's tracer replaces ours), and a
  * request posted here re-evaluates once the new tracer is in place: it
@@ -425,12 +443,8 @@ audit_hook(const char *event, PyObject *args, void *unused)
 #if USE_MONITORING
         disarm(h);
 #endif
-        if (ck->frequency_ms == 0 && !atomic_exchange(&h->arm_pending, 1)) {
-            atomic_fetch_add(&h->pending, 1);
-            if (Py_AddPendingCall(pending_arm, h) != 0) {
-                atomic_fetch_sub(&h->pending, 1);
-                atomic_store(&h->arm_pending, 0);
-            }
+        if (ck->frequency_ms == 0) {
+            queue_request(h, pending_arm);
         }
     }
     PyErr_Clear();
@@ -483,12 +497,9 @@ pending_interrupt(void *arg)
 static void
 post_request(hooks_state *h, int (*func)(void *))
 {
-    atomic_fetch_add(&h->pending, 1);
     pthread_mutex_unlock(&h->mutex);
     PyGILState_STATE g = PyGILState_Ensure();
-    if (Py_AddPendingCall(func, h) != 0) {
-        atomic_fetch_sub(&h->pending, 1);       /* queue full: next time */
-    }
+    queue_request(h, func);
     PyGILState_Release(g);
     pthread_mutex_lock(&h->mutex);
 }
@@ -550,11 +561,7 @@ timer_main(void *arg)
         }
         if (next_tick > 0 && now >= next_tick) {
             next_tick = now + (double)period / 1000.0;
-            /* one arming request at a time: the main thread may be busy
-             * in C code for a long while */
-            if (!atomic_exchange(&h->arm_pending, 1)) {
-                post_request(h, pending_arm);
-            }
+            post_request(h, pending_arm);
         }
     }
     pthread_mutex_unlock(&h->mutex);

@@ -22,14 +22,12 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
 
-np = pytest.importorskip("numpy")
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
-from hypothesis.extra import numpy as hnp  # noqa: E402
-
-from conftest import chkpt_lines, run_chkpt, run_python  # noqa: E402
+from conftest import chkpt_lines, run_chkpt, run_python
 
 SETTINGS = dict(deadline=None, derandomize=False,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,

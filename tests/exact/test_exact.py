@@ -109,7 +109,6 @@ class Case:
     modes: tuple = ("manual", "snapshot", "every_line")
     timeout: int = 60
     env: dict = field(default_factory=dict)
-    xfail: dict = field(default_factory=dict)   # mode -> reason
     python_opts: tuple = ()         # interpreter options (before -m chkpt)
 
 
@@ -278,14 +277,8 @@ def assert_same(plain, under, work):
     assert under.returncode == plain.returncode, "exit status differs"
 
 
-PARAMS = []
-for case in CASES:
-    for mode in case.modes:
-        marks = []
-        if mode in case.xfail:
-            marks.append(pytest.mark.xfail(strict=True, reason=case.xfail[mode]))
-        PARAMS.append(pytest.param(case, mode, id=f"{case.name}-{mode}",
-                                   marks=marks))
+PARAMS = [pytest.param(case, mode, id=f"{case.name}-{mode}")
+          for case in CASES for mode in case.modes]
 
 
 @pytest.mark.parametrize("case,mode", PARAMS)
