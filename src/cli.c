@@ -308,11 +308,38 @@ apply_option(chkpt_cli *cli, parser *p, const opt_def *opt, PyObject *value)
     return r;
 }
 
+/* The value of a numeric option: an int, or with `size` a size with an
+ * optional K/M/G suffix, in [min, max]. Returns 0 (and *out) or a usage
+ * exit status. */
+static int
+number_value(const opt_def *opt, const char *v, int size, long long min,
+             long long max, long long *out)
+{
+    long long n;
+    if ((size ? parse_size(v, &n) : parse_int(v, &n)) < 0) {
+        return size ? usage_error("argument %s: invalid size value: '%s' (an "
+                                  "integer of bytes, K, M or G suffix allowed)",
+                                  opt->display, v)
+                    : usage_error("argument %s: invalid int value: '%s'",
+                                  opt->display, v);
+    }
+    if (n < min || n > max) {
+        return max == LLONG_MAX || max == LONG_MAX
+               ? usage_error("argument %s: must be >= %lld (got %lld)",
+                             opt->display, min, n)
+               : usage_error("argument %s: must be between %lld and %lld "
+                             "(got %lld)", opt->display, min, max, n);
+    }
+    *out = n;
+    return 0;
+}
+
 static int
 apply_value(chkpt_cli *cli, parser *p, const opt_def *opt, PyObject *value,
             const char *v)
 {
     long long n;
+    int rc;
     switch (opt->id) {
     case OPT_HELP:
         p->help = 1;
@@ -335,74 +362,25 @@ apply_value(chkpt_cli *cli, parser *p, const opt_def *opt, PyObject *value,
         Py_XSETREF(cli->output_dir, Py_NewRef(value));
         return 0;
     case OPT_MIN_OBJ_SIZE:
-        if (parse_size(v, &n) < 0) {
-            return usage_error("argument %s: invalid size value: '%s' "
-                               "(an integer of bytes, K, M or G suffix "
-                               "allowed)", opt->display, v);
-        }
-        if (n < -1) {
-            return usage_error("argument %s: must be >= -1 (got %lld)",
-                               opt->display, n);
-        }
-        cli->min_obj_size = n;
-        return 0;
+        return number_value(opt, v, 1, -1, LLONG_MAX, &cli->min_obj_size);
     case OPT_FREQUENCY:
-        if (parse_int(v, &n) < 0) {
-            return usage_error("argument %s: invalid int value: '%s'",
-                               opt->display, v);
-        }
-        if (n < -1) {
-            return usage_error("argument %s: must be >= -1 (got %lld)",
-                               opt->display, n);
-        }
-        cli->frequency_ms = n;
-        return 0;
+        return number_value(opt, v, 0, -1, LLONG_MAX, &cli->frequency_ms);
     case OPT_COMPRESS:
-        if (parse_int(v, &n) < 0) {
-            return usage_error("argument %s: invalid int value: '%s'",
-                               opt->display, v);
+        rc = number_value(opt, v, 0, 0, 19, &n);
+        if (rc == 0) {
+            cli->compress_level = (int)n;
         }
-        if (n < 0 || n > 19) {
-            return usage_error("argument %s: must be between 0 and 19 "
-                               "(got %lld)", opt->display, n);
-        }
-        cli->compress_level = (int)n;
-        return 0;
+        return rc;
     case OPT_MAX_STORE_SIZE:
-        if (parse_size(v, &n) < 0) {
-            return usage_error("argument %s: invalid size value: '%s' "
-                               "(an integer of bytes, K, M or G suffix "
-                               "allowed)", opt->display, v);
-        }
-        if (n < 0) {
-            return usage_error("argument %s: must be >= 0 (got %lld)",
-                               opt->display, n);
-        }
-        cli->max_store_size = n;
-        return 0;
+        return number_value(opt, v, 1, 0, LLONG_MAX, &cli->max_store_size);
     case OPT_MAX_PICKLE_SIZE:
-        if (parse_size(v, &n) < 0) {
-            return usage_error("argument %s: invalid size value: '%s' "
-                               "(an integer of bytes, K, M or G suffix "
-                               "allowed)", opt->display, v);
-        }
-        if (n <= 0) {
-            return usage_error("argument %s: must be > 0 (got %lld)",
-                               opt->display, n);
-        }
-        cli->max_pickle_size = n;
-        return 0;
+        return number_value(opt, v, 1, 1, LLONG_MAX, &cli->max_pickle_size);
     case OPT_KEEP:
-        if (parse_int(v, &n) < 0) {
-            return usage_error("argument %s: invalid int value: '%s'",
-                               opt->display, v);
+        rc = number_value(opt, v, 0, 0, LONG_MAX, &n);
+        if (rc == 0) {
+            cli->keep = (long)n;
         }
-        if (n < 0 || n > LONG_MAX) {
-            return usage_error("argument %s: must be >= 0 (got %lld)",
-                               opt->display, n);
-        }
-        cli->keep = (long)n;
-        return 0;
+        return rc;
     }
     return 0;
 }

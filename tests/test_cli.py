@@ -208,7 +208,7 @@ def test_options_bundled_with_module(job):
      "argument --compress: invalid int value: 'high'"),
     (["--compress"], "argument --compress: expected one argument"),
     (["--max-pickle-size", "0", "job.py"],
-     "argument --max-pickle-size: must be > 0 (got 0)"),
+     "argument --max-pickle-size: must be >= 1 (got 0)"),
     (["--max-pickle-size", "big", "job.py"],
      "argument --max-pickle-size: invalid size value: 'big' "
      "(an integer of bytes, K, M or G suffix allowed)"),
