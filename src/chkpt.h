@@ -21,6 +21,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include "store.h"
+#include "base.h"
 
 #if PY_VERSION_HEX < 0x030C0000
 #include <structmember.h>
@@ -96,6 +97,10 @@ typedef struct {
     PyObject *tracked;            /* dict: id(obj) -> obj (identity set) */
     PyObject *libraries;          /* list of str: tracked library prefixes */
     PyObject *warned;             /* set of variable names already warned about */
+    PyObject *warned_once;        /* set of the CHKPT_ONCE_* keys of warnings
+                                     given once per run (chkpt_once_str) */
+    PyObject *no_retry;           /* set of (name, id, type) of objects not
+                                     to be pickled again (capture.c) */
     PyObject *script_path;        /* str: absolute path of the main script, or None */
     PyObject *script_dir;         /* str: its directory (siblings count as the script's) */
     PyObject *main_module;        /* the __main__ module the script runs in */
@@ -113,65 +118,6 @@ typedef struct {
                                      reported at exit (or at once with -v) */
 } CheckpointObject;
 
-/* Saving and restoring a pending exception, on every supported version
- * (PyErr_Fetch is deprecated from 3.12 on). */
-typedef struct {
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *exc;
-#else
-    PyObject *type, *value, *tb;
-#endif
-} chkpt_saved_error;
-
-static inline void
-chkpt_error_save(chkpt_saved_error *e)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    e->exc = PyErr_GetRaisedException();
-#else
-    PyErr_Fetch(&e->type, &e->value, &e->tb);
-#endif
-}
-
-static inline void
-chkpt_error_restore(chkpt_saved_error *e)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    PyErr_SetRaisedException(e->exc);
-#else
-    PyErr_Restore(e->type, e->value, e->tb);
-#endif
-}
-
-/* The saved exception object, normalized and carrying its traceback on
- * every version (borrowed; NULL when none was pending). */
-static inline PyObject *
-chkpt_error_value(chkpt_saved_error *e)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return e->exc;
-#else
-    PyErr_NormalizeException(&e->type, &e->value, &e->tb);
-    if (e->value != NULL && e->tb != NULL) {
-        PyException_SetTraceback(e->value, e->tb);
-    }
-    return e->value;
-#endif
-}
-
-/* Drops a saved exception instead of restoring it. */
-static inline void
-chkpt_error_discard(chkpt_saved_error *e)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    Py_CLEAR(e->exc);
-#else
-    Py_CLEAR(e->type);
-    Py_CLEAR(e->value);
-    Py_CLEAR(e->tb);
-#endif
-}
-
 static inline chkpt_state *
 chkpt_get_state(PyObject *module)
 {
@@ -183,17 +129,6 @@ chkpt_state *chkpt_state_from_type(PyTypeObject *tp);
 PyObject *chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli);
 /* Builds a SnapshotInfo from a manifest path and its decoded meta dict. */
 PyObject *chkpt_snapinfo_new(PyObject *module, PyObject *path, PyObject *meta);
-/* Writes one line "chkpt: <message>" to sys.stderr (falling back to C
- * stderr); never raises, preserves any pending exception. */
-void chkpt_warn(const char *fmt, ...);
-/* Same, with PyUnicode_FromFormat's format (%U, %S, %R ...). */
-void chkpt_warn_fmt(const char *fmt, ...);
-/* "ExcType: message" of the pending exception, which stays pending; NULL
- * (nothing else set) when it cannot be described. */
-PyObject *chkpt_describe_pending(void);
-/* Same, but the message is the current exception; clears it. */
-void chkpt_warn_exc(const char *what);
-double chkpt_monotonic(void);
 /* Is this code object the script's own (main script or a sibling module)? */
 int chkpt_is_script_code(CheckpointObject *ck, PyCodeObject *code);
 

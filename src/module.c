@@ -2,8 +2,6 @@
  * init), the Checkpoint, SnapshotInfo and Unloadable heap types, and the
  * functions the Python package re-exports. */
 #include "chkpt.h"
-#include <stdarg.h>
-#include <time.h>
 
 static struct PyModuleDef chkpt_module_def;
 
@@ -15,121 +13,6 @@ chkpt_state_from_type(PyTypeObject *tp)
         return NULL;
     }
     return chkpt_get_state(mod);
-}
-
-double
-chkpt_monotonic(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* ---- warnings: one `chkpt:` line on stderr, never raising ---- */
-
-static void
-write_stderr_line(const char *line)
-{
-    PyObject *err = PySys_GetObject("stderr");     /* borrowed */
-    if (err != NULL && err != Py_None) {
-        if (PyFile_WriteString(line, err) == 0
-            && PyFile_WriteString("\n", err) == 0) {
-            PyObject *r = PyObject_CallMethod(err, "flush", NULL);
-            if (r != NULL) {
-                Py_DECREF(r);
-                return;
-            }
-        }
-        PyErr_Clear();
-    }
-    fprintf(stderr, "%s\n", line);
-    fflush(stderr);
-}
-
-void
-chkpt_warn(const char *fmt, ...)
-{
-    char buf[2048];
-    int n = snprintf(buf, sizeof(buf), "chkpt: ");
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf + n, sizeof(buf) - (size_t)n, fmt, ap);
-    va_end(ap);
-    /* one line, whatever the message held */
-    for (char *p = buf; *p; p++) {
-        if (*p == '\n' || *p == '\r') {
-            *p = ' ';
-        }
-    }
-    chkpt_saved_error saved;
-    chkpt_error_save(&saved);
-    write_stderr_line(buf);
-    chkpt_error_restore(&saved);
-}
-
-void
-chkpt_warn_fmt(const char *fmt, ...)
-{
-    chkpt_saved_error e;
-    chkpt_error_save(&e);
-    va_list ap;
-    va_start(ap, fmt);
-    PyObject *s = PyUnicode_FromFormatV(fmt, ap);
-    va_end(ap);
-    const char *u = s ? PyUnicode_AsUTF8(s) : NULL;
-    if (u != NULL) {
-        chkpt_warn("%s", u);
-    }
-    else {
-        PyErr_Clear();
-        chkpt_warn("%s", fmt);
-    }
-    Py_XDECREF(s);
-    chkpt_error_restore(&e);
-}
-
-/* "ExcType: message" of the pending exception (which stays pending). */
-PyObject *
-chkpt_describe_pending(void)
-{
-    chkpt_saved_error e;
-    chkpt_error_save(&e);
-    PyObject *exc = chkpt_error_value(&e);
-    PyObject *s = exc ? PyObject_Str(exc) : NULL;
-    PyObject *r = NULL;
-    if (s != NULL && PyUnicode_GET_LENGTH(s) > 0) {
-        r = PyUnicode_FromFormat("%s: %U", Py_TYPE(exc)->tp_name, s);
-    }
-    else if (exc != NULL) {
-        r = PyUnicode_FromString(Py_TYPE(exc)->tp_name);
-    }
-    Py_XDECREF(s);
-    PyErr_Clear();
-    chkpt_error_restore(&e);
-    return r;
-}
-
-void
-chkpt_warn_exc(const char *what)
-{
-    chkpt_saved_error saved;
-    chkpt_error_save(&saved);
-    PyObject *value = chkpt_error_value(&saved);
-    const char *tname = value ? Py_TYPE(value)->tp_name : "error";
-    PyObject *s = value ? PyObject_Str(value) : NULL;
-    const char *msg = s ? PyUnicode_AsUTF8(s) : NULL;
-    if (msg == NULL) {
-        PyErr_Clear();
-        msg = "";
-    }
-    if (msg[0]) {
-        chkpt_warn("%s: %s: %s", what, tname, msg);
-    }
-    else {
-        chkpt_warn("%s: %s", what, tname);
-    }
-    Py_XDECREF(s);
-    chkpt_error_discard(&saved);
 }
 
 int
@@ -178,6 +61,8 @@ checkpoint_traverse(CheckpointObject *self, visitproc visit, void *arg)
     Py_VISIT(self->tracked);
     Py_VISIT(self->libraries);
     Py_VISIT(self->warned);
+    Py_VISIT(self->warned_once);
+    Py_VISIT(self->no_retry);
     Py_VISIT(self->script_path);
     Py_VISIT(self->script_dir);
     Py_VISIT(self->main_module);
@@ -194,6 +79,8 @@ checkpoint_clear(CheckpointObject *self)
     Py_CLEAR(self->tracked);
     Py_CLEAR(self->libraries);
     Py_CLEAR(self->warned);
+    Py_CLEAR(self->warned_once);
+    Py_CLEAR(self->no_retry);
     Py_CLEAR(self->script_path);
     Py_CLEAR(self->script_dir);
     Py_CLEAR(self->main_module);
@@ -242,6 +129,8 @@ chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli)
     ck->tracked = PyDict_New();
     ck->libraries = PyList_New(0);
     ck->warned = PySet_New(NULL);
+    ck->warned_once = PySet_New(NULL);
+    ck->no_retry = PySet_New(NULL);
     ck->script_path = Py_NewRef(Py_None);
     ck->script_dir = Py_NewRef(Py_None);
     ck->main_module = Py_NewRef(Py_None);
@@ -255,6 +144,7 @@ chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli)
     ck->deferred = NULL;
     PyObject_GC_Track(ck);
     if (ck->tracked == NULL || ck->libraries == NULL || ck->warned == NULL
+        || ck->warned_once == NULL || ck->no_retry == NULL
         || ck->sources == NULL) {
         Py_DECREF(ck);
         return NULL;
@@ -620,7 +510,7 @@ snapinfo_dealloc(SnapshotInfoObject *self)
 static PyObject *
 meta_get(PyObject *meta, const char *key)
 {
-    PyObject *v = PyDict_GetItemString(meta, key);   /* borrowed */
+    PyObject *v = chkpt_dict_get(meta, key);
     return Py_NewRef(v ? v : Py_None);
 }
 
