@@ -25,6 +25,43 @@
 #include <unistd.h>
 #include <stdarg.h>
 
+/* Is the code the script's own: the main script or a module in its
+ * directory (a sibling)? Never raises. */
+int
+chkpt_is_script_code(CheckpointObject *ck, PyCodeObject *code)
+{
+    PyObject *fn = code->co_filename;
+    if (ck->script_path == NULL || ck->script_path == Py_None
+        || fn == NULL || !PyUnicode_Check(fn)) {
+        return 0;
+    }
+    if (PyUnicode_Compare(fn, ck->script_path) == 0) {
+        return 1;
+    }
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    /* sibling modules: a file directly in the script's directory */
+    if (ck->script_dir == NULL || !PyUnicode_Check(ck->script_dir)) {
+        return 0;
+    }
+    Py_ssize_t n = PyUnicode_GetLength(fn);
+    Py_ssize_t slash = PyUnicode_FindChar(fn, '/', 0, n, -1);
+    if (slash <= 0) {
+        return 0;
+    }
+    PyObject *dir = PyUnicode_Substring(fn, 0, slash);
+    if (dir == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int same = PyUnicode_Compare(dir, ck->script_dir) == 0;
+    Py_DECREF(dir);
+    PyErr_Clear();
+    return same;
+}
+
 /* The code objects of the script's Python-level signal handlers. */
 static PyObject *
 signal_handler_codes(void)
