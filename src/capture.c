@@ -1521,341 +1521,445 @@ enforce_store_size(CheckpointObject *ck)
     PyErr_Clear();
 }
 
-static PyObject *
-capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
-             PyObject *name, int manual)
+/* One snapshot in the making, carried through the steps of capture_impl.
+ * The steps, in order:
+ *   capture_open_store   the store, opened once per run (or per output dir)
+ *   capture_select       the frame's variables: (name, object) candidates
+ *   capture_pickle       each candidate: salience, pickle, description
+ *   capture_add_sources  the script's and sibling modules' sources
+ *   capture_build_meta   the meta document, as JSON bytes
+ *   capture_write        the streams and the meta into the store (no GIL)
+ *   capture_publish      the SnapshotInfo, retention
+ * Everything up to capture_select runs in the script's process and runs no
+ * Python code of the script; everything from capture_pickle to
+ * capture_write only reads what select found, which is the seam where a
+ * writer in another process (a forked child) takes over. */
+typedef struct {
+    CheckpointObject *ck;
+    chkpt_state *st;
+    const char *kind;             /* "auto", "manual", ... */
+    PyObject *name;               /* borrowed: the snapshot's name, or NULL */
+    int manual;
+    double t_start;               /* monotonic: the snapshot's time budget */
+    /* capture_select */
+    PyFrameObject *frame;         /* NULL: manual, outside the script's code */
+    PyObject *candidates;         /* list of (name, object): locals first,
+                                     then globals not shadowed by a local */
+    /* capture_pickle */
+    PyObject *pickler_cls, *kwargs, *capsule, *callback, *reprobj;
+    bufvec bufs;                  /* out-of-band buffers (exports held) */
+    slotnames_patch slotpatch;
+    PyObject *pickles;            /* list of bytes: keeps streams' data alive */
+    PyObject *pickled;            /* id(obj) -> its variable's meta */
+    PyObject *measure_seen;       /* scratch set for is_salient */
+    PyObject *vars_meta;          /* list: meta "variables" */
+    PyObject *skipped;            /* list: meta "skipped" */
+    long long total_size;         /* bytes of captured data */
+    long long inband;             /* pickled bytes held, for --max-pickle-size */
+    int out_of_time;              /* the snapshot's time budget is used up */
+    /* streams in store order: each pickle then its buffers, then sources */
+    streamvec streams;
+    /* capture_add_sources */
+    PyObject *src_bytes;          /* module name -> bytes (streams' data) */
+    PyObject *src_meta;           /* meta "sources" */
+    /* capture_build_meta */
+    PyObject *meta, *json_bytes;
+    /* capture_write */
+    char path[PATH_MAX];          /* the manifest written */
+    uint64_t written;             /* new bytes the store wrote */
+} capture_ctx;
+
+static void
+capture_ctx_clear(capture_ctx *c)
 {
-    chkpt_state *st = chkpt_get_state(ck->module);
-    PyObject *result = NULL;
-    PyObject *locals = NULL, *globals = NULL, *items = NULL, *gitems = NULL;
-    PyObject *names_seen = NULL, *measure_seen = NULL, *vars_meta = NULL;
-    PyObject *pickled = NULL;   /* id(obj) -> its variable's meta */
-    PyObject *skipped = NULL, *pickles = NULL, *pickler_cls = NULL, *kwargs = NULL;
-    PyObject *capsule = NULL, *callback = NULL, *reprobj = NULL;
-    PyObject *meta = NULL, *src_bytes = NULL, *src_paths = NULL;
-    PyObject *src_meta = NULL, *json = NULL, *json_bytes = NULL;
-    bufvec bufs = {NULL, 0, 0};
-    streamvec streams = {NULL, 0, 0};
-    slotnames_patch slotpatch = {NULL, NULL};
-    long long total_size = 0;
-    long long inband = 0;       /* pickled bytes held, for --max-pickle-size */
-    double t_start = chkpt_monotonic();
-    int out_of_time = 0;
+    slotnames_uninstall(&c->slotpatch);
+    chkpt_hooks_budget_stop(c->ck);
+    bufvec_free(&c->bufs);
+    PyMem_Free(c->streams.v);
+    c->streams.v = NULL;
+    Py_CLEAR(c->frame);
+    Py_CLEAR(c->candidates);
+    Py_CLEAR(c->pickler_cls);
+    Py_CLEAR(c->kwargs);
+    Py_CLEAR(c->callback);
+    Py_CLEAR(c->capsule);
+    Py_CLEAR(c->reprobj);
+    Py_CLEAR(c->pickles);
+    Py_CLEAR(c->pickled);
+    Py_CLEAR(c->measure_seen);
+    Py_CLEAR(c->vars_meta);
+    Py_CLEAR(c->skipped);
+    Py_CLEAR(c->src_bytes);
+    Py_CLEAR(c->src_meta);
+    Py_CLEAR(c->meta);
+    Py_CLEAR(c->json_bytes);
+}
 
-    PyFrameObject *frame = pick_frame(ck, given);
-    if (frame == NULL) {
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-        if (!manual) {
-            Py_RETURN_NONE;      /* the script's code is not running */
-        }
+/* 1 the store is open, 0 it cannot be (warned once; no snapshot), -1
+ * error. */
+static int
+capture_open_store(capture_ctx *c)
+{
+    CheckpointObject *ck = c->ck;
+    if (ck->store != NULL) {
+        return 1;
     }
+    char err[CHKPT_ERRLEN] = "";
+    PyObject *fs = PyUnicode_EncodeFSDefault(ck->output_dir);
+    if (fs == NULL) {
+        return -1;
+    }
+    int r;
+    chkpt_store *s = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    r = chkpt_store_open(PyBytes_AS_STRING(fs), 1, &s, err, sizeof(err));
+    Py_END_ALLOW_THREADS
+    Py_DECREF(fs);
+    if (r < 0 || s == NULL) {
+        if (!ck->store_failed) {
+            chkpt_warn_py("cannot open the snapshot store %U: %s; no snapshots "
+                          "will be written", ck->output_dir, err);
+        }
+        ck->store_failed = 1;
+        return 0;
+    }
+    ck->store = s;
+    return 1;
+}
 
-    /* the store first: nothing to do if it cannot be opened */
-    if (ck->store == NULL) {
-        char err[CHKPT_ERRLEN] = "";
-        PyObject *fs = PyUnicode_EncodeFSDefault(ck->output_dir);
-        if (fs == NULL) {
-            goto done;
-        }
-        int r;
-        chkpt_store *s = NULL;
-        Py_BEGIN_ALLOW_THREADS
-        r = chkpt_store_open(PyBytes_AS_STRING(fs), 1, &s, err, sizeof(err));
-        Py_END_ALLOW_THREADS
-        Py_DECREF(fs);
-        if (r < 0 || s == NULL) {
-            if (!ck->store_failed) {
-                chkpt_warn_py("cannot open the snapshot store %U: %s; no snapshots "
-                           "will be written", ck->output_dir, err);
-            }
-            ck->store_failed = 1;
-            result = Py_NewRef(Py_None);
-            goto done;
-        }
-        ck->store = s;
-    }
-
-    names_seen = PySet_New(NULL);
-    pickled = PyDict_New();
-    measure_seen = PySet_New(NULL);
-    vars_meta = PyList_New(0);
-    skipped = PyList_New(0);
-    pickles = PyList_New(0);
-    if (!names_seen || !pickled || !measure_seen || !vars_meta || !skipped
-        || !pickles) {
-        goto done;
-    }
-    if (frame != NULL) {
-        locals = PyFrame_GetLocals(frame);
-        globals = PyFrame_GetGlobals(frame);
-        if (locals == NULL || globals == NULL) {
-            goto done;
-        }
-        items = mapping_items(locals);
-        if (items == NULL) {
-            goto done;
-        }
-        if (globals != locals) {
-            gitems = PyDict_Items(globals);
-            if (gitems == NULL) {
-                goto done;
-            }
-        }
-    }
-
-    pickler_cls = PyObject_GetAttrString(st->pickle_module, "Pickler");
-    capsule = PyCapsule_New(&bufs, BUFVEC_CAPSULE, NULL);
-    callback = capsule ? PyCFunction_New(&buffer_callback_def, capsule) : NULL;
-    kwargs = callback ? Py_BuildValue("{s:i,s:O}", "protocol", 5,
-                                      "buffer_callback", callback) : NULL;
-    if (pickler_cls == NULL || kwargs == NULL) {
-        goto done;
-    }
-    reprobj = make_repr_obj();
-    if (reprobj == NULL) {
-        PyErr_Clear();          /* short_repr falls back */
-    }
-
-    Py_ssize_t stream_idx = 0;
-    slotnames_install(&slotpatch);
-    for (int pass = 0; pass < 2; pass++) {
-        PyObject *lst = pass == 0 ? items : gitems;
-        if (lst == NULL) {
+/* Appends to c->candidates the (name, object) pairs of items that are not
+ * excluded (definitions, machinery) nor named already (a global shadowed
+ * by a local). */
+static int
+select_from(capture_ctx *c, PyObject *items, PyObject *names_seen)
+{
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(items); k++) {
+        PyObject *pair = PyList_GET_ITEM(items, k);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
             continue;
         }
-        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(lst); k++) {
-            PyObject *pair = PyList_GET_ITEM(lst, k);
-            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
-                continue;
-            }
-            PyObject *vname = PyTuple_GET_ITEM(pair, 0);
-            PyObject *obj = PyTuple_GET_ITEM(pair, 1);
-            if (is_excluded(st, vname, obj)) {
-                continue;
-            }
-            int dup = PySet_Contains(names_seen, vname);
-            if (dup < 0 || (!dup && PySet_Add(names_seen, vname) < 0)) {
-                goto done;
-            }
-            if (dup) {
-                continue;          /* shadowed by a local */
-            }
-            /* bound to an object saved under an earlier name: load gives
-             * the same object for both (`train = df`), pickled once */
-            int alias = add_alias(pickled, vars_meta, vname, obj);
-            if (alias < 0) {
-                goto done;
-            }
-            if (alias) {
-                continue;
-            }
-            /* Python code run for this variable gets VARIABLE_BUDGET_S, within
-             * what is left of the snapshot's CHKPT_SNAPSHOT_TIME_BUDGET;
-             * budget_stop is called on every path out of this iteration */
-            double left = CHKPT_SNAPSHOT_TIME_BUDGET - (chkpt_monotonic() - t_start);
-            if (left <= 0) {
-                if (!out_of_time) {
-                    chkpt_warn_py("the snapshot's time budget (%d s) is used up: "
-                             "'%U' and the variables after it are not saved",
-                             (int)CHKPT_SNAPSHOT_TIME_BUDGET, vname);
-                }
-                out_of_time = 1;
-                if (append_new(skipped, skipped_entry(
-                        vname, obj, "the snapshot's time budget was used up")) < 0) {
-                    goto done;
-                }
-                continue;
-            }
-            /* an object that used up its budget once is not tried again:
-             * under -f 0 it would cost its budget on every line */
-            PyObject *slow_key = no_retry_key(vname, obj);
-            if (slow_key == NULL) {
-                goto done;
-            }
-            int slow = PySet_Contains(ck->no_retry, slow_key);
-            Py_DECREF(slow_key);
-            if (slow < 0) {
-                goto done;
-            }
-            if (slow) {
-                /* still counted among the snapshots it is left out of */
-                if (count_left_out(ck, vname) < 0) {
-                    goto done;
-                }
-                if (append_new(skipped, skipped_entry(
-                        vname, obj, "not tried again: it failed before")) < 0) {
-                    goto done;
-                }
-                continue;
-            }
-            chkpt_hooks_budget_start(ck, left < VARIABLE_BUDGET_S ? left : VARIABLE_BUDGET_S);
-            int sal = is_salient(ck, obj, measure_seen);
-            if (sal <= 0) {
-                chkpt_hooks_budget_stop(ck);
-                if (sal < 0) {
-                    if (script_exception_pending()) {
-                        goto done;
-                    }
-                    PyErr_Clear();     /* could not measure: not salient */
-                }
-                continue;
-            }
-            Py_ssize_t first = bufs.n;
-            int over;
-            PyObject *pk = pickle_bounded(st, pickler_cls, kwargs, obj,
-                                          ck->max_pickle_size - inband,
-                                          ck->max_pickle_size, &over);
-            PyObject *tname = type_name(Py_TYPE(obj));
-            if (tname == NULL) {
-                chkpt_hooks_budget_stop(ck);
-                Py_XDECREF(pk);
-                goto done;
-            }
-            if (pk == NULL || !PyBytes_Check(pk)) {
-                chkpt_hooks_budget_stop(ck);
-                bufvec_truncate(&bufs, first);
-                int to_script = pk == NULL && script_exception_pending();
-                if (to_script || over
-                    || (pk == NULL && PyErr_ExceptionMatches(PyExc_TimeoutError))) {
-                    chkpt_saved_error pending;
-                    chkpt_error_save(&pending);
-                    PyObject *key = no_retry_key(vname, obj);
-                    if (key == NULL || PySet_Add(ck->no_retry, key) < 0) {
-                        PyErr_Clear();
-                    }
-                    Py_XDECREF(key);
-                    chkpt_error_restore(&pending);
-                    if (to_script) {
-                        Py_DECREF(tname);
-                        goto done;
-                    }
-                }
-                if (pk != NULL) {
-                    Py_CLEAR(pk);
-                    PyErr_SetString(PyExc_TypeError, "the pickler gave no bytes");
-                }
-                /* skipped: warn once per name per run, record it in meta */
-                chkpt_saved_error e;
-                PyObject *msg = chkpt_describe_pending();
-                chkpt_error_save(&e);
-                if (msg == NULL) {
-                    PyErr_Clear();
-                    msg = PyUnicode_FromString("cannot be pickled");
-                }
-                PyObject *line = msg ? PyUnicode_FromFormat(
-                    "variable '%U' (%U) could not be saved: %U", vname, tname, msg)
-                    : NULL;
-                if (line == NULL || report_unsaved(ck, vname, line) < 0) {
-                    PyErr_Clear();
-                }
-                Py_XDECREF(line);
-                chkpt_error_restore(&e);
-                PyErr_Clear();
-                int bad = append_new(skipped, msg ? Py_BuildValue(
-                    "{s:O,s:O,s:O}", "name", vname, "type", tname, "error", msg) : NULL);
-                Py_XDECREF(msg);
-                Py_DECREF(tname);
-                if (bad) {
-                    goto done;
-                }
-                continue;
-            }
-            /* pickled: describe it */
-            long long vsize = PyBytes_GET_SIZE(pk);
-            inband += vsize;
-            PyObject *bidx = PyList_New(0);
-            PyObject *pidx = PyLong_FromSsize_t(stream_idx);
-            if (bidx == NULL || pidx == NULL || PyList_Append(pickles, pk) < 0
-                || streams_add(&streams, PyBytes_AS_STRING(pk),
-                               (size_t)PyBytes_GET_SIZE(pk), 0) < 0) {
-                Py_XDECREF(bidx);
-                Py_XDECREF(pidx);
-                Py_DECREF(pk);
-                Py_DECREF(tname);
-                goto done;
-            }
-            stream_idx++;
-            int bad = 0;
-            for (Py_ssize_t b = first; b < bufs.n && !bad; b++) {
-                PyObject *bi = PyLong_FromSsize_t(stream_idx);
-                bad = bi == NULL || PyList_Append(bidx, bi) < 0
-                      || streams_add(&streams, bufs.views[b].buf,
-                                     (size_t)bufs.views[b].len, 0) < 0;
-                Py_XDECREF(bi);
-                vsize += bufs.views[b].len;
-                stream_idx++;
-            }
-            PyObject *refs = bad ? NULL : pickle_module_refs(pk);
-            Py_DECREF(pk);
-            PyObject *rep = refs ? short_repr(ck, reprobj, obj) : NULL;
-            chkpt_hooks_budget_stop(ck);
-            PyObject *tmod = rep ? PyObject_GetAttrString((PyObject *)Py_TYPE(obj),
-                                                          "__module__") : NULL;
-            if (tmod != NULL && !PyUnicode_Check(tmod)) {
-                Py_SETREF(tmod, Py_NewRef(Py_None));
-            }
-            PyObject *vm = tmod ? Py_BuildValue(
-                "{s:O,s:O,s:O,s:L,s:O,s:O,s:O,s:O}", "name", vname, "type", tname,
-                "type_module", tmod, "size", vsize, "repr", rep, "pickle", pidx,
-                "buffers", bidx, "module_refs", refs) : NULL;
-            Py_XDECREF(tmod);
-            Py_XDECREF(rep);
-            Py_XDECREF(refs);
-            Py_DECREF(bidx);
-            Py_DECREF(pidx);
-            Py_DECREF(tname);
-            PyObject *idkey = vm ? PyLong_FromVoidPtr(obj) : NULL;
-            if (idkey == NULL || PyList_Append(vars_meta, vm) < 0
-                || PyDict_SetItem(pickled, idkey, vm) < 0) {
-                Py_XDECREF(idkey);
-                Py_XDECREF(vm);
-                goto done;
-            }
-            Py_DECREF(idkey);
-            Py_DECREF(vm);
-            total_size += vsize;
+        PyObject *vname = PyTuple_GET_ITEM(pair, 0);
+        PyObject *obj = PyTuple_GET_ITEM(pair, 1);
+        if (is_excluded(c->st, vname, obj)) {
+            continue;
+        }
+        int dup = PySet_Contains(names_seen, vname);
+        if (dup < 0 || (!dup && PySet_Add(names_seen, vname) < 0)) {
+            return -1;
+        }
+        if (!dup && PyList_Append(c->candidates, pair) < 0) {
+            return -1;
         }
     }
+    return 0;
+}
 
-    if (!manual && PyList_GET_SIZE(vars_meta) == 0) {
-        result = Py_NewRef(Py_None);     /* nothing salient: nothing written */
-        goto done;
+/* The frame's variables: locals over its module's globals. */
+static int
+capture_select(capture_ctx *c)
+{
+    c->candidates = PyList_New(0);
+    if (c->candidates == NULL) {
+        return -1;
     }
+    if (c->frame == NULL) {
+        return 0;
+    }
+    PyObject *locals = PyFrame_GetLocals(c->frame);
+    PyObject *globals = PyFrame_GetGlobals(c->frame);
+    PyObject *names_seen = PySet_New(NULL);
+    PyObject *items = locals ? mapping_items(locals) : NULL;
+    PyObject *gitems = globals && globals != locals ? PyDict_Items(globals) : NULL;
+    int rc = -1;
+    if (names_seen != NULL && items != NULL && globals != NULL
+        && (gitems != NULL || globals == locals)
+        && select_from(c, items, names_seen) == 0
+        && (gitems == NULL || select_from(c, gitems, names_seen) == 0)) {
+        rc = 0;
+    }
+    Py_XDECREF(locals);
+    Py_XDECREF(globals);
+    Py_XDECREF(names_seen);
+    Py_XDECREF(items);
+    Py_XDECREF(gitems);
+    return rc;
+}
 
-    /* sources, shared between snapshots */
-    src_bytes = PyDict_New();
-    src_paths = PyDict_New();
-    src_meta = PyDict_New();
-    if (!src_bytes || !src_paths || !src_meta
-        || collect_sources(ck, src_bytes, src_paths) < 0) {
-        goto done;
-    }
-    {
-        Py_ssize_t pos = 0;
-        PyObject *mname, *b;
-        while (PyDict_Next(src_bytes, &pos, &mname, &b)) {
-            PyObject *path = PyDict_GetItemWithError(src_paths, mname);
-            if (path == NULL) {
-                goto done;
-            }
-            PyObject *e = Py_BuildValue("{s:O,s:n}", "path", path, "stream",
-                                        stream_idx);
-            if (e == NULL || PyDict_SetItem(src_meta, mname, e) < 0
-                || streams_add(&streams, PyBytes_AS_STRING(b),
-                               (size_t)PyBytes_GET_SIZE(b), CHKPT_STREAM_SHARED) < 0) {
-                Py_XDECREF(e);
-                goto done;
-            }
-            Py_DECREF(e);
-            stream_idx++;
+/* The variable could not be pickled (pk NULL with the exception pending,
+ * or not bytes, or over the size budget): it is not tried again when it
+ * used up its budget, warned about once per name per run and recorded in
+ * the meta's "skipped". -1 on an error, or on an exception for the script
+ * (still pending). */
+static int
+record_unsaved(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *pk,
+               int over, PyObject *tname)
+{
+    CheckpointObject *ck = c->ck;
+    int to_script = pk == NULL && script_exception_pending();
+    if (to_script || over
+        || (pk == NULL && PyErr_ExceptionMatches(PyExc_TimeoutError))) {
+        chkpt_saved_error pending;
+        chkpt_error_save(&pending);
+        PyObject *key = no_retry_key(vname, obj);
+        if (key == NULL || PySet_Add(ck->no_retry, key) < 0) {
+            PyErr_Clear();
+        }
+        Py_XDECREF(key);
+        chkpt_error_restore(&pending);
+        if (to_script) {
+            return -1;
         }
     }
+    if (pk != NULL) {
+        PyErr_SetString(PyExc_TypeError, "the pickler gave no bytes");
+    }
+    chkpt_saved_error e;
+    PyObject *msg = chkpt_describe_pending();
+    chkpt_error_save(&e);
+    if (msg == NULL) {
+        PyErr_Clear();
+        msg = PyUnicode_FromString("cannot be pickled");
+    }
+    PyObject *line = msg ? PyUnicode_FromFormat(
+        "variable '%U' (%U) could not be saved: %U", vname, tname, msg)
+        : NULL;
+    if (line == NULL || report_unsaved(ck, vname, line) < 0) {
+        PyErr_Clear();
+    }
+    Py_XDECREF(line);
+    chkpt_error_restore(&e);
+    PyErr_Clear();
+    int bad = append_new(c->skipped, msg ? Py_BuildValue(
+        "{s:O,s:O,s:O}", "name", vname, "type", tname, "error", msg) : NULL);
+    Py_XDECREF(msg);
+    return bad ? -1 : 0;
+}
+
+/* The variable was pickled into pk, its buffers are c->bufs from index
+ * first on: adds them to the streams and its entry to the meta. Stops the
+ * variable's budget once its Python code (repr) has run. */
+static int
+record_pickled(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *pk,
+               Py_ssize_t first, PyObject *tname)
+{
+    CheckpointObject *ck = c->ck;
+    long long vsize = PyBytes_GET_SIZE(pk);
+    c->inband += vsize;
+    PyObject *bidx = PyList_New(0);
+    PyObject *pidx = PyLong_FromSize_t(c->streams.n);
+    if (bidx == NULL || pidx == NULL || PyList_Append(c->pickles, pk) < 0
+        || streams_add(&c->streams, PyBytes_AS_STRING(pk),
+                       (size_t)PyBytes_GET_SIZE(pk), 0) < 0) {
+        Py_XDECREF(bidx);
+        Py_XDECREF(pidx);
+        chkpt_hooks_budget_stop(ck);
+        return -1;
+    }
+    int bad = 0;
+    for (Py_ssize_t b = first; b < c->bufs.n && !bad; b++) {
+        PyObject *bi = PyLong_FromSize_t(c->streams.n);
+        bad = bi == NULL || PyList_Append(bidx, bi) < 0
+              || streams_add(&c->streams, c->bufs.views[b].buf,
+                             (size_t)c->bufs.views[b].len, 0) < 0;
+        Py_XDECREF(bi);
+        vsize += c->bufs.views[b].len;
+    }
+    PyObject *refs = bad ? NULL : pickle_module_refs(pk);
+    PyObject *rep = refs ? short_repr(ck, c->reprobj, obj) : NULL;
+    chkpt_hooks_budget_stop(ck);
+    PyObject *tmod = rep ? PyObject_GetAttrString((PyObject *)Py_TYPE(obj),
+                                                  "__module__") : NULL;
+    if (tmod != NULL && !PyUnicode_Check(tmod)) {
+        Py_SETREF(tmod, Py_NewRef(Py_None));
+    }
+    PyObject *vm = tmod ? Py_BuildValue(
+        "{s:O,s:O,s:O,s:L,s:O,s:O,s:O,s:O}", "name", vname, "type", tname,
+        "type_module", tmod, "size", vsize, "repr", rep, "pickle", pidx,
+        "buffers", bidx, "module_refs", refs) : NULL;
+    Py_XDECREF(tmod);
+    Py_XDECREF(rep);
+    Py_XDECREF(refs);
+    Py_DECREF(bidx);
+    Py_DECREF(pidx);
+    PyObject *idkey = vm ? PyLong_FromVoidPtr(obj) : NULL;
+    int r = idkey == NULL || PyList_Append(c->vars_meta, vm) < 0
+            || PyDict_SetItem(c->pickled, idkey, vm) < 0 ? -1 : 0;
+    Py_XDECREF(idkey);
+    Py_XDECREF(vm);
+    if (r == 0) {
+        c->total_size += vsize;
+    }
+    return r;
+}
+
+/* Before a variable's Python code runs: 1 go on with its budget (seconds
+ * in *budget), 0 leave it out (recorded), -1 error. Left out: everything
+ * once the snapshot's time budget is used up, and an object that used up
+ * its budget before (under -f 0 it would cost its budget on every line). */
+static int
+variable_budget(capture_ctx *c, PyObject *vname, PyObject *obj, double *budget)
+{
+    double left = CHKPT_SNAPSHOT_TIME_BUDGET - (chkpt_monotonic() - c->t_start);
+    if (left <= 0) {
+        if (!c->out_of_time) {
+            chkpt_warn_py("the snapshot's time budget (%d s) is used up: "
+                          "'%U' and the variables after it are not saved",
+                          (int)CHKPT_SNAPSHOT_TIME_BUDGET, vname);
+        }
+        c->out_of_time = 1;
+        return append_new(c->skipped, skipped_entry(
+            vname, obj, "the snapshot's time budget was used up"));
+    }
+    PyObject *slow_key = no_retry_key(vname, obj);
+    if (slow_key == NULL) {
+        return -1;
+    }
+    int slow = PySet_Contains(c->ck->no_retry, slow_key);
+    Py_DECREF(slow_key);
+    if (slow < 0) {
+        return -1;
+    }
+    if (slow) {
+        /* still counted among the snapshots it is left out of */
+        if (count_left_out(c->ck, vname) < 0) {
+            return -1;
+        }
+        return append_new(c->skipped, skipped_entry(
+            vname, obj, "not tried again: it failed before"));
+    }
+    *budget = left < VARIABLE_BUDGET_S ? left : VARIABLE_BUDGET_S;
+    return 1;
+}
+
+/* One variable: an alias of one saved already, or measured and, when
+ * salient, pickled. 0 done (saved or not), -1 error (an exception for the
+ * script among them). Python code run for it gets VARIABLE_BUDGET_S within
+ * what is left of the snapshot's budget; the budget is stopped on every
+ * path out. */
+static int
+capture_variable(capture_ctx *c, PyObject *vname, PyObject *obj)
+{
+    CheckpointObject *ck = c->ck;
+    /* bound to an object saved under an earlier name: load gives the same
+     * object for both (`train = df`), pickled once */
+    int alias = add_alias(c->pickled, c->vars_meta, vname, obj);
+    if (alias != 0) {
+        return alias < 0 ? -1 : 0;
+    }
+    double budget = 0;
+    int go = variable_budget(c, vname, obj, &budget);
+    if (go <= 0) {
+        return go;
+    }
+    chkpt_hooks_budget_start(ck, budget);
+    int sal = is_salient(ck, obj, c->measure_seen);
+    if (sal <= 0) {
+        chkpt_hooks_budget_stop(ck);
+        if (sal < 0) {
+            if (script_exception_pending()) {
+                return -1;
+            }
+            PyErr_Clear();     /* could not measure: not salient */
+        }
+        return 0;
+    }
+    Py_ssize_t first = c->bufs.n;
+    int over;
+    PyObject *pk = pickle_bounded(c->st, c->pickler_cls, c->kwargs, obj,
+                                  ck->max_pickle_size - c->inband,
+                                  ck->max_pickle_size, &over);
+    PyObject *tname = type_name(Py_TYPE(obj));
+    int r;
+    if (tname == NULL) {
+        chkpt_hooks_budget_stop(ck);
+        r = -1;
+    }
+    else if (pk == NULL || !PyBytes_Check(pk)) {
+        chkpt_hooks_budget_stop(ck);
+        bufvec_truncate(&c->bufs, first);
+        r = record_unsaved(c, vname, obj, pk, over, tname);
+    }
+    else {
+        r = record_pickled(c, vname, obj, pk, first, tname);
+    }
+    Py_XDECREF(tname);
+    Py_XDECREF(pk);
+    return r;
+}
+
+/* Pickles every candidate (capture_variable) with one Pickler setup:
+ * protocol 5, out-of-band buffers collected into c->bufs. */
+static int
+capture_pickle(capture_ctx *c)
+{
+    c->pickled = PyDict_New();
+    c->measure_seen = PySet_New(NULL);
+    c->vars_meta = PyList_New(0);
+    c->skipped = PyList_New(0);
+    c->pickles = PyList_New(0);
+    if (!c->pickled || !c->measure_seen || !c->vars_meta || !c->skipped
+        || !c->pickles) {
+        return -1;
+    }
+    c->pickler_cls = PyObject_GetAttrString(c->st->pickle_module, "Pickler");
+    c->capsule = PyCapsule_New(&c->bufs, BUFVEC_CAPSULE, NULL);
+    c->callback = c->capsule ? PyCFunction_New(&buffer_callback_def, c->capsule)
+                             : NULL;
+    c->kwargs = c->callback ? Py_BuildValue("{s:i,s:O}", "protocol", 5,
+                                            "buffer_callback", c->callback)
+                            : NULL;
+    if (c->pickler_cls == NULL || c->kwargs == NULL) {
+        return -1;
+    }
+    c->reprobj = make_repr_obj();
+    if (c->reprobj == NULL) {
+        PyErr_Clear();          /* short_repr falls back */
+    }
+    slotnames_install(&c->slotpatch);
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(c->candidates); k++) {
+        PyObject *pair = PyList_GET_ITEM(c->candidates, k);
+        if (capture_variable(c, PyTuple_GET_ITEM(pair, 0),
+                             PyTuple_GET_ITEM(pair, 1)) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The sources of the script and its sibling modules, as shared streams
+ * (stored once whatever the number of snapshots). */
+static int
+capture_add_sources(capture_ctx *c)
+{
+    CheckpointObject *ck = c->ck;
+    PyObject *src_paths = PyDict_New();
+    c->src_bytes = PyDict_New();
+    c->src_meta = PyDict_New();
+    if (!c->src_bytes || !src_paths || !c->src_meta
+        || collect_sources(ck, c->src_bytes, src_paths) < 0) {
+        Py_XDECREF(src_paths);
+        return -1;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *mname, *b;
+    while (PyDict_Next(c->src_bytes, &pos, &mname, &b)) {
+        PyObject *path = PyDict_GetItemWithError(src_paths, mname);
+        PyObject *e = path ? Py_BuildValue("{s:O,s:n}", "path", path, "stream",
+                                           (Py_ssize_t)c->streams.n) : NULL;
+        if (e == NULL || PyDict_SetItem(c->src_meta, mname, e) < 0
+            || streams_add(&c->streams, PyBytes_AS_STRING(b),
+                           (size_t)PyBytes_GET_SIZE(b), CHKPT_STREAM_SHARED) < 0) {
+            Py_XDECREF(e);
+            Py_DECREF(src_paths);
+            return -1;
+        }
+        Py_DECREF(e);
+    }
+    Py_DECREF(src_paths);
 
     /* run with -m: the main module's own name, for its relative imports */
     if (ck->main_module != NULL && ck->main_module != Py_None) {
-        PyObject *entry = PyDict_GetItemString(src_meta, "__main__");   /* borrowed */
+        PyObject *entry = PyDict_GetItemString(c->src_meta, "__main__"); /* borrowed */
         PyObject *spec = entry ? PyObject_GetAttrString(ck->main_module, "__spec__")
                                : NULL;
         PyObject *sname = spec && spec != Py_None
@@ -1865,39 +1969,46 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             && PyDict_SetItemString(entry, "spec", sname) < 0) {
             Py_XDECREF(spec);
             Py_DECREF(sname);
-            goto done;
+            return -1;
         }
         Py_XDECREF(spec);
         Py_XDECREF(sname);
         PyErr_Clear();
     }
+    return 0;
+}
 
-    /* meta */
+/* The meta document (docs/FORMAT.md, "Snapshot metadata") and its JSON. */
+static int
+capture_build_meta(capture_ctx *c)
+{
+    CheckpointObject *ck = c->ck;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    meta = PyDict_New();
-    if (meta == NULL) {
-        goto done;
+    c->meta = PyDict_New();
+    if (c->meta == NULL) {
+        return -1;
     }
     PyObject *function = Py_None, *line = NULL;
     PyObject *fn_obj = NULL;
-    if (frame != NULL) {
-        PyCodeObject *code = PyFrame_GetCode(frame);
+    if (c->frame != NULL) {
+        PyCodeObject *code = PyFrame_GetCode(c->frame);
         fn_obj = PyObject_GetAttrString((PyObject *)code, "co_qualname");
         Py_DECREF(code);
         if (fn_obj == NULL) {
-            goto done;
+            return -1;
         }
         function = fn_obj;
-        line = PyLong_FromLong(PyFrame_GetLineNumber(frame));
+        line = PyLong_FromLong(PyFrame_GetLineNumber(c->frame));
     }
     else {
         line = Py_NewRef(Py_None);
     }
+    PyObject *meta = c->meta;
     PyObject *argv = PySys_GetObject("argv");       /* borrowed */
     int bad = set_item(meta, "format", PyLong_FromLong(CHKPT_META_FORMAT)) < 0
-        || PyDict_SetItemString(meta, "name", name ? name : Py_None) < 0
-        || set_item(meta, "kind", PyUnicode_FromString(kind)) < 0
+        || PyDict_SetItemString(meta, "name", c->name ? c->name : Py_None) < 0
+        || set_item(meta, "kind", PyUnicode_FromString(c->kind)) < 0
         || set_item(meta, "time", PyFloat_FromDouble((double)ts.tv_sec
                                                      + ts.tv_nsec * 1e-9)) < 0
         || PyDict_SetItemString(meta, "script", ck->script_path) < 0
@@ -1908,145 +2019,173 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         || set_item(meta, "seq", PyLong_FromUnsignedLongLong(ck->seq + 1)) < 0
         || set_item(meta, "pid", PyLong_FromLong((long)getpid())) < 0
         || PyDict_SetItemString(meta, "argv", argv ? argv : Py_None) < 0
-        || set_item(meta, "size", PyLong_FromLongLong(total_size)) < 0
-        || PyDict_SetItemString(meta, "variables", vars_meta) < 0
-        || PyDict_SetItemString(meta, "skipped", skipped) < 0
-        || PyDict_SetItemString(meta, "sources", src_meta) < 0;
+        || set_item(meta, "size", PyLong_FromLongLong(c->total_size)) < 0
+        || PyDict_SetItemString(meta, "variables", c->vars_meta) < 0
+        || PyDict_SetItemString(meta, "skipped", c->skipped) < 0
+        || PyDict_SetItemString(meta, "sources", c->src_meta) < 0;
     Py_XDECREF(fn_obj);
     if (bad) {
-        goto done;
+        return -1;
     }
-    json = PyObject_CallMethod(st->json_module, "dumps", "O", meta);
+    PyObject *json = PyObject_CallMethod(c->st->json_module, "dumps", "O", meta);
     if (json == NULL) {
-        goto done;
+        return -1;
     }
-    json_bytes = PyUnicode_AsUTF8String(json);
-    if (json_bytes == NULL) {
-        goto done;
-    }
+    c->json_bytes = PyUnicode_AsUTF8String(json);
+    Py_DECREF(json);
+    return c->json_bytes == NULL ? -1 : 0;
+}
 
-    /* the I/O, without the GIL; the buffer exports are held */
-    {
-        char err[CHKPT_ERRLEN] = "";
-        char path[PATH_MAX] = "";
-        int ok = 0;
-        uint64_t written = 0;
-        /* Another thread may set ck.output_dir (which closes ck->store)
-         * while the GIL is released: the store is ours until the I/O is
-         * done, then handed back unless the output dir changed meanwhile. */
-        chkpt_store *store = ck->store;
-        PyObject *dir_then = Py_NewRef(ck->output_dir);
-        ck->store = NULL;
-        int level = ck->compress_level;
-        PyObject *dir_fs = store ? NULL : PyUnicode_EncodeFSDefault(dir_then);
-        if (store == NULL && dir_fs == NULL) {
-            Py_DECREF(dir_then);
-            goto done;
-        }
-        Py_BEGIN_ALLOW_THREADS
-        /* the store was closed by another thread setting output_dir while
-         * the objects were pickled (pickling runs Python code, which lets
-         * other threads run): open the one of the new output dir */
-        if (store == NULL) {
-            chkpt_store_open(PyBytes_AS_STRING(dir_fs), 1, &store, err,
-                             sizeof(err));
-        }
-        chkpt_snapwriter *w = store ? chkpt_snap_begin(store, level, err,
-                                                       sizeof(err)) : NULL;
-        if (w != NULL) {
-            ok = 1;
-            for (size_t k = 0; k < streams.n; k++) {
-                long got = chkpt_snap_add_stream(w, streams.v[k].data,
-                                                 streams.v[k].len,
-                                                 streams.v[k].flags, err,
-                                                 sizeof(err));
-                if (got != (long)k) {
-                    if (got >= 0) {
-                        snprintf(err, sizeof(err), "store numbered stream %zu as %ld",
-                                 k, got);
-                    }
-                    ok = 0;
-                    break;
-                }
+/* The store I/O of the streams and meta, without the GIL (the buffer
+ * exports are held): 0 on success, -1 with the reason in err. */
+static int
+write_streams(capture_ctx *c, chkpt_store *store, int level, char *err,
+              size_t errlen)
+{
+    chkpt_snapwriter *w = chkpt_snap_begin(store, level, err, errlen);
+    if (w == NULL) {
+        return -1;
+    }
+    for (size_t k = 0; k < c->streams.n; k++) {
+        long got = chkpt_snap_add_stream(w, c->streams.v[k].data,
+                                         c->streams.v[k].len,
+                                         c->streams.v[k].flags, err, errlen);
+        if (got != (long)k) {
+            if (got >= 0) {
+                snprintf(err, errlen, "store numbered stream %zu as %ld", k, got);
             }
-            if (ok) {
-                written = chkpt_snap_bytes_written(w);
-                ok = chkpt_snap_commit(w, PyBytes_AS_STRING(json_bytes),
-                                       (size_t)PyBytes_GET_SIZE(json_bytes),
-                                       path, sizeof(path), err, sizeof(err)) == 0;
-            }
-            else {
-                chkpt_snap_abort(w);
-            }
+            chkpt_snap_abort(w);
+            return -1;
         }
-        Py_END_ALLOW_THREADS
-        Py_XDECREF(dir_fs);
-        if (ck->store == NULL && ck->output_dir == dir_then) {
-            ck->store = store;
-        }
-        else {
-            chkpt_store_close(store);
-        }
+    }
+    c->written = chkpt_snap_bytes_written(w);
+    return chkpt_snap_commit(w, PyBytes_AS_STRING(c->json_bytes),
+                             (size_t)PyBytes_GET_SIZE(c->json_bytes),
+                             c->path, sizeof(c->path), err, errlen) == 0 ? 0 : -1;
+}
+
+/* Writes and commits the snapshot: 1 written (c->path), 0 not (warned once
+ * per run, each time with -v), -1 error. */
+static int
+capture_write(capture_ctx *c)
+{
+    CheckpointObject *ck = c->ck;
+    char err[CHKPT_ERRLEN] = "";
+    int ok = 0;
+    /* Another thread may set ck.output_dir (which closes ck->store) while
+     * the GIL is released: the store is ours until the I/O is done, then
+     * handed back unless the output dir changed meanwhile. */
+    chkpt_store *store = ck->store;
+    PyObject *dir_then = Py_NewRef(ck->output_dir);
+    ck->store = NULL;
+    int level = ck->compress_level;
+    PyObject *dir_fs = store ? NULL : PyUnicode_EncodeFSDefault(dir_then);
+    if (store == NULL && dir_fs == NULL) {
         Py_DECREF(dir_then);
-        if (!ok) {
-            /* once per run (a full disk fails every snapshot); each with -v */
-            int first = chkpt_once_str(ck->warned_once, ONCE_WRITE_FAILED);
-            if (first < 0) {
-                goto done;
-            }
-            if (first || ck->verbosity > 0) {
-                chkpt_warn_py("snapshot not written to %U: %s%s", ck->output_dir,
-                              err, first ? " (further failures are reported with -v)"
-                                         : "");
-            }
-            result = Py_NewRef(Py_None);
-            goto done;
+        return -1;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    /* the store was closed by another thread setting output_dir while the
+     * objects were pickled (pickling runs Python code, which lets other
+     * threads run): open the one of the new output dir */
+    if (store == NULL) {
+        chkpt_store_open(PyBytes_AS_STRING(dir_fs), 1, &store, err, sizeof(err));
+    }
+    ok = store != NULL && write_streams(c, store, level, err, sizeof(err)) == 0;
+    Py_END_ALLOW_THREADS
+    Py_XDECREF(dir_fs);
+    if (ck->store == NULL && ck->output_dir == dir_then) {
+        ck->store = store;
+    }
+    else {
+        chkpt_store_close(store);
+    }
+    Py_DECREF(dir_then);
+    if (ok) {
+        return 1;
+    }
+    /* once per run (a full disk fails every snapshot); each with -v */
+    int first = chkpt_once_str(ck->warned_once, ONCE_WRITE_FAILED);
+    if (first < 0) {
+        return -1;
+    }
+    if (first || ck->verbosity > 0) {
+        chkpt_warn_py("snapshot not written to %U: %s%s", ck->output_dir,
+                      err, first ? " (further failures are reported with -v)"
+                                 : "");
+    }
+    return 0;
+}
+
+/* The snapshot is written: counts it, says so with -v, applies retention
+ * after an automatic one. Its SnapshotInfo, or NULL on an error. */
+static PyObject *
+capture_publish(capture_ctx *c)
+{
+    CheckpointObject *ck = c->ck;
+    ck->seq++;
+    ck->last_snapshot = chkpt_monotonic();
+    PyObject *p = PyUnicode_DecodeFSDefault(c->path);
+    if (p == NULL) {
+        return NULL;
+    }
+    if (ck->verbosity > 0) {
+        chkpt_warn_py("%s snapshot %zd variable(s), %lld bytes (%llu new) -> %U",
+                      c->kind, PyList_GET_SIZE(c->vars_meta), c->total_size,
+                      (unsigned long long)c->written, p);
+    }
+    PyObject *result = chkpt_snapinfo_new(ck->module, p, c->meta);
+    Py_DECREF(p);
+    if (result != NULL && !c->manual && ck->max_store_size > 0) {
+        enforce_store_size(ck);
+    }
+    return result;
+}
+
+/* The snapshot, step by step (see capture_ctx): a SnapshotInfo, None when
+ * nothing was written, NULL on an error. */
+static PyObject *
+capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
+             PyObject *name, int manual)
+{
+    capture_ctx c = {
+        .ck = ck, .st = chkpt_get_state(ck->module), .kind = kind,
+        .name = name, .manual = manual, .t_start = chkpt_monotonic(),
+    };
+    c.frame = pick_frame(ck, given);
+    if (c.frame == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
         }
-        ck->seq++;
-        ck->last_snapshot = chkpt_monotonic();
-        PyObject *p = PyUnicode_DecodeFSDefault(path);
-        if (p == NULL) {
-            goto done;
-        }
-        if (ck->verbosity > 0) {
-            chkpt_warn_py("%s snapshot %zd variable(s), %lld bytes (%llu new) -> %U",
-                       kind, PyList_GET_SIZE(vars_meta), total_size,
-                       (unsigned long long)written, p);
-        }
-        result = chkpt_snapinfo_new(ck->module, p, meta);
-        Py_DECREF(p);
-        if (result != NULL && !manual && ck->max_store_size > 0) {
-            enforce_store_size(ck);
+        if (!manual) {
+            Py_RETURN_NONE;      /* the script's code is not running */
         }
     }
-
+    PyObject *result = NULL;
+    int open = capture_open_store(&c);      /* nothing to do without it */
+    if (open <= 0) {
+        result = open == 0 ? Py_NewRef(Py_None) : NULL;
+        goto done;
+    }
+    if (capture_select(&c) < 0 || capture_pickle(&c) < 0) {
+        goto done;
+    }
+    if (!manual && PyList_GET_SIZE(c.vars_meta) == 0) {
+        result = Py_NewRef(Py_None);     /* nothing salient: nothing written */
+        goto done;
+    }
+    if (capture_add_sources(&c) < 0 || capture_build_meta(&c) < 0) {
+        goto done;
+    }
+    int written = capture_write(&c);
+    if (written > 0) {
+        result = capture_publish(&c);
+    }
+    else if (written == 0) {
+        result = Py_NewRef(Py_None);
+    }
 done:
-    slotnames_uninstall(&slotpatch);
-    chkpt_hooks_budget_stop(ck);
-    bufvec_free(&bufs);
-    PyMem_Free(streams.v);
-    Py_XDECREF(frame);
-    Py_XDECREF(locals);
-    Py_XDECREF(globals);
-    Py_XDECREF(items);
-    Py_XDECREF(gitems);
-    Py_XDECREF(names_seen);
-    Py_XDECREF(pickled);
-    Py_XDECREF(measure_seen);
-    Py_XDECREF(vars_meta);
-    Py_XDECREF(skipped);
-    Py_XDECREF(pickles);
-    Py_XDECREF(pickler_cls);
-    Py_XDECREF(kwargs);
-    Py_XDECREF(callback);
-    Py_XDECREF(capsule);
-    Py_XDECREF(reprobj);
-    Py_XDECREF(meta);
-    Py_XDECREF(src_bytes);
-    Py_XDECREF(src_paths);
-    Py_XDECREF(src_meta);
-    Py_XDECREF(json);
-    Py_XDECREF(json_bytes);
+    capture_ctx_clear(&c);
     return result;
 }
 
