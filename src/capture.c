@@ -155,6 +155,12 @@ no_retry_key(PyObject *vname, PyObject *obj)
 #define REPR_LIMIT 160          /* characters of a variable's repr in meta */
 #define MODREFS_MAX_PICKLE (64u << 20)  /* skip module_refs beyond this */
 #define MEASURE_MAX_DEPTH 64
+/* What CPython objects cost, for the size estimate of is_salient (64-bit
+ * builds; an estimate only: cheaper than asking __sizeof__ of each). */
+#define GC_HEADER_BYTES 16      /* PyGC_Head before every GC-tracked object */
+#define SMALL_INT_BYTES 32      /* an int that fits in a long long */
+#define STR_HEADER_BYTES 56     /* a compact str before its characters */
+#define BYTES_HEADER_BYTES 33   /* a bytes object before its data, with its NUL */
 /* Seconds the Python code run for one variable (its __reduce__, its
  * __repr__, a library's memory_usage) may take: past it, hooks.c makes that
  * code raise TimeoutError and the variable is skipped like any other that
@@ -319,12 +325,16 @@ chkpt_capture_init(PyObject *module)
     return 0;
 }
 
+/* the default --max-pickle-size on a machine whose memory is unknown or
+ * small */
+#define MIN_DEFAULT_PICKLE_SIZE (256LL << 20)
+
 long long
 chkpt_default_max_pickle_size(void)
 {
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     long long quarter = pages > 0 && page > 0 ? (long long)pages * page / 4 : 0;
-    return quarter > (256LL << 20) ? quarter : (256LL << 20);
+    return quarter > MIN_DEFAULT_PICKLE_SIZE ? quarter : MIN_DEFAULT_PICKLE_SIZE;
 }
 
 /* pickler_cls(sink, **kwargs).dump(obj): the in-band bytes, or NULL with
@@ -741,7 +751,7 @@ shallow_size(PyObject *o)
         n = Py_TYPE(o)->tp_basicsize;
     }
     if (PyObject_IS_GC(o)) {
-        n += 16;
+        n += GC_HEADER_BYTES;
     }
     return n;
 }
@@ -829,18 +839,18 @@ measure_obj(measure *m, PyObject *o, int depth)
         int overflow;
         (void)PyLong_AsLongLongAndOverflow(o, &overflow);
         if (overflow == 0) {
-            m->total += 32;
+            m->total += SMALL_INT_BYTES;
             return 0;
         }
         m->total += shallow_size(o);
         return 0;
     }
     if (tp == &PyUnicode_Type) {
-        m->total += 56 + (long long)PyUnicode_GET_LENGTH(o) * PyUnicode_KIND(o);
+        m->total += STR_HEADER_BYTES + (long long)PyUnicode_GET_LENGTH(o) * PyUnicode_KIND(o);
         return 0;
     }
     if (tp == &PyBytes_Type) {
-        m->total += 33 + (long long)PyBytes_GET_SIZE(o);
+        m->total += BYTES_HEADER_BYTES + (long long)PyBytes_GET_SIZE(o);
         return 0;
     }
     /* everything else may be shared: count it once */
