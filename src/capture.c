@@ -16,7 +16,7 @@
  * SystemExit, raised while a user's __reduce__ runs) propagate, so that the
  * script stops as it would have without chkpt.
  */
-#include "chkpt.h"
+#include "capture.h"
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -24,43 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <stdarg.h>
-
-/* Is the code the script's own: the main script or a module in its
- * directory (a sibling)? Never raises. */
-int
-chkpt_is_script_code(CheckpointObject *ck, PyCodeObject *code)
-{
-    PyObject *fn = code->co_filename;
-    if (ck->script_path == NULL || ck->script_path == Py_None
-        || fn == NULL || !PyUnicode_Check(fn)) {
-        return 0;
-    }
-    if (PyUnicode_Compare(fn, ck->script_path) == 0) {
-        return 1;
-    }
-    if (PyErr_Occurred()) {
-        PyErr_Clear();
-        return 0;
-    }
-    /* sibling modules: a file directly in the script's directory */
-    if (ck->script_dir == NULL || !PyUnicode_Check(ck->script_dir)) {
-        return 0;
-    }
-    Py_ssize_t n = PyUnicode_GetLength(fn);
-    Py_ssize_t slash = PyUnicode_FindChar(fn, '/', 0, n, -1);
-    if (slash <= 0) {
-        return 0;
-    }
-    PyObject *dir = PyUnicode_Substring(fn, 0, slash);
-    if (dir == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    int same = PyUnicode_Compare(dir, ck->script_dir) == 0;
-    Py_DECREF(dir);
-    PyErr_Clear();
-    return same;
-}
 
 /* The code objects of the script's Python-level signal handlers. */
 static PyObject *
@@ -154,13 +117,6 @@ no_retry_key(PyObject *vname, PyObject *obj)
 #define ONCE_WRITE_FAILED "store write failed"
 #define REPR_LIMIT 160          /* characters of a variable's repr in meta */
 #define MODREFS_MAX_PICKLE (64u << 20)  /* skip module_refs beyond this */
-#define MEASURE_MAX_DEPTH 64
-/* What CPython objects cost, for the size estimate of is_salient (64-bit
- * builds; an estimate only: cheaper than asking __sizeof__ of each). */
-#define GC_HEADER_BYTES 16      /* PyGC_Head before every GC-tracked object */
-#define SMALL_INT_BYTES 32      /* an int that fits in a long long */
-#define STR_HEADER_BYTES 56     /* a compact str before its characters */
-#define BYTES_HEADER_BYTES 33   /* a bytes object before its data, with its NUL */
 /* Seconds the Python code run for one variable (its __reduce__, its
  * __repr__, a library's memory_usage) may take: past it, hooks.c makes that
  * code raise TimeoutError and the variable is skipped like any other that
@@ -168,147 +124,10 @@ no_retry_key(PyObject *vname, PyObject *obj)
 #define VARIABLE_BUDGET_S 5.0
 /* (the whole snapshot: CHKPT_SNAPSHOT_TIME_BUDGET in chkpt.h) */
 
-/* ------------------------------------------------------------------ */
-/* out-of-band buffers collected by the buffer_callback                */
-
-typedef struct {
-    Py_buffer *views;
-    Py_ssize_t n, cap;
-} bufvec;
-
-static void
-bufvec_truncate(bufvec *v, Py_ssize_t n)
-{
-    while (v->n > n) {
-        PyBuffer_Release(&v->views[--v->n]);
-    }
-}
-
-static void
-bufvec_free(bufvec *v)
-{
-    bufvec_truncate(v, 0);
-    PyMem_Free(v->views);
-    v->views = NULL;
-    v->cap = 0;
-}
-
-#define BUFVEC_CAPSULE "chkpt.capture.bufvec"
-
-/* buffer_callback(picklebuffer): keep contiguous buffers out of band
- * (return False), leave the others in band (return True). */
-static PyObject *
-buffer_callback(PyObject *capsule, PyObject *pb)
-{
-    bufvec *v = PyCapsule_GetPointer(capsule, BUFVEC_CAPSULE);
-    if (v == NULL) {
-        return NULL;
-    }
-    if (v->n == v->cap) {
-        Py_ssize_t cap = v->cap ? v->cap * 2 : 16;
-        Py_buffer *nv = PyMem_Realloc(v->views, (size_t)cap * sizeof(Py_buffer));
-        if (nv == NULL) {
-            return PyErr_NoMemory();
-        }
-        v->views = nv;
-        v->cap = cap;
-    }
-    /* the raw bytes in memory order, as PickleBuffer.raw() gives them: C or
-     * Fortran order (numpy records which when it reduces) */
-    if (PyObject_GetBuffer(pb, &v->views[v->n], PyBUF_ANY_CONTIGUOUS) < 0) {
-        if (!PyErr_ExceptionMatches(PyExc_BufferError)) {
-            return NULL;
-        }
-        PyErr_Clear();
-        Py_RETURN_TRUE;        /* non-contiguous: serialize in band */
-    }
-    v->n++;
-    Py_RETURN_FALSE;
-}
-
-static PyMethodDef buffer_callback_def = {
-    "buffer_callback", (PyCFunction)buffer_callback, METH_O, NULL
-};
-
-/* ------------------------------------------------------------------ */
-/* in-band pickle bytes, held in memory up to a budget                 */
-
-/* The file a pickle.Pickler writes into: it keeps what it is given until
- * the snapshot is written, up to `budget` bytes. The C pickler writes each
- * 64 KiB frame as it is done, and large payloads at once, so a hostile
- * __reduce__ producing gigabytes is stopped before its output is held. */
-typedef struct {
-    PyObject_HEAD
-    PyObject *parts;            /* list of bytes */
-    long long total;
-    long long budget;           /* what this variable may still add */
-    long long limit;            /* --max-pickle-size, for the message */
-    int over;
-} PickleSinkObject;
-
-static void
-sink_dealloc(PickleSinkObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    Py_XDECREF(self->parts);
-    PyObject_Free(self);
-    Py_DECREF(tp);
-}
-
-static PyObject *
-sink_write(PickleSinkObject *self, PyObject *data)
-{
-    Py_buffer view;
-    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
-        return NULL;
-    }
-    Py_ssize_t len = view.len;
-    if (self->total + len > self->budget) {
-        PyBuffer_Release(&view);
-        self->over = 1;
-        return PyErr_Format(PyExc_MemoryError,
-                            "pickled, it goes over --max-pickle-size (%lld "
-                            "bytes for one snapshot)", self->limit);
-    }
-    /* bytes are immutable: kept as they are; anything else is copied */
-    PyObject *part = PyBytes_CheckExact(data) ? Py_NewRef(data)
-                     : PyBytes_FromStringAndSize(view.buf, len);
-    PyBuffer_Release(&view);
-    if (part == NULL || PyList_Append(self->parts, part) < 0) {
-        Py_XDECREF(part);
-        return NULL;
-    }
-    Py_DECREF(part);
-    self->total += len;
-    return PyLong_FromSsize_t(len);
-}
-
-static PyMethodDef sink_methods[] = {
-    {"write", (PyCFunction)sink_write, METH_O, NULL},
-    {NULL, NULL, 0, NULL}
-};
-
-static PyType_Slot sink_slots[] = {
-    {Py_tp_doc, "Where chkpt's pickler writes a variable's pickle."},
-    {Py_tp_dealloc, sink_dealloc},
-    {Py_tp_methods, sink_methods},
-    {0, NULL}
-};
-
-static PyType_Spec sink_spec = {
-    .name = "chkpt._chkpt._PickleSink",
-    .basicsize = sizeof(PickleSinkObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = sink_slots,
-};
-
 int
 chkpt_capture_init(PyObject *module)
 {
-    chkpt_state *st = chkpt_get_state(module);
-    st->PickleSink_Type = (PyTypeObject *)PyType_FromModuleAndSpec(
-        module, &sink_spec, NULL);
-    if (st->PickleSink_Type == NULL) {
+    if (chkpt_pickler_init(module) < 0) {
         return -1;
     }
     /* Modules a capture may need, imported before the script runs: a
@@ -323,65 +142,6 @@ chkpt_capture_init(PyObject *module)
         Py_DECREF(m);
     }
     return 0;
-}
-
-/* the default --max-pickle-size on a machine whose memory is unknown or
- * small */
-#define MIN_DEFAULT_PICKLE_SIZE (256LL << 20)
-
-long long
-chkpt_default_max_pickle_size(void)
-{
-    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    long long quarter = pages > 0 && page > 0 ? (long long)pages * page / 4 : 0;
-    return quarter > MIN_DEFAULT_PICKLE_SIZE ? quarter : MIN_DEFAULT_PICKLE_SIZE;
-}
-
-/* pickler_cls(sink, **kwargs).dump(obj): the in-band bytes, or NULL with
- * the exception set (*over when the budget stopped it). */
-static PyObject *
-pickle_bounded(chkpt_state *st, PyObject *pickler_cls, PyObject *kwargs,
-               PyObject *obj, long long budget, long long limit, int *over)
-{
-    *over = 0;
-    PickleSinkObject *sink = PyObject_New(PickleSinkObject, st->PickleSink_Type);
-    if (sink == NULL) {
-        return NULL;
-    }
-    sink->parts = PyList_New(0);
-    sink->total = 0;
-    sink->budget = budget;
-    sink->limit = limit;
-    sink->over = 0;
-    PyObject *result = NULL;
-    PyObject *args = sink->parts ? PyTuple_Pack(1, (PyObject *)sink) : NULL;
-    PyObject *pickler = args ? PyObject_Call(pickler_cls, args, kwargs) : NULL;
-    Py_XDECREF(args);
-    PyObject *r = pickler ? PyObject_CallMethod(pickler, "dump", "(O)", obj) : NULL;
-    Py_XDECREF(pickler);
-    if (r == NULL) {
-        *over = sink->over;
-        goto done;
-    }
-    Py_DECREF(r);
-    Py_ssize_t n = PyList_GET_SIZE(sink->parts);
-    if (n == 1) {
-        result = Py_NewRef(PyList_GET_ITEM(sink->parts, 0));
-        goto done;
-    }
-    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)sink->total);
-    if (result == NULL) {
-        goto done;
-    }
-    char *dst = PyBytes_AS_STRING(result);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *part = PyList_GET_ITEM(sink->parts, i);
-        memcpy(dst, PyBytes_AS_STRING(part), (size_t)PyBytes_GET_SIZE(part));
-        dst += PyBytes_GET_SIZE(part);
-    }
-done:
-    Py_DECREF(sink);
-    return result;
 }
 
 /* ------------------------------------------------------------------ */
@@ -488,449 +248,6 @@ report_unsaved(CheckpointObject *ck, PyObject *vname, PyObject *msg)
     }
     Py_DECREF(entry);
     return 0;
-}
-
-/* ------------------------------------------------------------------ */
-/* pickling without side effects on the script's classes                */
-
-/* object.__reduce_ex__ asks copyreg._slotnames(cls), which caches its
- * answer as cls.__slotnames__: the script would see a new attribute on its
- * classes after a snapshot. While capturing, copyreg._slotnames is this
- * wrapper: same answer, cached in chkpt's own dict, the class left as it
- * was. self = (original _slotnames, cache dict). */
-static PyObject *
-slotnames_wrapper(PyObject *self, PyObject *cls)
-{
-    PyObject *orig = PyTuple_GET_ITEM(self, 0);
-    PyObject *cache = PyTuple_GET_ITEM(self, 1);
-    PyObject *names = PyDict_GetItemWithError(cache, cls);
-    if (names != NULL) {
-        return Py_NewRef(names);
-    }
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    names = PyObject_CallOneArg(orig, cls);
-    if (names == NULL) {
-        return NULL;
-    }
-    /* type.__reduce_ex__ only asks when the class has no __slotnames__ of
-     * its own: whatever is there now was put by the original */
-    if (PyType_Check(cls) && PyObject_DelAttrString(cls, "__slotnames__") < 0) {
-        PyErr_Clear();
-    }
-    if (PyDict_SetItem(cache, cls, names) < 0) {
-        Py_DECREF(names);
-        return NULL;
-    }
-    return names;
-}
-
-static PyMethodDef slotnames_def = {
-    "_slotnames", (PyCFunction)slotnames_wrapper, METH_O, NULL
-};
-
-typedef struct {
-    PyObject *copyreg, *orig;
-} slotnames_patch;
-
-static void
-slotnames_install(slotnames_patch *p)
-{
-    p->copyreg = PyImport_ImportModule("copyreg");
-    p->orig = p->copyreg ? PyObject_GetAttrString(p->copyreg, "_slotnames") : NULL;
-    PyObject *cache = p->orig ? PyDict_New() : NULL;
-    PyObject *self = cache ? PyTuple_Pack(2, p->orig, cache) : NULL;
-    PyObject *fn = self ? PyCFunction_New(&slotnames_def, self) : NULL;
-    if (fn == NULL || PyObject_SetAttrString(p->copyreg, "_slotnames", fn) < 0) {
-        PyErr_Clear();          /* pickling still works, with the cache */
-        Py_CLEAR(p->orig);
-    }
-    Py_XDECREF(cache);
-    Py_XDECREF(self);
-    Py_XDECREF(fn);
-}
-
-static void
-slotnames_uninstall(slotnames_patch *p)
-{
-    if (p->copyreg != NULL && p->orig != NULL) {
-        chkpt_saved_error e;
-        chkpt_error_save(&e);
-        if (PyObject_SetAttrString(p->copyreg, "_slotnames", p->orig) < 0) {
-            PyErr_Clear();
-        }
-        chkpt_error_restore(&e);
-    }
-    Py_CLEAR(p->orig);
-    Py_CLEAR(p->copyreg);
-}
-
-/* ------------------------------------------------------------------ */
-/* which variables                                                     */
-
-static int
-is_dunder(PyObject *name)
-{
-    Py_ssize_t n = PyUnicode_GET_LENGTH(name);
-    if (n < 5) {
-        return 0;
-    }
-    return PyUnicode_READ_CHAR(name, 0) == '_' && PyUnicode_READ_CHAR(name, 1) == '_'
-           && PyUnicode_READ_CHAR(name, n - 1) == '_'
-           && PyUnicode_READ_CHAR(name, n - 2) == '_';
-}
-
-/* Never captured: definitions and machinery rather than data. */
-static int
-is_excluded(chkpt_state *st, PyObject *name, PyObject *obj)
-{
-    if (!PyUnicode_Check(name) || is_dunder(name)) {
-        return 1;
-    }
-    PyTypeObject *tp = Py_TYPE(obj);
-    if (PyModule_Check(obj) || PyType_Check(obj) || PyFunction_Check(obj)
-        || PyCFunction_Check(obj) || PyMethod_Check(obj) || PyCode_Check(obj)
-        || PyFrame_Check(obj) || PyInstanceMethod_Check(obj)
-        || tp == &PyClassMethod_Type || tp == &PyStaticMethod_Type
-        || tp == &PyProperty_Type || tp == &PyMethodDescr_Type
-        || tp == &PyWrapperDescr_Type || tp == &PyClassMethodDescr_Type) {
-        return 1;
-    }
-    if (tp == st->Checkpoint_Type || tp == st->SnapshotInfo_Type
-        || tp == st->Unloadable_Type) {
-        return 1;
-    }
-    /* type annotations are definitions too: TypeVar, list[int], int | None */
-    if (tp == &Py_GenericAliasType || strcmp(tp->tp_name, "types.UnionType") == 0) {
-        return 1;
-    }
-    PyObject *mod = PyObject_GetAttrString((PyObject *)tp, "__module__");
-    if (mod == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    int typing = PyUnicode_Check(mod)
-                 && (PyUnicode_CompareWithASCIIString(mod, "typing") == 0
-                     || PyUnicode_CompareWithASCIIString(mod, "typing_extensions") == 0);
-    Py_DECREF(mod);
-    return typing;
-}
-
-/* Is tp from one of the tracked libraries (prefix match on __module__)? */
-static int
-is_library_type(CheckpointObject *ck, PyTypeObject *tp)
-{
-    PyObject *mod = PyObject_GetAttrString((PyObject *)tp, "__module__");
-    if (mod == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    int found = 0;
-    if (PyUnicode_Check(mod)) {
-        Py_ssize_t mlen = PyUnicode_GET_LENGTH(mod);
-        Py_ssize_t nlib = PyList_GET_SIZE(ck->libraries);
-        for (Py_ssize_t i = 0; i < nlib && !found; i++) {
-            PyObject *lib = PyList_GET_ITEM(ck->libraries, i);
-            if (!PyUnicode_Check(lib)) {
-                continue;
-            }
-            Py_ssize_t llen = PyUnicode_GET_LENGTH(lib);
-            if (llen > mlen) {
-                continue;
-            }
-            if (PyUnicode_Tailmatch(mod, lib, 0, llen, -1) == 1
-                && (llen == mlen || PyUnicode_READ_CHAR(mod, llen) == '.')) {
-                found = 1;
-            }
-        }
-    }
-    Py_DECREF(mod);
-    PyErr_Clear();
-    return found;
-}
-
-/* Size of what an object holds, measured until `budget` is reached. */
-typedef struct {
-    CheckpointObject *ck;
-    long long total, budget;
-    PyObject *seen;           /* set of ids of containers already counted */
-} measure;
-
-static int measure_obj(measure *m, PyObject *o, int depth);
-
-static long long
-int_attr_or_call(PyObject *o, const char *attr, int call, PyObject *kwargs)
-{
-    PyObject *v = PyObject_GetAttrString(o, attr);
-    if (v == NULL) {
-        PyErr_Clear();
-        return -1;
-    }
-    if (call) {
-        PyObject *noargs = PyTuple_New(0);
-        PyObject *r = noargs ? PyObject_Call(v, noargs, kwargs) : NULL;
-        Py_XDECREF(noargs);
-        Py_DECREF(v);
-        v = r;
-        if (v == NULL) {
-            PyErr_Clear();
-            return -1;
-        }
-        if (!PyLong_Check(v)) {
-            /* pandas DataFrame.memory_usage() gives a Series: sum it */
-            PyObject *s = PyObject_CallMethod(v, "sum", NULL);
-            Py_DECREF(v);
-            v = s;
-            if (v == NULL) {
-                PyErr_Clear();
-                return -1;
-            }
-        }
-    }
-    long long n = -1;
-    PyObject *i = PyNumber_Index(v);
-    if (i != NULL) {
-        n = PyLong_AsLongLong(i);
-        Py_DECREF(i);
-    }
-    Py_DECREF(v);
-    if (n < 0) {
-        PyErr_Clear();
-        return -1;
-    }
-    return n;
-}
-
-static long long
-library_size(measure *m, PyObject *o)
-{
-    /* pandas: memory_usage (shallow first; deep only if still small) */
-    PyObject *mu = PyObject_GetAttrString(o, "memory_usage");
-    if (mu != NULL) {
-        Py_DECREF(mu);
-        PyObject *kw = Py_BuildValue("{s:O}", "deep", Py_False);
-        if (kw == NULL) {
-            PyErr_Clear();
-            return -1;
-        }
-        long long n = int_attr_or_call(o, "memory_usage", 1, kw);
-        Py_DECREF(kw);
-        if (n >= 0 && m->total + n < m->budget) {
-            kw = Py_BuildValue("{s:O}", "deep", Py_True);
-            if (kw != NULL) {
-                long long d = int_attr_or_call(o, "memory_usage", 1, kw);
-                Py_DECREF(kw);
-                if (d > n) {
-                    n = d;
-                }
-            }
-            PyErr_Clear();
-        }
-        if (n >= 0) {
-            return n;
-        }
-    }
-    PyErr_Clear();
-    return int_attr_or_call(o, "nbytes", 0, NULL);
-}
-
-static long long
-shallow_size(PyObject *o)
-{
-    PyObject *r = PyObject_CallMethod(o, "__sizeof__", NULL);
-    long long n = -1;
-    if (r != NULL) {
-        if (PyLong_Check(r)) {
-            n = PyLong_AsLongLong(r);
-        }
-        Py_DECREF(r);
-    }
-    if (n < 0) {
-        PyErr_Clear();
-        n = Py_TYPE(o)->tp_basicsize;
-    }
-    if (PyObject_IS_GC(o)) {
-        n += GC_HEADER_BYTES;
-    }
-    return n;
-}
-
-static int
-measure_items(measure *m, PyObject *o, int depth)
-{
-    if (PyDict_Check(o)) {
-        Py_ssize_t pos = 0;
-        PyObject *k, *v;
-        while (m->total < m->budget && PyDict_Next(o, &pos, &k, &v)) {
-            Py_INCREF(k);
-            Py_INCREF(v);
-            int r = measure_obj(m, k, depth + 1);
-            if (r == 0) {
-                r = measure_obj(m, v, depth + 1);
-            }
-            Py_DECREF(k);
-            Py_DECREF(v);
-            if (r < 0) {
-                return -1;
-            }
-        }
-        return 0;
-    }
-    if (PyList_Check(o) || PyTuple_Check(o)) {
-        for (Py_ssize_t i = 0; m->total < m->budget; i++) {
-            PyObject *it;
-            if (PyList_Check(o)) {
-                if (i >= PyList_GET_SIZE(o)) {
-                    break;
-                }
-                it = PyList_GET_ITEM(o, i);
-            }
-            else {
-                if (i >= PyTuple_GET_SIZE(o)) {
-                    break;
-                }
-                it = PyTuple_GET_ITEM(o, i);
-            }
-            Py_INCREF(it);
-            int r = measure_obj(m, it, depth + 1);
-            Py_DECREF(it);
-            if (r < 0) {
-                return -1;
-            }
-        }
-        return 0;
-    }
-    if (PyAnySet_Check(o)) {
-        PyObject *iter = PyObject_GetIter(o);
-        if (iter == NULL) {
-            return -1;
-        }
-        PyObject *it;
-        while (m->total < m->budget && (it = PyIter_Next(iter)) != NULL) {
-            int r = measure_obj(m, it, depth + 1);
-            Py_DECREF(it);
-            if (r < 0) {
-                Py_DECREF(iter);
-                return -1;
-            }
-        }
-        Py_DECREF(iter);
-        return PyErr_Occurred() ? -1 : 0;
-    }
-    return 0;
-}
-
-static int
-measure_obj(measure *m, PyObject *o, int depth)
-{
-    if (m->total >= m->budget || depth > MEASURE_MAX_DEPTH) {
-        return 0;
-    }
-    PyTypeObject *tp = Py_TYPE(o);
-    if (o == Py_None || o == Py_True || o == Py_False || o == Py_Ellipsis) {
-        return 0;
-    }
-    if (tp == &PyFloat_Type) {
-        m->total += (long long)sizeof(PyFloatObject);
-        return 0;
-    }
-    if (tp == &PyLong_Type) {
-        int overflow;
-        (void)PyLong_AsLongLongAndOverflow(o, &overflow);
-        if (overflow == 0) {
-            m->total += SMALL_INT_BYTES;
-            return 0;
-        }
-        m->total += shallow_size(o);
-        return 0;
-    }
-    if (tp == &PyUnicode_Type) {
-        m->total += STR_HEADER_BYTES + (long long)PyUnicode_GET_LENGTH(o) * PyUnicode_KIND(o);
-        return 0;
-    }
-    if (tp == &PyBytes_Type) {
-        m->total += BYTES_HEADER_BYTES + (long long)PyBytes_GET_SIZE(o);
-        return 0;
-    }
-    /* everything else may be shared: count it once */
-    PyObject *key = PyLong_FromVoidPtr(o);
-    if (key == NULL) {
-        return -1;
-    }
-    int seen = PySet_Contains(m->seen, key);
-    if (seen == 0) {
-        seen = PySet_Add(m->seen, key) < 0 ? -1 : 0;
-    }
-    Py_DECREF(key);
-    if (seen != 0) {
-        return seen < 0 ? -1 : 0;
-    }
-    if (PyDict_Check(o) || PyList_Check(o) || PyTuple_Check(o)
-        || PyAnySet_Check(o)) {
-        m->total += shallow_size(o);
-        return measure_items(m, o, depth);
-    }
-    if (PyByteArray_Check(o) || PyComplex_Check(o) || PyLong_Check(o)
-        || PyFloat_Check(o) || PyUnicode_Check(o) || PyBytes_Check(o)) {
-        m->total += shallow_size(o);
-        return 0;
-    }
-    if (is_library_type(m->ck, tp)) {
-        long long n = library_size(m, o);
-        m->total += n >= 0 ? n : shallow_size(o);
-        return 0;
-    }
-    if (PyType_Check(o) || PyModule_Check(o) || PyFunction_Check(o)
-        || PyCFunction_Check(o) || PyMethod_Check(o) || PyCode_Check(o)) {
-        return 0;              /* pickled by reference: costs nothing */
-    }
-    /* an instance: itself and its __dict__ */
-    m->total += shallow_size(o);
-    int has_dict = tp->tp_dictoffset != 0;
-#ifdef Py_TPFLAGS_MANAGED_DICT
-    has_dict = has_dict || (tp->tp_flags & Py_TPFLAGS_MANAGED_DICT);
-#endif
-    if (has_dict) {
-        PyObject *d = PyObject_GenericGetDict(o, NULL);
-        if (d == NULL) {
-            PyErr_Clear();
-            return 0;
-        }
-        int r = PyDict_Check(d) ? measure_items(m, d, depth) : 0;
-        Py_DECREF(d);
-        return r;
-    }
-    return 0;
-}
-
-/* 1 salient, 0 not, -1 error */
-static int
-is_salient(CheckpointObject *ck, PyObject *obj, PyObject *seen)
-{
-    PyObject *key = PyLong_FromVoidPtr(obj);
-    if (key == NULL) {
-        return -1;
-    }
-    PyObject *t = PyDict_GetItemWithError(ck->tracked, key);
-    Py_DECREF(key);
-    if (t == obj) {
-        return 1;
-    }
-    if (PyErr_Occurred()) {
-        return -1;
-    }
-    if (ck->min_obj_size < 0) {
-        return 0;
-    }
-    if (ck->min_obj_size == 0) {
-        return 1;
-    }
-    measure m = {ck, 0, ck->min_obj_size, seen};
-    if (PySet_Clear(seen) < 0 || measure_obj(&m, obj, 0) < 0) {
-        return -1;
-    }
-    return m.total >= ck->min_obj_size;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1218,7 +535,7 @@ static PyObject *
 short_repr(CheckpointObject *ck, PyObject *reprobj, PyObject *obj)
 {
     PyObject *r = NULL;
-    if (is_library_type(ck, Py_TYPE(obj))) {
+    if (chkpt_is_library_type(ck, Py_TYPE(obj))) {
         PyObject *shape = PyObject_GetAttrString(obj, "shape");
         if (shape != NULL && PyTuple_Check(shape)) {
             PyObject *dtype = PyObject_GetAttrString(obj, "dtype");
@@ -1556,12 +873,12 @@ typedef struct {
     PyObject *candidates;         /* list of (name, object): locals first,
                                      then globals not shadowed by a local */
     /* capture_pickle */
-    PyObject *pickler_cls, *kwargs, *capsule, *callback, *reprobj;
-    bufvec bufs;                  /* out-of-band buffers (exports held) */
-    slotnames_patch slotpatch;
+    PyObject *pickler_cls, *kwargs, *reprobj;
+    chkpt_bufvec bufs;                  /* out-of-band buffers (exports held) */
+    chkpt_slotnames_patch slotpatch;
     PyObject *pickles;            /* list of bytes: keeps streams' data alive */
     PyObject *pickled;            /* id(obj) -> its variable's meta */
-    PyObject *measure_seen;       /* scratch set for is_salient */
+    PyObject *measure_seen;       /* scratch set for chkpt_is_salient */
     PyObject *vars_meta;          /* list: meta "variables" */
     PyObject *skipped;            /* list: meta "skipped" */
     long long total_size;         /* bytes of captured data */
@@ -1582,17 +899,15 @@ typedef struct {
 static void
 capture_ctx_clear(capture_ctx *c)
 {
-    slotnames_uninstall(&c->slotpatch);
+    chkpt_slotnames_uninstall(&c->slotpatch);
     chkpt_hooks_budget_stop(c->ck);
-    bufvec_free(&c->bufs);
+    chkpt_bufvec_free(&c->bufs);
     PyMem_Free(c->streams.v);
     c->streams.v = NULL;
     Py_CLEAR(c->frame);
     Py_CLEAR(c->candidates);
     Py_CLEAR(c->pickler_cls);
     Py_CLEAR(c->kwargs);
-    Py_CLEAR(c->callback);
-    Py_CLEAR(c->capsule);
     Py_CLEAR(c->reprobj);
     Py_CLEAR(c->pickles);
     Py_CLEAR(c->pickled);
@@ -1650,7 +965,7 @@ select_from(capture_ctx *c, PyObject *items, PyObject *names_seen)
         }
         PyObject *vname = PyTuple_GET_ITEM(pair, 0);
         PyObject *obj = PyTuple_GET_ITEM(pair, 1);
-        if (is_excluded(c->st, vname, obj)) {
+        if (chkpt_is_excluded(c->st, vname, obj)) {
             continue;
         }
         int dup = PySet_Contains(names_seen, vname);
@@ -1862,7 +1177,7 @@ capture_variable(capture_ctx *c, PyObject *vname, PyObject *obj)
         return go;
     }
     chkpt_hooks_budget_start(ck, budget);
-    int sal = is_salient(ck, obj, c->measure_seen);
+    int sal = chkpt_is_salient(ck, obj, c->measure_seen);
     if (sal <= 0) {
         chkpt_hooks_budget_stop(ck);
         if (sal < 0) {
@@ -1875,7 +1190,7 @@ capture_variable(capture_ctx *c, PyObject *vname, PyObject *obj)
     }
     Py_ssize_t first = c->bufs.n;
     int over;
-    PyObject *pk = pickle_bounded(c->st, c->pickler_cls, c->kwargs, obj,
+    PyObject *pk = chkpt_pickle_bounded(c->st, c->pickler_cls, c->kwargs, obj,
                                   ck->max_pickle_size - c->inband,
                                   ck->max_pickle_size, &over);
     PyObject *tname = type_name(Py_TYPE(obj));
@@ -1886,7 +1201,7 @@ capture_variable(capture_ctx *c, PyObject *vname, PyObject *obj)
     }
     else if (pk == NULL || !PyBytes_Check(pk)) {
         chkpt_hooks_budget_stop(ck);
-        bufvec_truncate(&c->bufs, first);
+        chkpt_bufvec_truncate(&c->bufs, first);
         r = record_unsaved(c, vname, obj, pk, over, tname);
     }
     else {
@@ -1912,12 +1227,7 @@ capture_pickle(capture_ctx *c)
         return -1;
     }
     c->pickler_cls = PyObject_GetAttrString(c->st->pickle_module, "Pickler");
-    c->capsule = PyCapsule_New(&c->bufs, BUFVEC_CAPSULE, NULL);
-    c->callback = c->capsule ? PyCFunction_New(&buffer_callback_def, c->capsule)
-                             : NULL;
-    c->kwargs = c->callback ? Py_BuildValue("{s:i,s:O}", "protocol", 5,
-                                            "buffer_callback", c->callback)
-                            : NULL;
+    c->kwargs = chkpt_pickler_kwargs(&c->bufs);
     if (c->pickler_cls == NULL || c->kwargs == NULL) {
         return -1;
     }
@@ -1925,7 +1235,7 @@ capture_pickle(capture_ctx *c)
     if (c->reprobj == NULL) {
         PyErr_Clear();          /* short_repr falls back */
     }
-    slotnames_install(&c->slotpatch);
+    chkpt_slotnames_install(&c->slotpatch);
     for (Py_ssize_t k = 0; k < PyList_GET_SIZE(c->candidates); k++) {
         PyObject *pair = PyList_GET_ITEM(c->candidates, k);
         if (capture_variable(c, PyTuple_GET_ITEM(pair, 0),
