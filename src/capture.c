@@ -868,6 +868,11 @@ typedef struct {
     PyObject *name;               /* borrowed: the snapshot's name, or NULL */
     int manual;
     double t_start;               /* monotonic: the snapshot's time budget */
+    /* a boundary snapshot (resume.c): every picklable global of
+     * globals, not only salient ones, extra_meta merged into the meta, and
+     * no "could not be saved" report (an open file is expected there) */
+    PyObject *globals;            /* borrowed, or NULL */
+    PyObject *extra_meta;         /* borrowed, or NULL */
     /* capture_select */
     PyFrameObject *frame;         /* NULL: manual, outside the script's code */
     PyObject *candidates;         /* list of (name, object): locals first,
@@ -987,6 +992,14 @@ capture_select(capture_ctx *c)
     if (c->candidates == NULL) {
         return -1;
     }
+    if (c->globals != NULL) {
+        PyObject *names_seen = PySet_New(NULL);
+        PyObject *items = names_seen ? PyDict_Items(c->globals) : NULL;
+        int rc = items ? select_from(c, items, names_seen) : -1;
+        Py_XDECREF(names_seen);
+        Py_XDECREF(items);
+        return rc;
+    }
     if (c->frame == NULL) {
         return 0;
     }
@@ -1045,10 +1058,11 @@ record_unsaved(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *pk,
         PyErr_Clear();
         msg = PyUnicode_FromString("cannot be pickled");
     }
-    PyObject *line = msg ? PyUnicode_FromFormat(
+    PyObject *line = msg && c->globals == NULL ? PyUnicode_FromFormat(
         "variable '%U' (%U) could not be saved: %U", vname, tname, msg)
         : NULL;
-    if (line == NULL || report_unsaved(ck, vname, line) < 0) {
+    if (c->globals == NULL
+        && (line == NULL || report_unsaved(ck, vname, line) < 0)) {
         PyErr_Clear();
     }
     Py_XDECREF(line);
@@ -1177,7 +1191,8 @@ capture_variable(capture_ctx *c, PyObject *vname, PyObject *obj)
         return go;
     }
     chkpt_hooks_budget_start(ck, budget);
-    int sal = chkpt_is_salient(ck, obj, c->measure_seen);
+    int sal = c->globals != NULL ? 1 : chkpt_is_salient(ck, obj,
+                                                        c->measure_seen);
     if (sal <= 0) {
         chkpt_hooks_budget_stop(ck);
         if (sal < 0) {
@@ -1342,7 +1357,8 @@ capture_build_meta(capture_ctx *c)
         || set_item(meta, "size", PyLong_FromLongLong(c->total_size)) < 0
         || PyDict_SetItemString(meta, "variables", c->vars_meta) < 0
         || PyDict_SetItemString(meta, "skipped", c->skipped) < 0
-        || PyDict_SetItemString(meta, "sources", c->src_meta) < 0;
+        || PyDict_SetItemString(meta, "sources", c->src_meta) < 0
+        || (c->extra_meta != NULL && PyDict_Update(meta, c->extra_meta) < 0);
     Py_XDECREF(fn_obj);
     if (bad) {
         return -1;
@@ -1466,14 +1482,15 @@ capture_publish(capture_ctx *c)
  * nothing was written, NULL on an error. */
 static PyObject *
 capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
-             PyObject *name, int manual)
+             PyObject *name, int manual, PyObject *globals, PyObject *extra)
 {
     capture_ctx c = {
         .ck = ck, .st = chkpt_get_state(ck->module), .kind = kind,
         .name = name, .manual = manual, .t_start = chkpt_monotonic(),
+        .globals = globals, .extra_meta = extra,
     };
-    c.frame = pick_frame(ck, given);
-    if (c.frame == NULL) {
+    c.frame = globals != NULL ? NULL : pick_frame(ck, given);
+    if (c.frame == NULL && globals == NULL) {
         if (PyErr_Occurred()) {
             return NULL;
         }
@@ -1490,7 +1507,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     if (capture_select(&c) < 0 || capture_pickle(&c) < 0) {
         goto done;
     }
-    if (!manual && PyList_GET_SIZE(c.vars_meta) == 0) {
+    if (!manual && globals == NULL && PyList_GET_SIZE(c.vars_meta) == 0) {
         result = Py_NewRef(Py_None);     /* nothing salient: nothing written */
         goto done;
     }
@@ -1509,9 +1526,9 @@ done:
     return result;
 }
 
-PyObject *
-chkpt_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
-              PyObject *name)
+static PyObject *
+capture_guarded(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
+                PyObject *name, PyObject *globals, PyObject *extra)
 {
     if (ck->in_snapshot) {
         Py_RETURN_NONE;        /* re-entered from a __reduce__ or repr */
@@ -1522,7 +1539,7 @@ chkpt_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
     }
     ck->in_snapshot = 1;
     chkpt_hooks_budget_start(ck, CHKPT_SNAPSHOT_TIME_BUDGET);
-    PyObject *r = capture_impl(ck, frame, kind, name, manual);
+    PyObject *r = capture_impl(ck, frame, kind, name, manual, globals, extra);
     chkpt_hooks_budget_stop(ck);
     ck->in_snapshot = 0;
     if (r == NULL) {
@@ -1533,4 +1550,18 @@ chkpt_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
         Py_RETURN_NONE;
     }
     return r;
+}
+
+PyObject *
+chkpt_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
+              PyObject *name)
+{
+    return capture_guarded(ck, frame, kind, name, NULL, NULL);
+}
+
+PyObject *
+chkpt_capture_boundary(CheckpointObject *ck, PyObject *globals,
+                       PyObject *extra_meta)
+{
+    return capture_guarded(ck, NULL, "auto", NULL, globals, extra_meta);
 }

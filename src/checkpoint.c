@@ -22,6 +22,7 @@ checkpoint_traverse(CheckpointObject *self, visitproc visit, void *arg)
     Py_VISIT(self->main_module);
     Py_VISIT(self->sources);
     Py_VISIT(self->deferred);
+    Py_VISIT(self->ran_code);
     return 0;
 }
 
@@ -40,6 +41,8 @@ checkpoint_clear(CheckpointObject *self)
     Py_CLEAR(self->main_module);
     Py_CLEAR(self->sources);
     Py_CLEAR(self->deferred);
+    Py_CLEAR(self->resume);
+    Py_CLEAR(self->ran_code);
     return 0;
 }
 
@@ -96,6 +99,8 @@ chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli)
     ck->in_snapshot = 0;
     ck->hooks = NULL;
     ck->deferred = NULL;
+    ck->resume = NULL;
+    ck->ran_code = NULL;
     PyObject_GC_Track(ck);
     if (ck->tracked == NULL || ck->libraries == NULL || ck->warned == NULL
         || ck->warned_once == NULL || ck->no_retry == NULL

@@ -29,6 +29,10 @@
  *   5 checkpoint.c the Checkpoint type: the running engine as the script
  *                  sees it; snapshot() and a new frequency dispatch to
  *                  capture and hooks
+ *     resume.c     the script as top-level statements: AST fingerprints,
+ *                  boundary snapshots between statements (over capture),
+ *                  and --resume: picking the resume point, rebuilding
+ *                  __main__ (over load)
  *   6 runner.c     runs the script or module exactly as `python` would
  *     verbs.c      ls, show, explore, export, verify, gc (over load.c)
  *   7 cli.c        option parsing and verb dispatch for `python -m chkpt`
@@ -96,6 +100,7 @@ typedef struct {
     PyObject *output_dir;         /* str (owned) */
     PyObject *target;             /* str: script path, module name, or verb arg */
     int is_module;                /* -m */
+    int resume;                   /* --resume */
     PyObject *args;               /* list of str: the script's arguments, or
                                      the verb's remaining arguments (owned) */
     long keep;                    /* gc --keep N, -1 if not given */
@@ -136,6 +141,11 @@ typedef struct {
     PyObject *deferred;           /* capture.c: dict name -> [message, count]
                                      of variables that could not be saved,
                                      reported at exit (or at once with -v) */
+    PyObject *resume;             /* resume.c's state (a capsule), or NULL */
+    PyObject *ran_code;           /* set of the script's code objects that
+                                     have started (PY_START, 3.12+), for
+                                     resume's dependencies; NULL: no
+                                     tracking (hooks.c adds to it) */
 } CheckpointObject;
 
 static inline chkpt_state *
@@ -180,6 +190,11 @@ void chkpt_hooks_budget_stop(CheckpointObject *ck);
  * about and give None. */
 PyObject *chkpt_capture(CheckpointObject *ck, PyFrameObject *frame,
                         const char *kind, PyObject *name);
+/* A boundary snapshot (resume.c) of the module dict globals: every
+ * picklable global, kind "auto", extra_meta merged into the meta. Returns
+ * as chkpt_capture. */
+PyObject *chkpt_capture_boundary(CheckpointObject *ck, PyObject *globals,
+                                 PyObject *extra_meta);
 /* Called from module init: creates capture's types, imports what a
  * snapshot needs. */
 int chkpt_capture_init(PyObject *module);
@@ -212,6 +227,24 @@ PyObject *chkpt_load_meta(PyObject *module, PyObject *snapshot,
 PyObject *chkpt_check_class(PyObject *module, PyObject *snapshot_path,
                             PyObject *meta, PyObject *modname,
                             PyObject *qualname);
+
+/* resume.c: the script's module run statement by statement (runner.c).
+ * prepare splits the source (bytes) into top-level statements: 1 done, 0
+ * it cannot be (run it whole; nothing set). */
+int chkpt_resume_prepare(CheckpointObject *ck, PyObject *source,
+                         PyObject *filename, int resume);
+Py_ssize_t chkpt_resume_count(CheckpointObject *ck);
+/* The code of statement i (borrowed), or None for a no-op statement. */
+PyObject *chkpt_resume_code(CheckpointObject *ck, Py_ssize_t i);
+/* With --resume: picks the resume point, executes the skipped
+ * definitions, restores globals and random states into globals; returns
+ * the index of the first statement to run, or -1 with the script's
+ * exception set. Without --resume: 0. */
+Py_ssize_t chkpt_resume_start(CheckpointObject *ck, PyObject *globals);
+/* After statement next-1 ran: takes a boundary snapshot when one is due.
+ * -1 with an exception that belongs to the script (Ctrl-C). */
+int chkpt_resume_boundary(CheckpointObject *ck, Py_ssize_t next,
+                          PyObject *globals);
 
 /* verbs.c: each returns the exit status, or -1 with an exception. */
 int chkpt_verb_ls(PyObject *module, chkpt_cli *cli);

@@ -44,6 +44,10 @@ static const char help_text[] =
 "  -h, --help            show this help message and exit\n"
 "  --version             show chkpt's version and exit\n"
 "  -m MODULE             run a library module as a script, like python -m\n"
+"  --resume              continue from the last snapshot still valid for the\n"
+"                        script as it is now: skip the top-level statements\n"
+"                        it holds, load their results, run the rest; runs\n"
+"                        from the start when there is none\n"
 "  -z BYTES, --min-obj-size BYTES\n"
 "                        snapshot variables at least this big; K, M and G\n"
 "                        suffixes are accepted (1K = 1024 bytes). 0: every\n"
@@ -126,7 +130,7 @@ usage_error(const char *fmt, ...)
 typedef enum {
     OPT_HELP, OPT_VERSION, OPT_MODULE, OPT_MIN_OBJ_SIZE, OPT_OUTPUT_DIR,
     OPT_FREQUENCY, OPT_VERBOSE, OPT_COMPRESS, OPT_MAX_STORE_SIZE,
-    OPT_MAX_PICKLE_SIZE, OPT_KEEP
+    OPT_MAX_PICKLE_SIZE, OPT_KEEP, OPT_RESUME
 } opt_id;
 
 typedef struct {
@@ -149,6 +153,7 @@ static const opt_def options[] = {
     {OPT_MAX_STORE_SIZE, 0, "max-store-size", 1, "--max-store-size"},
     {OPT_MAX_PICKLE_SIZE, 0, "max-pickle-size", 1, "--max-pickle-size"},
     {OPT_KEEP, 0, "keep", 1, "--keep"},
+    {OPT_RESUME, 0, "resume", 0, "--resume"},
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
 
@@ -349,6 +354,9 @@ apply_value(chkpt_cli *cli, parser *p, const opt_def *opt, PyObject *value,
         return 0;
     case OPT_VERBOSE:
         cli->verbosity++;
+        return 0;
+    case OPT_RESUME:
+        cli->resume = 1;
         return 0;
     case OPT_MODULE:
         Py_XSETREF(cli->target, Py_NewRef(value));

@@ -57,6 +57,9 @@ typedef struct {
     PyObject *disable;             /* sys.monitoring.DISABLE */
     long line_event;               /* sys.monitoring.events.LINE */
     PyObject *line_callback;       /* our C function object */
+    long start_event;              /* events.PY_START when ck->ran_code
+                                      is kept (resume.c), else 0 */
+    PyObject *start_callback;
 #endif
 } hooks_state;
 
@@ -113,7 +116,8 @@ set_line_events(hooks_state *h, int on)
         return -1;
     }
     PyObject *r = PyObject_CallMethod(h->monitoring, "set_events", "il",
-                                      h->tool_id, on ? h->line_event : 0L);
+                                      h->tool_id, (on ? h->line_event : 0L)
+                                                  | h->start_event);
     if (r == NULL) {
         chkpt_warn_exc("cannot set the line hook");
         return -1;
@@ -150,10 +154,59 @@ line_callback(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* PY_START callback: (code, offset). The script's code objects are noted
+ * in ck->ran_code (resume.c's dependencies); every code object is reported
+ * once only (DISABLE), so this costs nothing once each has started. */
+static PyObject *
+start_callback(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    CheckpointObject *ck = (CheckpointObject *)self;
+    hooks_state *h = (hooks_state *)ck->hooks;
+    if (h == NULL) {
+        Py_RETURN_NONE;
+    }
+    if (nargs >= 1 && PyCode_Check(args[0]) && ck->ran_code != NULL
+        && chkpt_is_script_code(ck, (PyCodeObject *)args[0])
+        && PySet_Add(ck->ran_code, args[0]) < 0) {
+        PyErr_Clear();
+    }
+    return Py_NewRef(h->disable);
+}
+
+static const PyMethodDef start_callback_def = {
+    "chkpt_start", (PyCFunction)(void (*)(void))start_callback, METH_FASTCALL,
+    "chkpt's PY_START callback"
+};
+
 static const PyMethodDef line_callback_def = {
     "chkpt_line", (PyCFunction)(void (*)(void))line_callback, METH_FASTCALL,
     "chkpt's LINE callback"
 };
+
+/* PY_START on for good, for resume.c's dependencies. */
+static int
+start_install(hooks_state *h)
+{
+    PyObject *events = PyObject_GetAttrString(h->monitoring, "events");
+    PyObject *ev = events ? PyObject_GetAttrString(events, "PY_START") : NULL;
+    Py_XDECREF(events);
+    long start = ev ? PyLong_AsLong(ev) : -1;
+    Py_XDECREF(ev);
+    if (start == -1) {
+        return -1;
+    }
+    h->start_callback = PyCFunction_New((PyMethodDef *)&start_callback_def,
+                                        (PyObject *)h->ck);
+    PyObject *r = h->start_callback ? PyObject_CallMethod(
+        h->monitoring, "register_callback", "ilO", h->tool_id, start,
+        h->start_callback) : NULL;
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    h->start_event = start;
+    return set_line_events(h, 0);
+}
 
 static int
 monitoring_install(hooks_state *h)
@@ -216,7 +269,7 @@ monitoring_install(hooks_state *h)
         return -1;
     }
     Py_DECREF(r);
-    return 0;
+    return h->ck->ran_code != NULL ? start_install(h) : 0;
 }
 
 static void
@@ -231,6 +284,12 @@ monitoring_uninstall(hooks_state *h)
         r = PyObject_CallMethod(h->monitoring, "register_callback", "ilO",
                                 h->tool_id, h->line_event, Py_None);
         Py_XDECREF(r);
+        if (h->start_event != 0) {
+            r = PyObject_CallMethod(h->monitoring, "register_callback", "ilO",
+                                    h->tool_id, h->start_event, Py_None);
+            Py_XDECREF(r);
+            h->start_event = 0;
+        }
         r = PyObject_CallMethod(h->monitoring, "free_tool_id", "i", h->tool_id);
         Py_XDECREF(r);
         PyErr_Clear();
@@ -238,6 +297,7 @@ monitoring_uninstall(hooks_state *h)
         h->tool_id = -1;
     }
     Py_CLEAR(h->line_callback);
+    Py_CLEAR(h->start_callback);
     Py_CLEAR(h->disable);
     Py_CLEAR(h->monitoring);
 }

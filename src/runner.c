@@ -536,6 +536,35 @@ pyc_code(PyObject *data)
     return code;
 }
 
+/* The module's top-level statements one at a time (resume.c compiled
+ * each), with a boundary snapshot between two when one is due; with
+ * --resume from the statement resume picked. Each runs as the whole module
+ * would: in globals, no frame below it. */
+static PyObject *
+run_statements(CheckpointObject *ck, PyObject *globals)
+{
+    bottom_state bottom;
+    hooks_install(ck);
+    enter_bottom(&bottom);
+    Py_ssize_t n = chkpt_resume_count(ck);
+    Py_ssize_t i = chkpt_resume_start(ck, globals);
+    PyObject *result = i < 0 ? NULL : Py_NewRef(Py_None);
+    for (; result != NULL && i < n; i++) {
+        PyObject *code = chkpt_resume_code(ck, i);     /* borrowed */
+        if (code == Py_None) {
+            continue;
+        }
+        PyObject *r = PyEval_EvalCode(code, globals, globals);
+        if (r == NULL || chkpt_resume_boundary(ck, i + 1, globals) < 0) {
+            Py_CLEAR(result);
+        }
+        Py_XDECREF(r);
+    }
+    leave_bottom(&bottom);
+    hooks_uninstall(ck);
+    return result;
+}
+
 /* Compiles the script's source (bytes) as python compiles a file: its
  * coding declaration, BOM and newlines honoured, no compiler flag
  * inherited (dont_inherit), optimisation level of the interpreter, and
@@ -543,11 +572,12 @@ pyc_code(PyObject *data)
  * compile, python's own file parser runs on the same bytes instead, so a
  * SyntaxError (or a decoding error) reads exactly as under python.
  *
- * This is the one place where the script's code executes; a later resume
- * feature splits the module into top-level statements here. */
+ * This is the one place where the script's code executes: once it
+ * compiled, resume.c splits it into top-level statements, run one by one
+ * (run_statements), unless boundary snapshots are off (-f -1). */
 static PyObject *
 exec_main_code(CheckpointObject *ck, PyObject *source, PyObject *filename,
-               PyObject *globals, int pyc)
+               PyObject *globals, int pyc, int resume)
 {
     const char *buf = PyBytes_AS_STRING(source);
     Py_ssize_t len = PyBytes_GET_SIZE(source);
@@ -597,6 +627,14 @@ exec_main_code(CheckpointObject *ck, PyObject *source, PyObject *filename,
     if (PySys_Audit("exec", "O", code) < 0) {
         Py_DECREF(code);
         return NULL;
+    }
+    if (pyc && resume) {
+        chkpt_warn("cannot resume a compiled .pyc script: running it from "
+                   "the start");
+    }
+    if (!pyc && chkpt_resume_prepare(ck, source, filename, resume) > 0) {
+        Py_DECREF(code);
+        return run_statements(ck, globals);
     }
     hooks_install(ck);
     enter_bottom(&bottom);
@@ -879,7 +917,7 @@ run_with_runpy(CheckpointObject *ck, PyObject *modname, int alter_argv)
 
 static PyObject *
 run_script_file(CheckpointObject *ck, PyObject *filename, PyObject *path0,
-                PyObject *main_mod)
+                PyObject *main_mod, int resume)
 {
     PyObject *d = PyModule_GetDict(main_mod);           /* borrowed */
     if (PySys_Audit("cpython.run_file", "O", filename) < 0) {
@@ -951,7 +989,7 @@ run_script_file(CheckpointObject *ck, PyObject *filename, PyObject *path0,
         Py_DECREF(source);
         return NULL;
     }
-    PyObject *result = exec_main_code(ck, source, filename, d, pyc);
+    PyObject *result = exec_main_code(ck, source, filename, d, pyc, resume);
     Py_DECREF(source);
     flush_io();
     return finish(result, d);
@@ -962,7 +1000,7 @@ run_script_file(CheckpointObject *ck, PyObject *filename, PyObject *path0,
  * terminal would give python's interactive prompt: not a script chkpt can
  * run. */
 static PyObject *
-run_stdin(CheckpointObject *ck, PyObject *main_mod)
+run_stdin(CheckpointObject *ck, PyObject *main_mod, int resume)
 {
     PyObject *d = PyModule_GetDict(main_mod);           /* borrowed */
     if (isatty(fileno(stdin))) {
@@ -996,7 +1034,7 @@ run_stdin(CheckpointObject *ck, PyObject *main_mod)
     set_str_attr(&ck->script_path, filename);
     set_str_attr(&ck->script_dir, cwd);
     Py_DECREF(cwd);
-    PyObject *result = exec_main_code(ck, source, filename, d, 0);
+    PyObject *result = exec_main_code(ck, source, filename, d, 0, resume);
     Py_DECREF(source);
     Py_DECREF(filename);
     flush_io();
@@ -1089,6 +1127,10 @@ chkpt_run(PyObject *module, chkpt_cli *cli)
     Py_XSETREF(ck->main_module, Py_NewRef(main_mod));
     int safe_path = safe_path_flag();
 
+    if (cli->resume && (cli->is_module)) {
+        chkpt_warn("--resume works for a script file only for now: running "
+                   "the module from the start");
+    }
     if (cli->is_module) {
         argv0 = PyUnicode_FromString("-m");
         path0 = getcwd_str();
@@ -1116,7 +1158,7 @@ chkpt_run(PyObject *module, chkpt_cli *cli)
         if (path0 == NULL || (!safe_path && set_path0(path0, 0) < 0)) {
             goto done;
         }
-        status = run_stdin(ck, main_mod);
+        status = run_stdin(ck, main_mod, cli->resume);
         goto done;
     }
     filename = python_abspath(cli->target);
@@ -1159,7 +1201,7 @@ chkpt_run(PyObject *module, chkpt_cli *cli)
     if (!safe_path && set_path0(path0, 0) < 0) {
         goto done;
     }
-    status = run_script_file(ck, filename, path0, main_mod);
+    status = run_script_file(ck, filename, path0, main_mod, cli->resume);
 
 done:
     Py_XDECREF(main_mod);
