@@ -132,9 +132,10 @@ sha_hex(resume_state *rs, PyObject *text)
 }
 
 /* sha256 of ast.dump(node), the bodies of the functions nested in node
- * emptied for the time of the dump. */
+ * (and node's own when it is a statement: a def statement only binds the
+ * name) emptied for the time of the dump. */
 static PyObject *
-fingerprint(resume_state *rs, PyObject *node)
+fingerprint_of(resume_state *rs, PyObject *node, int own_body)
 {
     PyObject *walk = PyObject_CallMethod(rs->ast, "walk", "O", node);
     PyObject *all = walk ? PySequence_List(walk) : NULL;
@@ -147,7 +148,7 @@ fingerprint(resume_state *rs, PyObject *node)
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(all); i++) {
         PyObject *n = PyList_GET_ITEM(all, i);
-        if (n == node || !is_funcdef(rs, n)) {
+        if ((n == node && own_body) || !is_funcdef(rs, n)) {
             continue;
         }
         PyObject *body = PyObject_GetAttrString(n, "body");
@@ -181,6 +182,13 @@ done:
     Py_XDECREF(saved);
     Py_XDECREF(empty);
     return result;
+}
+
+/* A def or class (or a sibling module) as a dependency. */
+static PyObject *
+fingerprint(resume_state *rs, PyObject *node)
+{
+    return fingerprint_of(rs, node, 1);
 }
 
 /* Every def and class under node into out: qualname (as the compiler
@@ -351,7 +359,7 @@ stmt_fp(resume_state *rs, Py_ssize_t i)
 {
     while (PyList_GET_SIZE(rs->fps) <= i) {
         Py_ssize_t j = PyList_GET_SIZE(rs->fps);
-        PyObject *fp = fingerprint(rs, PyList_GET_ITEM(rs->stmts, j));
+        PyObject *fp = fingerprint_of(rs, PyList_GET_ITEM(rs->stmts, j), 0);
         if (fp == NULL || PyList_Append(rs->fps, fp) < 0) {
             Py_XDECREF(fp);
             return NULL;
@@ -531,9 +539,11 @@ int
 chkpt_resume_prepare(CheckpointObject *ck, PyObject *source,
                      PyObject *filename, int resume)
 {
-    int enabled = ck->frequency_ms >= 0;
+    /* -f -1 (manual snapshots only) and -z -1 (tracked objects only)
+     * take no boundary snapshot, which holds every global */
+    int enabled = ck->frequency_ms >= 0 && ck->min_obj_size >= 0;
     if (!enabled && !resume) {
-        return 0;           /* -f -1: the module runs whole, as always */
+        return 0;           /* the module runs whole, as always */
     }
     resume_state *rs = PyMem_Calloc(1, sizeof(resume_state));
     if (rs == NULL) {
@@ -622,6 +632,17 @@ scan_siblings(resume_state *rs, CheckpointObject *ck, PyObject *ran)
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(mods); i++) {
         PyObject *m = PyList_GET_ITEM(mods, i);
         if (!PyModule_Check(m) || m == ck->main_module) {
+            continue;
+        }
+        PyObject *file = PyModule_GetFilenameObject(m);
+        PyObject *dir = file ? PyUnicode_FromFormat("%U/", ck->script_dir)
+                             : NULL;
+        int sibling = dir != NULL && PyUnicode_Tailmatch(
+            file, dir, 0, PY_SSIZE_T_MAX, -1) == 1;
+        Py_XDECREF(file);
+        Py_XDECREF(dir);
+        PyErr_Clear();
+        if (!sibling) {
             continue;
         }
         PyObject *vals = PyDict_Values(PyModule_GetDict(m));
@@ -806,7 +827,7 @@ chkpt_resume_boundary(CheckpointObject *ck, Py_ssize_t next,
 {
     resume_state *rs = get_rs(ck);
     if (rs == NULL || !rs->enabled || ck->frequency_ms < 0
-        || next >= PyList_GET_SIZE(rs->codes) || ck->store_failed) {
+        || ck->min_obj_size < 0 || next >= PyList_GET_SIZE(rs->codes) || ck->store_failed) {
         return 0;
     }
     double now = chkpt_monotonic();
@@ -829,7 +850,8 @@ chkpt_resume_boundary(CheckpointObject *ck, Py_ssize_t next,
     PyObject *r = chkpt_capture_boundary(ck, globals, extra);
     Py_DECREF(extra);
     rs->last_end = chkpt_monotonic();
-    rs->last_cost = rs->last_end - now;
+    /* the first one also opened the store, which the next ones do not */
+    rs->last_cost = ck->seq > 1 ? rs->last_end - now : 0;
     if (r == NULL) {
         return -1;              /* the script's own exception (Ctrl-C) */
     }
@@ -1180,8 +1202,16 @@ add_reason(PyObject *reasons, PyObject *si, PyObject *meta, PyObject *why)
         return;
     }
     PyObject *line = chkpt_dict_get(meta, "line");
-    PyObject *s = PyUnicode_FromFormat("the one before line %S (%S): %U",
-                                       line ? line : Py_None, si, why);
+    PyObject *path = PyObject_GetAttrString(si, "path");
+    PyObject *osp = path ? PyImport_ImportModule("os.path") : NULL;
+    PyObject *base = osp ? PyObject_CallMethod(osp, "basename", "O", path)
+                         : NULL;
+    Py_XDECREF(path);
+    Py_XDECREF(osp);
+    PyObject *s = base ? PyUnicode_FromFormat(
+        "the one before line %S (%U): %U", line ? line : Py_None, base, why)
+        : NULL;
+    Py_XDECREF(base);
     if (s != NULL) {
         int dup = PySequence_Contains(reasons, s);
         if (dup == 0 && PyList_Append(reasons, s) < 0) {

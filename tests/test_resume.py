@@ -1,0 +1,297 @@
+"""--resume: a changed script continues from its last still-valid boundary
+snapshot (issue 17). Real scripts in real subprocesses, chkpt's defaults.
+
+Each script's stages note in ran.log that they ran, so a test sees which
+stages a run skipped; they print nothing, so the stdout of a resumed run is
+the stdout of a plain run of the same script.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import chkpt_env, chkpt_lines, run_chkpt, run_python
+
+STAGE_S = 1.2       # long enough to be worth a boundary snapshot
+
+HEAD = f'''\
+import os, random, time
+
+def spin(seconds):
+    t = time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        pass
+
+def note(what):
+    with open("ran.log", "a") as f:
+        f.write(what + "\\n")
+
+def stage1():
+    note("stage1")
+    spin({STAGE_S})
+    return [i * i for i in range(1000)]
+
+def stage2(xs):
+    note("stage2")
+    spin({STAGE_S})
+    return sum(xs) * FACTOR
+'''
+
+THREE_STAGES = HEAD + '''
+FACTOR = 3
+a = stage1()
+b = stage2(a)
+note("stage3")
+print("result", b / DIVISOR, len(a))
+'''
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def ran(d):
+    """The stages the runs so far went through (and forget them)."""
+    p = os.path.join(d, "ran.log")
+    if not os.path.exists(p):
+        return []
+    with open(p) as f:
+        lines = f.read().split()
+    os.remove(p)
+    return lines
+
+
+def plain(d, script="s.py", env=None):
+    """stdout of `python script` in a copy of d (its ran.log untouched)."""
+    ref = os.path.join(d, "plain")
+    os.makedirs(ref, exist_ok=True)
+    shutil.copy(os.path.join(d, script), ref)
+    r = run_python([script], ref, env=env)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def resume_line(stderr):
+    lines = [l for l in chkpt_lines(stderr) if "resum" in l]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_a_fixed_last_stage_skips_the_expensive_ones(tmp_path, python):
+    d = str(tmp_path)
+    write(os.path.join(d, "s.py"), THREE_STAGES)
+    r = run_chkpt(["s.py"], d)
+    assert r.returncode == 1 and "NameError" in r.stderr, r.stderr
+    assert ran(d) == ["stage1", "stage2", "stage3"]
+    write(os.path.join(d, "s.py"), THREE_STAGES.replace("DIVISOR", "7"))
+    t = time.monotonic()
+    expected = plain(d)
+    t_plain = time.monotonic() - t
+    t = time.monotonic()
+    r = run_chkpt(["--resume", "s.py"], d)
+    t_resume = time.monotonic() - t
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expected
+    assert ran(d) == ["stage3"]
+    assert "statements 1-" in resume_line(r.stderr)
+    assert t_resume < t_plain - 1.5 * STAGE_S
+    print(f"\n(a) plain run of the fixed script {t_plain:.2f} s, --resume "
+          f"{t_resume:.2f} s: {t_plain - t_resume:.2f} s saved")
+
+
+def test_b_edited_stage2_function_reruns_stage2_only(tmp_path, python):
+    d = str(tmp_path)
+    fixed = THREE_STAGES.replace("DIVISOR", "7")
+    write(os.path.join(d, "s.py"), fixed)
+    r = run_chkpt(["s.py"], d)
+    assert r.returncode == 0, r.stderr
+    ran(d)
+    # a comment and new formatting elsewhere change nothing
+    edited = fixed.replace("return sum(xs) * FACTOR",
+                           "return sum(xs) * FACTOR + 1")
+    edited = edited.replace("a = stage1()", "a  =  stage1( )   # again")
+    write(os.path.join(d, "s.py"), edited)
+    expected = plain(d)
+    r = run_chkpt(["--resume", "s.py"], d)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expected
+    assert ran(d) == ["stage2", "stage3"]
+    line = resume_line(r.stderr)
+    assert "stage2, which ran before it, changed" in line, line
+
+
+def test_c_edited_first_statement_runs_everything(tmp_path, python):
+    d = str(tmp_path)
+    script = "OFFSET = 0\n" + THREE_STAGES.replace("DIVISOR", "7")
+    write(os.path.join(d, "s.py"), script)
+    assert run_chkpt(["s.py"], d).returncode == 0
+    ran(d)
+    script = script.replace("OFFSET = 0", "OFFSET = 1")
+    script = script.replace("len(a))", "len(a) + OFFSET)")
+    write(os.path.join(d, "s.py"), script)
+    expected = plain(d)
+    r = run_chkpt(["--resume", "s.py"], d)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expected
+    assert ran(d) == ["stage1", "stage2", "stage3"]
+    line = resume_line(r.stderr)
+    assert "from the start" in line and "statement 1 (line 1) changed" in line
+
+
+RANDOM = HEAD + '''
+import numpy as np
+random.seed(12)
+np.random.seed(34)
+FACTOR = random.random() + np.random.random()
+a = stage1()
+drawn = [random.random() for _ in range(5)] + list(np.random.random(5))
+b = stage2(a)
+note("stage3")
+print(repr(b), [random.random() for _ in range(3)], np.random.random(3).tolist(),
+      random.gauss(0, 1), np.random.normal(), BUG)
+'''
+
+
+def test_d_random_numbers_after_the_resume_point(tmp_path, python):
+    d = str(tmp_path)
+    write(os.path.join(d, "s.py"), RANDOM)
+    r = run_chkpt(["s.py"], d)
+    assert r.returncode == 1 and "NameError" in r.stderr, r.stderr
+    ran(d)
+    write(os.path.join(d, "s.py"), RANDOM.replace(", BUG)", ")"))
+    expected = plain(d)
+    r = run_chkpt(["--resume", "s.py"], d)
+    assert r.returncode == 0, r.stderr
+    assert ran(d) == ["stage3"]
+    assert r.stdout == expected
+
+
+KILLED = THREE_STAGES.replace("DIVISOR", "7").replace(
+    'note("stage3")',
+    'note("stage3")\nspin(float(os.environ.get("STAGE3_S", "0")))')
+
+
+def test_e_resume_after_sigterm(tmp_path, python):
+    d = str(tmp_path)
+    write(os.path.join(d, "s.py"), KILLED)
+    p = subprocess.Popen([python, "-m", "chkpt", "s.py"], cwd=d,
+                         env=chkpt_env({"STAGE3_S": "120"}),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = os.path.join(d, "ran.log")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if os.path.exists(log) and "stage3" in open(log).read():
+            break
+        time.sleep(0.05)
+    time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    p.communicate(timeout=30)
+    assert p.returncode == -signal.SIGTERM
+    assert ran(d) == ["stage1", "stage2", "stage3"]
+    expected = plain(d)
+    r = run_chkpt(["--resume", "s.py"], d)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expected
+    assert ran(d) == ["stage3"]
+
+
+UNSAVED = HEAD + '''
+FACTOR = 3
+a = stage1()
+out = open("out.txt", "w")
+b = stage2(a)
+out.write(f"{b}\\n")
+out.close()
+note("stage3")
+print(open("out.txt").read(), BUG)
+'''
+
+
+def test_f_unsaved_variable_needed_later(tmp_path, python):
+    d = str(tmp_path)
+    write(os.path.join(d, "s.py"), UNSAVED)
+    r = run_chkpt(["s.py"], d)
+    assert r.returncode == 1 and "NameError" in r.stderr, r.stderr
+    ran(d)
+    write(os.path.join(d, "s.py"), UNSAVED.replace(", BUG)", ")"))
+    expected = plain(d)
+    r = run_chkpt(["--resume", "s.py"], d)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expected
+    # the open file is missing after stage 2: resumed after stage 1
+    assert ran(d) == ["stage2", "stage3"]
+    line = resume_line(r.stderr)
+    assert "variable(s) out could not be saved" in line, line
+
+
+MOVED = HEAD + '''
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+FACTOR = 3
+a = stage1()
+p = Point(len(a))
+b = stage2(a)
+note("stage3")
+print("result", b / DIVISOR, isinstance(p, Point), p.x)
+'''
+
+
+def test_g_store_and_script_moved(tmp_path, python):
+    first = tmp_path / "node1" / "job"
+    first.mkdir(parents=True)
+    write(str(first / "s.py"), MOVED)
+    r = run_chkpt(["s.py"], str(first))
+    assert r.returncode == 1 and "NameError" in r.stderr, r.stderr
+    ran(str(first))
+    other = tmp_path / "node2" / "elsewhere"
+    shutil.copytree(str(first), str(other))
+    shutil.rmtree(str(first))
+    d = str(other)
+    write(os.path.join(d, "s.py"), MOVED.replace("DIVISOR", "7"))
+    expected = plain(d)
+    r = run_chkpt(["--resume", "s.py"], d)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expected
+    assert "True" in r.stdout
+    assert ran(d) == ["stage3"]
+
+
+def test_manual_only_takes_no_boundary_snapshots(tmp_path, python):
+    d = str(tmp_path)
+    write(os.path.join(d, "s.py"), THREE_STAGES.replace("DIVISOR", "7"))
+    r = run_chkpt(["-f", "-1", "s.py"], d)
+    assert r.returncode == 0, r.stderr
+    assert not os.path.exists(os.path.join(d, "checkpoints", "snapshots")) \
+        or not os.listdir(os.path.join(d, "checkpoints", "snapshots"))
+    ran(d)
+    r = run_chkpt(["--resume", "s.py"], d)
+    assert r.returncode == 0, r.stderr
+    assert ran(d) == ["stage1", "stage2", "stage3"]
+    assert "from the start" in resume_line(r.stderr)
+
+
+def test_statements_run_as_python_runs_the_module(tmp_path, python):
+    """Split into statements, the module still behaves as one: docstring,
+    __future__ flags, annotations, tracebacks and line numbers."""
+    d = str(tmp_path)
+    write(os.path.join(d, "s.py"), '''"""the doc"""
+from __future__ import annotations
+import sys, traceback
+x: undefined_name = 1
+"""not a docstring"""
+def f():
+    return sys._getframe(1).f_back
+print(__doc__, __annotations__, f() is None, sys._getframe().f_lineno)
+print(1 / 0)
+''')
+    r = run_chkpt(["s.py"], d)
+    p = run_python(["s.py"], d)
+    assert r.stdout == p.stdout
+    assert r.stderr == p.stderr and r.returncode == p.returncode == 1
