@@ -16,7 +16,7 @@
  *    a trace function would put every instruction of the script through
  *    3.11's tracing path, far from free).
  *  - boundary: after a statement, when enough time passed since the last
- *    one (and 20x the cost of that one), a snapshot of every picklable
+ *    one (and 10x the cost of that one), a snapshot of every picklable
  *    global (capture), with the meta keys of docs/FORMAT.md: the next
  *    statement, the fingerprints of the earlier ones, the dependencies
  *    (function -> fingerprint), the names of all globals, random states.
@@ -35,8 +35,8 @@
  * one (or the start), never more often than -f asks ... */
 #define BOUNDARY_MIN_S 0.5
 /* ... and once the time since the last one is this many times what that
- * one cost: boundary snapshots take at most ~5% of the run. */
-#define BOUNDARY_COST_RATIO 20.0
+ * one cost: boundary snapshots take at most ~10% of the run. */
+#define BOUNDARY_COST_RATIO 10.0
 /* rejected snapshots named in the resume message */
 #define MAX_REASONS 3
 
