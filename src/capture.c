@@ -26,6 +26,43 @@
 #include <unistd.h>
 #include <stdarg.h>
 
+/* Is the code the script's own: the main script or a module in its
+ * directory (a sibling)? Never raises. */
+int
+chkpt_is_script_code(CheckpointObject *ck, PyCodeObject *code)
+{
+    PyObject *fn = code->co_filename;
+    if (ck->script_path == NULL || ck->script_path == Py_None
+        || fn == NULL || !PyUnicode_Check(fn)) {
+        return 0;
+    }
+    if (PyUnicode_Compare(fn, ck->script_path) == 0) {
+        return 1;
+    }
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    /* sibling modules: a file directly in the script's directory */
+    if (ck->script_dir == NULL || !PyUnicode_Check(ck->script_dir)) {
+        return 0;
+    }
+    Py_ssize_t n = PyUnicode_GetLength(fn);
+    Py_ssize_t slash = PyUnicode_FindChar(fn, '/', 0, n, -1);
+    if (slash <= 0) {
+        return 0;
+    }
+    PyObject *dir = PyUnicode_Substring(fn, 0, slash);
+    if (dir == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int same = PyUnicode_Compare(dir, ck->script_dir) == 0;
+    Py_DECREF(dir);
+    PyErr_Clear();
+    return same;
+}
+
 /* The code objects of the script's Python-level signal handlers. */
 static PyObject *
 signal_handler_codes(void)
@@ -102,7 +139,7 @@ script_exception_pending(void)
     return raised_by_signal_handler();
 }
 
-/* The key in ck->warned of an object not to be pickled again (it used up
+/* The key in ck->no_retry of an object not to be pickled again (it used up
  * its time budget, or interrupted the script): the variable's name with the
  * object's identity and type. */
 static PyObject *
@@ -113,11 +150,9 @@ no_retry_key(PyObject *vname, PyObject *obj)
 }
 
 
-#ifndef PATH_MAX
-#define PATH_MAX 4096
-#endif
-
-#define META_FORMAT 1
+/* keys in ck->warned_once: warnings given once per run */
+#define ONCE_STORE_SIZE "max-store-size"
+#define ONCE_WRITE_FAILED "store write failed"
 #define REPR_LIMIT 160          /* characters of a variable's repr in meta */
 #define MODREFS_MAX_PICKLE (64u << 20)  /* skip module_refs beyond this */
 #define MEASURE_MAX_DEPTH 64
@@ -367,7 +402,7 @@ flush_deferred(PyObject *self, PyObject *Py_UNUSED(ignored))
         PyObject *count = PyList_GET_ITEM(entry, 1);
         long n = PyLong_Check(count) ? PyLong_AsLong(count) : 1;
         PyErr_Clear();
-        chkpt_warn_fmt("%U (left out of %ld snapshot%s)", msg, n, n == 1 ? "" : "s");
+        chkpt_warn_py("%U (left out of %ld snapshot%s)", msg, n, n == 1 ? "" : "s");
     }
     PyDict_Clear(d);
     Py_DECREF(d);
@@ -401,16 +436,12 @@ count_left_out(CheckpointObject *ck, PyObject *vname)
 static int
 report_unsaved(CheckpointObject *ck, PyObject *vname, PyObject *msg)
 {
-    int seen = PySet_Contains(ck->warned, vname);
-    if (seen < 0) {
-        return -1;
-    }
-    if (ck->verbosity > 0 && !seen) {
-        chkpt_warn_fmt("%U", msg);
-        return PySet_Add(ck->warned, vname);
-    }
     if (ck->verbosity > 0) {
-        return 0;
+        int first = chkpt_once(ck->warned, vname);
+        if (first == 1) {
+            chkpt_warn_py("%U", msg);
+        }
+        return first < 0 ? -1 : 0;
     }
     if (ck->deferred == NULL) {
         PyObject *d = PyDict_New();
@@ -424,11 +455,11 @@ report_unsaved(CheckpointObject *ck, PyObject *vname, PyObject *msg)
             /* no atexit: say it now */
             Py_XDECREF(d);
             PyErr_Clear();
-            if (seen) {
-                return 0;
+            int first = chkpt_once(ck->warned, vname);
+            if (first == 1) {
+                chkpt_warn_py("%U", msg);
             }
-            chkpt_warn_fmt("%U", msg);
-            return PySet_Add(ck->warned, vname);
+            return first < 0 ? -1 : 0;
         }
         Py_DECREF(r);
         ck->deferred = d;
@@ -437,8 +468,9 @@ report_unsaved(CheckpointObject *ck, PyObject *vname, PyObject *msg)
     if (counted != 0) {
         return counted < 0 ? -1 : 0;
     }
-    if (seen) {
-        return 0;           /* reported already */
+    int first = chkpt_once(ck->warned, vname);
+    if (first <= 0) {
+        return first;           /* reported already, or an error */
     }
     PyObject *entry = Py_BuildValue("[Oi]", msg, 1);
     if (entry == NULL || PyDict_SetItem(ck->deferred, vname, entry) < 0) {
@@ -446,7 +478,7 @@ report_unsaved(CheckpointObject *ck, PyObject *vname, PyObject *msg)
         return -1;
     }
     Py_DECREF(entry);
-    return PySet_Add(ck->warned, vname);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1075,61 +1107,6 @@ short_repr(CheckpointObject *ck, PyObject *reprobj, PyObject *obj)
 /* ------------------------------------------------------------------ */
 /* sources of the script and its sibling modules                        */
 
-static PyObject *
-read_file_bytes(PyObject *path)
-{
-    PyObject *fs = PyUnicode_EncodeFSDefault(path);
-    if (fs == NULL) {
-        return NULL;
-    }
-    PyObject *data = NULL;
-    FILE *f;
-    Py_BEGIN_ALLOW_THREADS
-    f = fopen(PyBytes_AS_STRING(fs), "rb");
-    Py_END_ALLOW_THREADS
-    if (f == NULL) {
-        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
-        Py_DECREF(fs);
-        return NULL;
-    }
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    int failed = 0;
-    Py_BEGIN_ALLOW_THREADS
-    for (;;) {
-        if (len == cap) {
-            size_t ncap = cap ? cap * 2 : 65536;
-            char *nb = realloc(buf, ncap);
-            if (nb == NULL) {
-                failed = ENOMEM;
-                break;
-            }
-            buf = nb;
-            cap = ncap;
-        }
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0) {
-            if (ferror(f)) {
-                failed = errno ? errno : EIO;
-            }
-            break;
-        }
-    }
-    fclose(f);
-    Py_END_ALLOW_THREADS
-    if (failed) {
-        errno = failed;
-        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
-    }
-    else {
-        data = PyBytes_FromStringAndSize(buf ? buf : "", (Py_ssize_t)len);
-    }
-    free(buf);
-    Py_DECREF(fs);
-    return data;
-}
-
 /* Source bytes of path, from ck->sources or read once and cached. */
 static PyObject *
 source_of(CheckpointObject *ck, PyObject *path)
@@ -1141,7 +1118,7 @@ source_of(CheckpointObject *ck, PyObject *path)
     if (PyErr_Occurred()) {
         return NULL;
     }
-    b = read_file_bytes(path);
+    b = chkpt_read_file(path);
     if (b == NULL) {
         return NULL;
     }
@@ -1378,13 +1355,10 @@ enforce_store_size(CheckpointObject *ck)
     if (rc == 0) {
         return;
     }
-    PyObject *key = PyUnicode_FromString("--max-store-size");
-    int seen = key ? PySet_Contains(ck->warned, key) : -1;
-    if (seen == 0 && PySet_Add(ck->warned, key) == 0) {
-        chkpt_warn_fmt("cannot keep %U under --max-store-size: %s",
-                 ck->output_dir, err);
+    if (chkpt_once_str(ck->warned_once, ONCE_STORE_SIZE) == 1) {
+        chkpt_warn_py("cannot keep %U under --max-store-size: %s",
+                      ck->output_dir, err);
     }
-    Py_XDECREF(key);
     PyErr_Clear();
 }
 
@@ -1404,8 +1378,6 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     bufvec bufs = {NULL, 0, 0};
     streamvec streams = {NULL, 0, 0};
     slotnames_patch slotpatch = {NULL, NULL};
-    /* ck->warned holds variable names, and this (never an identifier) */
-    PyObject *write_failed_key = NULL;
     long long total_size = 0;
     long long inband = 0;       /* pickled bytes held, for --max-pickle-size */
     double t_start = chkpt_monotonic();
@@ -1436,7 +1408,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         Py_DECREF(fs);
         if (r < 0 || s == NULL) {
             if (!ck->store_failed) {
-                chkpt_warn_fmt("cannot open the snapshot store %U: %s; no snapshots "
+                chkpt_warn_py("cannot open the snapshot store %U: %s; no snapshots "
                            "will be written", ck->output_dir, err);
             }
             ck->store_failed = 1;
@@ -1526,7 +1498,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             double left = CHKPT_SNAPSHOT_TIME_BUDGET - (chkpt_monotonic() - t_start);
             if (left <= 0) {
                 if (!out_of_time) {
-                    chkpt_warn_fmt("the snapshot's time budget (%d s) is used up: "
+                    chkpt_warn_py("the snapshot's time budget (%d s) is used up: "
                              "'%U' and the variables after it are not saved",
                              (int)CHKPT_SNAPSHOT_TIME_BUDGET, vname);
                 }
@@ -1543,7 +1515,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             if (slow_key == NULL) {
                 goto done;
             }
-            int slow = PySet_Contains(ck->warned, slow_key);
+            int slow = PySet_Contains(ck->no_retry, slow_key);
             Py_DECREF(slow_key);
             if (slow < 0) {
                 goto done;
@@ -1591,7 +1563,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
                     chkpt_saved_error pending;
                     chkpt_error_save(&pending);
                     PyObject *key = no_retry_key(vname, obj);
-                    if (key == NULL || PySet_Add(ck->warned, key) < 0) {
+                    if (key == NULL || PySet_Add(ck->no_retry, key) < 0) {
                         PyErr_Clear();
                     }
                     Py_XDECREF(key);
@@ -1764,7 +1736,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         line = Py_NewRef(Py_None);
     }
     PyObject *argv = PySys_GetObject("argv");       /* borrowed */
-    int bad = set_item(meta, "format", PyLong_FromLong(META_FORMAT)) < 0
+    int bad = set_item(meta, "format", PyLong_FromLong(CHKPT_META_FORMAT)) < 0
         || PyDict_SetItemString(meta, "name", name ? name : Py_None) < 0
         || set_item(meta, "kind", PyUnicode_FromString(kind)) < 0
         || set_item(meta, "time", PyFloat_FromDouble((double)ts.tv_sec
@@ -1794,10 +1766,6 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         goto done;
     }
 
-    write_failed_key = PyUnicode_FromString(" store write failed");
-    if (write_failed_key == NULL) {
-        goto done;
-    }
     /* the I/O, without the GIL; the buffer exports are held */
     {
         char err[CHKPT_ERRLEN] = "";
@@ -1863,16 +1831,14 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         Py_DECREF(dir_then);
         if (!ok) {
             /* once per run (a full disk fails every snapshot); each with -v */
-            int seen = PySet_Contains(ck->warned, write_failed_key);
-            if (seen < 0) {
+            int first = chkpt_once_str(ck->warned_once, ONCE_WRITE_FAILED);
+            if (first < 0) {
                 goto done;
             }
-            if (!seen || ck->verbosity > 0) {
-                chkpt_warn_fmt("snapshot not written to %U: %s%s", ck->output_dir, err,
-                         seen ? "" : " (further failures are reported with -v)");
-                if (!seen && PySet_Add(ck->warned, write_failed_key) < 0) {
-                    goto done;
-                }
+            if (first || ck->verbosity > 0) {
+                chkpt_warn_py("snapshot not written to %U: %s%s", ck->output_dir,
+                              err, first ? " (further failures are reported with -v)"
+                                         : "");
             }
             result = Py_NewRef(Py_None);
             goto done;
@@ -1884,7 +1850,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             goto done;
         }
         if (ck->verbosity > 0) {
-            chkpt_warn_fmt("%s snapshot %zd variable(s), %lld bytes (%llu new) -> %U",
+            chkpt_warn_py("%s snapshot %zd variable(s), %lld bytes (%llu new) -> %U",
                        kind, PyList_GET_SIZE(vars_meta), total_size,
                        (unsigned long long)written, p);
         }
@@ -1896,7 +1862,6 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     }
 
 done:
-    Py_XDECREF(write_failed_key);
     slotnames_uninstall(&slotpatch);
     chkpt_hooks_budget_stop(ck);
     bufvec_free(&bufs);
