@@ -71,7 +71,7 @@ fail(void)
             Py_SETREF(s, PyUnicode_Substring(s, 1, PyUnicode_GET_LENGTH(s) - 1));
         }
         if (s != NULL) {
-            chkpt_warn_fmt("error: %U", s);
+            chkpt_warn_py("error: %U", s);
         }
     }
     else {
@@ -829,7 +829,7 @@ chkpt_verb_export(PyObject *module, chkpt_cli *cli)
                 if (l != NULL && PyList_Sort(l) == 0 && sep != NULL) {
                     PyObject *j = PyUnicode_Join(sep, l);
                     if (j != NULL) {
-                        chkpt_warn_fmt("note: '%U' refers to the script's own %U: "
+                        chkpt_warn_py("note: '%U' refers to the script's own %U: "
                                  "pickle.load resolves them where those "
                                  "modules define them (e.g. in the script)",
                                  name, j);
@@ -868,7 +868,7 @@ chkpt_verb_export(PyObject *module, chkpt_cli *cli)
             }
         }
         if (why != NULL) {
-            chkpt_warn_fmt("'%U' not exported: %U", name, why);
+            chkpt_warn_py("'%U' not exported: %U", name, why);
             Py_DECREF(why);
             nbad++;
         }
@@ -973,7 +973,7 @@ chkpt_verb_verify(PyObject *module, chkpt_cli *cli)
     }
     struct stat sb;
     if (stat(PyBytes_AS_STRING(fs), &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        chkpt_warn_fmt("error: no snapshot store at %U", dir);
+        chkpt_warn_py("error: no snapshot store at %U", dir);
         Py_DECREF(fs);
         Py_DECREF(dir);
         return 1;
@@ -1029,7 +1029,7 @@ chkpt_verb_gc(PyObject *module, chkpt_cli *cli)
     }
     struct stat sb;
     if (stat(PyBytes_AS_STRING(fs), &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        chkpt_warn_fmt("error: no snapshot store at %U", dir);
+        chkpt_warn_py("error: no snapshot store at %U", dir);
         Py_DECREF(fs);
         Py_DECREF(dir);
         return 1;
@@ -1043,7 +1043,7 @@ chkpt_verb_gc(PyObject *module, chkpt_cli *cli)
     Py_END_ALLOW_THREADS
     Py_DECREF(fs);
     if (r < 0) {
-        chkpt_warn_fmt("error: gc of %U failed: %s", dir, err);
+        chkpt_warn_py("error: gc of %U failed: %s", dir, err);
         Py_DECREF(dir);
         return 1;
     }
