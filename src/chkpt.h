@@ -1,14 +1,26 @@
 /* chkpt.h: what the parts of the engine share, and the map of the parts.
  *
- * Layers, bottom to top. A file calls only into its own layer's files
- * named as its partners below, and into lower layers; never up.
+ * Layers, bottom to top. A file calls only into lower layers, never into
+ * its own layer or above, with one exception said below (capture.c and
+ * hooks.c). Headers: store.h (layer 0), base.h (1), capture.h (what
+ * capture.c takes from layer 3), this file (the rest).
  *
  *   0 store.c      the on-disk store (pure C, no Python; see store.h)
+ *     pickle_refs.c the globals a pickle names, from its opcodes (pure C,
+ *                  no Python; see pickle_refs.h), for capture.c
  *   1 base.c       shared helpers: warnings, warn-once, exceptions, the
  *                  clock, dict/file/path helpers, shared constants (base.h)
  *   2 snapinfo.c   the SnapshotInfo type (a read-only value)
- *   3 capture.c    selects the salient variables of a frame and pickles
- *                  them (protocol 5, out-of-band buffers) into the store
+ *   3 pickler.c    the pickler's plumbing: out-of-band buffers, the
+ *                  bounded sink, the copyreg patch (capture.h)
+ *     salience.c   which variables a snapshot holds; which code is the
+ *                  script's (capture.h)
+ *     rebuild.c    rebuilds the script's own modules from the sources a
+ *                  snapshot keeps (the AST filter, the rebuilt __import__),
+ *                  for load.c
+ *   4 capture.c    takes a snapshot of a frame, step by step (capture_ctx):
+ *                  selects its variables, pickles them (protocol 5,
+ *                  out-of-band buffers), writes them to the store
  *     hooks.c      decides when an automatic snapshot is due (sys.monitoring
  *                  on 3.12+, the C trace function on 3.11) and runs the
  *                  timer thread
@@ -17,18 +29,16 @@
  *     budget (chkpt_hooks_budget_*), which the timer thread in hooks.c
  *     enforces with the snapshot timer under one lock. The pair is broken
  *     when the timer moves to a file of its own below both.
- *     rebuild.c    rebuilds the script's own modules from the sources a
- *                  snapshot keeps (the AST filter, the rebuilt __import__)
  *     load.c       reads snapshots back: listing, loading, resolving the
- *                  script's own classes (live, or through rebuild.c); the
- *                  Unloadable type
- *   4 checkpoint.c the Checkpoint type: the running engine as the script
+ *                  script's own classes (live, or rebuilt through
+ *                  rebuild.c); the Unloadable type
+ *   5 checkpoint.c the Checkpoint type: the running engine as the script
  *                  sees it; snapshot() and a new frequency dispatch to
  *                  capture and hooks
- *   5 runner.c     runs the script or module exactly as `python` would
+ *   6 runner.c     runs the script or module exactly as `python` would
  *     verbs.c      ls, show, explore, export, verify, gc (over load.c)
- *   6 cli.c        option parsing and verb dispatch for `python -m chkpt`
- *   7 module.c     creates the module: state, types, the module functions
+ *   7 cli.c        option parsing and verb dispatch for `python -m chkpt`
+ *   8 module.c     creates the module: state, types, the module functions
  */
 #ifndef CHKPT_H
 #define CHKPT_H
@@ -178,10 +188,15 @@ void chkpt_hooks_budget_stop(CheckpointObject *ck);
  * about and give None. */
 PyObject *chkpt_capture(CheckpointObject *ck, PyFrameObject *frame,
                         const char *kind, PyObject *name);
-/* Called from module init: creates capture.c's types. */
+/* Called from module init: creates capture's types, imports what a
+ * snapshot needs. */
 int chkpt_capture_init(PyObject *module);
+
+/* pickler.c (the rest of it in capture.h) */
 /* --max-pickle-size when not given: a quarter of physical memory. */
 long long chkpt_default_max_pickle_size(void);
+
+/* salience.c (the rest of it in capture.h) */
 /* Is this code object the script's own (main script or a sibling module)? */
 int chkpt_is_script_code(CheckpointObject *ck, PyCodeObject *code);
 

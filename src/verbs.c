@@ -5,6 +5,7 @@
  * line and exit status 1; usage errors (2) are caught by cli.c.
  */
 #include "chkpt.h"
+#include "capture.h"      /* chkpt_pickler_kwargs: one protocol 5 setup */
 #include <ftw.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -796,13 +797,13 @@ export_probe(PyObject *ptype, PyObject *io, PyObject *name, PyObject *obj,
              PyObject **why)
 {
     *why = NULL;
+    /* capture's protocol 5 setup: the buffers stay out of band, held in
+       bufs until the probe is over */
+    chkpt_bufvec bufs = {0};
     PyObject *sink = PyObject_CallMethod(io, "BytesIO", NULL);
-    PyObject *bufs = PyList_New(0);
-    PyObject *cb = bufs ? PyObject_GetAttrString(bufs, "append") : NULL;
-    PyObject *args = sink && cb ? Py_BuildValue("(O)", sink) : NULL;
-    PyObject *kw = args ? Py_BuildValue("{s:i,s:O}", "protocol", 5,
-                                        "buffer_callback", cb) : NULL;
-    PyObject *p = kw ? PyObject_Call(ptype, args, kw) : NULL;
+    PyObject *kw = sink ? chkpt_pickler_kwargs(&bufs) : NULL;
+    PyObject *args = kw ? Py_BuildValue("(O)", sink) : NULL;
+    PyObject *p = args ? PyObject_Call(ptype, args, kw) : NULL;
     PyObject *refs = p ? PySet_New(NULL) : NULL;
     PyObject *r = refs && PyObject_SetAttrString(p, "_chkpt_refs", refs) == 0
                   ? PyObject_CallMethod(p, "dump", "(O)", obj) : NULL;
@@ -830,9 +831,8 @@ export_probe(PyObject *ptype, PyObject *io, PyObject *name, PyObject *obj,
     Py_XDECREF(p);
     Py_XDECREF(kw);
     Py_XDECREF(args);
-    Py_XDECREF(cb);
-    Py_XDECREF(bufs);
     Py_XDECREF(sink);
+    chkpt_bufvec_free(&bufs);
     return rc;
 }
 
