@@ -22,6 +22,12 @@
  *
  * -f 0 keeps the hook armed for good (a snapshot per executed line of the
  * script); -f -1 never arms it (manual snapshots only).
+ *
+ * For resume.c's dependencies (when ck->ran_code is set), 3.12+ also keeps
+ * PY_START on: the first start of each of the script's code objects is
+ * noted, and every code object (library or script) is then DISABLE'd, so
+ * a call costs nothing once each function has run once. (3.11 needs no
+ * hook for it: resume.c reads the code objects' warm-up counters.)
  */
 #include "chkpt.h"
 #include <errno.h>

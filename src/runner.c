@@ -539,13 +539,10 @@ pyc_code(PyObject *data)
 /* The module's top-level statements one at a time (resume.c compiled
  * each), with a boundary snapshot between two when one is due; with
  * --resume from the statement resume picked. Each runs as the whole module
- * would: in globals, no frame below it. */
+ * would: in globals, no frame of chkpt's around it. */
 static PyObject *
-run_statements(CheckpointObject *ck, PyObject *globals)
+statement_loop(CheckpointObject *ck, PyObject *globals)
 {
-    bottom_state bottom;
-    hooks_install(ck);
-    enter_bottom(&bottom);
     Py_ssize_t n = chkpt_resume_count(ck);
     Py_ssize_t i = chkpt_resume_start(ck, globals);
     PyObject *result = i < 0 ? NULL : Py_NewRef(Py_None);
@@ -560,9 +557,99 @@ run_statements(CheckpointObject *ck, PyObject *globals)
         }
         Py_XDECREF(r);
     }
+    return result;
+}
+
+static PyObject *
+run_statements(CheckpointObject *ck, PyObject *globals)
+{
+    bottom_state bottom;
+    hooks_install(ck);
+    enter_bottom(&bottom);
+    PyObject *result = statement_loop(ck, globals);
     leave_bottom(&bottom);
     hooks_uninstall(ck);
     return result;
+}
+
+/* -m (and a directory's or zip's __main__): runpy's _run_code calls
+ * exec(code, globals), exec looked up in runpy's globals. While runpy
+ * runs the module, runpy.exec is this function (self: a tuple of the
+ * Checkpoint, the --resume flag and a list that says it ran), so the module
+ * runs statement by statement under runpy's own two frames, as under
+ * python -m; any other exec goes to the builtin. */
+static PyObject *
+runpy_exec(PyObject *self, PyObject *args)
+{
+    CheckpointObject *ck = (CheckpointObject *)PyTuple_GET_ITEM(self, 0);
+    int resume = PyObject_IsTrue(PyTuple_GET_ITEM(self, 1));
+    PyObject *done = PyTuple_GET_ITEM(self, 2);
+    PyObject *code, *globals;
+    PyObject *main_dict = ck->main_module != Py_None
+                          ? PyModule_GetDict(ck->main_module) : NULL;
+    PyObject *source = NULL;
+    if (PyTuple_GET_SIZE(args) == 2 && PyList_GET_SIZE(done) == 0
+        && PyArg_ParseTuple(args, "OO", &code, &globals) && PyCode_Check(code)
+        && globals == main_dict && PyUnicode_Check(ck->script_path)
+        && PyUnicode_Compare(((PyCodeObject *)code)->co_filename,
+                             ck->script_path) == 0) {
+        source = PyDict_GetItemWithError(ck->sources, ck->script_path);
+    }
+    PyErr_Clear();
+    if (source != NULL && PyList_Append(done, Py_None) == 0
+        && PySys_Audit("exec", "O", code) == 0
+        && chkpt_resume_prepare(ck, source, ck->script_path, resume) > 0) {
+        return statement_loop(ck, globals);
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *builtin = import_attr("builtins", "exec");
+    if (builtin == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyObject_Call(builtin, args, NULL);
+    Py_DECREF(builtin);
+    return r;
+}
+
+static PyMethodDef runpy_exec_def = {
+    "exec", runpy_exec, METH_VARARGS,
+    "chkpt: runs the module run by runpy statement by statement."
+};
+
+/* Puts runpy_exec in runpy's globals (1), or leaves them be (0). */
+static int
+runpy_exec_install(CheckpointObject *ck, int resume)
+{
+    PyObject *runpy = PyImport_ImportModule("runpy");
+    PyObject *done = runpy ? PyList_New(0) : NULL;
+    PyObject *state = done ? Py_BuildValue("(OOO)", ck, resume ? Py_True
+                                                               : Py_False,
+                                           done) : NULL;
+    PyObject *f = state ? PyCFunction_New(&runpy_exec_def, state) : NULL;
+    int r = f != NULL && PyObject_SetAttrString(runpy, "exec", f) == 0;
+    Py_XDECREF(runpy);
+    Py_XDECREF(done);
+    Py_XDECREF(state);
+    Py_XDECREF(f);
+    if (!r) {
+        chkpt_warn_exc("the module runs whole, without boundary snapshots");
+    }
+    return r;
+}
+
+static void
+runpy_exec_uninstall(void)
+{
+    chkpt_saved_error saved;
+    chkpt_error_save(&saved);
+    PyObject *runpy = PyImport_ImportModule("runpy");
+    if (runpy == NULL || PyObject_DelAttrString(runpy, "exec") < 0) {
+        PyErr_Clear();
+    }
+    Py_XDECREF(runpy);
+    chkpt_error_restore(&saved);
 }
 
 /* Compiles the script's source (bytes) as python compiles a file: its
@@ -875,7 +962,8 @@ done:
  * file, exactly as python's pymain_run_module calls it. Returns the exit
  * status, or NULL with the exception to propagate. */
 static PyObject *
-run_with_runpy(CheckpointObject *ck, PyObject *modname, int alter_argv)
+run_with_runpy(CheckpointObject *ck, PyObject *modname, int alter_argv,
+               int resume)
 {
     PyObject *spec = quiet_find_spec(modname, !alter_argv);
     if (spec != NULL) {
@@ -891,12 +979,18 @@ run_with_runpy(CheckpointObject *ck, PyObject *modname, int alter_argv)
         return finish(NULL, NULL);
     }
     bottom_state bottom;
+    int split = (ck->frequency_ms >= 0 || resume)
+                && PyUnicode_Check(ck->script_path)
+                && runpy_exec_install(ck, resume);
     hooks_install(ck);
     enter_bottom(&bottom);
     PyObject *result = PyObject_CallFunctionObjArgs(
         func, modname, alter_argv ? Py_True : Py_False, NULL);
     leave_bottom(&bottom);
     hooks_uninstall(ck);
+    if (split) {
+        runpy_exec_uninstall();
+    }
     Py_DECREF(func);
     if (result == NULL && PyErr_ExceptionMatches(PyExc_SystemExit)) {
         /* `python: No module named x` becomes `chkpt: No module named x`,
@@ -1127,10 +1221,6 @@ chkpt_run(PyObject *module, chkpt_cli *cli)
     Py_XSETREF(ck->main_module, Py_NewRef(main_mod));
     int safe_path = safe_path_flag();
 
-    if (cli->resume && (cli->is_module)) {
-        chkpt_warn("--resume works for a script file only for now: running "
-                   "the module from the start");
-    }
     if (cli->is_module) {
         argv0 = PyUnicode_FromString("-m");
         path0 = getcwd_str();
@@ -1146,7 +1236,7 @@ chkpt_run(PyObject *module, chkpt_cli *cli)
             Py_XDECREF(h1);
             Py_XDECREF(h2);
         }
-        status = run_with_runpy(ck, cli->target, 1);
+        status = run_with_runpy(ck, cli->target, 1, cli->resume);
         goto done;
     }
 
@@ -1187,7 +1277,7 @@ chkpt_run(PyObject *module, chkpt_cli *cli)
         if (name == NULL) {
             goto done;
         }
-        status = run_with_runpy(ck, name, 0);
+        status = run_with_runpy(ck, name, 0, cli->resume);
         Py_DECREF(name);
         goto done;
     }

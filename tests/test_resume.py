@@ -295,3 +295,25 @@ print(1 / 0)
     p = run_python(["s.py"], d)
     assert r.stdout == p.stdout
     assert r.stderr == p.stderr and r.returncode == p.returncode == 1
+
+
+def test_module_run_with_dash_m_resumes(tmp_path, python):
+    """-m pkg.job: boundary snapshots and --resume as for a script file,
+    under runpy's own frames (the traceback is python -m's)."""
+    d = str(tmp_path)
+    os.mkdir(os.path.join(d, "pkg"))
+    write(os.path.join(d, "pkg", "__init__.py"), "")
+    write(os.path.join(d, "pkg", "job.py"), THREE_STAGES)
+    r = run_chkpt(["-m", "pkg.job"], d)
+    p = run_python(["-m", "pkg.job"], d)
+    assert r.returncode == p.returncode == 1
+    assert r.stderr == p.stderr and "<frozen runpy>" in r.stderr
+    assert ran(d) == ["stage1", "stage2", "stage3"] * 2
+    write(os.path.join(d, "pkg", "job.py"), THREE_STAGES.replace("DIVISOR", "7"))
+    expected = run_python(["-m", "pkg.job"], d).stdout
+    ran(d)
+    r = run_chkpt(["--resume", "-m", "pkg.job"], d)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expected
+    assert ran(d) == ["stage3"]
+    assert "statements 1-" in resume_line(r.stderr)
