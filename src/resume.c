@@ -622,7 +622,8 @@ scan_warm(resume_state *rs, PyObject *code, PyObject *ran)
 /* The functions of the sibling modules, found through their globals (and
  * their classes' dicts): their code and what it holds. */
 static int
-scan_siblings(resume_state *rs, CheckpointObject *ck, PyObject *ran)
+scan_siblings(resume_state *rs, CheckpointObject *ck, PyObject *ran,
+              PyObject *deps)
 {
     PyObject *modules = PySys_GetObject("modules");     /* borrowed */
     PyObject *mods = modules ? PyDict_Values(modules) : NULL;
@@ -645,6 +646,22 @@ scan_siblings(resume_state *rs, CheckpointObject *ck, PyObject *ran)
         if (!sibling) {
             continue;
         }
+        /* imported: its top level ran (no code object of it is kept) */
+        PyObject *fname = PyModule_GetFilenameObject(m);
+        Py_ssize_t fl = fname ? PyUnicode_GetLength(fname) : -1;
+        Py_ssize_t sl = fl > 0 ? PyUnicode_FindChar(fname, '/', 0, fl, -1) : -1;
+        PyObject *base = sl >= 0 ? PyUnicode_Substring(fname, sl + 1, fl)
+                                 : NULL;
+        PyObject *defs = base ? defs_for(rs, ck, base) : NULL;
+        PyObject *fp = defs ? PyDict_GetItemString(defs, "<module>") : NULL;
+        PyObject *key = fp ? PyUnicode_FromFormat("%U:<module>", base) : NULL;
+        if (key != NULL && PyDict_SetItem(deps, key, fp) < 0) {
+            PyErr_Clear();
+        }
+        Py_XDECREF(key);
+        Py_XDECREF(base);
+        Py_XDECREF(fname);
+        PyErr_Clear();
         PyObject *vals = PyDict_Values(PyModule_GetDict(m));
         for (Py_ssize_t k = 0; vals != NULL && k < PyList_GET_SIZE(vals); k++) {
             PyObject *v = PyList_GET_ITEM(vals, k);
@@ -697,7 +714,7 @@ dependencies(resume_state *rs, CheckpointObject *ck, Py_ssize_t next)
             return NULL;
         }
     }
-    if (scan_siblings(rs, ck, ck->ran_code) < 0) {
+    if (scan_siblings(rs, ck, ck->ran_code, deps) < 0) {
         Py_DECREF(deps);
         return NULL;
     }
