@@ -575,6 +575,24 @@ is_excluded(chkpt_state *st, PyObject *name, PyObject *obj)
     return typing;
 }
 
+/* Tracked objects are the script's explicit wish: captured even when they
+ * are definitions (a function or class of the script), which automatic
+ * salience never picks; one that cannot be pickled (a module) is then
+ * reported like any other. Names that are not identifiers or are
+ * __dunder__ stay out. 1 tracked, 0 not (never an error). */
+static int
+is_tracked_anyway(CheckpointObject *ck, PyObject *name, PyObject *obj)
+{
+    if (!PyUnicode_Check(name) || is_dunder(name)) {
+        return 0;
+    }
+    PyObject *key = PyLong_FromVoidPtr(obj);
+    PyObject *t = key ? PyDict_GetItemWithError(ck->tracked, key) : NULL;
+    Py_XDECREF(key);
+    PyErr_Clear();
+    return t == obj;
+}
+
 /* Is tp from one of the tracked libraries (prefix match on __module__)? */
 static int
 is_library_type(CheckpointObject *ck, PyTypeObject *tp)
@@ -1660,7 +1678,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             }
             PyObject *vname = PyTuple_GET_ITEM(pair, 0);
             PyObject *obj = PyTuple_GET_ITEM(pair, 1);
-            if (is_excluded(st, vname, obj)) {
+            if (is_excluded(st, vname, obj) && !is_tracked_anyway(ck, vname, obj)) {
                 continue;
             }
             int dup = PySet_Contains(names_seen, vname);
