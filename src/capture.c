@@ -1962,6 +1962,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     if (bad) {
         goto done;
     }
+    chkpt_syspath_meta(ck, meta);
     json = PyObject_CallMethod(st->json_module, "dumps", "O", meta);
     if (json == NULL) {
         goto done;

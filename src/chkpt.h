@@ -111,6 +111,8 @@ typedef struct {
     PyObject *deferred;           /* capture.c: dict name -> [message, count]
                                      of variables that could not be saved,
                                      reported at exit (or at once with -v) */
+    PyObject *start_path;         /* syspath.c: sys.path (tuple) as python
+                                     set it up for the script, or NULL */
 } CheckpointObject;
 
 /* Saving and restoring a pending exception, on every supported version
@@ -248,6 +250,19 @@ PyObject *chkpt_load_meta(PyObject *module, PyObject *snapshot,
 PyObject *chkpt_check_class(PyObject *module, PyObject *snapshot_path,
                             PyObject *meta, PyObject *modname,
                             PyObject *qualname);
+
+/* syspath.c: the sys.path entries the script added (meta "sys_path") */
+/* Notes sys.path as the script starts with it (once; never raises). */
+void chkpt_syspath_note_start(CheckpointObject *ck);
+/* Sets meta["sys_path"] when the script added entries (never raises). */
+void chkpt_syspath_meta(CheckpointObject *ck, PyObject *meta);
+/* Appends the snapshot's recorded entries that still exist and are not on
+ * sys.path yet (never raises; a pending exception stays). */
+void chkpt_syspath_extend(PyObject *meta);
+/* Why top-level module `top` cannot be imported, knowing the entries the
+ * script added: None when it is found in one that exists, else the reason
+ * (saying which directories are gone). NULL with an exception on error. */
+PyObject *chkpt_syspath_missing(PyObject *meta, PyObject *top);
 
 /* verbs.c: each returns the exit status, or -1 with an exception. */
 int chkpt_verb_ls(PyObject *module, chkpt_cli *cli);

@@ -2027,6 +2027,7 @@ chkpt_load(PyObject *module, PyObject *snapshot, PyObject *names, int strict)
         return NULL;
     }
     PyObject *result = NULL, *ctx = NULL, *cap = NULL, *live = NULL;
+    chkpt_syspath_extend(meta);     /* modules from the script's own entries */
     PyObject *vars = dict_get(meta, "variables");
     PyObject *sources = dict_get(meta, "sources");
     if (vars == NULL || !PyList_Check(vars)) {
@@ -2209,7 +2210,10 @@ chkpt_check_class(PyObject *module, PyObject *snapshot_path, PyObject *meta,
                                   : NULL;
             Py_XDECREF(util);
             if (spec == Py_None) {
-                res = PyUnicode_FromFormat("module %R is not installed", top);
+                res = chkpt_syspath_missing(meta, top);
+                if (res == Py_None) {
+                    Py_CLEAR(res);      /* found where the script found it */
+                }
             }
             Py_XDECREF(spec);
         }
@@ -2220,7 +2224,9 @@ chkpt_check_class(PyObject *module, PyObject *snapshot_path, PyObject *meta,
         }
         return res;
     }
-    /* the script's own: rebuild (definitions only) and look it up */
+    /* the script's own: rebuild (definitions only) and look it up, with
+     * the imports load would find */
+    chkpt_syspath_extend(meta);
     PyObject *meta_path = snapshot_path;
     PyObject *mt = NULL;
     chkpt_snapreader *r = open_snapshot(module, meta_path, &mt);

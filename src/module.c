@@ -183,6 +183,7 @@ checkpoint_traverse(CheckpointObject *self, visitproc visit, void *arg)
     Py_VISIT(self->main_module);
     Py_VISIT(self->sources);
     Py_VISIT(self->deferred);
+    Py_VISIT(self->start_path);
     return 0;
 }
 
@@ -199,6 +200,7 @@ checkpoint_clear(CheckpointObject *self)
     Py_CLEAR(self->main_module);
     Py_CLEAR(self->sources);
     Py_CLEAR(self->deferred);
+    Py_CLEAR(self->start_path);
     return 0;
 }
 
@@ -253,6 +255,7 @@ chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli)
     ck->in_snapshot = 0;
     ck->hooks = NULL;
     ck->deferred = NULL;
+    ck->start_path = NULL;
     PyObject_GC_Track(ck);
     if (ck->tracked == NULL || ck->libraries == NULL || ck->warned == NULL
         || ck->sources == NULL) {

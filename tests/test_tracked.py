@@ -63,6 +63,8 @@ LOAD_DEFS = """
     d = chkpt.load("store")
     assert sorted(d) == ["Counter", "SCALE", "triple"], sorted(d)
     print(d["triple"](7), d["Counter"](2).bump(), d["Counter"].__name__)
+    # the script added nothing to sys.path: nothing recorded
+    assert "sys_path" not in chkpt.snapshots("store")[0].meta
 """
 
 
@@ -112,3 +114,71 @@ def test_tracked_unpicklable_warned_once(tmp_path, what, kind):
     assert len(lines) == 1, r.stderr
     assert "'thing'" in lines[0] and kind in lines[0], lines
     assert "could not be saved" in lines[0]
+
+
+# ---------------------------------------------------------------------------
+# 2. modules from the directories the script added to sys.path
+
+EXTRA_PATH_JOB = """
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                    "lib"))
+    import extramod
+    from chkpt import Checkpoint
+
+    w = extramod.Widget(5)
+    Checkpoint.get_global_singleton().snapshot("w")
+    print("ok")
+"""
+
+EXTRAMOD = """
+    class Widget:
+        def __init__(self, n):
+            self.n = n
+
+        def __repr__(self):
+            return f"Widget({self.n})"
+"""
+
+LOAD_W = """
+    import chkpt
+    print(repr(chkpt.load("store")["w"]))
+    print(chkpt.snapshots("store")[0].meta["sys_path"])
+"""
+
+
+def test_module_from_added_sys_path_entry(tmp_path):
+    work = tmp_path / "work"
+    lib = tmp_path / "lib"          # outside the work dir: it survives it
+    (work).mkdir()
+    lib.mkdir()
+    write(work / "job.py", EXTRA_PATH_JOB.replace('"lib"', '"..", "lib"'))
+    write(lib / "extramod.py", EXTRAMOD)
+    r = run_chkpt(["-f", "-1", "-z", "0", "job.py"], work)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "ok\n"
+    away = move_store(tmp_path, work)
+    write(away / "load.py", LOAD_W)
+
+    # the directory is still there: found where the script found it
+    r = run_python(["load.py"], away)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"Widget(5)\n{[str(lib)]}\n"
+    assert chkpt_lines(r.stderr) == []
+    r = run_chkpt(["show", "store"], away)
+    assert r.returncode == 0, r.stderr
+    assert "cannot load" not in r.stdout
+
+    # gone: a stand-in, one warning, and show says why
+    shutil.rmtree(lib)
+    r = run_python(["load.py"], away)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("<chkpt.Unloadable 'w'"), r.stdout
+    assert r.stdout.endswith(f"{[str(lib)]}\n"), r.stdout
+    lines = chkpt_lines(r.stderr)
+    assert len(lines) == 1 and "extramod" in lines[0], r.stderr
+    r = run_chkpt(["show", "store"], away)
+    assert r.returncode == 0, r.stderr
+    assert ("module 'extramod' is not installed, and the directory the script "
+            f"added to sys.path ({lib}) is gone") in r.stdout, r.stdout
