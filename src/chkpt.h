@@ -78,6 +78,7 @@ typedef struct {
     PyObject *args;               /* list of str: the script's arguments, or
                                      the verb's remaining arguments (owned) */
     long keep;                    /* gc --keep N, -1 if not given */
+    int portable;                 /* export --portable */
 } chkpt_cli;
 
 void chkpt_cli_clear(chkpt_cli *cli);

@@ -6,8 +6,9 @@ opens what they left in a fresh process, in another directory, after the
 script was deleted.
 """
 import os
-import pickle
 import shutil
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -182,3 +183,160 @@ def test_module_from_added_sys_path_entry(tmp_path):
     assert r.returncode == 0, r.stderr
     assert ("module 'extramod' is not installed, and the directory the script "
             f"added to sys.path ({lib}) is gone") in r.stdout, r.stdout
+
+
+# ---------------------------------------------------------------------------
+# 3. export --portable: opens with plain pickle.load, no chkpt, no script
+
+EXPORT_JOB = """
+    import enum
+    from dataclasses import dataclass, field
+
+    import numpy as np
+    from chkpt import Checkpoint
+    from helpers import Thing
+
+    def triple(x):
+        return 3 * x
+
+    class Color(enum.Enum):
+        RED = 1
+        GREEN = 2
+
+    @dataclass
+    class State:
+        items: list = field(default_factory=list)
+        color: Color = Color.RED
+
+        def total(self):
+            return triple(sum(self.items))
+
+    st = State([1, 2, 3], Color.GREEN)
+    th = Thing("x")
+    arr = np.arange(6.0)
+    ck = Checkpoint.get_global_singleton()
+    ck.track(triple)
+    ck.snapshot("x")
+    print("ok")
+"""
+
+HELPERS = """
+    class Thing:
+        def __init__(self, tag):
+            self.tag = tag
+
+        def shout(self):
+            return self.tag.upper()
+"""
+
+OPEN_EXPORT = """
+    import pickle
+    import sys
+    assert "chkpt" not in sys.modules
+    with open("out.pkl", "rb") as f:
+        d = pickle.load(f)
+    try:
+        import chkpt
+    except ImportError:
+        pass
+    else:
+        raise AssertionError("chkpt is importable here")
+    print(sorted(d), d["st"].total(), d["st"].color.name, d["th"].shout(),
+          d["triple"](5), d["arr"].sum())
+"""
+
+
+def make_export_store(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    write(work / "job.py", EXPORT_JOB)
+    write(work / "helpers.py", HELPERS)
+    r = run_chkpt(["-f", "-1", "-z", "0", "job.py"], work)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "ok\n"
+    return move_store(tmp_path, work)
+
+
+def test_portable_export_opens_with_plain_python(tmp_path):
+    away = make_export_store(tmp_path)
+    r = run_chkpt(["export", "--portable", "store", "out.pkl"], away)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "exported 4 variable(s) to out.pkl\n"
+    assert chkpt_lines(r.stderr) == []
+    reader = tmp_path / "reader"
+    reader.mkdir()
+    shutil.move(str(away / "out.pkl"), str(reader / "out.pkl"))
+    write(reader / "open.py", OPEN_EXPORT)
+    # plain python: chkpt not on PYTHONPATH (not installed in the venv)
+    r = run_python(["open.py"], reader, env={"PYTHONPATH": None})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "['arr', 'st', 'th', 'triple'] 18 GREEN X 15 15.0\n"
+
+
+def other_python():
+    """Another supported CPython minor version than the one under test."""
+    for minor in (11, 12, 13):
+        if minor == sys.version_info[1]:
+            continue
+        exe = shutil.which(f"python3.{minor}")
+        if exe is None:
+            continue
+        r = subprocess.run([exe, "-c", "import sys; print(sys.version_info[1])"],
+                           capture_output=True, text=True)
+        if r.returncode == 0 and r.stdout.strip() == str(minor):
+            return exe, minor
+    pytest.skip("no other Python 3.11-3.13 on PATH to open the export with")
+
+
+def test_portable_export_refuses_another_python(tmp_path):
+    # the functions it carries are bytecode of one version: another one
+    # gets a clear error from pickle.load before any of them is built
+    exe, minor = other_python()
+    away = make_export_store(tmp_path)
+    r = run_chkpt(["export", "--portable", "store", "out.pkl"], away)
+    assert r.returncode == 0, r.stderr
+    write(away / "open.py", OPEN_EXPORT)
+    r = run_python(["open.py"], away, env={"PYTHONPATH": None}, python=exe)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    mine = "%d.%d" % sys.version_info[:2]
+    assert r.stderr.splitlines()[-1] == (
+        f"RuntimeError: this pickle was written by chkpt export --portable on "
+        f"Python {mine}; its functions are bytecode of that version: open it "
+        f"with Python {mine}, not 3.{minor}"), r.stderr
+
+
+def test_plain_export_needs_the_script(tmp_path):
+    # what --portable is for: the default export names __main__.State
+    away = make_export_store(tmp_path)
+    r = run_chkpt(["export", "store", "out.pkl"], away)
+    assert r.returncode == 0, r.stderr
+    write(away / "open.py", OPEN_EXPORT)
+    r = run_python(["open.py"], away, env={"PYTHONPATH": None})
+    assert r.returncode != 0
+    assert "AttributeError" in r.stderr or "ModuleNotFoundError" in r.stderr
+
+
+def test_portable_export_without_cloudpickle(tmp_path):
+    away = make_export_store(tmp_path)
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "cloudpickle.py").write_text("raise ImportError('not here')\n")
+    from conftest import REPO
+    r = run_chkpt(["export", "--portable", "store", "out.pkl"], away,
+                  env={"PYTHONPATH": os.pathsep.join([REPO, str(fake)])})
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert chkpt_lines(r.stderr) == [
+        "chkpt: error: export --portable needs the cloudpickle package "
+        "(pip install cloudpickle)"], r.stderr
+    assert r.stderr.count("\n") == 1
+    assert not (away / "out.pkl").exists()
+    assert not (away / "out.pkl.tmp").exists()
+
+
+def test_portable_is_an_export_option_only(tmp_path):
+    for args in (["ls", "--portable"], ["--portable", "job.py"]):
+        r = run_chkpt(args, tmp_path)
+        assert r.returncode == 2
+        assert chkpt_lines(r.stderr) == [
+            "chkpt: error: unrecognized arguments: --portable"], r.stderr
