@@ -274,18 +274,24 @@ def test_portable_export_opens_with_plain_python(tmp_path):
 
 
 def other_python():
-    """Another supported CPython minor version than the one under test."""
+    """Another supported CPython minor version than the one under test: on
+    PATH, or where the Makefile finds them (pyenv's versions)."""
+    pyenv = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
     for minor in (11, 12, 13):
         if minor == sys.version_info[1]:
             continue
-        exe = shutil.which(f"python3.{minor}")
-        if exe is None:
-            continue
-        r = subprocess.run([exe, "-c", "import sys; print(sys.version_info[1])"],
-                           capture_output=True, text=True)
-        if r.returncode == 0 and r.stdout.strip() == str(minor):
-            return exe, minor
-    pytest.skip("no other Python 3.11-3.13 on PATH to open the export with")
+        found = [shutil.which(f"python3.{minor}")]
+        versions = os.path.join(pyenv, "versions")
+        if os.path.isdir(versions):
+            found += [os.path.join(versions, v, "bin", f"python3.{minor}")
+                      for v in sorted(os.listdir(versions))
+                      if v.startswith(f"3.{minor}.")]
+        for exe in filter(None, found):
+            r = subprocess.run([exe, "-c", "import sys; print(sys.version_info[1])"],
+                               capture_output=True, text=True)
+            if r.returncode == 0 and r.stdout.strip() == str(minor):
+                return exe, minor
+    pytest.skip("no other Python 3.11-3.13 installed to open the export with")
 
 
 def test_portable_export_refuses_another_python(tmp_path):
