@@ -533,7 +533,8 @@ static PyMethodDef checkpoint_methods[] = {
      "Return the Checkpoint of the running script; AssertionError when the "
      "script is not run under chkpt."},
     {"track", (PyCFunction)checkpoint_track, METH_O,
-     "Always capture this object (by identity), whatever its size; returns it."},
+     "Always capture this object (by identity), whatever its size, even a "
+     "function or class of the script; returns it."},
     {"untrack", (PyCFunction)checkpoint_untrack, METH_O,
      "Stop tracking an object passed to track()."},
     {"track_library", (PyCFunction)checkpoint_track_library, METH_O,
