@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from conftest import chkpt_lines, run_chkpt, run_python
+from conftest import REPO, chkpt_lines, run_chkpt, run_python
 
 
 def write(path, text):
@@ -327,9 +327,9 @@ def test_portable_export_without_cloudpickle(tmp_path):
     fake = tmp_path / "fake"
     fake.mkdir()
     (fake / "cloudpickle.py").write_text("raise ImportError('not here')\n")
-    from conftest import REPO
+    chkpt_path = os.environ.get("CHKPT_TEST_PYTHONPATH", REPO)
     r = run_chkpt(["export", "--portable", "store", "out.pkl"], away,
-                  env={"PYTHONPATH": os.pathsep.join([REPO, str(fake)])})
+                  env={"PYTHONPATH": os.pathsep.join([chkpt_path, str(fake)])})
     assert r.returncode == 1
     assert r.stdout == ""
     assert chkpt_lines(r.stderr) == [
