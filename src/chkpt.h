@@ -12,6 +12,8 @@
  *   load.c     reads snapshots back: listing, loading, resolving the
  *              script's own classes
  *   verbs.c    ls, show, explore, export, verify, gc
+ *   syspath.c  the sys.path entries the script added: recorded in each
+ *              snapshot, appended again when loading
  *   store.c    the on-disk store (pure C, see store.h)
  */
 #ifndef CHKPT_H
