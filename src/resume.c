@@ -41,10 +41,20 @@
 #define MAX_REASONS 3
 
 enum { C_FUNC, C_AFUNC, C_CLASS, C_EXPR, C_CONST, C_IMPORT, C_IMPFROM,
-       C_NAME, C_LAMBDA, C_PASS, C_GLOBAL, C_NCLS };
+       C_NAME, C_LAMBDA, C_PASS, C_GLOBAL, C_ATTR, C_ALIAS, C_NCLS };
 static const char *const cls_names[C_NCLS] = {
     "FunctionDef", "AsyncFunctionDef", "ClassDef", "Expr", "Constant",
-    "Import", "ImportFrom", "Name", "Lambda", "Pass", "Global"
+    "Import", "ImportFrom", "Name", "Lambda", "Pass", "Global", "Attribute",
+    "alias"
+};
+
+/* Names that say the script traces or debugs itself. Its top-level
+ * statements then run as one module (no boundary snapshots): split, each
+ * statement would be a frame of its own, which a tracer sees (a call event
+ * per statement) and a debugger steps differently. */
+static const char *const tracing_names[] = {
+    "settrace", "setprofile", "breakpoint", "set_trace", "monitoring",
+    "pdb", "bdb", "_settraceallthreads", "_setprofileallthreads", NULL
 };
 
 typedef struct {
@@ -59,6 +69,9 @@ typedef struct {
     PyObject *carried;            /* dependencies of skipped statements */
     PyObject *script_id;          /* the script's file name */
     PyObject *filename;
+    char *defonly;                /* per statement: only defines (1) */
+    int work;                     /* a statement that does more than define
+                                     ran since the last boundary */
     int resume;                   /* --resume given */
     int enabled;                  /* boundary snapshots are on */
     pid_t pid;                    /* the run's process (not a fork) */
@@ -89,6 +102,7 @@ rs_free(PyObject *cap)
     Py_XDECREF(rs->carried);
     Py_XDECREF(rs->script_id);
     Py_XDECREF(rs->filename);
+    PyMem_Free(rs->defonly);
     PyMem_Free(rs);
 }
 
@@ -100,6 +114,8 @@ get_rs(CheckpointObject *ck)
     }
     return PyCapsule_GetPointer(ck->resume, RESUME_CAPSULE);
 }
+
+static int definition_names(resume_state *rs, PyObject *s, PyObject *out);
 
 static int
 is_a(resume_state *rs, PyObject *node, int which)
@@ -500,6 +516,35 @@ initial_warmup(resume_state *rs)
 }
 #endif
 
+/* 1 when the script names a tracing or debugging API (tracing_names),
+ * 0 not, -1 error. */
+static int
+traces_itself(resume_state *rs)
+{
+    PyObject *walk = PyObject_CallMethod(rs->ast, "walk", "O", rs->tree);
+    PyObject *all = walk ? PySequence_List(walk) : NULL;
+    Py_XDECREF(walk);
+    if (all == NULL) {
+        return -1;
+    }
+    int found = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(all) && !found; i++) {
+        PyObject *n = PyList_GET_ITEM(all, i);
+        const char *field = is_a(rs, n, C_NAME) ? "id"
+                            : is_a(rs, n, C_ATTR) ? "attr"
+                            : is_a(rs, n, C_ALIAS) ? "name" : NULL;
+        PyObject *v = field ? PyObject_GetAttrString(n, field) : NULL;
+        for (int k = 0; v != NULL && PyUnicode_Check(v) && tracing_names[k]
+                        && !found; k++) {
+            found = PyUnicode_CompareWithASCIIString(v, tracing_names[k]) == 0;
+        }
+        Py_XDECREF(v);
+        PyErr_Clear();
+    }
+    Py_DECREF(all);
+    return found;
+}
+
 static int
 rs_init(resume_state *rs, PyObject *source, PyObject *filename)
 {
@@ -532,6 +577,21 @@ rs_init(resume_state *rs, PyObject *source, PyObject *filename)
         return -1;
     }
 #endif
+    Py_ssize_t n = PyList_GET_SIZE(rs->stmts);
+    rs->defonly = PyMem_Calloc((size_t)n + 1, 1);
+    PyObject *scratch = rs->defonly ? PySet_New(NULL) : NULL;
+    if (scratch == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int d = definition_names(rs, PyList_GET_ITEM(rs->stmts, i), scratch);
+        if (d < 0) {
+            Py_DECREF(scratch);
+            return -1;
+        }
+        rs->defonly[i] = (char)d;
+    }
+    Py_DECREF(scratch);
     return compile_statements(rs);
 }
 
@@ -565,6 +625,20 @@ chkpt_resume_prepare(CheckpointObject *ck, PyObject *source,
                               : "no boundary snapshots");
         Py_DECREF(cap);
         return 0;
+    }
+    if (!resume) {
+        /* under a tracer or debugger already, or one the script sets up:
+         * the module runs whole, as under python (see tracing_names) */
+        PyThreadState *ts = PyThreadState_Get();
+        int traced = ts->c_tracefunc != NULL || ts->c_profilefunc != NULL;
+        if (!traced) {
+            traced = traces_itself(rs);
+        }
+        if (traced != 0) {
+            PyErr_Clear();
+            Py_DECREF(cap);
+            return 0;
+        }
     }
     PyObject *osp = PyImport_ImportModule("os.path");
     rs->script_id = osp ? PyObject_CallMethod(osp, "basename", "O", filename)
@@ -847,17 +921,23 @@ chkpt_resume_boundary(CheckpointObject *ck, Py_ssize_t next,
         || ck->min_obj_size < 0 || next >= PyList_GET_SIZE(rs->codes) || ck->store_failed) {
         return 0;
     }
+    if (!rs->defonly[next - 1]) {
+        rs->work = 1;
+    }
     double now = chkpt_monotonic();
     double since = now - rs->last_end;
     double min = (double)ck->frequency_ms / 1000.0;
-    if (min > BOUNDARY_MIN_S) {
+    if (min <= 0 || min > BOUNDARY_MIN_S) {
         min = BOUNDARY_MIN_S;
     }
-    if (since < min || (ck->frequency_ms > 0
-                        && since < BOUNDARY_COST_RATIO * rs->last_cost)
+    /* only definitions since the last one: resuming there would run them
+     * all again anyway */
+    if (!rs->work || since < min
+        || since < BOUNDARY_COST_RATIO * rs->last_cost
         || rs->pid != getpid()) {
         return 0;
     }
+    rs->work = 0;
     PyObject *extra = boundary_meta(rs, ck, next, globals);
     if (extra == NULL) {
         chkpt_warn_exc("boundary snapshot failed");
@@ -1179,7 +1259,19 @@ restore(resume_state *rs, CheckpointObject *ck, PyObject *si, PyObject *meta,
         PyObject *r = PyEval_EvalCode(code, globals, globals);
         if (r == NULL) {
             Py_DECREF(scratch);
-            return -1;
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+                return -1;          /* Ctrl-C, SystemExit: the script's */
+            }
+            /* it needs what the statements between did (a class body
+             * reading a global): an earlier boundary, or the start */
+            PyObject *exc = chkpt_describe_pending();
+            PyErr_Clear();
+            *why = exc ? PyUnicode_FromFormat(
+                "statement %zd (line %ld) does not run on its own (%U)",
+                i + 1, stmt_line(rs, i), exc) : NULL;
+            Py_XDECREF(exc);
+            PyErr_Clear();
+            return 0;
         }
         Py_DECREF(r);
     }

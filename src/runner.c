@@ -570,6 +570,9 @@ run_statements(CheckpointObject *ck, PyObject *globals)
     PyObject *result = statement_loop(ck, globals);
     leave_bottom(&bottom);
     hooks_uninstall(ck);
+    /* the statements' AST and code are not needed any more */
+    Py_CLEAR(ck->resume);
+    Py_CLEAR(ck->ran_code);
     return result;
 }
 

@@ -386,3 +386,34 @@ def test_sibling_module_counts_as_the_script(tmp_path, python, edit):
     else:
         assert ran(d) == ["stage1", "stage2", "stage3"]
         assert "helpers.py:<module>" in resume_line(r.stderr)
+
+
+CLASS_NEEDS_A_RESULT = HEAD + '''
+FACTOR = 3
+a = stage1()
+
+class Sized:
+    size = len(a)
+
+b = stage2(a[:Sized.size])
+note("stage3")
+print("result", b, Sized.size, BUG)
+'''
+
+
+def test_definition_that_needs_an_earlier_result(tmp_path, python):
+    """A class body that reads a global computed by an earlier statement
+    cannot run again before that global is back: the boundary after it is
+    not used; the one before it is."""
+    d = str(tmp_path)
+    write(os.path.join(d, "s.py"), CLASS_NEEDS_A_RESULT)
+    r = run_chkpt(["s.py"], d)
+    assert r.returncode == 1 and "NameError" in r.stderr, r.stderr
+    ran(d)
+    write(os.path.join(d, "s.py"), CLASS_NEEDS_A_RESULT.replace(", BUG)", ")"))
+    expected = plain(d)
+    r = run_chkpt(["--resume", "s.py"], d)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expected
+    assert ran(d) == ["stage2", "stage3"]
+    assert "does not run on its own (NameError" in resume_line(r.stderr)
