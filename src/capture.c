@@ -1547,9 +1547,74 @@ enforce_store_size(CheckpointObject *ck)
     PyErr_Clear();
 }
 
+/* An explicit set of values to save (chkpt_capture_values) instead of a
+ * frame's salient variables. */
+typedef struct {
+    PyObject *entries;      /* list of (name, obj, extra dict) */
+    PyObject *extra_meta;   /* dict merged into the meta, or NULL */
+} capture_spec;
+
+static PyObject *standin_pickle(chkpt_state *st, PyObject *pickler_cls,
+                                PyObject *kwargs, PyObject *vname,
+                                PyObject *obj, PyObject *why,
+                                PyObject *rep);
+static int merge_extra(PyObject *vm, PyObject *extra);
+
+/* The pickle of a chkpt.Unloadable standing in for obj, which could not be
+ * pickled: its type's module and qualname, and as error why, with its repr
+ * (rep may be NULL when no Python code of obj's may run any more). */
+static PyObject *
+standin_pickle(chkpt_state *st, PyObject *pickler_cls, PyObject *kwargs,
+               PyObject *vname, PyObject *obj, PyObject *why, PyObject *rep)
+{
+    PyObject *tp = (PyObject *)Py_TYPE(obj);
+    PyObject *mod = PyObject_GetAttrString(tp, "__module__");
+    PyObject *qual = mod ? PyObject_GetAttrString(tp, "__qualname__") : NULL;
+    if (qual == NULL || !PyUnicode_Check(mod) || !PyUnicode_Check(qual)) {
+        PyErr_Clear();
+        Py_XSETREF(mod, PyUnicode_FromString("builtins"));
+        Py_XSETREF(qual, PyUnicode_FromString(Py_TYPE(obj)->tp_name));
+    }
+    PyObject *err = rep ? PyUnicode_FromFormat("%U; its repr: %U", why, rep)
+                        : Py_NewRef(why);
+    PyObject *s = mod && qual && err
+        ? PyObject_CallFunction((PyObject *)st->Unloadable_Type, "OOOO", vname, mod,
+                                qual, err)
+        : NULL;
+    Py_XDECREF(mod);
+    Py_XDECREF(qual);
+    Py_XDECREF(err);
+    if (s == NULL) {
+        return NULL;
+    }
+    int over;
+    PyObject *pk = pickle_bounded(st, pickler_cls, kwargs, s, LLONG_MAX, LLONG_MAX,
+                                  &over);
+    Py_DECREF(s);
+    return pk;
+}
+
+/* Sets the keys of extra in a variable's meta entry, after removing the
+ * ones an alias copied from its first name's entry. */
+static int
+merge_extra(PyObject *vm, PyObject *extra)
+{
+    static const char *const scoped[] = {"frame", "globals", NULL};
+    for (int k = 0; scoped[k]; k++) {
+        PyObject *key = PyUnicode_FromString(scoped[k]);
+        int has = key ? PyDict_Contains(vm, key) : -1;
+        int bad = has < 0 || (has && PyDict_DelItem(vm, key) < 0);
+        Py_XDECREF(key);
+        if (bad) {
+            return -1;
+        }
+    }
+    return PyDict_Update(vm, extra);
+}
+
 static PyObject *
 capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
-             PyObject *name, int manual)
+             PyObject *name, int manual, const capture_spec *spec)
 {
     chkpt_state *st = chkpt_get_state(ck->module);
     PyObject *result = NULL;
@@ -1570,8 +1635,8 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     double t_start = chkpt_monotonic();
     int out_of_time = 0;
 
-    PyFrameObject *frame = pick_frame(ck, given);
-    if (frame == NULL) {
+    PyFrameObject *frame = spec ? NULL : pick_frame(ck, given);
+    if (frame == NULL && spec == NULL) {
         if (PyErr_Occurred()) {
             return NULL;
         }
@@ -1615,7 +1680,10 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         || !pickles) {
         goto done;
     }
-    if (frame != NULL) {
+    if (spec != NULL) {
+        items = Py_NewRef(spec->entries);
+    }
+    else if (frame != NULL) {
         locals = PyFrame_GetLocals(frame);
         globals = PyFrame_GetGlobals(frame);
         if (locals == NULL || globals == NULL) {
@@ -1655,15 +1723,18 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         }
         for (Py_ssize_t k = 0; k < PyList_GET_SIZE(lst); k++) {
             PyObject *pair = PyList_GET_ITEM(lst, k);
-            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            if (!PyTuple_Check(pair)
+                || PyTuple_GET_SIZE(pair) != (spec ? 3 : 2)) {
                 continue;
             }
             PyObject *vname = PyTuple_GET_ITEM(pair, 0);
             PyObject *obj = PyTuple_GET_ITEM(pair, 1);
+            PyObject *extra = spec ? PyTuple_GET_ITEM(pair, 2) : NULL;
             if (is_excluded(st, vname, obj)) {
                 continue;
             }
-            int dup = PySet_Contains(names_seen, vname);
+            /* explicit entries repeat names (one per frame) */
+            int dup = spec ? 0 : PySet_Contains(names_seen, vname);
             if (dup < 0 || (!dup && PySet_Add(names_seen, vname) < 0)) {
                 goto done;
             }
@@ -1673,7 +1744,9 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             /* bound to an object saved under an earlier name: load gives
              * the same object for both (`train = df`), pickled once */
             int alias = add_alias(pickled, vars_meta, vname, obj);
-            if (alias < 0) {
+            if (alias < 0 || (alias && extra != NULL && merge_extra(
+                    PyList_GET_ITEM(vars_meta, PyList_GET_SIZE(vars_meta) - 1),
+                    extra) < 0)) {
                 goto done;
             }
             if (alias) {
@@ -1683,7 +1756,11 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
              * what is left of the snapshot's CHKPT_SNAPSHOT_TIME_BUDGET;
              * budget_stop is called on every path out of this iteration */
             double left = CHKPT_SNAPSHOT_TIME_BUDGET - (chkpt_monotonic() - t_start);
-            if (left <= 0) {
+            const char *gave_up = NULL;     /* with spec: a stand-in, no repr */
+            if (left <= 0 && spec != NULL) {
+                gave_up = "the snapshot's time budget was used up";
+            }
+            else if (left <= 0) {
                 if (!out_of_time) {
                     chkpt_warn_fmt("the snapshot's time budget (%d s) is used up: "
                              "'%U' and the variables after it are not saved",
@@ -1707,7 +1784,10 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             if (slow < 0) {
                 goto done;
             }
-            if (slow) {
+            if (slow && spec != NULL) {
+                gave_up = "not tried again: it failed before";
+            }
+            else if (slow) {
                 /* still counted among the snapshots it is left out of */
                 if (count_left_out(ck, vname) < 0) {
                     goto done;
@@ -1718,8 +1798,11 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
                 }
                 continue;
             }
-            chkpt_hooks_budget_start(ck, left < VARIABLE_BUDGET_S ? left : VARIABLE_BUDGET_S);
-            int sal = is_salient(ck, obj, measure_seen);
+            if (gave_up == NULL) {
+                chkpt_hooks_budget_start(ck, left < VARIABLE_BUDGET_S ? left
+                                                                : VARIABLE_BUDGET_S);
+            }
+            int sal = spec ? 1 : is_salient(ck, obj, measure_seen);
             if (sal <= 0) {
                 chkpt_hooks_budget_stop(ck);
                 if (sal < 0) {
@@ -1731,15 +1814,57 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
                 continue;
             }
             Py_ssize_t first = bufs.n;
-            int over;
-            PyObject *pk = pickle_bounded(st, pickler_cls, kwargs, obj,
-                                          ck->max_pickle_size - inband,
-                                          ck->max_pickle_size, &over);
+            int over = 0;
+            PyObject *standin = NULL;       /* why the stand-in, with spec */
+            PyObject *pk = NULL;
+            if (gave_up == NULL) {
+                pk = pickle_bounded(st, pickler_cls, kwargs, obj,
+                                    ck->max_pickle_size - inband,
+                                    ck->max_pickle_size, &over);
+            }
             PyObject *tname = type_name(Py_TYPE(obj));
             if (tname == NULL) {
                 chkpt_hooks_budget_stop(ck);
                 Py_XDECREF(pk);
                 goto done;
+            }
+            if (spec != NULL && (pk == NULL || !PyBytes_Check(pk))
+                && !(pk == NULL && gave_up == NULL && script_exception_pending())) {
+                /* a crash snapshot never loses a value: a stand-in keeping
+                 * its type and repr */
+                bufvec_truncate(&bufs, first);
+                if (gave_up != NULL) {
+                    standin = PyUnicode_FromString(gave_up);
+                }
+                else {
+                    if (pk != NULL) {
+                        Py_CLEAR(pk);
+                        PyErr_SetString(PyExc_TypeError, "the pickler gave no bytes");
+                    }
+                    PyObject *msg = chkpt_describe_pending();
+                    PyErr_Clear();
+                    standin = msg ? PyUnicode_FromFormat("could not be pickled (%U)",
+                                                         msg)
+                                  : PyUnicode_FromString("could not be pickled");
+                    Py_XDECREF(msg);
+                }
+                PyObject *rep = standin && gave_up == NULL
+                                ? short_repr(ck, reprobj, obj) : NULL;
+                if (standin == NULL || (rep == NULL && gave_up == NULL)) {
+                    chkpt_hooks_budget_stop(ck);
+                    Py_XDECREF(standin);
+                    Py_DECREF(tname);
+                    goto done;
+                }
+                pk = standin_pickle(st, pickler_cls, kwargs, vname, obj, standin,
+                                    rep);
+                Py_XDECREF(rep);
+                if (pk == NULL) {
+                    chkpt_hooks_budget_stop(ck);
+                    Py_DECREF(standin);
+                    Py_DECREF(tname);
+                    goto done;
+                }
             }
             if (pk == NULL || !PyBytes_Check(pk)) {
                 chkpt_hooks_budget_stop(ck);
@@ -1817,7 +1942,10 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             }
             PyObject *refs = bad ? NULL : pickle_module_refs(pk);
             Py_DECREF(pk);
-            PyObject *rep = refs ? short_repr(ck, reprobj, obj) : NULL;
+            PyObject *rep = refs == NULL ? NULL
+                : gave_up ? PyUnicode_FromFormat("<%s object>",
+                                                 short_type_name(Py_TYPE(obj)))
+                : short_repr(ck, reprobj, obj);
             chkpt_hooks_budget_stop(ck);
             PyObject *tmod = rep ? PyObject_GetAttrString((PyObject *)Py_TYPE(obj),
                                                           "__module__") : NULL;
@@ -1828,6 +1956,12 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
                 "{s:O,s:O,s:O,s:L,s:O,s:O,s:O,s:O}", "name", vname, "type", tname,
                 "type_module", tmod, "size", vsize, "repr", rep, "pickle", pidx,
                 "buffers", bidx, "module_refs", refs) : NULL;
+            if (vm != NULL && ((standin != NULL
+                                && PyDict_SetItemString(vm, "standin", standin) < 0)
+                               || (extra != NULL && merge_extra(vm, extra) < 0))) {
+                Py_CLEAR(vm);
+            }
+            Py_XDECREF(standin);
             Py_XDECREF(tmod);
             Py_XDECREF(rep);
             Py_XDECREF(refs);
@@ -1847,7 +1981,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         }
     }
 
-    if (!manual && PyList_GET_SIZE(vars_meta) == 0) {
+    if (!manual && spec == NULL && PyList_GET_SIZE(vars_meta) == 0) {
         result = Py_NewRef(Py_None);     /* nothing salient: nothing written */
         goto done;
     }
@@ -1941,7 +2075,8 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         || PyDict_SetItemString(meta, "skipped", skipped) < 0
         || PyDict_SetItemString(meta, "sources", src_meta) < 0;
     Py_XDECREF(fn_obj);
-    if (bad) {
+    if (bad || (spec != NULL && spec->extra_meta != NULL
+                && PyDict_Update(meta, spec->extra_meta) < 0)) {
         goto done;
     }
     json = PyObject_CallMethod(st->json_module, "dumps", "O", meta);
@@ -2098,7 +2233,30 @@ chkpt_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
     }
     ck->in_snapshot = 1;
     chkpt_hooks_budget_start(ck, CHKPT_SNAPSHOT_TIME_BUDGET);
-    PyObject *r = capture_impl(ck, frame, kind, name, manual);
+    PyObject *r = capture_impl(ck, frame, kind, name, manual, NULL);
+    chkpt_hooks_budget_stop(ck);
+    ck->in_snapshot = 0;
+    if (r == NULL) {
+        if (script_exception_pending()) {
+            return NULL;
+        }
+        chkpt_warn_exc("snapshot failed");
+        Py_RETURN_NONE;
+    }
+    return r;
+}
+
+PyObject *
+chkpt_capture_values(CheckpointObject *ck, const char *kind, PyObject *entries,
+                     PyObject *extra_meta)
+{
+    if (ck->in_snapshot || ck->store_failed) {
+        Py_RETURN_NONE;
+    }
+    capture_spec spec = {entries, extra_meta};
+    ck->in_snapshot = 1;
+    chkpt_hooks_budget_start(ck, CHKPT_SNAPSHOT_TIME_BUDGET);
+    PyObject *r = capture_impl(ck, NULL, kind, NULL, 0, &spec);
     chkpt_hooks_budget_stop(ck);
     ck->in_snapshot = 0;
     if (r == NULL) {
