@@ -1600,14 +1600,31 @@ static int
 merge_extra(PyObject *vm, PyObject *extra)
 {
     static const char *const scoped[] = {"frame", "globals", NULL};
+    int other_scope = 0;
     for (int k = 0; scoped[k]; k++) {
         PyObject *key = PyUnicode_FromString(scoped[k]);
-        int has = key ? PyDict_Contains(vm, key) : -1;
-        int bad = has < 0 || (has && PyDict_DelItem(vm, key) < 0);
-        Py_XDECREF(key);
+        PyObject *was = key ? PyDict_GetItemWithError(vm, key) : NULL;
+        PyObject *now = key ? PyDict_GetItemWithError(extra, key) : NULL;
+        if (key == NULL || PyErr_Occurred()) {
+            Py_XDECREF(key);
+            return -1;
+        }
+        if (was != now && (was == NULL || now == NULL
+                           || PyObject_RichCompareBool(was, now, Py_EQ) != 1)) {
+            other_scope = 1;
+        }
+        int bad = was != NULL && PyDict_DelItem(vm, key) < 0;
+        Py_DECREF(key);
         if (bad) {
             return -1;
         }
+    }
+    /* same_as names a variable of the same scope (a frame's locals, a
+     * module's globals): an alias of another scope's value keeps only its
+     * copy of the streams */
+    if (other_scope && PyDict_GetItemString(vm, "same_as") != NULL
+        && PyDict_DelItemString(vm, "same_as") < 0) {
+        return -1;
     }
     return PyDict_Update(vm, extra);
 }
