@@ -148,6 +148,52 @@ dget(PyObject *d, const char *k)
     return d && PyDict_Check(d) ? PyDict_GetItemString(d, k) : NULL;  /* borrowed */
 }
 
+/* ls's NAME column: the snapshot's name; for a crash snapshot without one,
+ * "!" and its exception, so that crashes stand out. */
+static PyObject *
+name_column(PyObject *meta)
+{
+    PyObject *name = dget(meta, "name");
+    PyObject *exc = dget(meta, "exception");
+    if ((name == NULL || name == Py_None) && exc != NULL && PyUnicode_Check(exc)) {
+        if (PyUnicode_GET_LENGTH(exc) > 40) {
+            PyObject *head = PyUnicode_Substring(exc, 0, 37);
+            PyObject *r = head ? PyUnicode_FromFormat("! %U...", head) : NULL;
+            Py_XDECREF(head);
+            return r;
+        }
+        return PyUnicode_FromFormat("! %U", exc);
+    }
+    return str_or(name, "-");
+}
+
+/* show's VARIABLE column: in a crash snapshot, a frame's local is
+ * "name (function)" and a global "name (module)". */
+static PyObject *
+scoped_name(PyObject *meta, PyObject *var)
+{
+    PyObject *name = dget(var, "name");
+    PyObject *frame = dget(var, "frame");
+    PyObject *glb = dget(var, "globals");
+    PyObject *tb = dget(meta, "traceback");
+    if (name == NULL || !PyUnicode_Check(name)) {
+        return PyUnicode_FromString("?");
+    }
+    if (frame != NULL && PyLong_Check(frame) && tb != NULL && PyList_Check(tb)) {
+        Py_ssize_t i = PyLong_AsSsize_t(frame);
+        PyObject *fe = i >= 0 && i < PyList_GET_SIZE(tb) ? PyList_GET_ITEM(tb, i) : NULL;
+        PyErr_Clear();
+        PyObject *q = dget(fe, "qualname");
+        if (q != NULL) {
+            return PyUnicode_FromFormat("%U (%S #%zd)", name, q, i);
+        }
+    }
+    if (glb != NULL && glb != Py_None) {
+        return PyUnicode_FromFormat("%U (%S)", name, glb);
+    }
+    return Py_NewRef(name);
+}
+
 /* Prints rows (lists of str) as aligned columns; the last column is not
  * padded. */
 static int
@@ -383,7 +429,7 @@ chkpt_verb_ls(PyObject *module, chkpt_cli *cli)
         }
         PyObject *vars = dget(meta, "variables");
         rc = add_row(rows, 7, snapshot_id(path), local_time(dget(meta, "time")),
-                     str_or(dget(meta, "kind"), "?"), str_or(dget(meta, "name"), "-"),
+                     str_or(dget(meta, "kind"), "?"), name_column(meta),
                      where_of(meta), size_of(dget(meta, "size")),
                      variable_names(vars));
         Py_DECREF(meta);
@@ -512,6 +558,11 @@ chkpt_verb_show(PyObject *module, chkpt_cli *cli)
                   dget(meta, "chkpt") ? dget(meta, "chkpt") : Py_None, size,
                   vars && PyList_Check(vars) ? PyList_GET_SIZE(vars) : 0);
     }
+    /* a crash snapshot: the traceback python printed */
+    PyObject *tbtext = dget(meta, "exception_text");
+    if (rc == 0 && tbtext != NULL && PyUnicode_Check(tbtext)) {
+        rc = outf("\n%U\n", tbtext);
+    }
     PyObject *sources = dget(meta, "sources");
     if (rc == 0 && sources && PyDict_Check(sources) && PyDict_GET_SIZE(sources) > 0) {
         PyObject *keys = PyDict_Keys(sources);
@@ -544,13 +595,16 @@ chkpt_verb_show(PyObject *module, chkpt_cli *cli)
             break;
         }
         PyObject *same = dget(var, "same_as");
-        PyObject *note = why != Py_None
+        PyObject *standin = dget(var, "standin");
+        PyObject *note = standin != NULL && PyUnicode_Check(standin)
+            ? PyUnicode_FromFormat("(saved as a stand-in: %U)", standin)
+            : why != Py_None
             ? PyUnicode_FromFormat("! cannot load: %U", why)
             : same != NULL && PyUnicode_Check(same)
             ? PyUnicode_FromFormat("(same object as %U)", same)
             : PyUnicode_FromString("");
         Py_DECREF(why);
-        rc = add_row(rows, 5, str_or(dget(var, "name"), "?"),
+        rc = add_row(rows, 5, scoped_name(meta, var),
                      str_or(dget(var, "type"), "?"), size_of(dget(var, "size")),
                      str_or(dget(var, "repr"), ""), note);
     }
