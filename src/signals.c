@@ -35,11 +35,6 @@
 #include <unistd.h>
 
 typedef struct {
-    PyObject_HEAD
-    CheckpointObject *ck;           /* strong */
-} HandlerObject;
-
-typedef struct {
     PyTypeObject *handler_type;
     PyObject *handler;              /* the HandlerObject installed */
     int installed_term, installed_usr1;
@@ -133,14 +128,20 @@ watchdog_stop(signals_state *s)
 /* ---- the handler object ---- */
 
 static PyObject *
-handler_call(HandlerObject *self, PyObject *args, PyObject *kwds)
+handler_call(PyObject *self, PyObject *args, PyObject *kwds)
 {
     int signum;
     PyObject *frame;
     if (!PyArg_ParseTuple(args, "iO:chkpt signal handler", &signum, &frame)) {
         return NULL;
     }
-    CheckpointObject *ck = self->ck;
+    PyObject *module = PyType_GetModule(Py_TYPE(self));
+    chkpt_state *st = module ? chkpt_get_state(module) : NULL;
+    if (st == NULL || st->singleton == NULL) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    CheckpointObject *ck = (CheckpointObject *)st->singleton;
     signals_state *s = (signals_state *)ck->signals;
     if (s == NULL) {
         Py_RETURN_NONE;
@@ -173,70 +174,22 @@ handler_call(HandlerObject *self, PyObject *args, PyObject *kwds)
     Py_RETURN_NONE;
 }
 
-/* Equal to SIG_DFL (0) and hashing as it does: signal.getsignal() maps it
- * to Handlers.SIG_DFL, as it maps python's own default. */
-static PyObject *
-handler_richcompare(PyObject *self, PyObject *other, int op)
-{
-    if ((op != Py_EQ && op != Py_NE) || !PyLong_Check(other)) {
-        Py_RETURN_NOTIMPLEMENTED;
-    }
-    int overflow;
-    long v = PyLong_AsLongAndOverflow(other, &overflow);
-    if (v == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    int eq = !overflow && v == (long)(intptr_t)SIG_DFL;
-    return PyBool_FromLong(op == Py_EQ ? eq : !eq);
-}
-
-static Py_hash_t
-handler_hash(PyObject *self)
-{
-    return (Py_hash_t)(intptr_t)SIG_DFL;
-}
-
-static int
-handler_traverse(HandlerObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->ck);
-    return 0;
-}
-
-static int
-handler_clear(HandlerObject *self)
-{
-    Py_CLEAR(self->ck);
-    return 0;
-}
-
-static void
-handler_dealloc(HandlerObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    handler_clear(self);
-    tp->tp_free((PyObject *)self);
-    Py_DECREF(tp);
-}
-
+/* The handler is an int equal to SIG_DFL (a callable subclass of int):
+ * signal.getsignal() and signal.signal() turn it into Handlers.SIG_DFL as
+ * they turn python's own default, while python's C code, which recognises
+ * SIG_DFL only as an exact int, calls it. It holds nothing: the running
+ * Checkpoint is the module's singleton. */
 static PyType_Slot handler_slots[] = {
     {Py_tp_doc, "chkpt's handler of SIGTERM and SIGUSR1 (stands for SIG_DFL)."},
     {Py_tp_call, handler_call},
-    {Py_tp_richcompare, handler_richcompare},
-    {Py_tp_hash, handler_hash},
-    {Py_tp_traverse, handler_traverse},
-    {Py_tp_clear, handler_clear},
-    {Py_tp_dealloc, handler_dealloc},
     {0, NULL}
 };
 
 static PyType_Spec handler_spec = {
     .name = "chkpt._chkpt.SignalHandler",
-    .basicsize = sizeof(HandlerObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
-             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .basicsize = 0,
+    .itemsize = 0,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
     .slots = handler_slots,
 };
 
@@ -284,18 +237,17 @@ chkpt_signals_install(CheckpointObject *ck)
         return;
     }
     if (s->handler == NULL) {
-        s->handler_type = (PyTypeObject *)PyType_FromModuleAndSpec(ck->module,
-                                                                  &handler_spec, NULL);
-        HandlerObject *h = s->handler_type
-                           ? PyObject_GC_New(HandlerObject, s->handler_type) : NULL;
+        s->handler_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+            ck->module, &handler_spec, (PyObject *)&PyLong_Type);
+        PyObject *h = s->handler_type
+                      ? PyObject_CallFunction((PyObject *)s->handler_type, "l",
+                                              (long)(intptr_t)SIG_DFL) : NULL;
         if (h == NULL) {
             Py_DECREF(sigmod);
             chkpt_warn_exc("no snapshots on signals");
             return;
         }
-        h->ck = (CheckpointObject *)Py_NewRef((PyObject *)ck);
-        PyObject_GC_Track(h);
-        s->handler = (PyObject *)h;
+        s->handler = h;
     }
     int d = is_default(sigmod, SIGTERM, s->handler);
     s->installed_term = d == 1 && set_handler(sigmod, SIGTERM, s->handler) == 0;
