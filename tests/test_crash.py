@@ -282,7 +282,7 @@ def test_debug_pdb_on_saved_frames_after_the_script_is_gone(tmp_path):
     assert "['data', 'gen', 'local_lock', 'x', 'y']" in out
     assert "chkpt.Unloadable 'local_lock'" in out
     assert "source code not available" not in out
-    assert "Error" not in out, out
+    assert "***" not in out, out
 
 
 def test_debug_uses_saved_source_after_the_script_changed(tmp_path):
