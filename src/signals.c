@@ -48,6 +48,7 @@ typedef struct {
     int done;                       /* the snapshot finished: stand down */
     int signum;
     long long deadline_ms;
+    pid_t pid;                      /* the process that installed them */
 } signals_state;
 
 /* Ends the process by signum with its default disposition, as python
@@ -146,6 +147,11 @@ handler_call(PyObject *self, PyObject *args, PyObject *kwds)
     if (s == NULL) {
         Py_RETURN_NONE;
     }
+    if (getpid() != s->pid) {
+        /* a forked child (multiprocessing's workers): the default
+         * disposition it inherited from the script, no snapshot */
+        die_by(signum);
+    }
     if (s->busy) {
         /* re-entered from Python code the capture runs */
         if (signum == SIGTERM) {
@@ -236,6 +242,7 @@ chkpt_signals_install(CheckpointObject *ck)
         chkpt_warn_exc("no snapshots on signals");
         return;
     }
+    s->pid = getpid();
     if (s->handler == NULL) {
         s->handler_type = (PyTypeObject *)PyType_FromModuleAndSpec(
             ck->module, &handler_spec, (PyObject *)&PyLong_Type);
@@ -286,6 +293,10 @@ chkpt_signals_uninstall(CheckpointObject *ck)
         Py_XDECREF(h);
     }
     s->installed_term = s->installed_usr1 = 0;
+    /* nothing of chkpt's must keep the module (and through its singleton
+     * the script's __main__) alive into python's finalization */
+    Py_CLEAR(s->handler);
+    Py_CLEAR(s->handler_type);
     Py_XDECREF(sigmod);
     PyErr_Clear();
     chkpt_error_restore(&saved);
