@@ -12,6 +12,9 @@
  *   load.c     reads snapshots back: listing, loading, resolving the
  *              script's own classes
  *   verbs.c    ls, show, explore, export, verify, gc
+ *   crash.c    the snapshot of an uncaught exception: every script frame
+ *   signals.c  snapshots on SIGTERM and SIGUSR1, the --signal-deadline
+ *   debug.c    `debug`: pdb post-mortem on a crash snapshot's frames
  *   store.c    the on-disk store (pure C, see store.h)
  */
 #ifndef CHKPT_H
