@@ -324,3 +324,22 @@ def test_ls_marks_and_show_prints_traceback(tmp_path):
     assert plain.stderr in show.stdout
     assert "x (inner #2)" in show.stdout and "total (__main__)" in show.stdout
     assert "saved as a stand-in: could not be pickled" in show.stdout
+
+
+def test_snapshot_is_written_before_python_prints_the_traceback(tmp_path):
+    # sys.excepthook is what prints it: the snapshot exists by then
+    script = '''\
+    import os, sys
+    def hook(t, v, tb):
+        snaps = os.path.join(sys.argv[1], "snapshots")
+        found = os.path.isdir(snaps) and any(n.endswith(".ckpt") for n in os.listdir(snaps))
+        print("snapshot before the traceback:", found, flush=True)
+        sys.__excepthook__(t, v, tb)
+    sys.excepthook = hook
+    x = 1
+    raise ValueError(x)
+    '''
+    work, store, under, plain = crash_run(tmp_path, textwrap.dedent(script),
+                                          args=(str(tmp_path / "store"),))
+    assert under.stdout == "snapshot before the traceback: True\n"
+    assert under.stderr == plain.stderr and under.returncode == 1
