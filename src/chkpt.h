@@ -1,21 +1,44 @@
-/* chkpt.h: what the parts of the engine share.
+/* chkpt.h: what the parts of the engine share, and the map of the parts.
  *
- * Parts, one file each:
- *   module.c   module init (multi-phase, module state), Checkpoint and
- *              SnapshotInfo types, the Python API entry points
- *   cli.c      option parsing and verb dispatch for `python -m chkpt`
- *   runner.c   runs the script or module exactly as `python` would
- *   hooks.c    decides when an automatic snapshot is due (sys.monitoring
- *              on 3.12+, the C trace function on 3.11)
- *   capture.c  selects salient variables of a frame and pickles them
- *              (protocol 5, out-of-band buffers) into the store
- *   load.c     reads snapshots back: listing, loading, resolving the
- *              script's own classes
- *   verbs.c    ls, show, explore, export, verify, gc
- *   crash.c    the snapshot of an uncaught exception: every script frame
- *   signals.c  snapshots on SIGTERM and SIGUSR1, the --signal-deadline
- *   debug.c    `debug`: pdb post-mortem on a crash snapshot's frames
- *   store.c    the on-disk store (pure C, see store.h)
+ * Layers, bottom to top. A file calls only into lower layers, never into
+ * its own layer or above, with one exception said below (capture.c and
+ * hooks.c). Headers: store.h (layer 0), base.h (1), capture.h (what
+ * capture.c takes from layer 3), this file (the rest).
+ *
+ *   0 store.c      the on-disk store (pure C, no Python; see store.h)
+ *   1 base.c       shared helpers: warnings, warn-once, exceptions, the
+ *                  clock, dict/file/path helpers, shared constants (base.h)
+ *   2 snapinfo.c   the SnapshotInfo type (a read-only value)
+ *   3 pickler.c    the pickler's plumbing: out-of-band buffers, the
+ *                  bounded sink, the copyreg patch (capture.h)
+ *     salience.c   which variables a snapshot holds; which code is the
+ *                  script's (capture.h)
+ *   4 capture.c    takes a snapshot of a frame, step by step (capture_ctx):
+ *                  selects its variables, pickles them (protocol 5,
+ *                  out-of-band buffers), writes them to the store
+ *     hooks.c      decides when an automatic snapshot is due (sys.monitoring
+ *                  on 3.12+, the C trace function on 3.11) and runs the
+ *                  timer thread
+ *     capture.c and hooks.c call each other, the one mutual pair: hooks
+ *     calls chkpt_capture() to take a snapshot; capture calls the time
+ *     budget (chkpt_hooks_budget_*), which the timer thread in hooks.c
+ *     enforces with the snapshot timer under one lock. The pair is broken
+ *     when the timer moves to a file of its own below both.
+ *     load.c       reads snapshots back: listing, loading, resolving the
+ *                  script's own classes; the Unloadable type
+ *   5 checkpoint.c the Checkpoint type: the running engine as the script
+ *                  sees it; snapshot() and a new frequency dispatch to
+ *                  capture and hooks
+ *     crash.c      the snapshot of an uncaught exception: every frame of the
+ *                  script in its traceback (over capture)
+ *     signals.c    snapshots on SIGTERM and SIGUSR1, the --signal-deadline
+ *                  watchdog (over capture)
+ *   6 runner.c     runs the script or module exactly as `python` would
+ *     verbs.c      ls, show, explore, export, verify, gc (over load.c)
+ *     debug.c      `debug`: pdb post-mortem on a crash snapshot's frames,
+ *                  rebuilt as real frames (over load.c)
+ *   7 cli.c        option parsing and verb dispatch for `python -m chkpt`
+ *   8 module.c     creates the module: state, types, the module functions
  */
 #ifndef CHKPT_H
 #define CHKPT_H
@@ -24,6 +47,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include "store.h"
+#include "base.h"
 
 #if PY_VERSION_HEX < 0x030C0000
 #include <structmember.h>
@@ -105,6 +129,10 @@ typedef struct {
     PyObject *tracked;            /* dict: id(obj) -> obj (identity set) */
     PyObject *libraries;          /* list of str: tracked library prefixes */
     PyObject *warned;             /* set of variable names already warned about */
+    PyObject *warned_once;        /* set of the CHKPT_ONCE_* keys of warnings
+                                     given once per run (chkpt_once_str) */
+    PyObject *no_retry;           /* set of (name, id, type) of objects not
+                                     to be pickled again (capture.c) */
     PyObject *script_path;        /* str: absolute path of the main script, or None */
     PyObject *script_dir;         /* str: its directory (siblings count as the script's) */
     PyObject *main_module;        /* the __main__ module the script runs in */
@@ -124,89 +152,20 @@ typedef struct {
     void *signals;                /* signals.c private state */
 } CheckpointObject;
 
-/* Saving and restoring a pending exception, on every supported version
- * (PyErr_Fetch is deprecated from 3.12 on). */
-typedef struct {
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *exc;
-#else
-    PyObject *type, *value, *tb;
-#endif
-} chkpt_saved_error;
-
-static inline void
-chkpt_error_save(chkpt_saved_error *e)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    e->exc = PyErr_GetRaisedException();
-#else
-    PyErr_Fetch(&e->type, &e->value, &e->tb);
-#endif
-}
-
-static inline void
-chkpt_error_restore(chkpt_saved_error *e)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    PyErr_SetRaisedException(e->exc);
-#else
-    PyErr_Restore(e->type, e->value, e->tb);
-#endif
-}
-
-/* The saved exception object, normalized and carrying its traceback on
- * every version (borrowed; NULL when none was pending). */
-static inline PyObject *
-chkpt_error_value(chkpt_saved_error *e)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return e->exc;
-#else
-    PyErr_NormalizeException(&e->type, &e->value, &e->tb);
-    if (e->value != NULL && e->tb != NULL) {
-        PyException_SetTraceback(e->value, e->tb);
-    }
-    return e->value;
-#endif
-}
-
-/* Drops a saved exception instead of restoring it. */
-static inline void
-chkpt_error_discard(chkpt_saved_error *e)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    Py_CLEAR(e->exc);
-#else
-    Py_CLEAR(e->type);
-    Py_CLEAR(e->value);
-    Py_CLEAR(e->tb);
-#endif
-}
-
 static inline chkpt_state *
 chkpt_get_state(PyObject *module)
 {
     return (chkpt_state *)PyModule_GetState(module);
 }
 
-/* module.c */
-chkpt_state *chkpt_state_from_type(PyTypeObject *tp);
-PyObject *chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli);
+/* snapinfo.c */
+extern PyType_Spec chkpt_snapinfo_spec;
 /* Builds a SnapshotInfo from a manifest path and its decoded meta dict. */
 PyObject *chkpt_snapinfo_new(PyObject *module, PyObject *path, PyObject *meta);
-/* Writes one line "chkpt: <message>" to sys.stderr (falling back to C
- * stderr); never raises, preserves any pending exception. */
-void chkpt_warn(const char *fmt, ...);
-/* Same, with PyUnicode_FromFormat's format (%U, %S, %R ...). */
-void chkpt_warn_fmt(const char *fmt, ...);
-/* "ExcType: message" of the pending exception, which stays pending; NULL
- * (nothing else set) when it cannot be described. */
-PyObject *chkpt_describe_pending(void);
-/* Same, but the message is the current exception; clears it. */
-void chkpt_warn_exc(const char *what);
-double chkpt_monotonic(void);
-/* Is this code object the script's own (main script or a sibling module)? */
-int chkpt_is_script_code(CheckpointObject *ck, PyCodeObject *code);
+
+/* checkpoint.c */
+extern PyType_Spec chkpt_checkpoint_spec;
+PyObject *chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli);
 
 /* cli.c: entry point of `python -m chkpt`; returns the exit status as an
  * int object, or NULL with an exception (SystemExit/KeyboardInterrupt
@@ -235,6 +194,9 @@ void chkpt_hooks_budget_stop(CheckpointObject *ck);
  * about and give None. */
 PyObject *chkpt_capture(CheckpointObject *ck, PyFrameObject *frame,
                         const char *kind, PyObject *name);
+/* Called from module init: creates capture's types, imports what a
+ * snapshot needs. */
+int chkpt_capture_init(PyObject *module);
 /* capture.c: a snapshot of explicit values instead of a frame's salient
  * variables (crash snapshots): entries is a list of (name, value, extra),
  * extra a dict merged into the variable's meta entry; every value is saved,
@@ -243,18 +205,23 @@ PyObject *chkpt_capture(CheckpointObject *ck, PyFrameObject *frame,
  * snapshot's meta. Returns as chkpt_capture does. */
 PyObject *chkpt_capture_values(CheckpointObject *ck, const char *kind,
                                PyObject *entries, PyObject *extra_meta);
-/* Called from module init: creates capture.c's types. */
-int chkpt_capture_init(PyObject *module);
+
+/* pickler.c (the rest of it in capture.h) */
 /* --max-pickle-size when not given: a quarter of physical memory. */
 long long chkpt_default_max_pickle_size(void);
 
-/* crash.c: with an exception pending (the script's uncaught one), writes
- * the 'crash' snapshot ('signal' for a KeyboardInterrupt); the exception
- * stays pending, untouched. */
+/* salience.c (the rest of it in capture.h) */
+/* Is this code object the script's own (main script or a sibling module)? */
+int chkpt_is_script_code(CheckpointObject *ck, PyCodeObject *code);
+
+/* crash.c (layer 5, over capture): with an exception pending (the script's
+ * uncaught one), writes the 'crash' snapshot ('signal' for a
+ * KeyboardInterrupt); the exception stays pending, untouched. */
 void chkpt_crash_snapshot(CheckpointObject *ck);
 
-/* signals.c: handlers for SIGTERM and SIGUSR1 where python's default
- * disposition is in place, for the time the script runs. */
+/* signals.c (layer 5, over capture): handlers for SIGTERM and SIGUSR1
+ * where python's default disposition is in place, for the time the script
+ * runs. */
 void chkpt_signals_install(CheckpointObject *ck);
 void chkpt_signals_uninstall(CheckpointObject *ck);
 /* The --signal-deadline watchdog around a snapshot taken for signum: past
@@ -262,10 +229,12 @@ void chkpt_signals_uninstall(CheckpointObject *ck);
 void chkpt_signals_deadline_start(CheckpointObject *ck, int signum);
 void chkpt_signals_deadline_stop(CheckpointObject *ck);
 
-/* debug.c: `python -m chkpt debug SNAPSHOT`; the exit status or -1. */
+/* debug.c (layer 6, over load): `python -m chkpt debug SNAPSHOT`; the exit
+ * status or -1. */
 int chkpt_verb_debug(PyObject *module, chkpt_cli *cli);
 
 /* load.c */
+extern PyType_Spec chkpt_unloadable_spec;
 /* Called from module init: creates load.c's types and state. */
 int chkpt_load_init(PyObject *module);
 PyObject *chkpt_load(PyObject *module, PyObject *snapshot, PyObject *names,
