@@ -310,3 +310,36 @@ print("ok", d["step"])
     out = run_python(["-c", code], away)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok ") and int(out.stdout.split()[1]) > 3
+
+
+def test_forked_child_dies_by_the_signal_without_snapshot(tmp_path):
+    # a child forked by the script inherits chkpt's handler: it must die as
+    # python's default would, and write nothing
+    script = '''\
+    import os, signal, sys, time
+    import numpy as np
+    arr = np.ones(400_000)
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.write(w, b"x")
+            while True:
+                time.sleep(0.01)
+        os.read(r, 1)
+        os.kill(pid, sig)
+        _, status = os.waitpid(pid, 0)
+        print(signal.Signals(sig).name, os.WIFSIGNALED(status) and os.WTERMSIG(status) == sig,
+              flush=True)
+    '''
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "forks.py").write_text(textwrap.dedent(script))
+    store = tmp_path / "store"
+    # (chkpt's timer thread makes fork() warn: a documented difference)
+    quiet = {"PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    under = run_chkpt(["-o", store, "-z", "0", "forks.py"], work, env=quiet)
+    plain = run_python(["forks.py"], work, env=quiet)
+    assert under.stdout == plain.stdout == "SIGTERM True\nSIGUSR1 True\n"
+    assert under.stderr == plain.stderr == ""
+    assert not (store / "snapshots").exists() or not list((store / "snapshots").iterdir())
