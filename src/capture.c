@@ -17,6 +17,7 @@
  * script stops as it would have without chkpt.
  */
 #include "capture.h"
+#include "pickle_refs.h"
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -253,202 +254,42 @@ report_unsaved(CheckpointObject *ck, PyObject *vname, PyObject *msg)
 /* ------------------------------------------------------------------ */
 /* module_refs: the globals a pickle names (STACK_GLOBAL / GLOBAL)      */
 
-typedef struct {
-    const char *p;
-    Py_ssize_t len;     /* -1: not a string */
-} strref;
-
 static int
-add_ref(PyObject *refs, const char *mod, Py_ssize_t mlen, const char *name,
-        Py_ssize_t nlen)
+add_ref(void *refs, const char *mod, size_t mlen, const char *name,
+        size_t nlen)
 {
-    PyObject *t = Py_BuildValue("(s#s#)", mod, mlen, name, nlen);
+    PyObject *t = Py_BuildValue("(s#s#)", mod, (Py_ssize_t)mlen, name,
+                                (Py_ssize_t)nlen);
     if (t == NULL) {
         PyErr_Clear();     /* not UTF-8: not worth failing for */
         return 0;
     }
-    int r = PySet_Add(refs, t);
+    int r = PySet_Add((PyObject *)refs, t);
     Py_DECREF(t);
     return r;
 }
 
-/* Walks the opcodes of a protocol 2-5 pickle and collects (module, name)
- * pairs. Returns a new list of [module, name] lists sorted, or None if the
- * pickle uses something this walker does not follow. */
+/* The (module, name) pairs a protocol 2-5 pickle names (pickle_refs.c
+ * walks it). Returns a new list of [module, name] lists sorted, or None if
+ * the pickle uses something the walker does not follow. */
 static PyObject *
 pickle_module_refs(PyObject *data)
 {
-    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
-    Py_ssize_t n = PyBytes_GET_SIZE(data), i = 0;
-    if ((size_t)n > MODREFS_MAX_PICKLE) {
+    size_t n = (size_t)PyBytes_GET_SIZE(data);
+    if (n > MODREFS_MAX_PICKLE) {
         Py_RETURN_NONE;
     }
     PyObject *refs = PySet_New(NULL);
     if (refs == NULL) {
         return NULL;
     }
-    strref *memo = NULL;
-    size_t nmemo = 0, capmemo = 0;
-    strref last = {NULL, -1}, prev = {NULL, -1};
-    int ok = 1;
-#define PUSH(ptr, l) do { prev = last; last.p = (const char *)(ptr); \
-                          last.len = (l); } while (0)
-#define NEED(k) do { if (i + (Py_ssize_t)(k) > n) { ok = 0; goto done; } } while (0)
-    while (i < n) {
-        unsigned char op = p[i++];
-        uint64_t len = 0;
-        switch (op) {
-        case '.':                       /* STOP */
-            goto done;
-        case 0x80: NEED(1); i += 1; break;               /* PROTO */
-        case 0x95: NEED(8); i += 8; break;               /* FRAME */
-        case 0x8c:                                       /* SHORT_BINUNICODE */
-            NEED(1); len = p[i]; i += 1; NEED(len);
-            PUSH(p + i, (Py_ssize_t)len); i += (Py_ssize_t)len; break;
-        case 'X':                                        /* BINUNICODE */
-            NEED(4); len = (uint64_t)p[i] | ((uint64_t)p[i+1] << 8)
-                          | ((uint64_t)p[i+2] << 16) | ((uint64_t)p[i+3] << 24);
-            i += 4; NEED(len);
-            PUSH(p + i, (Py_ssize_t)len); i += (Py_ssize_t)len; break;
-        case 0x8d: case 0x8e: case 0x96: {               /* *8 */
-            NEED(8);
-            for (int k = 7; k >= 0; k--) {
-                len = (len << 8) | p[i + k];
-            }
-            i += 8;
-            if (len > (uint64_t)(n - i)) {
-                ok = 0;
-                goto done;
-            }
-            if (op == 0x8d) {
-                PUSH(p + i, (Py_ssize_t)len);
-            }
-            else {
-                PUSH(NULL, -1);
-            }
-            i += (Py_ssize_t)len;
-            break;
-        }
-        case 'U': case 'C': case 0x8a:                   /* 1-byte length */
-            NEED(1); len = p[i]; i += 1; NEED(len);
-            i += (Py_ssize_t)len; PUSH(NULL, -1); break;
-        case 'T': case 'B': case 0x8b:                   /* 4-byte length */
-            NEED(4); len = (uint64_t)p[i] | ((uint64_t)p[i+1] << 8)
-                          | ((uint64_t)p[i+2] << 16) | ((uint64_t)p[i+3] << 24);
-            i += 4; NEED(len); i += (Py_ssize_t)len; PUSH(NULL, -1); break;
-        case 'J': NEED(4); i += 4; PUSH(NULL, -1); break;   /* BININT */
-        case 'K': NEED(1); i += 1; PUSH(NULL, -1); break;   /* BININT1 */
-        case 'M': NEED(2); i += 2; PUSH(NULL, -1); break;   /* BININT2 */
-        case 'G': NEED(8); i += 8; PUSH(NULL, -1); break;   /* BINFLOAT */
-        case 0x82: NEED(1); i += 1; PUSH(NULL, -1); break;  /* EXT1 */
-        case 0x83: NEED(2); i += 2; PUSH(NULL, -1); break;  /* EXT2 */
-        case 0x84: NEED(4); i += 4; PUSH(NULL, -1); break;  /* EXT4 */
-        case 0x94:                                       /* MEMOIZE */
-        case 'q': case 'r': {                            /* BINPUT, LONG_BINPUT */
-            size_t idx = nmemo;
-            if (op == 'q') {
-                NEED(1); idx = p[i]; i += 1;
-            }
-            else if (op == 'r') {
-                NEED(4); idx = (size_t)p[i] | ((size_t)p[i+1] << 8)
-                              | ((size_t)p[i+2] << 16) | ((size_t)p[i+3] << 24);
-                i += 4;
-            }
-            if (idx >= capmemo) {
-                size_t cap = capmemo ? capmemo : 64;
-                while (cap <= idx) {
-                    cap *= 2;
-                }
-                strref *nm = PyMem_Realloc(memo, cap * sizeof(strref));
-                if (nm == NULL) {
-                    ok = 0;
-                    goto done;
-                }
-                for (size_t k = capmemo; k < cap; k++) {
-                    nm[k].p = NULL;
-                    nm[k].len = -1;
-                }
-                memo = nm;
-                capmemo = cap;
-            }
-            memo[idx] = last;
-            if (idx >= nmemo) {
-                nmemo = idx + 1;
-            }
-            break;
-        }
-        case 'h': case 'j': {                            /* BINGET, LONG_BINGET */
-            size_t idx;
-            if (op == 'h') {
-                NEED(1); idx = p[i]; i += 1;
-            }
-            else {
-                NEED(4); idx = (size_t)p[i] | ((size_t)p[i+1] << 8)
-                              | ((size_t)p[i+2] << 16) | ((size_t)p[i+3] << 24);
-                i += 4;
-            }
-            if (idx < nmemo) {
-                PUSH(memo[idx].p, memo[idx].len);
-            }
-            else {
-                PUSH(NULL, -1);
-            }
-            break;
-        }
-        case 0x93:                                       /* STACK_GLOBAL */
-            if (prev.len >= 0 && last.len >= 0) {
-                if (add_ref(refs, prev.p, prev.len, last.p, last.len) < 0) {
-                    ok = 0;
-                    goto done;
-                }
-            }
-            PUSH(NULL, -1);
-            break;
-        case 'c': {                                      /* GLOBAL (protocol <= 3) */
-            const unsigned char *a = p + i;
-            const unsigned char *nl1 = memchr(a, '\n', (size_t)(n - i));
-            if (nl1 == NULL) {
-                ok = 0;
-                goto done;
-            }
-            const unsigned char *b = nl1 + 1;
-            const unsigned char *nl2 = memchr(b, '\n', (size_t)(p + n - b));
-            if (nl2 == NULL) {
-                ok = 0;
-                goto done;
-            }
-            if (add_ref(refs, (const char *)a, nl1 - a, (const char *)b,
-                        nl2 - b) < 0) {
-                ok = 0;
-                goto done;
-            }
-            i = (nl2 + 1) - p;
-            PUSH(NULL, -1);
-            break;
-        }
-        /* no-argument opcodes */
-        case '(': case '0': case '1': case '2': case 'N': case 'R': case 'b':
-        case 'd': case '}': case 'e': case 'l': case ']': case 'o': case 's':
-        case 't': case ')': case 'u': case 'a': case 0x81: case 0x85:
-        case 0x86: case 0x87: case 0x88: case 0x89: case 0x8f: case 0x90:
-        case 0x91: case 0x92: case 0x97: case 0x98: case 'Q':
-            PUSH(NULL, -1);
-            break;
-        default:
-            /* text opcodes of protocol 0/1: not produced with protocol 5 */
-            ok = 0;
-            goto done;
-        }
-    }
-done:
-#undef PUSH
-#undef NEED
-    PyMem_Free(memo);
-    if (PyErr_Occurred()) {
+    int r = chkpt_pickle_refs((const unsigned char *)PyBytes_AS_STRING(data),
+                              n, add_ref, refs);
+    if (r < 0) {
         Py_DECREF(refs);
         return NULL;
     }
-    if (!ok) {
+    if (r == 0) {
         Py_DECREF(refs);
         Py_RETURN_NONE;
     }
@@ -957,8 +798,8 @@ capture_open_store(capture_ctx *c)
 }
 
 /* Appends to c->candidates the (name, object) pairs of items that are not
- * excluded (definitions, machinery) nor named already (a global shadowed
- * by a local). */
+ * excluded (definitions, machinery; unless tracked) nor named already (a
+ * global shadowed by a local). */
 static int
 select_from(capture_ctx *c, PyObject *items, PyObject *names_seen)
 {
@@ -969,7 +810,8 @@ select_from(capture_ctx *c, PyObject *items, PyObject *names_seen)
         }
         PyObject *vname = PyTuple_GET_ITEM(pair, 0);
         PyObject *obj = PyTuple_GET_ITEM(pair, 1);
-        if (chkpt_is_excluded(c->st, vname, obj)) {
+        if (chkpt_is_excluded(c->st, vname, obj)
+            && !chkpt_is_tracked_anyway(c->ck, vname, obj)) {
             continue;
         }
         int dup = PySet_Contains(names_seen, vname);
@@ -1531,6 +1373,7 @@ capture_build_meta(capture_ctx *c)
     if (bad || (c->extra_meta != NULL && PyDict_Update(meta, c->extra_meta) < 0)) {
         return -1;
     }
+    chkpt_syspath_meta(c->ck, meta);
     PyObject *json = PyObject_CallMethod(c->st->json_module, "dumps", "O", meta);
     if (json == NULL) {
         return -1;

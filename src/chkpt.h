@@ -6,6 +6,8 @@
  * capture.c takes from layer 3), this file (the rest).
  *
  *   0 store.c      the on-disk store (pure C, no Python; see store.h)
+ *     pickle_refs.c the globals a pickle names, from its opcodes (pure C,
+ *                  no Python; see pickle_refs.h), for capture.c
  *   1 base.c       shared helpers: warnings, warn-once, exceptions, the
  *                  clock, dict/file/path helpers, shared constants (base.h)
  *   2 snapinfo.c   the SnapshotInfo type (a read-only value)
@@ -13,6 +15,11 @@
  *                  bounded sink, the copyreg patch (capture.h)
  *     salience.c   which variables a snapshot holds; which code is the
  *                  script's (capture.h)
+ *     rebuild.c    rebuilds the script's own modules from the sources a
+ *                  snapshot keeps (the AST filter, the rebuilt __import__),
+ *                  for load.c
+ *     syspath.c    the sys.path entries the script added: recorded in each
+ *                  snapshot, appended again when loading
  *   4 capture.c    takes a snapshot of a frame, step by step (capture_ctx):
  *                  selects its variables, pickles them (protocol 5,
  *                  out-of-band buffers), writes them to the store
@@ -25,7 +32,8 @@
  *     enforces with the snapshot timer under one lock. The pair is broken
  *     when the timer moves to a file of its own below both.
  *     load.c       reads snapshots back: listing, loading, resolving the
- *                  script's own classes; the Unloadable type
+ *                  script's own classes (live, or rebuilt through
+ *                  rebuild.c); the Unloadable type
  *   5 checkpoint.c the Checkpoint type: the running engine as the script
  *                  sees it; snapshot() and a new frequency dispatch to
  *                  capture and hooks
@@ -85,6 +93,8 @@ typedef struct {
     PyTypeObject *MappedBuffer_Type;
     PyTypeObject *Unpickler_Type;
     PyObject *load_cache;           /* dict, for load.c's own use */
+    /* owned by rebuild.c (created in chkpt_rebuild_init) */
+    PyTypeObject *RebuildGroup_Type;
     /* owned by capture.c (created in chkpt_capture_init) */
     PyTypeObject *PickleSink_Type;
 } chkpt_state;
@@ -111,6 +121,7 @@ typedef struct {
                                      the verb's remaining arguments (owned) */
     long keep;                    /* gc --keep N, -1 if not given */
     long long signal_deadline_ms; /* --signal-deadline: ms */
+    int portable;                 /* export --portable */
 } chkpt_cli;
 
 void chkpt_cli_clear(chkpt_cli *cli);
@@ -150,6 +161,8 @@ typedef struct {
                                      reported at exit (or at once with -v) */
     long long signal_deadline_ms; /* signals.c: time a signal snapshot may take */
     void *signals;                /* signals.c private state */
+    PyObject *start_path;         /* syspath.c: sys.path (tuple) as python
+                                     set it up for the script, or NULL */
 } CheckpointObject;
 
 static inline chkpt_state *
@@ -232,6 +245,34 @@ void chkpt_signals_deadline_stop(CheckpointObject *ck);
 /* debug.c (layer 6, over load): `python -m chkpt debug SNAPSHOT`; the exit
  * status or -1. */
 int chkpt_verb_debug(PyObject *module, chkpt_cli *cli);
+/* rebuild.c (called by load.c only) */
+/* Creates the RebuildGroup type; called by chkpt_load_init. */
+int chkpt_rebuild_init(PyObject *module);
+/* A group for the modules rebuilt from one set of sources: sources
+ * {name: bytes}, paths {name: path or None}, specs {name: spec name}, tag
+ * (str, part of the private module names). */
+PyObject *chkpt_rebuild_group_new(PyObject *module, PyObject *sources,
+                                  PyObject *paths, PyObject *specs,
+                                  PyObject *tag);
+/* Module `name` of the group, rebuilt on first use (new reference). */
+PyObject *chkpt_rebuild_module(PyObject *module, PyObject *group,
+                               PyObject *name);
+/* Why qualname is missing from rebuilt module name (a recorded failure),
+ * or NULL with no exception when nothing explains it. */
+PyObject *chkpt_rebuild_reason(PyObject *module, PyObject *group,
+                               PyObject *name, PyObject *qualname);
+/* syspath.c: the sys.path entries the script added (meta "sys_path") */
+/* Notes sys.path as the script starts with it (once; never raises). */
+void chkpt_syspath_note_start(CheckpointObject *ck);
+/* Sets meta["sys_path"] when the script added entries (never raises). */
+void chkpt_syspath_meta(CheckpointObject *ck, PyObject *meta);
+/* Appends the snapshot's recorded entries that still exist and are not on
+ * sys.path yet (never raises; a pending exception stays). */
+void chkpt_syspath_extend(PyObject *meta);
+/* Why top-level module `top` cannot be imported, knowing the entries the
+ * script added: None when it is found in one that exists, else the reason
+ * (saying which directories are gone). NULL with an exception on error. */
+PyObject *chkpt_syspath_missing(PyObject *meta, PyObject *top);
 
 /* load.c */
 extern PyType_Spec chkpt_unloadable_spec;

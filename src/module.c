@@ -121,6 +121,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->Unpickler_Type);
     Py_VISIT(st->PickleSink_Type);
     Py_VISIT(st->load_cache);
+    Py_VISIT(st->RebuildGroup_Type);
     return 0;
 }
 
@@ -139,6 +140,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->Unpickler_Type);
     Py_CLEAR(st->PickleSink_Type);
     Py_CLEAR(st->load_cache);
+    Py_CLEAR(st->RebuildGroup_Type);
     return 0;
 }
 
