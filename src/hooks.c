@@ -26,8 +26,12 @@
 #include "chkpt.h"
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,12 +40,16 @@
 typedef struct {
     CheckpointObject *ck;          /* strong ref while installed */
     pthread_t thread;
-    int thread_started;
+    int thread_started;            /* main thread: a timer thread runs */
+    pid_t timer_tid;               /* its kernel id (set by it, read after join) */
     pthread_mutex_t mutex;
     pthread_cond_t cond;
     int stop;                      /* under mutex */
     int restart;                   /* under mutex: a snapshot just ended */
     long long period_ms;           /* under mutex: 0 = no timer */
+    long long tick_period;         /* under mutex: the period next_tick is for */
+    double next_tick;              /* under mutex: monotonic s, 0 = none; kept
+                                      while the timer is stopped for a fork */
     atomic_int pending;            /* pending calls queued, not yet run */
     atomic_int arm_pending;        /* an arming request is queued */
     double budget_deadline;        /* under mutex: monotonic s, 0 = none */
@@ -49,6 +57,8 @@ typedef struct {
     atomic_uint fired_gen;         /* budget_gen when its deadline passed */
     atomic_int active;             /* cleared at uninstall */
     int armed;                     /* main thread only */
+    int fork_paused;               /* main thread: stopped for the script's fork */
+    int fork_mark;                 /* recursion counter inside that os.fork() */
     unsigned long main_thread;
     pid_t pid;                     /* of the process that installed them */
 #if USE_MONITORING
@@ -422,16 +432,20 @@ queue_request(hooks_state *h, int (*func)(void *))
     }
 }
 
-/* Audit hook: the script is about to change its tracer. On 3.12+ our LINE
+static void fork_pause(hooks_state *h);
+
+/* Audit hook. The script is about to change its tracer: on 3.12+ our LINE
  * events go off at once (on 3.11 the script's tracer replaces ours), and a
  * request posted here re-evaluates once the new tracer is in place: it
- * re-arms -f 0 when the tracer was removed. */
+ * re-arms -f 0 when the tracer was removed. The script is about to fork:
+ * the timer thread ends until the fork is over (fork_pause). */
 static int
 audit_hook(const char *event, PyObject *args, void *unused)
 {
     (void)args;
     (void)unused;
-    if (strcmp(event, "sys.settrace") != 0
+    int fork = strcmp(event, "os.fork") == 0 || strcmp(event, "os.forkpty") == 0;
+    if (!fork && strcmp(event, "sys.settrace") != 0
         && strcmp(event, "sys._settraceallthreads") != 0) {
         return 0;
     }
@@ -440,11 +454,16 @@ audit_hook(const char *event, PyObject *args, void *unused)
     CheckpointObject *ck = running_checkpoint();
     hooks_state *h = ck ? (hooks_state *)ck->hooks : NULL;
     if (h != NULL && atomic_load(&h->active) && !in_forked_child(h)) {
+        if (fork) {
+            fork_pause(h);
+        }
+        else {
 #if USE_MONITORING
-        disarm(h);
+            disarm(h);
 #endif
-        if (ck->frequency_ms == 0) {
-            queue_request(h, pending_arm);
+            if (ck->frequency_ms == 0) {
+                queue_request(h, pending_arm);
+            }
         }
     }
     PyErr_Clear();
@@ -510,7 +529,7 @@ post_request(hooks_state *h, int (*func)(void *))
 static void
 restart_period(hooks_state *h)
 {
-    if (h == NULL || !h->thread_started || in_forked_child(h)) {
+    if (h == NULL || in_forked_child(h)) {
         return;
     }
     pthread_mutex_lock(&h->mutex);
@@ -523,17 +542,17 @@ static void *
 timer_main(void *arg)
 {
     hooks_state *h = (hooks_state *)arg;
-    double next_tick = 0;
-    long long period = -1;
     pthread_mutex_lock(&h->mutex);
+    h->timer_tid = (pid_t)syscall(SYS_gettid);
     while (!h->stop) {
         double now = chkpt_monotonic();
-        if (h->period_ms != period || h->restart) {     /* start over */
-            period = h->period_ms;
+        if (h->period_ms != h->tick_period || h->restart) {  /* start over */
+            h->tick_period = h->period_ms;
             h->restart = 0;
-            next_tick = period > 0 ? now + (double)period / 1000.0 : 0;
+            h->next_tick = h->tick_period > 0
+                           ? now + (double)h->tick_period / 1000.0 : 0;
         }
-        double wake = next_tick;
+        double wake = h->next_tick;
         if (h->budget_deadline > 0 && (wake == 0 || h->budget_deadline < wake)) {
             wake = h->budget_deadline;
         }
@@ -559,8 +578,8 @@ timer_main(void *arg)
             atomic_store(&h->fired_gen, atomic_load(&h->budget_gen));
             post_request(h, pending_interrupt);
         }
-        if (next_tick > 0 && now >= next_tick) {
-            next_tick = now + (double)period / 1000.0;
+        if (h->next_tick > 0 && now >= h->next_tick) {
+            h->next_tick = now + (double)h->tick_period / 1000.0;
             post_request(h, pending_arm);
         }
     }
@@ -568,11 +587,146 @@ timer_main(void *arg)
     return NULL;
 }
 
+/* Starts the timer thread with every signal blocked, so that a signal sent
+ * to the process goes to a thread of the script as under python (its
+ * sigwait(), its handler, the default action), never to ours. Main thread. */
+static int
+start_timer(hooks_state *h)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    h->stop = 0;                    /* no timer thread runs: no lock needed */
+    int rc = pthread_create(&h->thread, NULL, timer_main, h);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        return -1;
+    }
+    h->thread_started = 1;
+    return 0;
+}
+
+/* pthread_join returns as soon as the thread's stack is free; the kernel
+ * still counts the thread (in /proc/self/stat, which os.fork() reads) for a
+ * few microseconds more, until it is reaped. Waits for that, 100 ms at
+ * most; without /proc there is nothing to wait for. GIL released. */
+static void
+wait_thread_reaped(pid_t tid)
+{
+    if (tid <= 0) {
+        return;
+    }
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/task/%ld", (long)tid);
+    struct stat st;
+    struct timespec pause = {0, 10000};
+    double give_up = chkpt_monotonic() + 0.1;
+    while (stat(path, &st) == 0 && chkpt_monotonic() < give_up) {
+        nanosleep(&pause, NULL);
+        if (pause.tv_nsec < 1000000L) {
+            pause.tv_nsec *= 2;
+        }
+    }
+}
+
+/* Ends the timer thread; bounded: the thread waits on nothing but the
+ * mutex, the condition and, to post a request, the GIL, which is released
+ * meanwhile. GIL held, mutex not held. */
+static void
+stop_timer(hooks_state *h, int until_reaped)
+{
+    if (!h->thread_started) {
+        return;
+    }
+    pthread_mutex_lock(&h->mutex);
+    h->stop = 1;
+    pthread_cond_signal(&h->cond);
+    pthread_mutex_unlock(&h->mutex);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(h->thread, NULL);
+    if (until_reaped) {
+        wait_thread_reaped(h->timer_tid);
+    }
+    Py_END_ALLOW_THREADS
+    h->thread_started = 0;
+}
+
+/* ---- the script's own fork ----
+ *
+ * os.fork() and os.forkpty() (multiprocessing's fork start method uses the
+ * former) count the process's threads once the child exists and, from 3.12
+ * on, warn when there is more than one; the child has only the forking
+ * thread anyway. So the timer thread ends at the "os.fork" audit event,
+ * before the script's own before-fork callbacks and the fork, and a pending
+ * call starts it again in the parent once that os.fork() has returned:
+ * after the count, whichever comes first of it and the after-in-parent
+ * callbacks (3.12 counts before them, 3.13.0 after). Nothing is registered
+ * with os.register_at_fork, and no audit event is raised.
+ *
+ * "Has returned" is read from the thread's recursion counter: everything
+ * os.fork() runs (audit hooks, at-fork callbacks, the warning) is nested in
+ * that C call, deeper than the audit event. The same pending call runs
+ * when the fork is refused (an audit hook raised) or fails. Only a fork
+ * from the main thread stops the timer: from another thread python warns
+ * anyway, the process having two threads. */
+
+static int
+recursion_left(PyThreadState *ts)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return ts->c_recursion_remaining;
+#else
+    return ts->recursion_remaining;
+#endif
+}
+
+static int
+pending_fork_resume(void *arg)
+{
+    hooks_state *h = (hooks_state *)arg;
+    if (h->fork_paused && !in_forked_child(h) && atomic_load(&h->active)
+        && PyThread_get_thread_ident() == h->main_thread) {
+        int inside = recursion_left(PyThreadState_Get()) < h->fork_mark;
+        /* still inside that os.fork(): look again at the next chance (a
+         * full queue restarts the timer now rather than never) */
+        if (!inside || Py_AddPendingCall(pending_fork_resume, h) != 0) {
+            h->fork_paused = 0;
+            if (start_timer(h) < 0) {
+                chkpt_warn("cannot restart the timer thread after a fork; "
+                           "automatic snapshots are off");
+            }
+        }
+        else {
+            return 0;           /* still queued: h->pending stays counted */
+        }
+    }
+    atomic_fetch_sub(&h->pending, 1);
+    return 0;
+}
+
+static void
+fork_pause(hooks_state *h)
+{
+    if (!h->thread_started || h->fork_paused
+        || PyThread_get_thread_ident() != h->main_thread) {
+        return;
+    }
+    /* queued first: if it cannot be, the timer keeps running */
+    atomic_fetch_add(&h->pending, 1);
+    if (Py_AddPendingCall(pending_fork_resume, h) != 0) {
+        atomic_fetch_sub(&h->pending, 1);
+        return;
+    }
+    h->fork_paused = 1;
+    h->fork_mark = recursion_left(PyThreadState_Get());
+    stop_timer(h, 1);
+}
+
 void
 chkpt_hooks_budget_start(CheckpointObject *ck, double seconds)
 {
     hooks_state *h = (hooks_state *)ck->hooks;
-    if (h == NULL || in_forked_child(h) || !h->thread_started || seconds <= 0) {
+    if (h == NULL || in_forked_child(h) || seconds <= 0) {
         return;
     }
     pthread_mutex_lock(&h->mutex);
@@ -586,7 +740,7 @@ void
 chkpt_hooks_budget_stop(CheckpointObject *ck)
 {
     hooks_state *h = (hooks_state *)ck->hooks;
-    if (h == NULL || in_forked_child(h) || !h->thread_started) {
+    if (h == NULL || in_forked_child(h)) {
         return;
     }
     pthread_mutex_lock(&h->mutex);
@@ -644,6 +798,7 @@ chkpt_hooks_install(CheckpointObject *ck)
     pthread_mutex_init(&h->mutex, NULL);
     pthread_cond_init(&h->cond, NULL);
     h->period_ms = timer_period(ck);
+    h->tick_period = -1;
     ck->hooks = h;
 #if USE_MONITORING
     if (monitoring_install(h) < 0) {
@@ -653,12 +808,9 @@ chkpt_hooks_install(CheckpointObject *ck)
     }
 #endif
     add_audit_hook();
-    if (pthread_create(&h->thread, NULL, timer_main, h) != 0) {
+    if (start_timer(h) < 0) {
         chkpt_warn("cannot start the timer thread; automatic snapshots "
                    "every %lld ms are off", ck->frequency_ms);
-    }
-    else {
-        h->thread_started = 1;
     }
     if (ck->frequency_ms == 0) {
         arm(h);
@@ -677,17 +829,7 @@ chkpt_hooks_uninstall(CheckpointObject *ck)
      * been held by the parent's timer thread at the fork */
     int child = in_forked_child(h);
     atomic_store(&h->active, 0);
-    if (h->thread_started) {
-        pthread_mutex_lock(&h->mutex);
-        h->stop = 1;
-        pthread_cond_signal(&h->cond);
-        pthread_mutex_unlock(&h->mutex);
-        /* the timer thread takes the GIL to post its request: release it
-         * while waiting for the thread to end */
-        Py_BEGIN_ALLOW_THREADS
-        pthread_join(h->thread, NULL);
-        Py_END_ALLOW_THREADS
-    }
+    stop_timer(h, 0);
     disarm(h);
 #if USE_MONITORING
     monitoring_uninstall(h);
