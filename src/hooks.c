@@ -59,6 +59,7 @@ typedef struct {
     int armed;                     /* main thread only */
     int fork_paused;               /* main thread: stopped for the script's fork */
     int fork_mark;                 /* recursion counter inside that os.fork() */
+    int fork_waits;                /* times the restart was put off since */
     unsigned long main_thread;
     pid_t pid;                     /* of the process that installed them */
 #if USE_MONITORING
@@ -680,6 +681,16 @@ recursion_left(PyThreadState *ts)
 #endif
 }
 
+/* Times the restart may be put off while Python code runs inside the
+ * script's os.fork() (its audit hooks and at-fork callbacks). Each time
+ * is one run of the pending call, and a re-queued call runs again at once
+ * (the interpreter runs up to 32 per check): 4096 are about 128 of that
+ * code's function calls and loop iterations, and a few milliseconds of
+ * overhead at most. Beyond that the timer comes back early (at-fork
+ * callbacks may see it, and 3.13.0, which counts after them, warn) rather
+ * than slow the script's own callbacks down without bound. */
+#define FORK_WAITS_MAX 4096
+
 static int
 pending_fork_resume(void *arg)
 {
@@ -689,7 +700,8 @@ pending_fork_resume(void *arg)
         int inside = recursion_left(PyThreadState_Get()) < h->fork_mark;
         /* still inside that os.fork(): look again at the next chance (a
          * full queue restarts the timer now rather than never) */
-        if (!inside || Py_AddPendingCall(pending_fork_resume, h) != 0) {
+        if (!inside || ++h->fork_waits > FORK_WAITS_MAX
+            || Py_AddPendingCall(pending_fork_resume, h) != 0) {
             h->fork_paused = 0;
             if (start_timer(h) < 0) {
                 chkpt_warn("cannot restart the timer thread after a fork; "
@@ -718,6 +730,7 @@ fork_pause(hooks_state *h)
         return;
     }
     h->fork_paused = 1;
+    h->fork_waits = 0;
     h->fork_mark = recursion_left(PyThreadState_Get());
     stop_timer(h, 1);
 }

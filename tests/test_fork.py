@@ -153,6 +153,10 @@ def threads():
     os.close(fd)
     return int(status.split("Threads:")[1].split()[0])
 seen = []
+def audit(event, args):
+    if event == "os.fork":          # the earliest the script can look
+        seen.append(threads())
+sys.addaudithook(audit)
 os.register_at_fork(after_in_parent=lambda: seen.append(threads()))
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
