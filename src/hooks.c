@@ -57,9 +57,6 @@ typedef struct {
     atomic_uint fired_gen;         /* budget_gen when its deadline passed */
     atomic_int active;             /* cleared at uninstall */
     int armed;                     /* main thread only */
-    int fork_paused;               /* main thread: stopped for the script's fork */
-    int fork_mark;                 /* recursion counter inside that os.fork() */
-    int fork_waits;                /* times the restart was put off since */
     unsigned long main_thread;
     pid_t pid;                     /* of the process that installed them */
 #if USE_MONITORING
@@ -433,20 +430,16 @@ queue_request(hooks_state *h, int (*func)(void *))
     }
 }
 
-static void fork_pause(hooks_state *h);
-
-/* Audit hook. The script is about to change its tracer: on 3.12+ our LINE
+/* Audit hook: the script is about to change its tracer. On 3.12+ our LINE
  * events go off at once (on 3.11 the script's tracer replaces ours), and a
  * request posted here re-evaluates once the new tracer is in place: it
- * re-arms -f 0 when the tracer was removed. The script is about to fork:
- * the timer thread ends until the fork is over (fork_pause). */
+ * re-arms -f 0 when the tracer was removed. */
 static int
 audit_hook(const char *event, PyObject *args, void *unused)
 {
     (void)args;
     (void)unused;
-    int fork = strcmp(event, "os.fork") == 0 || strcmp(event, "os.forkpty") == 0;
-    if (!fork && strcmp(event, "sys.settrace") != 0
+    if (strcmp(event, "sys.settrace") != 0
         && strcmp(event, "sys._settraceallthreads") != 0) {
         return 0;
     }
@@ -455,16 +448,11 @@ audit_hook(const char *event, PyObject *args, void *unused)
     CheckpointObject *ck = running_checkpoint();
     hooks_state *h = ck ? (hooks_state *)ck->hooks : NULL;
     if (h != NULL && atomic_load(&h->active) && !in_forked_child(h)) {
-        if (fork) {
-            fork_pause(h);
-        }
-        else {
 #if USE_MONITORING
-            disarm(h);
+        disarm(h);
 #endif
-            if (ck->frequency_ms == 0) {
-                queue_request(h, pending_arm);
-            }
+        if (ck->frequency_ms == 0) {
+            queue_request(h, pending_arm);
         }
     }
     PyErr_Clear();
@@ -654,85 +642,109 @@ stop_timer(hooks_state *h, int until_reaped)
 
 /* ---- the script's own fork ----
  *
- * os.fork() and os.forkpty() (multiprocessing's fork start method uses the
- * former) count the process's threads once the child exists and, from 3.12
- * on, warn when there is more than one; the child has only the forking
- * thread anyway. So the timer thread ends at the "os.fork" audit event,
- * before the script's own before-fork callbacks and the fork, and a pending
- * call starts it again in the parent once that os.fork() has returned:
- * after the count, whichever comes first of it and the after-in-parent
- * callbacks (3.12 counts before them, 3.13.0 after). Nothing is registered
- * with os.register_at_fork, and no audit event is raised.
+ * os.fork() and os.forkpty() (multiprocessing's fork start method calls
+ * the former) count the process's threads once the child exists and, from
+ * 3.12 on, warn when there are more than one (3.12 counts before the
+ * after-in-parent callbacks, 3.13.0 after them); the child gets the
+ * forking thread only. So, for a fork from the main thread, the timer
+ * thread ends before the call and starts again once it has returned, in
+ * the parent: its audit hooks, at-fork callbacks, the fork and the count
+ * all see python's threads only. A refused or failed fork returns too.
  *
- * "Has returned" is read from the thread's recursion counter: everything
- * os.fork() runs (audit hooks, at-fork callbacks, the warning) is nested in
- * that C call, deeper than the audit event. The same pending call runs
- * when the fork is refused (an audit hook raised) or fails. Only a fork
- * from the main thread stops the timer: from another thread python warns
- * anyway, the process having two threads. */
+ * posix's two builtins are wrapped in place: the function objects stay
+ * (os.fork is posix.fork, same name, doc and signature), their method
+ * definitions are copies whose C function calls posix's own between
+ * stopping and restarting the timer. Nothing is registered with
+ * os.register_at_fork and no audit event is raised. */
 
-static int
-recursion_left(PyThreadState *ts)
+/* Process-wide, as the function objects they patch (a function object
+ * points at its PyMethodDef for life): posix's own definitions, and the
+ * copies that call the wrappers. Set once, with the GIL held. */
+static PyMethodDef *posix_fork_def, *posix_forkpty_def;
+static PyMethodDef fork_def, forkpty_def;
+
+static PyObject *
+around_fork(PyMethodDef *posix_def, PyObject *self, PyObject *unused)
 {
-#if PY_VERSION_HEX >= 0x030C0000
-    return ts->c_recursion_remaining;
-#else
-    return ts->recursion_remaining;
-#endif
-}
-
-/* Times the restart may be put off while Python code runs inside the
- * script's os.fork() (its audit hooks and at-fork callbacks). Each time
- * is one run of the pending call, and a re-queued call runs again at once
- * (the interpreter runs up to 32 per check): 4096 are about 128 of that
- * code's function calls and loop iterations, and a few milliseconds of
- * overhead at most. Beyond that the timer comes back early (at-fork
- * callbacks may see it, and 3.13.0, which counts after them, warn) rather
- * than slow the script's own callbacks down without bound. */
-#define FORK_WAITS_MAX 4096
-
-static int
-pending_fork_resume(void *arg)
-{
-    hooks_state *h = (hooks_state *)arg;
-    if (h->fork_paused && !in_forked_child(h) && atomic_load(&h->active)
+    CheckpointObject *ck = running_checkpoint();
+    hooks_state *h = ck ? (hooks_state *)ck->hooks : NULL;
+    int paused = 0;
+    if (h != NULL && h->thread_started && atomic_load(&h->active)
+        && !in_forked_child(h)
         && PyThread_get_thread_ident() == h->main_thread) {
-        int inside = recursion_left(PyThreadState_Get()) < h->fork_mark;
-        /* still inside that os.fork(): look again at the next chance (a
-         * full queue restarts the timer now rather than never) */
-        if (!inside || ++h->fork_waits > FORK_WAITS_MAX
-            || Py_AddPendingCall(pending_fork_resume, h) != 0) {
-            h->fork_paused = 0;
-            if (start_timer(h) < 0) {
-                chkpt_warn("cannot restart the timer thread after a fork; "
-                           "automatic snapshots are off");
-            }
-        }
-        else {
-            return 0;           /* still queued: h->pending stays counted */
+        /* from another thread python warns anyway: two threads */
+        stop_timer(h, 1);
+        paused = 1;
+    }
+    PyObject *r = posix_def->ml_meth(self, unused);
+    /* (the run cannot end while its main thread is in here) */
+    if (paused && ck->hooks == h && atomic_load(&h->active)
+        && !in_forked_child(h)) {
+        if (start_timer(h) < 0) {
+            chkpt_saved_error saved;
+            chkpt_error_save(&saved);
+            chkpt_warn("cannot restart the timer thread after a fork; "
+                       "automatic snapshots are off");
+            chkpt_error_restore(&saved);
         }
     }
-    atomic_fetch_sub(&h->pending, 1);
-    return 0;
+    return r;
+}
+
+static PyObject *
+fork_wrapper(PyObject *self, PyObject *unused)
+{
+    return around_fork(posix_fork_def, self, unused);
+}
+
+static PyObject *
+forkpty_wrapper(PyObject *self, PyObject *unused)
+{
+    return around_fork(posix_forkpty_def, self, unused);
 }
 
 static void
-fork_pause(hooks_state *h)
+wrap_one(PyObject *posix, const char *name, PyMethodDef **posix_def,
+         PyMethodDef *copy, PyCFunction wrapper)
 {
-    if (!h->thread_started || h->fork_paused
-        || PyThread_get_thread_ident() != h->main_thread) {
+    PyObject *fn = PyObject_GetAttrString(posix, name);
+    if (fn == NULL) {
+        PyErr_Clear();          /* not on this platform */
         return;
     }
-    /* queued first: if it cannot be, the timer keeps running */
-    atomic_fetch_add(&h->pending, 1);
-    if (Py_AddPendingCall(pending_fork_resume, h) != 0) {
-        atomic_fetch_sub(&h->pending, 1);
+    PyCFunctionObject *f = (PyCFunctionObject *)fn;
+    /* posix's own builtin, as 3.11-3.13 define it, and not wrapped yet */
+    if (PyCFunction_Check(fn) && f->m_self == posix
+        && f->m_ml->ml_flags == METH_NOARGS && f->m_ml != copy) {
+        *posix_def = f->m_ml;
+        *copy = *f->m_ml;
+        copy->ml_meth = wrapper;
+        f->m_ml = copy;
+    }
+    Py_DECREF(fn);
+}
+
+/* Once per process, like the audit hook: the wrappers find the running
+ * Checkpoint themselves and do nothing more when there is none. */
+static void
+wrap_fork(void)
+{
+    static int wrapped;         /* under the GIL */
+    if (wrapped) {
         return;
     }
-    h->fork_paused = 1;
-    h->fork_waits = 0;
-    h->fork_mark = recursion_left(PyThreadState_Get());
-    stop_timer(h, 1);
+    wrapped = 1;
+    PyObject *name = PyUnicode_FromString("posix");
+    PyObject *posix = name ? PyImport_GetModule(name) : NULL;
+    Py_XDECREF(name);
+    if (posix == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    wrap_one(posix, "fork", &posix_fork_def, &fork_def, fork_wrapper);
+    wrap_one(posix, "forkpty", &posix_forkpty_def, &forkpty_def,
+             forkpty_wrapper);
+    Py_DECREF(posix);
 }
 
 void
@@ -821,6 +833,7 @@ chkpt_hooks_install(CheckpointObject *ck)
     }
 #endif
     add_audit_hook();
+    wrap_fork();
     if (start_timer(h) < 0) {
         chkpt_warn("cannot start the timer thread; automatic snapshots "
                    "every %lld ms are off", ck->frequency_ms);

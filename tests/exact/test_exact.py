@@ -168,7 +168,7 @@ CASES = [
     # the script forks by itself: no fork warning, no thread of chkpt at the
     # fork, in its at-fork callbacks or in the child (issue 20)
     *[Case(f"fork_{arg}", ["fork_script.py", arg], modes=tuple(MODES))
-      for arg in ("fork", "forkpty", "callbacks", "record", "thread",
+      for arg in ("introspect", "fork", "forkpty", "callbacks", "record", "thread",
                   "from_thread", "refused")],
     *[Case(f"{name}_W_{action}", argv, python_opts=("-W", f"{action}::DeprecationWarning"),
            modes=tuple(MODES), timeout=120)

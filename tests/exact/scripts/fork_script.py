@@ -142,8 +142,20 @@ def refused():
         busy(0.02)
 
 
+def introspect():
+    """The functions the script forks with are python's own."""
+    import inspect
+    import pickle
+    import posix
+    for f in (os.fork, os.forkpty):
+        print(f is getattr(posix, f.__name__), f.__name__, f.__qualname__,
+              f.__module__, f.__self__ is posix, re.sub("0x[0-9a-f]+", "", repr(f)),
+              f.__doc__, inspect.signature(f), f.__text_signature__,
+              pickle.loads(pickle.dumps(f)) is f, f == getattr(posix, f.__name__))
+
+
 if __name__ == "__main__":
-    {"fork": plain, "forkpty": forkpty, "callbacks": callbacks,
+    {"introspect": introspect, "fork": plain, "forkpty": forkpty, "callbacks": callbacks,
      "record": record, "thread": with_a_thread, "from_thread": from_a_thread,
      "refused": refused}[sys.argv[1]]()
     print("end", threading.active_count())
