@@ -239,3 +239,47 @@ def test_differences_the_timer_thread(tmp_path):
     text = (Path(__file__).resolve().parent / "exact" / "DIFFERENCES.md"
             ).read_text()
     assert "/proc/self/status" in text and "fork" in text
+
+
+HEAVY = """
+import os, sys
+def threads():
+    fd = os.open("/proc/self/status", os.O_RDONLY)
+    status = os.read(fd, 65536).decode()
+    os.close(fd)
+    return int(status.split("Threads:")[1].split()[0])
+def work():
+    total = 0
+    for i in range(300000):
+        total += i
+    return threads()
+seen = []
+os.register_at_fork(before=lambda: seen.append(work()),
+                    after_in_parent=lambda: seen.append(work()))
+for _ in range(3):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+print(seen)
+"""
+
+
+@pytest.mark.parametrize("mode", ["manual", "default"])
+def test_long_python_at_fork_callbacks(mode, tmp_path):
+    """At-fork callbacks that run a lot of Python code see python's
+    threads only, from their first line to their last, and are not slowed
+    down (3.13.0 counts threads after them)."""
+    import time
+    script = tmp_path / "heavy.py"
+    script.write_text(HEAVY)
+    t = time.monotonic()
+    plain = run_python(["-W", "always::DeprecationWarning", script], tmp_path)
+    t_plain = time.monotonic() - t
+    t = time.monotonic()
+    under = run_chkpt([*MODES[mode], "-o", tmp_path / "ck", script], tmp_path,
+                      python_opts=("-W", "always::DeprecationWarning"))
+    t_under = time.monotonic() - t
+    assert (under.stdout, under.stderr, under.returncode) == \
+        (plain.stdout, plain.stderr, plain.returncode) == ("[1, 1, 1, 1, 1, 1]\n", "", 0)
+    assert t_under < 3 * t_plain + 1, (t_under, t_plain)
