@@ -22,6 +22,9 @@
  *
  * -f 0 keeps the hook armed for good (a snapshot per executed line of the
  * script); -f -1 never arms it (manual snapshots only).
+ *
+ * The timer thread blocks every signal, and is not alive while the script's
+ * own os.fork() or os.forkpty() runs (see "the script's own fork").
  */
 #include "chkpt.h"
 #include <errno.h>
