@@ -107,7 +107,13 @@ watchdog_start(signals_state *s, int signum, long long ms)
     s->signum = signum;
     s->deadline_ms = ms;
     pthread_mutex_unlock(&s->mutex);
+    /* the watchdog blocks every signal: python's handlers must keep
+     * running on the main thread, woken by the signals sent to the process */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
     s->thread_running = pthread_create(&s->thread, NULL, watchdog_main, s) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 static void
