@@ -101,6 +101,10 @@ chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli)
     ck->in_snapshot = 0;
     ck->hooks = NULL;
     ck->deferred = NULL;
+    ck->signal_deadline_ms = cli->signal_deadline_ms > 0
+                             ? cli->signal_deadline_ms
+                             : CHKPT_DEFAULT_SIGNAL_DEADLINE_MS;
+    ck->signals = NULL;
     ck->start_path = NULL;
     ck->resume = NULL;
     ck->ran_code = NULL;

@@ -28,6 +28,7 @@
  *    states are restored, and the runner goes on from there.
  */
 #include "chkpt.h"
+#include "capture.h"
 #include <unistd.h>
 
 #define RESUME_CAPSULE "chkpt.resume"
@@ -37,6 +38,10 @@
 /* ... and once the time since the last one is this many times what that
  * one cost: boundary snapshots take at most ~10% of the run. */
 #define BOUNDARY_COST_RATIO 10.0
+/* What a boundary snapshot writes per second, roughly (pickle, hash,
+ * write): before one is taken, a global holding more than the time since
+ * the last one pays for (at BOUNDARY_COST_RATIO) puts it off. */
+#define BOUNDARY_WRITE_BPS (200.0 * 1024 * 1024)
 /* rejected snapshots named in the resume message */
 #define MAX_REASONS 3
 
@@ -912,6 +917,65 @@ boundary_meta(resume_state *rs, CheckpointObject *ck, Py_ssize_t next,
     return meta;
 }
 
+/* Every global but the dunder names, as chkpt_capture_values takes them
+ * (definitions and machinery it leaves out itself). */
+static PyObject *
+boundary_entries(PyObject *globals)
+{
+    PyObject *names = global_names(globals);
+    PyObject *entries = names ? PyList_New(0) : NULL;
+    PyObject *extra = entries ? PyDict_New() : NULL;
+    for (Py_ssize_t i = 0; extra != NULL && i < PyList_GET_SIZE(names); i++) {
+        PyObject *v = PyDict_GetItemWithError(globals,
+                                              PyList_GET_ITEM(names, i));
+        PyObject *e = v ? PyTuple_Pack(3, PyList_GET_ITEM(names, i), v, extra)
+                        : NULL;
+        if ((e == NULL && PyErr_Occurred())
+            || (e != NULL && PyList_Append(entries, e) < 0)) {
+            Py_CLEAR(entries);
+        }
+        Py_XDECREF(e);
+        if (entries == NULL) {
+            break;
+        }
+    }
+    Py_XDECREF(names);
+    Py_XDECREF(extra);
+    return entries;
+}
+
+/* Does one global hold at least budget bytes (salience.c's estimate)?
+ * 1 yes, 0 no, -1 error. */
+static int
+holds_more_than(CheckpointObject *ck, PyObject *globals, long long budget)
+{
+    PyObject *seen = PySet_New(NULL);
+    PyObject *none = seen ? PyDict_New() : NULL;
+    if (none == NULL) {
+        Py_XDECREF(seen);
+        return -1;
+    }
+    /* the size alone: tracked objects count by their size here */
+    long long min_size = ck->min_obj_size;
+    PyObject *tracked = ck->tracked;
+    ck->min_obj_size = budget > 0 ? budget : 1;
+    ck->tracked = none;
+    int big = 0;
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (!big && PyDict_Next(globals, &pos, &k, &v)) {
+        if (PyUnicode_Check(k) && !chkpt_is_excluded(chkpt_get_state(ck->module),
+                                                     k, v)) {
+            big = chkpt_is_salient(ck, v, seen);
+        }
+    }
+    ck->min_obj_size = min_size;
+    ck->tracked = tracked;
+    Py_DECREF(none);
+    Py_DECREF(seen);
+    return big;
+}
+
 int
 chkpt_resume_boundary(CheckpointObject *ck, Py_ssize_t next,
                       PyObject *globals)
@@ -937,6 +1001,15 @@ chkpt_resume_boundary(CheckpointObject *ck, Py_ssize_t next,
         || rs->pid != getpid()) {
         return 0;
     }
+    int big = holds_more_than(ck, globals, (long long)(
+        since / BOUNDARY_COST_RATIO * BOUNDARY_WRITE_BPS));
+    if (big != 0) {
+        if (big < 0 && !PyErr_ExceptionMatches(PyExc_Exception)) {
+            return -1;          /* the script's own exception (Ctrl-C) */
+        }
+        PyErr_Clear();
+        return 0;               /* later, once the work pays for it */
+    }
     rs->work = 0;
     PyObject *extra = boundary_meta(rs, ck, next, globals);
     if (extra == NULL) {
@@ -944,14 +1017,22 @@ chkpt_resume_boundary(CheckpointObject *ck, Py_ssize_t next,
         rs->last_end = chkpt_monotonic();
         return 0;
     }
-    PyObject *r = chkpt_capture_boundary(ck, globals, extra);
+    PyObject *entries = boundary_entries(globals);
+    PyObject *r = entries ? chkpt_capture_values(ck, "auto", entries, extra)
+                          : NULL;
+    Py_XDECREF(entries);
     Py_DECREF(extra);
+    if (r == NULL && !PyErr_ExceptionMatches(PyExc_Exception)) {
+        rs->last_end = chkpt_monotonic();
+        return -1;              /* the script's own exception (Ctrl-C) */
+    }
+    if (r == NULL) {
+        chkpt_warn_exc("boundary snapshot failed");
+        r = Py_NewRef(Py_None);
+    }
     rs->last_end = chkpt_monotonic();
     /* the first one also opened the store, which the next ones do not */
     rs->last_cost = ck->seq > 1 ? rs->last_end - now : 0;
-    if (r == NULL) {
-        return -1;              /* the script's own exception (Ctrl-C) */
-    }
     Py_DECREF(r);
     return 0;
 }
@@ -1134,7 +1215,11 @@ check_unsaved(resume_state *rs, PyObject *meta, Py_ssize_t k)
         goto done;
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(vars); i++) {
-        PyObject *vn = chkpt_dict_get(PyList_GET_ITEM(vars, i), "name");
+        PyObject *var = PyList_GET_ITEM(vars, i);
+        PyObject *vn = chkpt_dict_get(var, "name");
+        if (chkpt_dict_get(var, "standin") != NULL) {
+            continue;           /* a stand-in for a value not saved */
+        }
         if (vn != NULL && PySet_Add(have, vn) < 0) {
             goto done;
         }
@@ -1284,6 +1369,18 @@ restore(resume_state *rs, CheckpointObject *ck, PyObject *si, PyObject *meta,
                                                                   : ours);
     PyObject *vars = chkpt_load(ck->module, si, Py_None, 1);
     Py_SETREF(ck->script_path, ours);
+    /* stand-ins of values not saved stay out (check_unsaved made sure no
+     * remaining statement needs them) */
+    PyObject *vmeta = chkpt_dict_get(meta, "variables");
+    for (Py_ssize_t i = 0; vars != NULL && vmeta != NULL && PyList_Check(vmeta)
+                           && i < PyList_GET_SIZE(vmeta); i++) {
+        PyObject *var = PyList_GET_ITEM(vmeta, i);
+        PyObject *vn = chkpt_dict_get(var, "name");
+        if (chkpt_dict_get(var, "standin") != NULL && vn != NULL
+            && PyDict_DelItem(vars, vn) < 0) {
+            PyErr_Clear();
+        }
+    }
     if (vars == NULL || PyDict_Update(globals, vars) < 0
         || restore_random(meta) < 0) {
         Py_XDECREF(vars);
