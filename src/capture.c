@@ -1140,6 +1140,41 @@ capture_value(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *extra)
             Py_DECREF(tname);
             return -1;          /* Ctrl-C meanwhile: the script's */
         }
+        if (strcmp(c->kind, "auto") == 0) {
+            /* a boundary snapshot (resume.c): left out, as an automatic
+             * snapshot leaves it out, no stand-in */
+            chkpt_hooks_budget_stop(ck);
+            PyObject *msg = NULL;
+            if (gave_up == NULL) {
+                if (pk == NULL && (over || PyErr_ExceptionMatches(
+                                               PyExc_TimeoutError))) {
+                    /* never again: it would cost its budget each time */
+                    PyObject *key = no_retry_key(vname, obj);
+                    if (key == NULL || PySet_Add(ck->no_retry, key) < 0) {
+                        PyErr_Clear();
+                    }
+                    Py_XDECREF(key);
+                }
+                msg = pk == NULL ? chkpt_describe_pending()
+                                 : PyUnicode_FromString("no bytes");
+                PyErr_Clear();
+            }
+            /* not warned about: an open file is expected among globals */
+            int r = append_new(c->skipped, Py_BuildValue(
+                "{s:O,s:O,s:s}", "name", vname, "type", tname, "error",
+                gave_up ? gave_up : "cannot be pickled"));
+            if (msg != NULL && r == 0) {
+                PyObject *last = PyList_GET_ITEM(
+                    c->skipped, PyList_GET_SIZE(c->skipped) - 1);
+                if (PyDict_SetItemString(last, "error", msg) < 0) {
+                    r = -1;
+                }
+            }
+            Py_XDECREF(msg);
+            Py_XDECREF(pk);
+            Py_DECREF(tname);
+            return r;
+        }
         if (gave_up != NULL) {
             why = PyUnicode_FromString(gave_up);
         }

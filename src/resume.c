@@ -34,7 +34,7 @@
 #define RESUME_CAPSULE "chkpt.resume"
 /* A boundary snapshot is due once this much time went by since the last
  * one (or the start), never more often than -f asks ... */
-#define BOUNDARY_MIN_S 0.5
+#define BOUNDARY_MIN_S 2.0
 /* ... and once the time since the last one is this many times what that
  * one cost: boundary snapshots take at most ~10% of the run. */
 #define BOUNDARY_COST_RATIO 10.0
@@ -918,7 +918,8 @@ boundary_meta(resume_state *rs, CheckpointObject *ck, Py_ssize_t next,
 }
 
 /* Every global but the dunder names, as chkpt_capture_values takes them
- * (definitions and machinery it leaves out itself). */
+ * (definitions and machinery it leaves out itself; of kind "auto", a value
+ * that cannot be pickled is left out, listed in "skipped"). */
 static PyObject *
 boundary_entries(PyObject *globals)
 {

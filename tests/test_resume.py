@@ -16,7 +16,7 @@ import pytest
 
 from conftest import chkpt_env, chkpt_lines, run_chkpt, run_python
 
-STAGE_S = 1.5       # long enough to be worth a boundary snapshot
+STAGE_S = 2.2       # long enough to be worth a boundary snapshot
 
 HEAD = f'''\
 import os, random, time
