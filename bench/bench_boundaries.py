@@ -57,8 +57,9 @@ def main():
                 times[name].append(time.perf_counter() - t)
         ls = subprocess.run(
             [sys.executable, "-c",
-             "import chkpt, json, sys; print(json.dumps([s.meta.get("
-             "'statement') for s in chkpt.snapshots(sys.argv[1])]))", out],
+             "import chkpt, json, os, sys; print(json.dumps([s.meta.get("
+             "'statement') for s in chkpt.snapshots(sys.argv[1])] "
+             "if os.path.isdir(sys.argv[1]) else []))", out],
             env=env, check=True, capture_output=True, text=True)
         boundaries = sum(1 for s in json.loads(ls.stdout) if s is not None)
     base = statistics.median(times["plain python"])
