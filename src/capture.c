@@ -543,7 +543,9 @@ is_dunder(PyObject *name)
 static int
 is_excluded(chkpt_state *st, PyObject *name, PyObject *obj)
 {
-    if (!PyUnicode_Check(name) || is_dunder(name)) {
+    /* not an identifier: a compiler-made hidden local such as a
+       generator expression's iterator '.0', which no code can name */
+    if (!PyUnicode_Check(name) || is_dunder(name) || !PyUnicode_IsIdentifier(name)) {
         return 1;
     }
     PyTypeObject *tp = Py_TYPE(obj);
