@@ -1366,7 +1366,13 @@ collect_sources(CheckpointObject *ck, PyObject *src_bytes, PyObject *src_paths)
         PyErr_Clear();
         if (take) {
             PyObject *b = source_of(ck, file);
-            if (b == NULL) {
+            if (b == NULL && PyErr_ExceptionMatches(PyExc_NotADirectoryError)) {
+                /* the script is a zip application: its modules' sources
+                   are in the archive, not files (a warning here would
+                   come at every snapshot) */
+                PyErr_Clear();
+            }
+            else if (b == NULL) {
                 chkpt_warn_exc("cannot keep a sibling module's source");
             }
             else {
