@@ -57,7 +57,9 @@ def _run(cmd, cwd, *, input=None, env=None, timeout=120, text=True):
         cmd, cwd=cwd, env=chkpt_env(env), input=input,
         stdin=None if input is not None else subprocess.DEVNULL,
         capture_output=True, text=text, timeout=timeout,
-        errors="replace" if text else None)
+        # undecodable bytes stay distinct (two different ones must not
+        # compare equal as one replacement character)
+        errors="surrogateescape" if text else None)
 
 
 def run_chkpt(args, cwd, *, input=None, env=None, timeout=120, text=True,
