@@ -1855,8 +1855,9 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         }
     }
 
-    if (!manual && PyList_GET_SIZE(vars_meta) == 0) {
-        result = Py_NewRef(Py_None);     /* nothing salient: nothing written */
+    if (PyList_GET_SIZE(vars_meta) == 0) {
+        /* nothing salient: nothing written, and snapshot() gives None */
+        result = Py_NewRef(Py_None);
         goto done;
     }
 
