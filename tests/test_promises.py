@@ -185,6 +185,7 @@ def test_dash_c_is_refused_with_exit_2(tmp_path):
     r = run_chkpt(["-c", "open('ran', 'w')"], tmp_path)
     assert r.returncode == 2 and r.stdout == ""
     assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("chkpt:")
+    assert "-c" in r.stderr, r.stderr
     assert not (tmp_path / "ran").exists()
 
 
@@ -198,7 +199,7 @@ def test_a_terminal_as_the_script_is_refused_with_exit_2(tmp_path, argv):
         os.write(master, b"open('ran', 'w')\n")
         p = subprocess.run([sys.executable, "-m", "chkpt", *argv],
                            cwd=tmp_path, env=env_with(), stdin=slave,
-                           capture_output=True, text=True, timeout=60)
+                           capture_output=True, text=True, timeout=30)
     finally:
         os.close(slave)
         os.close(master)
