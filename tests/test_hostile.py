@@ -718,14 +718,16 @@ def test_getattr_that_returns_garbage_for_everything(tmp_path):
     print("done", l1.anything, type(l2.x()).__name__, dict(l4))
     '''
     r, warnings, _ = compare(tmp_path, body)
-    names = warned_names(warnings)
-    assert len(names) == len(set(names)) == len(warnings), warnings
-    assert set(names) <= {"l1", "l2", "l3", "l4"}
-    rep = check_store(tmp_path, "v['keep']")
-    assert len(rep) == 2 and all(e["check"] == "kept" for e in rep)
-    # l3 raises AttributeError-less errors only for missing attributes;
-    # pickling it by its __dict__ works and must be saved
-    assert all("l3" in e["variables"] or "l3" in names for e in rep)
+    # plain pickle saves all four (it looks special methods up on the
+    # type): chkpt's own probing of the objects must not make it fail
+    assert warnings == []
+    rep = check_store(tmp_path, "(v['keep'], type(v['l1']).__name__, "
+                                "type(v['l3']).__name__, dict(v['l4']), "
+                                "v['l2'].x() is v['l2'])")
+    assert len(rep) == 2
+    for e in rep:
+        assert {"l1", "l2", "l3", "l4", "keep"} <= set(e["variables"]), e
+        assert e["check"] == ["kept", "Liar", "Liar3", {"a": 1}, True], e
 
 
 def test_eq_and_hash_that_raise(tmp_path):
