@@ -69,9 +69,10 @@ is_dunder(PyObject *name)
 int
 chkpt_is_excluded(chkpt_state *st, PyObject *name, PyObject *obj)
 {
-    /* not an identifier: a compiler-made hidden local such as a
-       generator expression's iterator '.0', which no code can name */
-    if (!PyUnicode_Check(name) || is_dunder(name) || !PyUnicode_IsIdentifier(name)) {
+    /* a compiler-made hidden local such as a generator expression's
+       iterator '.0', which no code can name */
+    if (!PyUnicode_Check(name) || is_dunder(name)
+        || (PyUnicode_GET_LENGTH(name) > 0 && PyUnicode_READ_CHAR(name, 0) == '.')) {
         return 1;
     }
     PyTypeObject *tp = Py_TYPE(obj);
