@@ -269,6 +269,9 @@ def cannot_save(*names):
 
 CHKPT_LINES = {
     "pickle_copy": cannot_save("values"),          # dataclasses.Field objects
+    # 3.11's comprehensions are frames of their own: a snapshot there sees
+    # their loop variables (a dataclasses.Field, an inspect.Attribute)
+    "introspection": cannot_save("f", "a"),
     "unittest_main": cannot_save("self"),          # a TestCase holds its stream
     "mp_spawn": cannot_save("p", "pool", "q"),     # processes, pools, queues
     "mp_forkserver": cannot_save("p", "pool", "q"),
