@@ -19,6 +19,8 @@ libasan=$(gcc -print-file-name=libasan.so)
 libubsan=$(gcc -print-file-name=libubsan.so)
 echo "=== pytest against the ASan+UBSan build ($("$py" -V)) ==="
 export CHKPT_TEST_PYTHONPATH="$PWD/$out"
+# the other Pythons write a snapshot this sanitized build then loads
+export CHKPT_TEST_VENVS="$(cd "$VENV_DIR" && pwd)"
 export LD_PRELOAD="$libasan $libubsan"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
@@ -29,7 +31,7 @@ exact=tests/exact/test_exact.py::test_same_as_python
 "$py" -m pytest -q -rs -n 2 -p no:cacheprovider \
   tests/test_api.py tests/test_capture.py tests/test_load_anywhere.py tests/test_verbs.py \
   tests/test_cli.py tests/test_hostile.py tests/test_store_robustness.py \
-  tests/test_hypothesis.py \
+  tests/test_promises.py tests/test_hypothesis.py \
   "$exact[pickle_copy-manual]" "$exact[pickle_copy-every_line]" \
   "$exact[uncaught_chained-snapshot]" "$exact[keyboard_interrupt_signal-every_line]" \
   "$exact[signal_handlers-every_line]" "$exact[thread_exception-every_line]" \
