@@ -300,9 +300,11 @@ def test_a_snapshot_stops_at_its_30_s_budget(tmp_path):
         def __init__(self, i):
             self.i = i
         def __reduce__(self):
+            # 4 s in short sleeps: the budget can stop it between two, and
+            # the test costs the machine little CPU
             end = time.monotonic() + 4.0
             while time.monotonic() < end:
-                pass
+                time.sleep(0.01)
             return (Slow, (self.i,))
 
     first = [1, 2, 3]
