@@ -3,7 +3,8 @@
  *   python -m chkpt [options] [--] script.py [args...]
  *   python -m chkpt [options] -m package.module [args...]
  *   python -m chkpt ls [DIR] | show SNAPSHOT | explore SNAPSHOT
- *                 | export SNAPSHOT OUT.pkl | verify [DIR] | gc [DIR] --keep N
+ *                 | export [--portable] SNAPSHOT OUT.pkl | verify [DIR]
+ *                 | gc [DIR] --keep N
  *
  * Parsing follows argparse conventions (`-f 5`, `-f5`, `--frequency=5`,
  * `--frequency 5`, bundled `-vv`, unique prefixes of long options), but
@@ -24,9 +25,10 @@ static const char usage_text[] =
 "       python -m chkpt ls [DIR]\n"
 "       python -m chkpt show SNAPSHOT\n"
 "       python -m chkpt explore SNAPSHOT\n"
-"       python -m chkpt export SNAPSHOT OUT.pkl\n"
+"       python -m chkpt export [--portable] SNAPSHOT OUT.pkl\n"
 "       python -m chkpt verify [DIR]\n"
-"       python -m chkpt gc [DIR] --keep N\n";
+"       python -m chkpt gc [DIR] --keep N\n"
+"       python -m chkpt debug SNAPSHOT\n";
 
 static const char help_text[] =
 "\n"
@@ -69,16 +71,23 @@ static const char help_text[] =
 "                        they are written (array data, saved without a copy,\n"
 "                        does not count): a variable that would go over is\n"
 "                        skipped with a warning. Default: a quarter of RAM\n"
+"  --signal-deadline MS  how long the snapshot chkpt takes on SIGTERM or\n"
+"                        SIGINT may last before chkpt gives up and the\n"
+"                        process ends as it would have. Default: %lld\n"
 "\n"
 "verbs (work on a snapshot directory, default ./checkpoints):\n"
 "  ls [DIR]              list the snapshots, oldest first\n"
 "  show SNAPSHOT         print what a snapshot holds\n"
 "  explore SNAPSHOT      open an interactive console with its variables\n"
-"  export SNAPSHOT OUT.pkl\n"
-"                        write its variables as one plain pickle file\n"
+"  export [--portable] SNAPSHOT OUT.pkl\n"
+"                        write its variables as one plain pickle file;\n"
+"                        --portable carries the script's classes and\n"
+"                        functions inside it (needs cloudpickle), so that\n"
+"                        pickle.load opens it without chkpt or the script\n"
 "  verify [DIR]          check every snapshot and chunk for damage\n"
 "  gc [DIR] --keep N     keep the newest N snapshots, delete the rest and\n"
 "                        the data no remaining snapshot uses\n"
+"  debug SNAPSHOT        pdb post-mortem on a crash snapshot's frames\n"
 "\n"
 "A SNAPSHOT is the path of a snapshot (as `ls` prints it) or a snapshot\n"
 "directory, meaning its newest snapshot.\n"
@@ -126,7 +135,7 @@ usage_error(const char *fmt, ...)
 typedef enum {
     OPT_HELP, OPT_VERSION, OPT_MODULE, OPT_MIN_OBJ_SIZE, OPT_OUTPUT_DIR,
     OPT_FREQUENCY, OPT_VERBOSE, OPT_COMPRESS, OPT_MAX_STORE_SIZE,
-    OPT_MAX_PICKLE_SIZE, OPT_KEEP
+    OPT_MAX_PICKLE_SIZE, OPT_KEEP, OPT_PORTABLE, OPT_SIGNAL_DEADLINE
 } opt_id;
 
 typedef struct {
@@ -149,6 +158,8 @@ static const opt_def options[] = {
     {OPT_MAX_STORE_SIZE, 0, "max-store-size", 1, "--max-store-size"},
     {OPT_MAX_PICKLE_SIZE, 0, "max-pickle-size", 1, "--max-pickle-size"},
     {OPT_KEEP, 0, "keep", 1, "--keep"},
+    {OPT_SIGNAL_DEADLINE, 0, "signal-deadline", 1, "--signal-deadline"},
+    {OPT_PORTABLE, 0, "portable", 0, "--portable"},     /* export only */
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
 
@@ -375,6 +386,11 @@ apply_value(chkpt_cli *cli, parser *p, const opt_def *opt, PyObject *value,
         return number_value(opt, v, 1, 0, LLONG_MAX, &cli->max_store_size);
     case OPT_MAX_PICKLE_SIZE:
         return number_value(opt, v, 1, 1, LLONG_MAX, &cli->max_pickle_size);
+    case OPT_SIGNAL_DEADLINE:
+        return number_value(opt, v, 0, 1, 3600000, &cli->signal_deadline_ms);
+    case OPT_PORTABLE:
+        cli->portable = 1;
+        return 0;
     case OPT_KEEP:
         rc = number_value(opt, v, 0, 0, LONG_MAX, &n);
         if (rc == 0) {
@@ -386,8 +402,8 @@ apply_value(chkpt_cli *cli, parser *p, const opt_def *opt, PyObject *value,
 }
 
 /* Parses the option at p->i (which starts with '-' and is not "-" or
- * "--"). allow_keep: whether --keep is valid here. Returns 0, a usage exit
- * status, or -1 with an exception. */
+ * "--"). verb: the one being parsed (--keep is gc's, --portable export's).
+ * Returns 0, a usage exit status, or -1 with an exception. */
 /* The value of an option that takes one: attached to it (`--opt=V`,
  * `-oV`: attached != NULL) or the next argument. Returns 0 with a new
  * reference in *value, a usage exit status, or -1 with an exception. */
@@ -408,7 +424,7 @@ option_value(parser *p, const opt_def *opt, const char *attached,
 }
 
 static int
-parse_option(chkpt_cli *cli, parser *p, int allow_keep, int allow_run)
+parse_option(chkpt_cli *cli, parser *p, chkpt_verb verb, int allow_run)
 {
     const char *arg = arg_at(p, p->i);
     p->i++;
@@ -419,11 +435,14 @@ parse_option(chkpt_cli *cli, parser *p, int allow_keep, int allow_run)
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
         int ambiguous;
         const opt_def *opt = find_long(name, len, &ambiguous);
-        if (opt != NULL && opt->id == OPT_KEEP && !allow_keep) {
+        if (opt != NULL && ((opt->id == OPT_KEEP && verb != CHKPT_VERB_GC)
+                            || (opt->id == OPT_PORTABLE
+                                && verb != CHKPT_VERB_EXPORT))) {
             opt = NULL;
         }
         if (opt != NULL && !allow_run && opt->id != OPT_HELP
-            && opt->id != OPT_KEEP && opt->id != OPT_OUTPUT_DIR) {
+            && opt->id != OPT_KEEP && opt->id != OPT_PORTABLE
+            && opt->id != OPT_OUTPUT_DIR) {
             opt = NULL;
         }
         if (opt == NULL) {
@@ -494,11 +513,13 @@ static const struct {
     {"export", CHKPT_VERB_EXPORT, 2, 2},
     {"verify", CHKPT_VERB_VERIFY, 0, 1},
     {"gc", CHKPT_VERB_GC, 0, 1},
+    {"debug", CHKPT_VERB_DEBUG, 1, 1},
 };
 #define N_VERBS (sizeof(verbs) / sizeof(verbs[0]))
 
 static const char *verb_required[] = {
-    NULL, NULL, "SNAPSHOT", "SNAPSHOT", "SNAPSHOT, OUT.pkl", NULL, NULL, NULL
+    NULL, NULL, "SNAPSHOT", "SNAPSHOT", "SNAPSHOT, OUT.pkl", NULL, NULL, NULL,
+    "SNAPSHOT"
 };
 
 static int
@@ -512,7 +533,8 @@ list_tail(PyObject *argv, Py_ssize_t from, PyObject **out)
     return 0;
 }
 
-/* The arguments after a verb: positionals, --keep (gc), -o, -h. */
+/* The arguments after a verb: positionals, --keep (gc), --portable
+ * (export), -o, -h. */
 static int
 parse_verb_args(chkpt_cli *cli, parser *p, size_t vi)
 {
@@ -530,7 +552,7 @@ parse_verb_args(chkpt_cli *cli, parser *p, size_t vi)
             continue;
         }
         if (!only_pos && a[0] == '-' && a[1] != '\0') {
-            r = parse_option(cli, p, verbs[vi].verb == CHKPT_VERB_GC, 0);
+            r = parse_option(cli, p, verbs[vi].verb, 0);
             if (r != 0) {
                 goto done;
             }
@@ -627,7 +649,7 @@ parse_args(chkpt_cli *cli, parser *pp, int *done)
             break;
         }
         if (a[0] == '-' && a[1] != '\0') {
-            r = parse_option(cli, &p, 0, 1);
+            r = parse_option(cli, &p, CHKPT_VERB_RUN, 1);
             if (r != 0) {
                 return r;
             }
@@ -666,7 +688,8 @@ parse_args(chkpt_cli *cli, parser *pp, int *done)
 finished:
     if (p.help) {
         char buf[sizeof(help_text) + 64];
-        snprintf(buf, sizeof(buf), help_text, CHKPT_DEFAULT_FREQUENCY_MS);
+        snprintf(buf, sizeof(buf), help_text, CHKPT_DEFAULT_FREQUENCY_MS,
+                 CHKPT_DEFAULT_SIGNAL_DEADLINE_MS);
         if (write_stdout(usage_text) < 0 || write_stdout(buf) < 0) {
             return -1;
         }
@@ -735,6 +758,8 @@ chkpt_main(PyObject *module, PyObject *argv)
         .is_module = 0,
         .args = NULL,
         .keep = -1,
+        .signal_deadline_ms = CHKPT_DEFAULT_SIGNAL_DEADLINE_MS,
+        .portable = 0,
     };
     int done;
     int r = parse_command_line(&cli, argv, &done);
@@ -769,6 +794,7 @@ chkpt_main(PyObject *module, PyObject *argv)
     case CHKPT_VERB_EXPORT: status = chkpt_verb_export(module, &cli); break;
     case CHKPT_VERB_VERIFY: status = chkpt_verb_verify(module, &cli); break;
     case CHKPT_VERB_GC: status = chkpt_verb_gc(module, &cli); break;
+    case CHKPT_VERB_DEBUG: status = chkpt_verb_debug(module, &cli); break;
     default: status = 0; break;
     }
     if (status >= 0) {

@@ -375,14 +375,20 @@ leave_bottom(bottom_state *b)
 static void
 hooks_install(CheckpointObject *ck)
 {
+    chkpt_syspath_note_start(ck);      /* the script starts here */
     if (chkpt_hooks_install(ck) < 0) {
         chkpt_warn_exc("automatic snapshots are off");
     }
+    chkpt_signals_install(ck);
 }
 
+/* Called as the script's code returned: an uncaught exception gets its
+ * crash snapshot here, before anything is printed. */
 static void
 hooks_uninstall(CheckpointObject *ck)
 {
+    chkpt_crash_snapshot(ck);
+    chkpt_signals_uninstall(ck);
     chkpt_saved_error saved;
     chkpt_error_save(&saved);
     chkpt_hooks_uninstall(ck);

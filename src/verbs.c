@@ -143,6 +143,52 @@ str_or(PyObject *v, const char *dflt)
     return PyObject_Str(v);
 }
 
+/* ls's NAME column: the snapshot's name; for a crash snapshot without one,
+ * "!" and its exception, so that crashes stand out. */
+static PyObject *
+name_column(PyObject *meta)
+{
+    PyObject *name = chkpt_dict_get(meta, "name");
+    PyObject *exc = chkpt_dict_get(meta, "exception");
+    if ((name == NULL || name == Py_None) && exc != NULL && PyUnicode_Check(exc)) {
+        if (PyUnicode_GET_LENGTH(exc) > 40) {
+            PyObject *head = PyUnicode_Substring(exc, 0, 37);
+            PyObject *r = head ? PyUnicode_FromFormat("! %U...", head) : NULL;
+            Py_XDECREF(head);
+            return r;
+        }
+        return PyUnicode_FromFormat("! %U", exc);
+    }
+    return str_or(name, "-");
+}
+
+/* show's VARIABLE column: in a crash snapshot, a frame's local is
+ * "name (function)" and a global "name (module)". */
+static PyObject *
+scoped_name(PyObject *meta, PyObject *var)
+{
+    PyObject *name = chkpt_dict_get(var, "name");
+    PyObject *frame = chkpt_dict_get(var, "frame");
+    PyObject *glb = chkpt_dict_get(var, "globals");
+    PyObject *tb = chkpt_dict_get(meta, "traceback");
+    if (name == NULL || !PyUnicode_Check(name)) {
+        return PyUnicode_FromString("?");
+    }
+    if (frame != NULL && PyLong_Check(frame) && tb != NULL && PyList_Check(tb)) {
+        Py_ssize_t i = PyLong_AsSsize_t(frame);
+        PyObject *fe = i >= 0 && i < PyList_GET_SIZE(tb) ? PyList_GET_ITEM(tb, i) : NULL;
+        PyErr_Clear();
+        PyObject *q = chkpt_dict_get(fe, "qualname");
+        if (q != NULL) {
+            return PyUnicode_FromFormat("%U (%S #%zd)", name, q, i);
+        }
+    }
+    if (glb != NULL && glb != Py_None) {
+        return PyUnicode_FromFormat("%U (%S)", name, glb);
+    }
+    return Py_NewRef(name);
+}
+
 /* Prints rows (lists of str) as aligned columns; the last column is not
  * padded. */
 static int
@@ -378,7 +424,7 @@ chkpt_verb_ls(PyObject *module, chkpt_cli *cli)
         }
         PyObject *vars = chkpt_dict_get(meta, "variables");
         rc = add_row(rows, 7, snapshot_id(path), local_time(chkpt_dict_get(meta, "time")),
-                     str_or(chkpt_dict_get(meta, "kind"), "?"), str_or(chkpt_dict_get(meta, "name"), "-"),
+                     str_or(chkpt_dict_get(meta, "kind"), "?"), name_column(meta),
                      where_of(meta), size_of(chkpt_dict_get(meta, "size")),
                      variable_names(vars));
         Py_DECREF(meta);
@@ -507,6 +553,11 @@ chkpt_verb_show(PyObject *module, chkpt_cli *cli)
                   chkpt_dict_get(meta, "chkpt") ? chkpt_dict_get(meta, "chkpt") : Py_None, size,
                   vars && PyList_Check(vars) ? PyList_GET_SIZE(vars) : 0);
     }
+    /* a crash snapshot: the traceback python printed */
+    PyObject *tbtext = chkpt_dict_get(meta, "exception_text");
+    if (rc == 0 && tbtext != NULL && PyUnicode_Check(tbtext)) {
+        rc = outf("\n%U\n", tbtext);
+    }
     PyObject *sources = chkpt_dict_get(meta, "sources");
     if (rc == 0 && sources && PyDict_Check(sources) && PyDict_GET_SIZE(sources) > 0) {
         PyObject *keys = PyDict_Keys(sources);
@@ -539,13 +590,16 @@ chkpt_verb_show(PyObject *module, chkpt_cli *cli)
             break;
         }
         PyObject *same = chkpt_dict_get(var, "same_as");
-        PyObject *note = why != Py_None
+        PyObject *standin = chkpt_dict_get(var, "standin");
+        PyObject *note = standin != NULL && PyUnicode_Check(standin)
+            ? PyUnicode_FromFormat("(saved as a stand-in: %U)", standin)
+            : why != Py_None
             ? PyUnicode_FromFormat("! cannot load: %U", why)
             : same != NULL && PyUnicode_Check(same)
             ? PyUnicode_FromFormat("(same object as %U)", same)
             : PyUnicode_FromString("");
         Py_DECREF(why);
-        rc = add_row(rows, 5, str_or(chkpt_dict_get(var, "name"), "?"),
+        rc = add_row(rows, 5, scoped_name(meta, var),
                      str_or(chkpt_dict_get(var, "type"), "?"), size_of(chkpt_dict_get(var, "size")),
                      str_or(chkpt_dict_get(var, "repr"), ""), note);
     }
@@ -780,7 +834,8 @@ note_own_refs(PyObject *name, PyObject *refs)
         if (j != NULL) {
             chkpt_warn_py("note: '%U' refers to the script's own %U: "
                           "pickle.load resolves them where those "
-                          "modules define them (e.g. in the script)",
+                          "modules define them (e.g. in the script); "
+                          "export --portable carries them in the file",
                           name, j);
             Py_DECREF(j);
         }
@@ -870,7 +925,8 @@ exportable(PyObject *module, PyObject *ptype, PyObject *io, PyObject *ns,
     return 0;
 }
 
-/* Pickles good into tmp, then renames it to out (tmp removed on failure). */
+/* Pickles good (what export writes) into tmp, then renames it to out (tmp
+ * removed on failure). */
 static int
 write_export(PyObject *ptype, PyObject *io, PyObject *os, PyObject *good,
              PyObject *tmp, PyObject *out)
@@ -919,6 +975,125 @@ write_export(PyObject *ptype, PyObject *io, PyObject *os, PyObject *good,
     return rc;
 }
 
+/* ---- export --portable ---- */
+
+/* cloudpickle, an optional dependency: NULL with an exception, or NULL
+ * without one after the one-line error saying how to get it. */
+static PyObject *
+portable_import(void)
+{
+    PyObject *cp = PyImport_ImportModule("cloudpickle");
+    if (cp == NULL && PyErr_ExceptionMatches(PyExc_ImportError)) {
+        PyErr_Clear();
+        chkpt_warn("error: export --portable needs the cloudpickle package "
+                   "(pip install cloudpickle)");
+    }
+    return cp;
+}
+
+/* The pickler of export --portable: cloudpickle's, with every module
+ * rebuilt from the snapshot's sources (load made them) registered to be
+ * pickled by value, so the script's classes and functions travel inside
+ * the file and plain pickle.load opens it without chkpt or the script;
+ * every other module (numpy, ...) is named, as by pickle. */
+static PyObject *
+portable_pickler_type(PyObject *cloudpickle)
+{
+    PyObject *reg = PyObject_GetAttrString(cloudpickle, "register_pickle_by_value");
+    PyObject *mods = reg ? PyDict_Values(PyImport_GetModuleDict()) : NULL;
+    if (mods == NULL) {
+        Py_XDECREF(reg);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(mods); i++) {
+        PyObject *m = PyList_GET_ITEM(mods, i);
+        if (!PyModule_Check(m) || !PyObject_HasAttrString(m, "__chkpt_source_module__")) {
+            continue;
+        }
+        PyObject *r = PyObject_CallOneArg(reg, m);
+        if (r == NULL) {
+            Py_DECREF(mods);
+            Py_DECREF(reg);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    Py_DECREF(mods);
+    Py_DECREF(reg);
+    return PyObject_GetAttrString(cloudpickle, "Pickler");
+}
+
+/* An object that pickles as the call `fn(*args)`: an instance of a
+ * throwaway class whose __reduce__ gives r = (fn, args). */
+static PyObject *
+call_on_load(PyObject *r)
+{
+    PyObject *operator = PyImport_ImportModule("operator");
+    PyObject *get = operator ? PyObject_CallMethod(operator, "attrgetter", "s",
+                                                   "_chkpt_reduce") : NULL;
+    PyObject *meth = get ? PyInstanceMethod_New(get) : NULL;
+    PyObject *ns = meth ? Py_BuildValue("{s:O}", "__reduce__", meth) : NULL;
+    PyObject *cls = ns ? PyObject_CallFunction((PyObject *)&PyType_Type, "s()O",
+                                               "CallOnLoad", ns) : NULL;
+    PyObject *obj = cls ? PyObject_CallNoArgs(cls) : NULL;
+    if (obj != NULL && PyObject_SetAttrString(obj, "_chkpt_reduce", r) < 0) {
+        Py_CLEAR(obj);
+    }
+    Py_XDECREF(operator);
+    Py_XDECREF(get);
+    Py_XDECREF(meth);
+    Py_XDECREF(ns);
+    Py_XDECREF(cls);
+    return obj;
+}
+
+/* What export --portable dumps: `good` behind a check of the Python
+ * version, run by pickle.load before any of the data is read, since the
+ * functions cloudpickle carries are bytecode of this version (another one
+ * fails or even crashes the interpreter when they are called). Pickles as
+ * operator.getitem((exec(CHECK), good), 1): plain stdlib names only. */
+static PyObject *
+portable_guarded(PyObject *good)
+{
+    PyObject *sys = PyImport_ImportModule("sys");
+    PyObject *vi = sys ? PyObject_GetAttrString(sys, "version_info") : NULL;
+    Py_XDECREF(sys);
+    if (vi == NULL) {
+        return NULL;
+    }
+    long major = PyLong_AsLong(PyTuple_GetItem(vi, 0));
+    long minor = PyLong_AsLong(PyTuple_GetItem(vi, 1));
+    Py_DECREF(vi);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *src = PyUnicode_FromFormat(
+        "import sys\n"
+        "if sys.version_info[:2] != (%ld, %ld):\n"
+        "    raise RuntimeError('this pickle was written by chkpt export --portable "
+        "on Python %ld.%ld; its functions are bytecode of that version: open it "
+        "with Python %ld.%ld, not %%d.%%d' %% sys.version_info[:2])\n",
+        major, minor, major, minor, major, minor);
+    PyObject *builtins = PyImport_ImportModule("builtins");
+    PyObject *exec = builtins ? PyObject_GetAttrString(builtins, "exec") : NULL;
+    PyObject *r = src && exec ? Py_BuildValue("(O(O))", exec, src) : NULL;
+    PyObject *guard = r ? call_on_load(r) : NULL;
+    PyObject *operator = guard ? PyImport_ImportModule("operator") : NULL;
+    PyObject *getitem = operator ? PyObject_GetAttrString(operator, "getitem") : NULL;
+    PyObject *top_r = getitem ? Py_BuildValue("(O((OO)i))", getitem, guard, good, 1)
+                              : NULL;
+    PyObject *top = top_r ? call_on_load(top_r) : NULL;
+    Py_XDECREF(src);
+    Py_XDECREF(builtins);
+    Py_XDECREF(exec);
+    Py_XDECREF(r);
+    Py_XDECREF(guard);
+    Py_XDECREF(operator);
+    Py_XDECREF(getitem);
+    Py_XDECREF(top_r);
+    return top;
+}
+
 int
 chkpt_verb_export(PyObject *module, chkpt_cli *cli)
 {
@@ -928,25 +1103,37 @@ chkpt_verb_export(PyObject *module, chkpt_cli *cli)
         return 2;
     }
     PyObject *out = PyList_GET_ITEM(cli->args, 0);
+    /* asked for before anything is loaded */
+    PyObject *cloudpickle = cli->portable ? portable_import() : NULL;
+    if (cli->portable && cloudpickle == NULL) {
+        return PyErr_Occurred() ? fail() : 1;
+    }
     PyObject *arg = snapshot_arg(module, cli);
     if (arg == NULL) {
+        Py_XDECREF(cloudpickle);
         return -1;
     }
     PyObject *ns = chkpt_load(module, arg, Py_None, 0);
     Py_DECREF(arg);
     if (ns == NULL) {
+        Py_XDECREF(cloudpickle);
         return fail();
     }
     int rc = 0;
     PyObject *good = PyDict_New();
-    PyObject *ptype = export_pickler_type(module, st->pickle_module);
+    PyObject *ptype = cloudpickle ? portable_pickler_type(cloudpickle)
+                                  : export_pickler_type(module, st->pickle_module);
+    Py_XDECREF(cloudpickle);
     PyObject *io = PyImport_ImportModule("io");
     PyObject *os = PyImport_ImportModule("os");
     PyObject *tmp = PyUnicode_FromFormat("%S.tmp", out);
+    PyObject *dumped = NULL;    /* good, behind a version check if portable */
     Py_ssize_t nbad = 0;
     if (good == NULL || ptype == NULL || io == NULL || os == NULL || tmp == NULL
         || exportable(module, ptype, io, ns, good, &nbad) < 0
-        || write_export(ptype, io, os, good, tmp, out) < 0) {
+        || (dumped = cli->portable ? portable_guarded(good)
+                                   : Py_NewRef(good)) == NULL
+        || write_export(ptype, io, os, dumped, tmp, out) < 0) {
         rc = -1;
     }
     if (rc == 0) {
@@ -958,6 +1145,7 @@ chkpt_verb_export(PyObject *module, chkpt_cli *cli)
             rc = outf("\n");
         }
     }
+    Py_XDECREF(dumped);
     Py_XDECREF(good);
     Py_XDECREF(ptype);
     Py_XDECREF(io);
