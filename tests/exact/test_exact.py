@@ -294,6 +294,7 @@ CHKPT_LINES = {
     "fork_mp_process_W_default": cannot_save("p", "q", "ctx"),
     "fork_thread": cannot_save("t", "stop"),       # threads and events hold locks
     "fork_from_thread": cannot_save("t", "stop"),
+    "signal_blocked_stays_pending": cannot_save("t"),   # a thread
     "thread_exception": cannot_save("t", "late"),  # threads hold locks
     "pdb_breakpoint": cannot_save("__pdb_convenience_variables"),  # frames
     "audit_hook": cannot_save("f"),                # an open file
