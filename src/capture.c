@@ -17,6 +17,7 @@
  * script stops as it would have without chkpt.
  */
 #include "chkpt.h"
+#include "writer.h"
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -555,7 +556,7 @@ is_excluded(chkpt_state *st, PyObject *name, PyObject *obj)
         || tp == &PyWrapperDescr_Type || tp == &PyClassMethodDescr_Type) {
         return 1;
     }
-    if (tp == st->Checkpoint_Type || tp == st->SnapshotInfo_Type
+    if (tp == st->Checkpoint_Type || PyType_IsSubtype(tp, st->SnapshotInfo_Type)
         || tp == st->Unloadable_Type) {
         return 1;
     }
@@ -1718,6 +1719,15 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
                 }
                 continue;
             }
+            PyObject *label = PyUnicode_FromFormat("variable '%U' (%s)", vname,
+                                                   Py_TYPE(obj)->tp_name);
+            slow_key = label ? no_retry_key(vname, obj) : NULL;
+            if (slow_key != NULL) {
+                chkpt_writer_child_object(ck, slow_key, label);
+            }
+            Py_XDECREF(label);
+            Py_XDECREF(slow_key);
+            PyErr_Clear();
             chkpt_hooks_budget_start(ck, left < VARIABLE_BUDGET_S ? left : VARIABLE_BUDGET_S);
             int sal = is_salient(ck, obj, measure_seen);
             if (sal <= 0) {
@@ -2085,17 +2095,36 @@ done:
     return result;
 }
 
+int
+chkpt_capture_report_unsaved(CheckpointObject *ck, PyObject *vname, PyObject *msg)
+{
+    return report_unsaved(ck, vname, msg);
+}
+
 PyObject *
 chkpt_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
               PyObject *name)
 {
-    if (ck->in_snapshot) {
+    if (ck->in_snapshot || ck->store_failed) {
         Py_RETURN_NONE;        /* re-entered from a __reduce__ or repr */
     }
-    int manual = strcmp(kind, "manual") == 0;
-    if (ck->store_failed) {
+    /* in a child process (writer.c), unless it cannot be had */
+    int handled = 0;
+    PyObject *r = chkpt_writer_capture(ck, frame, kind, name, &handled);
+    if (handled) {
+        return r;
+    }
+    return chkpt_capture_here(ck, frame, kind, name);
+}
+
+PyObject *
+chkpt_capture_here(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
+                   PyObject *name)
+{
+    if (ck->in_snapshot || ck->store_failed) {
         Py_RETURN_NONE;
     }
+    int manual = strcmp(kind, "manual") == 0;
     ck->in_snapshot = 1;
     chkpt_hooks_budget_start(ck, CHKPT_SNAPSHOT_TIME_BUDGET);
     PyObject *r = capture_impl(ck, frame, kind, name, manual);

@@ -108,6 +108,7 @@ typedef struct {
     double last_snapshot;         /* monotonic seconds of the last snapshot */
     int in_snapshot;              /* re-entrancy guard */
     void *hooks;                  /* hooks.c private state */
+    void *writer;                 /* writer.c private state */
     PyObject *deferred;           /* capture.c: dict name -> [message, count]
                                      of variables that could not be saved,
                                      reported at exit (or at once with -v) */
@@ -224,6 +225,13 @@ void chkpt_hooks_budget_stop(CheckpointObject *ck);
  * about and give None. */
 PyObject *chkpt_capture(CheckpointObject *ck, PyFrameObject *frame,
                         const char *kind, PyObject *name);
+/* The snapshot taken in this process (writer.c's children run it). */
+PyObject *chkpt_capture_here(CheckpointObject *ck, PyFrameObject *frame,
+                             const char *kind, PyObject *name);
+/* Notes that vname could not be saved (msg: the whole line), as the capture
+ * does: warned once, or held for the exit report. -1 on a memory error. */
+int chkpt_capture_report_unsaved(CheckpointObject *ck, PyObject *vname,
+                                 PyObject *msg);
 /* Called from module init: creates capture.c's types. */
 int chkpt_capture_init(PyObject *module);
 /* --max-pickle-size when not given: a quarter of physical memory. */

@@ -24,6 +24,7 @@
  * script); -f -1 never arms it (manual snapshots only).
  */
 #include "chkpt.h"
+#include "writer.h"
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -572,6 +573,9 @@ void
 chkpt_hooks_budget_start(CheckpointObject *ck, double seconds)
 {
     hooks_state *h = (hooks_state *)ck->hooks;
+    if (chkpt_writer_child_budget(ck, seconds)) {
+        return;                 /* a writer child: its timer ends it */
+    }
     if (h == NULL || in_forked_child(h) || !h->thread_started || seconds <= 0) {
         return;
     }
@@ -586,6 +590,9 @@ void
 chkpt_hooks_budget_stop(CheckpointObject *ck)
 {
     hooks_state *h = (hooks_state *)ck->hooks;
+    if (chkpt_writer_child_budget(ck, 0)) {
+        return;
+    }
     if (h == NULL || in_forked_child(h) || !h->thread_started) {
         return;
     }

@@ -2,6 +2,7 @@
  * init), the Checkpoint, SnapshotInfo and Unloadable heap types, and the
  * functions the Python package re-exports. */
 #include "chkpt.h"
+#include "writer.h"
 #include <stdarg.h>
 #include <time.h>
 
@@ -207,6 +208,7 @@ checkpoint_dealloc(CheckpointObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
+    chkpt_writer_free(self);
     if (self->store != NULL) {
         chkpt_store_close(self->store);
         self->store = NULL;
@@ -252,6 +254,7 @@ chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli)
     ck->last_snapshot = chkpt_monotonic();
     ck->in_snapshot = 0;
     ck->hooks = NULL;
+    ck->writer = NULL;
     ck->deferred = NULL;
     PyObject_GC_Track(ck);
     if (ck->tracked == NULL || ck->libraries == NULL || ck->warned == NULL
@@ -398,8 +401,10 @@ checkpoint_snapshot(CheckpointObject *self, PyObject *const *args,
 static PyObject *
 checkpoint_wait(CheckpointObject *self, PyObject *Py_UNUSED(ignored))
 {
-    /* Snapshots are written and made durable before snapshot() returns;
-     * a background writer will make this wait for it. */
+    /* snapshots are written by child processes (writer.c) */
+    if (chkpt_writer_wait(self) < 0) {
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -716,7 +721,8 @@ static PyType_Slot snapinfo_slots[] = {
 static PyType_Spec snapinfo_spec = {
     .name = "chkpt.SnapshotInfo",
     .basicsize = sizeof(SnapshotInfoObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
+    /* BASETYPE: writer.c's pending SnapshotInfo derives from it */
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE
              | Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_IMMUTABLETYPE,
     .slots = snapinfo_slots,
 };
