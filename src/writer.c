@@ -68,6 +68,7 @@ typedef struct {
 
 typedef struct {
     pid_t pid;                  /* 0: free */
+    double started;             /* monotonic */
     child_page *page;           /* mapped once, reused */
     PyObject *info;             /* the PendingInfo handed out, or NULL */
 } writer_job;
@@ -77,6 +78,8 @@ typedef struct {
     pid_t owner;                /* the process whose children these are */
     int in_child;               /* this process is a writer child */
     double hard_deadline;       /* in a child: monotonic end of its life */
+    int soft_budget;            /* in a child: SIGALRM raises TimeoutError */
+    int in_budget;              /* in a child: an object's budget runs */
     PyTypeObject *PendingInfo_Type;
     PyObject *stringio;         /* io.StringIO, fetched before any child */
     unsigned long long skipped; /* automatic snapshots skipped: all busy */
@@ -345,8 +348,21 @@ apply_report(CheckpointObject *ck, PyObject *rep, PyObject **path)
     PyObject *failed = PyDict_GetItemString(rep, "store_failed");
     if (lines != NULL && PyList_Check(lines)) {
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lines); i++) {
-            const char *s = PyUnicode_Check(PyList_GET_ITEM(lines, i))
-                ? PyUnicode_AsUTF8(PyList_GET_ITEM(lines, i)) : NULL;
+            PyObject *l = PyList_GET_ITEM(lines, i);
+            /* said already by a child that ran at the same time */
+            int said = 0;
+            for (Py_ssize_t k = 0; warned != NULL && PyList_Check(warned)
+                     && k < PyList_GET_SIZE(warned) && !said; k++) {
+                PyObject *key = PyList_GET_ITEM(warned, k);
+                if (!PyUnicode_Check(key) || PySet_Contains(ck->warned, key) != 1) {
+                    continue;
+                }
+                PyObject *pat = PyUnicode_FromFormat("variable '%U' ", key);
+                said = pat != NULL && PyUnicode_Check(l)
+                       && PyUnicode_Find(l, pat, 0, PY_SSIZE_T_MAX, 1) >= 0;
+                Py_XDECREF(pat);
+            }
+            const char *s = !said && PyUnicode_Check(l) ? PyUnicode_AsUTF8(l) : NULL;
             if (s == NULL) {
                 PyErr_Clear();
                 continue;
@@ -393,27 +409,32 @@ report_death(CheckpointObject *ck, writer_job *j, int status)
 {
     child_page *pg = j->page;
     int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-    if (sig == SIGALRM && pg->cur_len > 0 && pg->cur_len <= CUR_MAX) {
+    if ((sig == SIGALRM || sig == SIGKILL) && pg->cur_len > 0 && pg->cur_len <= CUR_MAX) {
         /* out of time on one object: leave it out from now on */
         PyObject *cur = PyMarshal_ReadObjectFromString(pg->cur, pg->cur_len);
         if (cur != NULL && PyTuple_Check(cur) && PyTuple_GET_SIZE(cur) == 2) {
             PyObject *key = PyTuple_GET_ITEM(cur, 0);
             int seen = PySet_Contains(ck->warned, key);
             if (seen == 0 && PySet_Add(ck->warned, key) == 0) {
-                chkpt_warn_fmt("%S took longer than %.1f s to pickle: it is left "
-                               "out of the next snapshots (this one was given up)",
-                               PyTuple_GET_ITEM(cur, 1), pg->budget_ms / 1000.0);
+                const char *label = PyUnicode_Check(PyTuple_GET_ITEM(cur, 1))
+                    ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(cur, 1)) : NULL;
+                chkpt_warn("%s took longer than %.1f s to pickle: it is left out "
+                           "of the next snapshots (this one was given up)",
+                           label ? label : "a variable", pg->budget_ms / 1000.0);
             }
         }
         Py_XDECREF(cur);
         PyErr_Clear();
         return;
     }
-    const char *key = sig == SIGALRM ? " writer deadline" : " writer died";
+    int late = (sig == SIGKILL || sig == SIGALRM)
+               && chkpt_monotonic() - j->started
+                  >= CHKPT_SNAPSHOT_TIME_BUDGET + CHKPT_WRITER_IO_SECONDS;
+    const char *key = late ? " writer deadline" : " writer died";
     PyObject *k = PyUnicode_FromString(key);
     int seen = k ? PySet_Contains(ck->warned, k) : -1;
     if (seen == 0 && PySet_Add(ck->warned, k) == 0) {
-        if (sig == SIGALRM) {
+        if (late) {
             chkpt_warn("a snapshot took longer than %d s to write and was given up",
                        (int)(CHKPT_SNAPSHOT_TIME_BUDGET + CHKPT_WRITER_IO_SECONDS));
         }
@@ -697,9 +718,6 @@ child_job(writer_state *w)
 static void
 arm_timer(double seconds)
 {
-    if (seconds < 0.001) {
-        seconds = 0.001;
-    }
     struct itimerval it;
     memset(&it, 0, sizeof(it));
     it.it_value.tv_sec = (time_t)seconds;
@@ -714,22 +732,60 @@ chkpt_writer_child_budget(CheckpointObject *ck, double seconds)
     if (w == NULL) {
         return 0;
     }
-    double now = chkpt_monotonic();
-    double until = w->hard_deadline;
-    if (seconds > 0 && now + seconds < until) {
-        until = now + seconds;
-    }
     writer_job *j = child_job(w);
-    if (j != NULL) {
-        if (seconds <= 0) {
+    if (seconds <= 0) {
+        w->in_budget = 0;
+        if (j != NULL) {
             j->page->cur_len = 0;
         }
-        else {
-            j->page->budget_ms = (uint32_t)(seconds * 1000);
-        }
+        arm_timer(0);
+        return 1;
     }
-    arm_timer(until - now);
+    if (j != NULL) {
+        j->page->budget_ms = (uint32_t)(seconds * 1000);
+    }
+    w->in_budget = 1;
+    arm_timer(seconds);
     return 1;
+}
+
+/* SIGALRM's Python-level handler in a child: the budget of the Python code
+ * the capture runs is used up. Raised only while a budget runs, so that it
+ * reaches that code (a __reduce__) and the capture skips that object. */
+static PyObject *
+child_alarm(PyObject *self, PyObject *args)
+{
+    CheckpointObject *ck = (CheckpointObject *)self;
+    writer_state *w = child_state(ck);
+    if (w != NULL && w->in_budget) {
+        PyErr_SetString(PyExc_TimeoutError,
+                        "chkpt gave up pickling this object: its time budget is used up");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef child_alarm_def = {
+    "_chkpt_budget", (PyCFunction)child_alarm, METH_VARARGS, NULL
+};
+
+/* The child's life ends at hard_deadline whatever it is doing. */
+static void
+arm_hard_deadline(writer_state *w)
+{
+    timer_t t;
+    struct sigevent ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.sigev_notify = SIGEV_SIGNAL;
+    ev.sigev_signo = SIGKILL;
+    if (timer_create(CLOCK_MONOTONIC, &ev, &t) == 0) {
+        struct itimerspec its;
+        memset(&its, 0, sizeof(its));
+        double s = w->hard_deadline - chkpt_monotonic();
+        its.it_value.tv_sec = (time_t)s;
+        its.it_value.tv_nsec = (long)((s - (double)(time_t)s) * 1e9);
+        timer_settime(t, 0, &its, NULL);
+    }
 }
 
 void
@@ -759,7 +815,7 @@ chkpt_writer_child_object(CheckpointObject *ck, PyObject *key, PyObject *label)
  * becomes SIG_IGN, and no wakeup fd is written. Main thread only; from
  * another thread Python runs no handler anyway. */
 static void
-child_signals(void)
+child_signals(CheckpointObject *ck, writer_state *w)
 {
     PyObject *signal = PyImport_ImportModule("signal");   /* imported already */
     PyObject *valid = signal ? PyObject_CallMethod(signal, "valid_signals", NULL) : NULL;
@@ -786,13 +842,20 @@ child_signals(void)
     Py_XDECREF(valid);
     Py_XDECREF(ign);
     Py_XDECREF(dfl);
-    Py_XDECREF(signal);
     PyErr_Clear();
-    /* the deadline: SIGALRM ends the child */
+    /* an object's budget: SIGALRM raises TimeoutError in the Python code
+     * being run (main thread only: elsewhere SIGALRM ends the child) */
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = SIG_DFL;
     sigaction(SIGALRM, &sa, NULL);
+    PyObject *fn = signal ? PyCFunction_New(&child_alarm_def, (PyObject *)ck) : NULL;
+    r = fn ? PyObject_CallMethod(signal, "signal", "iO", SIGALRM, fn) : NULL;
+    w->soft_budget = r != NULL;
+    Py_XDECREF(r);
+    Py_XDECREF(fn);
+    Py_XDECREF(signal);
+    PyErr_Clear();
     sa.sa_handler = SIG_IGN;
     sigaction(SIGINT, &sa, NULL);      /* Ctrl-C is for the script */
     sigset_t set;
@@ -943,8 +1006,8 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
         close(fd);
     }
     PyGC_Disable();
-    child_signals();
-    arm_timer(w->hard_deadline - chkpt_monotonic());
+    child_signals(ck, w);
+    arm_hard_deadline(w);
     PyObject *out = NULL, *err = NULL;
     child_stdio(w, &out, &err);
 
@@ -952,6 +1015,11 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
     PyObject *deferred_before = deferred_copy(ck->deferred);
     int store_failed_before = ck->store_failed;
     PyObject *r = chkpt_capture_here(ck, frame, kind, name);
+    if (r == NULL) {
+        /* what would have interrupted the script (KeyboardInterrupt or
+         * SystemExit raised by a __reduce__) stays here */
+        chkpt_warn_exc("a snapshot was given up");
+    }
     PyErr_Clear();
     PyObject *path = NULL;
     if (r != NULL && r != Py_None) {
@@ -1092,6 +1160,7 @@ chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
         return NULL;
     }
     j->pid = (pid_t)pid;
+    j->started = chkpt_monotonic();
     j->info = Py_NewRef(info);
     ck->seq++;
     ck->last_snapshot = chkpt_monotonic();

@@ -158,14 +158,18 @@ def test_manual_only_takes_no_automatic_snapshot(tmp_path):
 
 
 def test_frequency_zero_snapshots_every_line(tmp_path):
+    # every line where no snapshot is being written: each line here gives
+    # its snapshot the time to be written (a fast loop gets fewer, see
+    # test_forked_capture.py)
     run(tmp_path, """
-        a = [0.5] * 10
-        a.append(1)
-        a.append(2)
-        a.append(3)
+        import time; time.sleep(0.5)
+        a = [0.5] * 10; time.sleep(0.5)
+        a.append(1); time.sleep(0.5)
+        a.append(2); time.sleep(0.5)
+        a.append(3); time.sleep(0.5)
     """, "-f", "0", "-z", "0")
     lines = [i.line for i in chkpt.snapshots(str(tmp_path / "ck"))]
-    assert lines == [3, 4, 5]
+    assert lines == [3, 4, 5, 6]
 
 
 @pytest.mark.parametrize("period", ["50", "1"])
@@ -208,13 +212,13 @@ def test_script_tracing_itself_keeps_its_tracer_and_periodic_snapshots(
 def test_frequency_zero_pauses_while_the_script_traces_itself(tmp_path):
     # -f 0 resumes per-line snapshots once the script's tracer is removed
     run(tmp_path, """
-        import sys
-        a = [0.5] * 10
+        import sys, time; time.sleep(0.5)
+        a = [0.5] * 10; time.sleep(0.5)
         sys.settrace(lambda *args: None)
-        a.append(1)
+        a.append(1); time.sleep(0.5)
         sys.settrace(None)
-        a.append(2)
-        a.append(3)
+        a.append(2); time.sleep(0.5)
+        a.append(3); time.sleep(0.5)
     """, "-f", "0", "-z", "0")
     lines = [i.line for i in chkpt.snapshots(str(tmp_path / "ck"))]
     assert lines == [4, 7, 8]
