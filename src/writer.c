@@ -52,6 +52,7 @@
 
 #define PAGE_SIZE_BYTES (4u << 20)      /* shared with one child, reused */
 #define CUR_MAX 4000                    /* the object being pickled */
+#define CHILD_KILL_GRACE 2.0            /* after an object's budget: SIGKILL */
 
 /* What a child shares with its parent. Read by the parent only after the
  * child has ended (waitpid orders the accesses). */
@@ -79,6 +80,8 @@ typedef struct {
     int in_child;               /* this process is a writer child */
     double hard_deadline;       /* in a child: monotonic end of its life */
     int soft_budget;            /* in a child: SIGALRM raises TimeoutError */
+    timer_t kill_timer;         /* in a child: SIGKILL at the deadline */
+    int has_kill_timer;
     int in_budget;              /* in a child: an object's budget runs */
     PyTypeObject *PendingInfo_Type;
     PyObject *stringio;         /* io.StringIO, fetched before any child */
@@ -86,6 +89,17 @@ typedef struct {
     int warned_memory;
     int warned_clone;
 } writer_state;
+
+/* Set once, in a writer child only, right after the clone: a fact about
+ * the process that code with no Checkpoint at hand (I/O helpers) reads. It
+ * is per process like state reset by an atfork handler, hence a global. */
+static int writer_child_process;
+
+int
+chkpt_in_writer_child(void)
+{
+    return writer_child_process;
+}
 
 /* ------------------------------------------------------------------ */
 /* PendingInfo: the SnapshotInfo that snapshot() returns at once        */
@@ -715,6 +729,8 @@ child_job(writer_state *w)
     return NULL;
 }
 
+static void arm_kill(writer_state *w, double until);
+
 static void
 arm_timer(double seconds)
 {
@@ -739,6 +755,7 @@ chkpt_writer_child_budget(CheckpointObject *ck, double seconds)
             j->page->cur_len = 0;
         }
         arm_timer(0);
+        arm_kill(w, 0);
         return 1;
     }
     if (j != NULL) {
@@ -746,6 +763,9 @@ chkpt_writer_child_budget(CheckpointObject *ck, double seconds)
     }
     w->in_budget = 1;
     arm_timer(seconds);
+    /* code that cannot be interrupted (blocked in C on a lock held by a
+     * thread that does not exist here) is ended a little later */
+    arm_kill(w, chkpt_monotonic() + seconds + CHILD_KILL_GRACE);
     return 1;
 }
 
@@ -769,23 +789,37 @@ static PyMethodDef child_alarm_def = {
     "_chkpt_budget", (PyCFunction)child_alarm, METH_VARARGS, NULL
 };
 
+/* SIGKILL at `until` (monotonic), or at the hard deadline if sooner. */
+static void
+arm_kill(writer_state *w, double until)
+{
+    if (!w->has_kill_timer) {
+        return;
+    }
+    if (until <= 0 || until > w->hard_deadline) {
+        until = w->hard_deadline;
+    }
+    double s = until - chkpt_monotonic();
+    if (s < 0.001) {
+        s = 0.001;
+    }
+    struct itimerspec its;
+    memset(&its, 0, sizeof(its));
+    its.it_value.tv_sec = (time_t)s;
+    its.it_value.tv_nsec = (long)((s - (double)(time_t)s) * 1e9);
+    timer_settime(w->kill_timer, 0, &its, NULL);
+}
+
 /* The child's life ends at hard_deadline whatever it is doing. */
 static void
 arm_hard_deadline(writer_state *w)
 {
-    timer_t t;
     struct sigevent ev;
     memset(&ev, 0, sizeof(ev));
     ev.sigev_notify = SIGEV_SIGNAL;
     ev.sigev_signo = SIGKILL;
-    if (timer_create(CLOCK_MONOTONIC, &ev, &t) == 0) {
-        struct itimerspec its;
-        memset(&its, 0, sizeof(its));
-        double s = w->hard_deadline - chkpt_monotonic();
-        its.it_value.tv_sec = (time_t)s;
-        its.it_value.tv_nsec = (long)((s - (double)(time_t)s) * 1e9);
-        timer_settime(t, 0, &its, NULL);
-    }
+    w->has_kill_timer = timer_create(CLOCK_MONOTONIC, &ev, &w->kill_timer) == 0;
+    arm_kill(w, 0);
 }
 
 void
@@ -995,6 +1029,7 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
            PyFrameObject *frame, const char *kind, PyObject *name)
 {
     w->in_child = 1;
+    writer_child_process = 1;
     j->pid = -1;                /* marks the child's own job */
     w->hard_deadline = chkpt_monotonic() + CHKPT_SNAPSHOT_TIME_BUDGET
                        + CHKPT_WRITER_IO_SECONDS;

@@ -11,8 +11,10 @@
 
 #include "chkpt.h"
 
-/* At most this many snapshots are written at a time. */
-#define CHKPT_WRITER_MAX_CHILDREN 2
+/* At most this many snapshots are written at a time: one, so that they
+ * are published in the order they were taken and what a child learns
+ * (an object not to pickle again) is known to the next one. */
+#define CHKPT_WRITER_MAX_CHILDREN 1
 /* Seconds a child may spend writing and syncing after its capture's own
  * budget (CHKPT_SNAPSHOT_TIME_BUDGET) before it is given up. */
 #define CHKPT_WRITER_IO_SECONDS 90.0
