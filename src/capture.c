@@ -1244,9 +1244,9 @@ read_file_bytes(PyObject *path)
     }
     PyObject *data = NULL;
     FILE *f;
-    CHKPT_BEGIN_IO
+    Py_BEGIN_ALLOW_THREADS
     f = fopen(PyBytes_AS_STRING(fs), "rb");
-    CHKPT_END_IO
+    Py_END_ALLOW_THREADS
     if (f == NULL) {
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
         Py_DECREF(fs);
@@ -1255,7 +1255,7 @@ read_file_bytes(PyObject *path)
     char *buf = NULL;
     size_t len = 0, cap = 0;
     int failed = 0;
-    CHKPT_BEGIN_IO
+    Py_BEGIN_ALLOW_THREADS
     for (;;) {
         if (len == cap) {
             size_t ncap = cap ? cap * 2 : 65536;
@@ -1277,7 +1277,7 @@ read_file_bytes(PyObject *path)
         }
     }
     fclose(f);
-    CHKPT_END_IO
+    Py_END_ALLOW_THREADS
     if (failed) {
         errno = failed;
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
@@ -1532,9 +1532,9 @@ enforce_store_size(CheckpointObject *ck)
     uint64_t max_bytes = (uint64_t)ck->max_store_size;
     char err[CHKPT_ERRLEN] = "";
     int rc;
-    CHKPT_BEGIN_IO
+    Py_BEGIN_ALLOW_THREADS
     rc = chkpt_store_gc_budget(dir, max_bytes, 1, NULL, NULL, err, sizeof(err));
-    CHKPT_END_IO
+    Py_END_ALLOW_THREADS
     if (rc == 0) {
         return;
     }
@@ -1590,9 +1590,9 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         }
         int r;
         chkpt_store *s = NULL;
-        CHKPT_BEGIN_IO
+        Py_BEGIN_ALLOW_THREADS
         r = chkpt_store_open(PyBytes_AS_STRING(fs), 1, &s, err, sizeof(err));
-        CHKPT_END_IO
+        Py_END_ALLOW_THREADS
         Py_DECREF(fs);
         if (r < 0 || s == NULL) {
             if (!ck->store_failed) {
@@ -1985,7 +1985,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             Py_DECREF(dir_then);
             goto done;
         }
-        CHKPT_BEGIN_IO
+        Py_BEGIN_ALLOW_THREADS
         /* the store was closed by another thread setting output_dir while
          * the objects were pickled (pickling runs Python code, which lets
          * other threads run): open the one of the new output dir */
@@ -2021,7 +2021,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
                 chkpt_snap_abort(w);
             }
         }
-        CHKPT_END_IO
+        Py_END_ALLOW_THREADS
         Py_XDECREF(dir_fs);
         if (ck->store == NULL && ck->output_dir == dir_then) {
             ck->store = store;

@@ -218,19 +218,6 @@ int chkpt_hooks_reconfigure(CheckpointObject *ck);
 void chkpt_hooks_budget_start(CheckpointObject *ck, double seconds);
 void chkpt_hooks_budget_stop(CheckpointObject *ck);
 
-/* writer.c: is this process a snapshot-writing child? */
-int chkpt_in_writer_child(void);
-/* Around blocking I/O: the GIL is released, except in a writer child,
- * which has no other thread to give it to, and whose GIL lock or condition
- * variable may have been held or waited on by another thread of the script
- * when the child was cloned (taking them there could block for good). */
-#define CHKPT_BEGIN_IO { \
-    PyThreadState *_chkpt_save = chkpt_in_writer_child() ? NULL : PyEval_SaveThread();
-#define CHKPT_END_IO \
-    if (_chkpt_save != NULL) { \
-        PyEval_RestoreThread(_chkpt_save); \
-    } }
-
 /* capture.c: snapshot of frame (NULL: the innermost frame running the
  * script's code, else the caller's frame). kind is "auto", "manual", ...
  * Returns a SnapshotInfo, None when nothing was written, or NULL with an

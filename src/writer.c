@@ -90,17 +90,6 @@ typedef struct {
     int warned_clone;
 } writer_state;
 
-/* Set once, in a writer child only, right after the clone: a fact about
- * the process that code with no Checkpoint at hand (I/O helpers) reads. It
- * is per process like state reset by an atfork handler, hence a global. */
-static int writer_child_process;
-
-int
-chkpt_in_writer_child(void)
-{
-    return writer_child_process;
-}
-
 /* ------------------------------------------------------------------ */
 /* PendingInfo: the SnapshotInfo that snapshot() returns at once        */
 
@@ -1029,7 +1018,6 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
            PyFrameObject *frame, const char *kind, PyObject *name)
 {
     w->in_child = 1;
-    writer_child_process = 1;
     j->pid = -1;                /* marks the child's own job */
     w->hard_deadline = chkpt_monotonic() + CHKPT_SNAPSHOT_TIME_BUDGET
                        + CHKPT_WRITER_IO_SECONDS;
@@ -1045,6 +1033,15 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
     arm_hard_deadline(w);
     PyObject *out = NULL, *err = NULL;
     child_stdio(w, &out, &err);
+    /* The GIL, the import lock and the thread states as after a fork: the
+     * GIL's lock and condition variables may have been held or waited on
+     * by other threads of the script at the clone, and a GIL drop request
+     * would make the first release wait for a thread that is not here.
+     * This also drops signals tripped before the clone and runs the
+     * after-fork-in-child callbacks, here only (never in the script's
+     * process), with stdio already going nowhere. */
+    PyOS_AfterFork_Child();
+    PyErr_Clear();
 
     PyObject *warned_before = PySet_New(ck->warned);
     PyObject *deferred_before = deferred_copy(ck->deferred);
