@@ -93,8 +93,9 @@ raised_by_signal_handler(void)
 static int
 script_exception_pending(void)
 {
-    if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_Exception)) {
-        return 0;
+    if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_Exception)
+        || chkpt_in_writer_child()) {
+        return 0;       /* in a writer child there is no script to stop */
     }
     if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
         return 1;

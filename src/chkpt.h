@@ -218,6 +218,9 @@ int chkpt_hooks_reconfigure(CheckpointObject *ck);
 void chkpt_hooks_budget_start(CheckpointObject *ck, double seconds);
 void chkpt_hooks_budget_stop(CheckpointObject *ck);
 
+/* writer.c: is this process a snapshot-writing child? */
+int chkpt_in_writer_child(void);
+
 /* capture.c: snapshot of frame (NULL: the innermost frame running the
  * script's code, else the caller's frame). kind is "auto", "manual", ...
  * Returns a SnapshotInfo, None when nothing was written, or NULL with an

@@ -90,6 +90,18 @@ typedef struct {
     int warned_clone;
 } writer_state;
 
+/* Set once, in a writer child only, right after the clone: a fact about
+ * the process, read by code that has no Checkpoint at hand (is there a
+ * script to interrupt?). Per process like the state an atfork handler
+ * resets, hence a global. */
+static int writer_child_process;
+
+int
+chkpt_in_writer_child(void)
+{
+    return writer_child_process;
+}
+
 /* ------------------------------------------------------------------ */
 /* PendingInfo: the SnapshotInfo that snapshot() returns at once        */
 
@@ -1018,6 +1030,7 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
            PyFrameObject *frame, const char *kind, PyObject *name)
 {
     w->in_child = 1;
+    writer_child_process = 1;
     j->pid = -1;                /* marks the child's own job */
     w->hard_deadline = chkpt_monotonic() + CHKPT_SNAPSHOT_TIME_BUDGET
                        + CHKPT_WRITER_IO_SECONDS;
