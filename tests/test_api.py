@@ -235,6 +235,7 @@ def test_frequency_can_be_changed_while_running(tmp_path):
         while time.monotonic() < end:
             data[0] += 1
         ck.frequency = -1
+        ck.wait()                       # the last one is being written
         end = time.monotonic() + 0.4
         n = len(__import__("chkpt").snapshots(ck.output_dir))
         while time.monotonic() < end:

@@ -558,6 +558,26 @@ print("done")
 '''
 
 
+KI_AUTO = '''
+class Interrupts:
+    def __reduce__(self):
+        raise KeyboardInterrupt
+
+k = None
+total = 0
+try:
+    for i in range(5):
+        k = Interrupts() if i == 2 else None
+        total += i
+        if ck is None and k is not None:
+            raise KeyboardInterrupt   # what a ^C there would do
+    print("not interrupted")
+except KeyboardInterrupt:
+    print("interrupted at", i)
+print("done")
+'''
+
+
 def test_keyboard_interrupt_in_reduce_stays_in_the_snapshot_process(tmp_path):
     """A KeyboardInterrupt raised by a __reduce__ is a side effect of
     pickling: it happens in the process that writes the snapshot, never in
