@@ -16,7 +16,8 @@
  * SystemExit, raised while a user's __reduce__ runs) propagate, so that the
  * script stops as it would have without chkpt.
  */
-#include "chkpt.h"
+#include "capture.h"
+#include "pickle_refs.h"
 #include "writer.h"
 #include <errno.h>
 #include <limits.h>
@@ -103,7 +104,7 @@ script_exception_pending(void)
     return raised_by_signal_handler();
 }
 
-/* The key in ck->warned of an object not to be pickled again (it used up
+/* The key in ck->no_retry of an object not to be pickled again (it used up
  * its time budget, or interrupted the script): the variable's name with the
  * object's identity and type. */
 static PyObject *
@@ -114,14 +115,11 @@ no_retry_key(PyObject *vname, PyObject *obj)
 }
 
 
-#ifndef PATH_MAX
-#define PATH_MAX 4096
-#endif
-
-#define META_FORMAT 1
+/* keys in ck->warned_once: warnings given once per run */
+#define ONCE_STORE_SIZE "max-store-size"
+#define ONCE_WRITE_FAILED "store write failed"
 #define REPR_LIMIT 160          /* characters of a variable's repr in meta */
 #define MODREFS_MAX_PICKLE (64u << 20)  /* skip module_refs beyond this */
-#define MEASURE_MAX_DEPTH 64
 /* Seconds the Python code run for one variable (its __reduce__, its
  * __repr__, a library's memory_usage) may take: past it, hooks.c makes that
  * code raise TimeoutError and the variable is skipped like any other that
@@ -129,147 +127,10 @@ no_retry_key(PyObject *vname, PyObject *obj)
 #define VARIABLE_BUDGET_S 5.0
 /* (the whole snapshot: CHKPT_SNAPSHOT_TIME_BUDGET in chkpt.h) */
 
-/* ------------------------------------------------------------------ */
-/* out-of-band buffers collected by the buffer_callback                */
-
-typedef struct {
-    Py_buffer *views;
-    Py_ssize_t n, cap;
-} bufvec;
-
-static void
-bufvec_truncate(bufvec *v, Py_ssize_t n)
-{
-    while (v->n > n) {
-        PyBuffer_Release(&v->views[--v->n]);
-    }
-}
-
-static void
-bufvec_free(bufvec *v)
-{
-    bufvec_truncate(v, 0);
-    PyMem_Free(v->views);
-    v->views = NULL;
-    v->cap = 0;
-}
-
-#define BUFVEC_CAPSULE "chkpt.capture.bufvec"
-
-/* buffer_callback(picklebuffer): keep contiguous buffers out of band
- * (return False), leave the others in band (return True). */
-static PyObject *
-buffer_callback(PyObject *capsule, PyObject *pb)
-{
-    bufvec *v = PyCapsule_GetPointer(capsule, BUFVEC_CAPSULE);
-    if (v == NULL) {
-        return NULL;
-    }
-    if (v->n == v->cap) {
-        Py_ssize_t cap = v->cap ? v->cap * 2 : 16;
-        Py_buffer *nv = PyMem_Realloc(v->views, (size_t)cap * sizeof(Py_buffer));
-        if (nv == NULL) {
-            return PyErr_NoMemory();
-        }
-        v->views = nv;
-        v->cap = cap;
-    }
-    /* the raw bytes in memory order, as PickleBuffer.raw() gives them: C or
-     * Fortran order (numpy records which when it reduces) */
-    if (PyObject_GetBuffer(pb, &v->views[v->n], PyBUF_ANY_CONTIGUOUS) < 0) {
-        if (!PyErr_ExceptionMatches(PyExc_BufferError)) {
-            return NULL;
-        }
-        PyErr_Clear();
-        Py_RETURN_TRUE;        /* non-contiguous: serialize in band */
-    }
-    v->n++;
-    Py_RETURN_FALSE;
-}
-
-static PyMethodDef buffer_callback_def = {
-    "buffer_callback", (PyCFunction)buffer_callback, METH_O, NULL
-};
-
-/* ------------------------------------------------------------------ */
-/* in-band pickle bytes, held in memory up to a budget                 */
-
-/* The file a pickle.Pickler writes into: it keeps what it is given until
- * the snapshot is written, up to `budget` bytes. The C pickler writes each
- * 64 KiB frame as it is done, and large payloads at once, so a hostile
- * __reduce__ producing gigabytes is stopped before its output is held. */
-typedef struct {
-    PyObject_HEAD
-    PyObject *parts;            /* list of bytes */
-    long long total;
-    long long budget;           /* what this variable may still add */
-    long long limit;            /* --max-pickle-size, for the message */
-    int over;
-} PickleSinkObject;
-
-static void
-sink_dealloc(PickleSinkObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    Py_XDECREF(self->parts);
-    PyObject_Free(self);
-    Py_DECREF(tp);
-}
-
-static PyObject *
-sink_write(PickleSinkObject *self, PyObject *data)
-{
-    Py_buffer view;
-    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
-        return NULL;
-    }
-    Py_ssize_t len = view.len;
-    if (self->total + len > self->budget) {
-        PyBuffer_Release(&view);
-        self->over = 1;
-        return PyErr_Format(PyExc_MemoryError,
-                            "pickled, it goes over --max-pickle-size (%lld "
-                            "bytes for one snapshot)", self->limit);
-    }
-    /* bytes are immutable: kept as they are; anything else is copied */
-    PyObject *part = PyBytes_CheckExact(data) ? Py_NewRef(data)
-                     : PyBytes_FromStringAndSize(view.buf, len);
-    PyBuffer_Release(&view);
-    if (part == NULL || PyList_Append(self->parts, part) < 0) {
-        Py_XDECREF(part);
-        return NULL;
-    }
-    Py_DECREF(part);
-    self->total += len;
-    return PyLong_FromSsize_t(len);
-}
-
-static PyMethodDef sink_methods[] = {
-    {"write", (PyCFunction)sink_write, METH_O, NULL},
-    {NULL, NULL, 0, NULL}
-};
-
-static PyType_Slot sink_slots[] = {
-    {Py_tp_doc, "Where chkpt's pickler writes a variable's pickle."},
-    {Py_tp_dealloc, sink_dealloc},
-    {Py_tp_methods, sink_methods},
-    {0, NULL}
-};
-
-static PyType_Spec sink_spec = {
-    .name = "chkpt._chkpt._PickleSink",
-    .basicsize = sizeof(PickleSinkObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = sink_slots,
-};
-
 int
 chkpt_capture_init(PyObject *module)
 {
-    chkpt_state *st = chkpt_get_state(module);
-    st->PickleSink_Type = (PyTypeObject *)PyType_FromModuleAndSpec(
-        module, &sink_spec, NULL);
-    if (st->PickleSink_Type == NULL) {
+    if (chkpt_pickler_init(module) < 0) {
         return -1;
     }
     /* Modules a capture may need, imported before the script runs: a
@@ -284,61 +145,6 @@ chkpt_capture_init(PyObject *module)
         Py_DECREF(m);
     }
     return 0;
-}
-
-long long
-chkpt_default_max_pickle_size(void)
-{
-    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    long long quarter = pages > 0 && page > 0 ? (long long)pages * page / 4 : 0;
-    return quarter > (256LL << 20) ? quarter : (256LL << 20);
-}
-
-/* pickler_cls(sink, **kwargs).dump(obj): the in-band bytes, or NULL with
- * the exception set (*over when the budget stopped it). */
-static PyObject *
-pickle_bounded(chkpt_state *st, PyObject *pickler_cls, PyObject *kwargs,
-               PyObject *obj, long long budget, long long limit, int *over)
-{
-    *over = 0;
-    PickleSinkObject *sink = PyObject_New(PickleSinkObject, st->PickleSink_Type);
-    if (sink == NULL) {
-        return NULL;
-    }
-    sink->parts = PyList_New(0);
-    sink->total = 0;
-    sink->budget = budget;
-    sink->limit = limit;
-    sink->over = 0;
-    PyObject *result = NULL;
-    PyObject *args = sink->parts ? PyTuple_Pack(1, (PyObject *)sink) : NULL;
-    PyObject *pickler = args ? PyObject_Call(pickler_cls, args, kwargs) : NULL;
-    Py_XDECREF(args);
-    PyObject *r = pickler ? PyObject_CallMethod(pickler, "dump", "(O)", obj) : NULL;
-    Py_XDECREF(pickler);
-    if (r == NULL) {
-        *over = sink->over;
-        goto done;
-    }
-    Py_DECREF(r);
-    Py_ssize_t n = PyList_GET_SIZE(sink->parts);
-    if (n == 1) {
-        result = Py_NewRef(PyList_GET_ITEM(sink->parts, 0));
-        goto done;
-    }
-    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)sink->total);
-    if (result == NULL) {
-        goto done;
-    }
-    char *dst = PyBytes_AS_STRING(result);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *part = PyList_GET_ITEM(sink->parts, i);
-        memcpy(dst, PyBytes_AS_STRING(part), (size_t)PyBytes_GET_SIZE(part));
-        dst += PyBytes_GET_SIZE(part);
-    }
-done:
-    Py_DECREF(sink);
-    return result;
 }
 
 /* ------------------------------------------------------------------ */
@@ -368,7 +174,7 @@ flush_deferred(PyObject *self, PyObject *Py_UNUSED(ignored))
         PyObject *count = PyList_GET_ITEM(entry, 1);
         long n = PyLong_Check(count) ? PyLong_AsLong(count) : 1;
         PyErr_Clear();
-        chkpt_warn_fmt("%U (left out of %ld snapshot%s)", msg, n, n == 1 ? "" : "s");
+        chkpt_warn_py("%U (left out of %ld snapshot%s)", msg, n, n == 1 ? "" : "s");
     }
     PyDict_Clear(d);
     Py_DECREF(d);
@@ -402,16 +208,12 @@ count_left_out(CheckpointObject *ck, PyObject *vname)
 static int
 report_unsaved(CheckpointObject *ck, PyObject *vname, PyObject *msg)
 {
-    int seen = PySet_Contains(ck->warned, vname);
-    if (seen < 0) {
-        return -1;
-    }
-    if (ck->verbosity > 0 && !seen) {
-        chkpt_warn_fmt("%U", msg);
-        return PySet_Add(ck->warned, vname);
-    }
     if (ck->verbosity > 0) {
-        return 0;
+        int first = chkpt_once(ck->warned, vname);
+        if (first == 1) {
+            chkpt_warn_py("%U", msg);
+        }
+        return first < 0 ? -1 : 0;
     }
     if (ck->deferred == NULL) {
         PyObject *d = PyDict_New();
@@ -425,11 +227,11 @@ report_unsaved(CheckpointObject *ck, PyObject *vname, PyObject *msg)
             /* no atexit: say it now */
             Py_XDECREF(d);
             PyErr_Clear();
-            if (seen) {
-                return 0;
+            int first = chkpt_once(ck->warned, vname);
+            if (first == 1) {
+                chkpt_warn_py("%U", msg);
             }
-            chkpt_warn_fmt("%U", msg);
-            return PySet_Add(ck->warned, vname);
+            return first < 0 ? -1 : 0;
         }
         Py_DECREF(r);
         ck->deferred = d;
@@ -438,8 +240,9 @@ report_unsaved(CheckpointObject *ck, PyObject *vname, PyObject *msg)
     if (counted != 0) {
         return counted < 0 ? -1 : 0;
     }
-    if (seen) {
-        return 0;           /* reported already */
+    int first = chkpt_once(ck->warned, vname);
+    if (first <= 0) {
+        return first;           /* reported already, or an error */
     }
     PyObject *entry = Py_BuildValue("[Oi]", msg, 1);
     if (entry == NULL || PyDict_SetItem(ck->deferred, vname, entry) < 0) {
@@ -447,651 +250,48 @@ report_unsaved(CheckpointObject *ck, PyObject *vname, PyObject *msg)
         return -1;
     }
     Py_DECREF(entry);
-    return PySet_Add(ck->warned, vname);
-}
-
-/* ------------------------------------------------------------------ */
-/* pickling without side effects on the script's classes                */
-
-/* object.__reduce_ex__ asks copyreg._slotnames(cls), which caches its
- * answer as cls.__slotnames__: the script would see a new attribute on its
- * classes after a snapshot. While capturing, copyreg._slotnames is this
- * wrapper: same answer, cached in chkpt's own dict, the class left as it
- * was. self = (original _slotnames, cache dict). */
-static PyObject *
-slotnames_wrapper(PyObject *self, PyObject *cls)
-{
-    PyObject *orig = PyTuple_GET_ITEM(self, 0);
-    PyObject *cache = PyTuple_GET_ITEM(self, 1);
-    PyObject *names = PyDict_GetItemWithError(cache, cls);
-    if (names != NULL) {
-        return Py_NewRef(names);
-    }
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    names = PyObject_CallOneArg(orig, cls);
-    if (names == NULL) {
-        return NULL;
-    }
-    /* type.__reduce_ex__ only asks when the class has no __slotnames__ of
-     * its own: whatever is there now was put by the original */
-    if (PyType_Check(cls) && PyObject_DelAttrString(cls, "__slotnames__") < 0) {
-        PyErr_Clear();
-    }
-    if (PyDict_SetItem(cache, cls, names) < 0) {
-        Py_DECREF(names);
-        return NULL;
-    }
-    return names;
-}
-
-static PyMethodDef slotnames_def = {
-    "_slotnames", (PyCFunction)slotnames_wrapper, METH_O, NULL
-};
-
-typedef struct {
-    PyObject *copyreg, *orig;
-} slotnames_patch;
-
-static void
-slotnames_install(slotnames_patch *p)
-{
-    p->copyreg = PyImport_ImportModule("copyreg");
-    p->orig = p->copyreg ? PyObject_GetAttrString(p->copyreg, "_slotnames") : NULL;
-    PyObject *cache = p->orig ? PyDict_New() : NULL;
-    PyObject *self = cache ? PyTuple_Pack(2, p->orig, cache) : NULL;
-    PyObject *fn = self ? PyCFunction_New(&slotnames_def, self) : NULL;
-    if (fn == NULL || PyObject_SetAttrString(p->copyreg, "_slotnames", fn) < 0) {
-        PyErr_Clear();          /* pickling still works, with the cache */
-        Py_CLEAR(p->orig);
-    }
-    Py_XDECREF(cache);
-    Py_XDECREF(self);
-    Py_XDECREF(fn);
-}
-
-static void
-slotnames_uninstall(slotnames_patch *p)
-{
-    if (p->copyreg != NULL && p->orig != NULL) {
-        chkpt_saved_error e;
-        chkpt_error_save(&e);
-        if (PyObject_SetAttrString(p->copyreg, "_slotnames", p->orig) < 0) {
-            PyErr_Clear();
-        }
-        chkpt_error_restore(&e);
-    }
-    Py_CLEAR(p->orig);
-    Py_CLEAR(p->copyreg);
-}
-
-/* ------------------------------------------------------------------ */
-/* which variables                                                     */
-
-static int
-is_dunder(PyObject *name)
-{
-    Py_ssize_t n = PyUnicode_GET_LENGTH(name);
-    if (n < 5) {
-        return 0;
-    }
-    return PyUnicode_READ_CHAR(name, 0) == '_' && PyUnicode_READ_CHAR(name, 1) == '_'
-           && PyUnicode_READ_CHAR(name, n - 1) == '_'
-           && PyUnicode_READ_CHAR(name, n - 2) == '_';
-}
-
-/* Never captured: definitions and machinery rather than data. */
-static int
-is_excluded(chkpt_state *st, PyObject *name, PyObject *obj)
-{
-    if (!PyUnicode_Check(name) || is_dunder(name)) {
-        return 1;
-    }
-    PyTypeObject *tp = Py_TYPE(obj);
-    if (PyModule_Check(obj) || PyType_Check(obj) || PyFunction_Check(obj)
-        || PyCFunction_Check(obj) || PyMethod_Check(obj) || PyCode_Check(obj)
-        || PyFrame_Check(obj) || PyInstanceMethod_Check(obj)
-        || tp == &PyClassMethod_Type || tp == &PyStaticMethod_Type
-        || tp == &PyProperty_Type || tp == &PyMethodDescr_Type
-        || tp == &PyWrapperDescr_Type || tp == &PyClassMethodDescr_Type) {
-        return 1;
-    }
-    if (tp == st->Checkpoint_Type || PyType_IsSubtype(tp, st->SnapshotInfo_Type)
-        || tp == st->Unloadable_Type) {
-        return 1;
-    }
-    /* type annotations are definitions too: TypeVar, list[int], int | None */
-    if (tp == &Py_GenericAliasType || strcmp(tp->tp_name, "types.UnionType") == 0) {
-        return 1;
-    }
-    PyObject *mod = PyObject_GetAttrString((PyObject *)tp, "__module__");
-    if (mod == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    int typing = PyUnicode_Check(mod)
-                 && (PyUnicode_CompareWithASCIIString(mod, "typing") == 0
-                     || PyUnicode_CompareWithASCIIString(mod, "typing_extensions") == 0);
-    Py_DECREF(mod);
-    return typing;
-}
-
-/* Is tp from one of the tracked libraries (prefix match on __module__)? */
-static int
-is_library_type(CheckpointObject *ck, PyTypeObject *tp)
-{
-    PyObject *mod = PyObject_GetAttrString((PyObject *)tp, "__module__");
-    if (mod == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    int found = 0;
-    if (PyUnicode_Check(mod)) {
-        Py_ssize_t mlen = PyUnicode_GET_LENGTH(mod);
-        Py_ssize_t nlib = PyList_GET_SIZE(ck->libraries);
-        for (Py_ssize_t i = 0; i < nlib && !found; i++) {
-            PyObject *lib = PyList_GET_ITEM(ck->libraries, i);
-            if (!PyUnicode_Check(lib)) {
-                continue;
-            }
-            Py_ssize_t llen = PyUnicode_GET_LENGTH(lib);
-            if (llen > mlen) {
-                continue;
-            }
-            if (PyUnicode_Tailmatch(mod, lib, 0, llen, -1) == 1
-                && (llen == mlen || PyUnicode_READ_CHAR(mod, llen) == '.')) {
-                found = 1;
-            }
-        }
-    }
-    Py_DECREF(mod);
-    PyErr_Clear();
-    return found;
-}
-
-/* Size of what an object holds, measured until `budget` is reached. */
-typedef struct {
-    CheckpointObject *ck;
-    long long total, budget;
-    PyObject *seen;           /* set of ids of containers already counted */
-} measure;
-
-static int measure_obj(measure *m, PyObject *o, int depth);
-
-static long long
-int_attr_or_call(PyObject *o, const char *attr, int call, PyObject *kwargs)
-{
-    PyObject *v = PyObject_GetAttrString(o, attr);
-    if (v == NULL) {
-        PyErr_Clear();
-        return -1;
-    }
-    if (call) {
-        PyObject *noargs = PyTuple_New(0);
-        PyObject *r = noargs ? PyObject_Call(v, noargs, kwargs) : NULL;
-        Py_XDECREF(noargs);
-        Py_DECREF(v);
-        v = r;
-        if (v == NULL) {
-            PyErr_Clear();
-            return -1;
-        }
-        if (!PyLong_Check(v)) {
-            /* pandas DataFrame.memory_usage() gives a Series: sum it */
-            PyObject *s = PyObject_CallMethod(v, "sum", NULL);
-            Py_DECREF(v);
-            v = s;
-            if (v == NULL) {
-                PyErr_Clear();
-                return -1;
-            }
-        }
-    }
-    long long n = -1;
-    PyObject *i = PyNumber_Index(v);
-    if (i != NULL) {
-        n = PyLong_AsLongLong(i);
-        Py_DECREF(i);
-    }
-    Py_DECREF(v);
-    if (n < 0) {
-        PyErr_Clear();
-        return -1;
-    }
-    return n;
-}
-
-static long long
-library_size(measure *m, PyObject *o)
-{
-    /* pandas: memory_usage (shallow first; deep only if still small) */
-    PyObject *mu = PyObject_GetAttrString(o, "memory_usage");
-    if (mu != NULL) {
-        Py_DECREF(mu);
-        PyObject *kw = Py_BuildValue("{s:O}", "deep", Py_False);
-        if (kw == NULL) {
-            PyErr_Clear();
-            return -1;
-        }
-        long long n = int_attr_or_call(o, "memory_usage", 1, kw);
-        Py_DECREF(kw);
-        if (n >= 0 && m->total + n < m->budget) {
-            kw = Py_BuildValue("{s:O}", "deep", Py_True);
-            if (kw != NULL) {
-                long long d = int_attr_or_call(o, "memory_usage", 1, kw);
-                Py_DECREF(kw);
-                if (d > n) {
-                    n = d;
-                }
-            }
-            PyErr_Clear();
-        }
-        if (n >= 0) {
-            return n;
-        }
-    }
-    PyErr_Clear();
-    return int_attr_or_call(o, "nbytes", 0, NULL);
-}
-
-static long long
-shallow_size(PyObject *o)
-{
-    PyObject *r = PyObject_CallMethod(o, "__sizeof__", NULL);
-    long long n = -1;
-    if (r != NULL) {
-        if (PyLong_Check(r)) {
-            n = PyLong_AsLongLong(r);
-        }
-        Py_DECREF(r);
-    }
-    if (n < 0) {
-        PyErr_Clear();
-        n = Py_TYPE(o)->tp_basicsize;
-    }
-    if (PyObject_IS_GC(o)) {
-        n += 16;
-    }
-    return n;
-}
-
-static int
-measure_items(measure *m, PyObject *o, int depth)
-{
-    if (PyDict_Check(o)) {
-        Py_ssize_t pos = 0;
-        PyObject *k, *v;
-        while (m->total < m->budget && PyDict_Next(o, &pos, &k, &v)) {
-            Py_INCREF(k);
-            Py_INCREF(v);
-            int r = measure_obj(m, k, depth + 1);
-            if (r == 0) {
-                r = measure_obj(m, v, depth + 1);
-            }
-            Py_DECREF(k);
-            Py_DECREF(v);
-            if (r < 0) {
-                return -1;
-            }
-        }
-        return 0;
-    }
-    if (PyList_Check(o) || PyTuple_Check(o)) {
-        for (Py_ssize_t i = 0; m->total < m->budget; i++) {
-            PyObject *it;
-            if (PyList_Check(o)) {
-                if (i >= PyList_GET_SIZE(o)) {
-                    break;
-                }
-                it = PyList_GET_ITEM(o, i);
-            }
-            else {
-                if (i >= PyTuple_GET_SIZE(o)) {
-                    break;
-                }
-                it = PyTuple_GET_ITEM(o, i);
-            }
-            Py_INCREF(it);
-            int r = measure_obj(m, it, depth + 1);
-            Py_DECREF(it);
-            if (r < 0) {
-                return -1;
-            }
-        }
-        return 0;
-    }
-    if (PyAnySet_Check(o)) {
-        PyObject *iter = PyObject_GetIter(o);
-        if (iter == NULL) {
-            return -1;
-        }
-        PyObject *it;
-        while (m->total < m->budget && (it = PyIter_Next(iter)) != NULL) {
-            int r = measure_obj(m, it, depth + 1);
-            Py_DECREF(it);
-            if (r < 0) {
-                Py_DECREF(iter);
-                return -1;
-            }
-        }
-        Py_DECREF(iter);
-        return PyErr_Occurred() ? -1 : 0;
-    }
     return 0;
-}
-
-static int
-measure_obj(measure *m, PyObject *o, int depth)
-{
-    if (m->total >= m->budget || depth > MEASURE_MAX_DEPTH) {
-        return 0;
-    }
-    PyTypeObject *tp = Py_TYPE(o);
-    if (o == Py_None || o == Py_True || o == Py_False || o == Py_Ellipsis) {
-        return 0;
-    }
-    if (tp == &PyFloat_Type) {
-        m->total += (long long)sizeof(PyFloatObject);
-        return 0;
-    }
-    if (tp == &PyLong_Type) {
-        int overflow;
-        (void)PyLong_AsLongLongAndOverflow(o, &overflow);
-        if (overflow == 0) {
-            m->total += 32;
-            return 0;
-        }
-        m->total += shallow_size(o);
-        return 0;
-    }
-    if (tp == &PyUnicode_Type) {
-        m->total += 56 + (long long)PyUnicode_GET_LENGTH(o) * PyUnicode_KIND(o);
-        return 0;
-    }
-    if (tp == &PyBytes_Type) {
-        m->total += 33 + (long long)PyBytes_GET_SIZE(o);
-        return 0;
-    }
-    /* everything else may be shared: count it once */
-    PyObject *key = PyLong_FromVoidPtr(o);
-    if (key == NULL) {
-        return -1;
-    }
-    int seen = PySet_Contains(m->seen, key);
-    if (seen == 0) {
-        seen = PySet_Add(m->seen, key) < 0 ? -1 : 0;
-    }
-    Py_DECREF(key);
-    if (seen != 0) {
-        return seen < 0 ? -1 : 0;
-    }
-    if (PyDict_Check(o) || PyList_Check(o) || PyTuple_Check(o)
-        || PyAnySet_Check(o)) {
-        m->total += shallow_size(o);
-        return measure_items(m, o, depth);
-    }
-    if (PyByteArray_Check(o) || PyComplex_Check(o) || PyLong_Check(o)
-        || PyFloat_Check(o) || PyUnicode_Check(o) || PyBytes_Check(o)) {
-        m->total += shallow_size(o);
-        return 0;
-    }
-    if (is_library_type(m->ck, tp)) {
-        long long n = library_size(m, o);
-        m->total += n >= 0 ? n : shallow_size(o);
-        return 0;
-    }
-    if (PyType_Check(o) || PyModule_Check(o) || PyFunction_Check(o)
-        || PyCFunction_Check(o) || PyMethod_Check(o) || PyCode_Check(o)) {
-        return 0;              /* pickled by reference: costs nothing */
-    }
-    /* an instance: itself and its __dict__ */
-    m->total += shallow_size(o);
-    int has_dict = tp->tp_dictoffset != 0;
-#ifdef Py_TPFLAGS_MANAGED_DICT
-    has_dict = has_dict || (tp->tp_flags & Py_TPFLAGS_MANAGED_DICT);
-#endif
-    if (has_dict) {
-        PyObject *d = PyObject_GenericGetDict(o, NULL);
-        if (d == NULL) {
-            PyErr_Clear();
-            return 0;
-        }
-        int r = PyDict_Check(d) ? measure_items(m, d, depth) : 0;
-        Py_DECREF(d);
-        return r;
-    }
-    return 0;
-}
-
-/* 1 salient, 0 not, -1 error */
-static int
-is_salient(CheckpointObject *ck, PyObject *obj, PyObject *seen)
-{
-    PyObject *key = PyLong_FromVoidPtr(obj);
-    if (key == NULL) {
-        return -1;
-    }
-    PyObject *t = PyDict_GetItemWithError(ck->tracked, key);
-    Py_DECREF(key);
-    if (t == obj) {
-        return 1;
-    }
-    if (PyErr_Occurred()) {
-        return -1;
-    }
-    if (ck->min_obj_size < 0) {
-        return 0;
-    }
-    if (ck->min_obj_size == 0) {
-        return 1;
-    }
-    measure m = {ck, 0, ck->min_obj_size, seen};
-    if (PySet_Clear(seen) < 0 || measure_obj(&m, obj, 0) < 0) {
-        return -1;
-    }
-    return m.total >= ck->min_obj_size;
 }
 
 /* ------------------------------------------------------------------ */
 /* module_refs: the globals a pickle names (STACK_GLOBAL / GLOBAL)      */
 
-typedef struct {
-    const char *p;
-    Py_ssize_t len;     /* -1: not a string */
-} strref;
-
 static int
-add_ref(PyObject *refs, const char *mod, Py_ssize_t mlen, const char *name,
-        Py_ssize_t nlen)
+add_ref(void *refs, const char *mod, size_t mlen, const char *name,
+        size_t nlen)
 {
-    PyObject *t = Py_BuildValue("(s#s#)", mod, mlen, name, nlen);
+    PyObject *t = Py_BuildValue("(s#s#)", mod, (Py_ssize_t)mlen, name,
+                                (Py_ssize_t)nlen);
     if (t == NULL) {
         PyErr_Clear();     /* not UTF-8: not worth failing for */
         return 0;
     }
-    int r = PySet_Add(refs, t);
+    int r = PySet_Add((PyObject *)refs, t);
     Py_DECREF(t);
     return r;
 }
 
-/* Walks the opcodes of a protocol 2-5 pickle and collects (module, name)
- * pairs. Returns a new list of [module, name] lists sorted, or None if the
- * pickle uses something this walker does not follow. */
+/* The (module, name) pairs a protocol 2-5 pickle names (pickle_refs.c
+ * walks it). Returns a new list of [module, name] lists sorted, or None if
+ * the pickle uses something the walker does not follow. */
 static PyObject *
 pickle_module_refs(PyObject *data)
 {
-    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
-    Py_ssize_t n = PyBytes_GET_SIZE(data), i = 0;
-    if ((size_t)n > MODREFS_MAX_PICKLE) {
+    size_t n = (size_t)PyBytes_GET_SIZE(data);
+    if (n > MODREFS_MAX_PICKLE) {
         Py_RETURN_NONE;
     }
     PyObject *refs = PySet_New(NULL);
     if (refs == NULL) {
         return NULL;
     }
-    strref *memo = NULL;
-    size_t nmemo = 0, capmemo = 0;
-    strref last = {NULL, -1}, prev = {NULL, -1};
-    int ok = 1;
-#define PUSH(ptr, l) do { prev = last; last.p = (const char *)(ptr); \
-                          last.len = (l); } while (0)
-#define NEED(k) do { if (i + (Py_ssize_t)(k) > n) { ok = 0; goto done; } } while (0)
-    while (i < n) {
-        unsigned char op = p[i++];
-        uint64_t len = 0;
-        switch (op) {
-        case '.':                       /* STOP */
-            goto done;
-        case 0x80: NEED(1); i += 1; break;               /* PROTO */
-        case 0x95: NEED(8); i += 8; break;               /* FRAME */
-        case 0x8c:                                       /* SHORT_BINUNICODE */
-            NEED(1); len = p[i]; i += 1; NEED(len);
-            PUSH(p + i, (Py_ssize_t)len); i += (Py_ssize_t)len; break;
-        case 'X':                                        /* BINUNICODE */
-            NEED(4); len = (uint64_t)p[i] | ((uint64_t)p[i+1] << 8)
-                          | ((uint64_t)p[i+2] << 16) | ((uint64_t)p[i+3] << 24);
-            i += 4; NEED(len);
-            PUSH(p + i, (Py_ssize_t)len); i += (Py_ssize_t)len; break;
-        case 0x8d: case 0x8e: case 0x96: {               /* *8 */
-            NEED(8);
-            for (int k = 7; k >= 0; k--) {
-                len = (len << 8) | p[i + k];
-            }
-            i += 8;
-            if (len > (uint64_t)(n - i)) {
-                ok = 0;
-                goto done;
-            }
-            if (op == 0x8d) {
-                PUSH(p + i, (Py_ssize_t)len);
-            }
-            else {
-                PUSH(NULL, -1);
-            }
-            i += (Py_ssize_t)len;
-            break;
-        }
-        case 'U': case 'C': case 0x8a:                   /* 1-byte length */
-            NEED(1); len = p[i]; i += 1; NEED(len);
-            i += (Py_ssize_t)len; PUSH(NULL, -1); break;
-        case 'T': case 'B': case 0x8b:                   /* 4-byte length */
-            NEED(4); len = (uint64_t)p[i] | ((uint64_t)p[i+1] << 8)
-                          | ((uint64_t)p[i+2] << 16) | ((uint64_t)p[i+3] << 24);
-            i += 4; NEED(len); i += (Py_ssize_t)len; PUSH(NULL, -1); break;
-        case 'J': NEED(4); i += 4; PUSH(NULL, -1); break;   /* BININT */
-        case 'K': NEED(1); i += 1; PUSH(NULL, -1); break;   /* BININT1 */
-        case 'M': NEED(2); i += 2; PUSH(NULL, -1); break;   /* BININT2 */
-        case 'G': NEED(8); i += 8; PUSH(NULL, -1); break;   /* BINFLOAT */
-        case 0x82: NEED(1); i += 1; PUSH(NULL, -1); break;  /* EXT1 */
-        case 0x83: NEED(2); i += 2; PUSH(NULL, -1); break;  /* EXT2 */
-        case 0x84: NEED(4); i += 4; PUSH(NULL, -1); break;  /* EXT4 */
-        case 0x94:                                       /* MEMOIZE */
-        case 'q': case 'r': {                            /* BINPUT, LONG_BINPUT */
-            size_t idx = nmemo;
-            if (op == 'q') {
-                NEED(1); idx = p[i]; i += 1;
-            }
-            else if (op == 'r') {
-                NEED(4); idx = (size_t)p[i] | ((size_t)p[i+1] << 8)
-                              | ((size_t)p[i+2] << 16) | ((size_t)p[i+3] << 24);
-                i += 4;
-            }
-            if (idx >= capmemo) {
-                size_t cap = capmemo ? capmemo : 64;
-                while (cap <= idx) {
-                    cap *= 2;
-                }
-                strref *nm = PyMem_Realloc(memo, cap * sizeof(strref));
-                if (nm == NULL) {
-                    ok = 0;
-                    goto done;
-                }
-                for (size_t k = capmemo; k < cap; k++) {
-                    nm[k].p = NULL;
-                    nm[k].len = -1;
-                }
-                memo = nm;
-                capmemo = cap;
-            }
-            memo[idx] = last;
-            if (idx >= nmemo) {
-                nmemo = idx + 1;
-            }
-            break;
-        }
-        case 'h': case 'j': {                            /* BINGET, LONG_BINGET */
-            size_t idx;
-            if (op == 'h') {
-                NEED(1); idx = p[i]; i += 1;
-            }
-            else {
-                NEED(4); idx = (size_t)p[i] | ((size_t)p[i+1] << 8)
-                              | ((size_t)p[i+2] << 16) | ((size_t)p[i+3] << 24);
-                i += 4;
-            }
-            if (idx < nmemo) {
-                PUSH(memo[idx].p, memo[idx].len);
-            }
-            else {
-                PUSH(NULL, -1);
-            }
-            break;
-        }
-        case 0x93:                                       /* STACK_GLOBAL */
-            if (prev.len >= 0 && last.len >= 0) {
-                if (add_ref(refs, prev.p, prev.len, last.p, last.len) < 0) {
-                    ok = 0;
-                    goto done;
-                }
-            }
-            PUSH(NULL, -1);
-            break;
-        case 'c': {                                      /* GLOBAL (protocol <= 3) */
-            const unsigned char *a = p + i;
-            const unsigned char *nl1 = memchr(a, '\n', (size_t)(n - i));
-            if (nl1 == NULL) {
-                ok = 0;
-                goto done;
-            }
-            const unsigned char *b = nl1 + 1;
-            const unsigned char *nl2 = memchr(b, '\n', (size_t)(p + n - b));
-            if (nl2 == NULL) {
-                ok = 0;
-                goto done;
-            }
-            if (add_ref(refs, (const char *)a, nl1 - a, (const char *)b,
-                        nl2 - b) < 0) {
-                ok = 0;
-                goto done;
-            }
-            i = (nl2 + 1) - p;
-            PUSH(NULL, -1);
-            break;
-        }
-        /* no-argument opcodes */
-        case '(': case '0': case '1': case '2': case 'N': case 'R': case 'b':
-        case 'd': case '}': case 'e': case 'l': case ']': case 'o': case 's':
-        case 't': case ')': case 'u': case 'a': case 0x81: case 0x85:
-        case 0x86: case 0x87: case 0x88: case 0x89: case 0x8f: case 0x90:
-        case 0x91: case 0x92: case 0x97: case 0x98: case 'Q':
-            PUSH(NULL, -1);
-            break;
-        default:
-            /* text opcodes of protocol 0/1: not produced with protocol 5 */
-            ok = 0;
-            goto done;
-        }
-    }
-done:
-#undef PUSH
-#undef NEED
-    PyMem_Free(memo);
-    if (PyErr_Occurred()) {
+    int r = chkpt_pickle_refs((const unsigned char *)PyBytes_AS_STRING(data),
+                              n, add_ref, refs);
+    if (r < 0) {
         Py_DECREF(refs);
         return NULL;
     }
-    if (!ok) {
+    if (r == 0) {
         Py_DECREF(refs);
         Py_RETURN_NONE;
     }
@@ -1178,7 +378,7 @@ static PyObject *
 short_repr(CheckpointObject *ck, PyObject *reprobj, PyObject *obj)
 {
     PyObject *r = NULL;
-    if (is_library_type(ck, Py_TYPE(obj))) {
+    if (chkpt_is_library_type(ck, Py_TYPE(obj))) {
         PyObject *shape = PyObject_GetAttrString(obj, "shape");
         if (shape != NULL && PyTuple_Check(shape)) {
             PyObject *dtype = PyObject_GetAttrString(obj, "dtype");
@@ -1236,61 +436,6 @@ short_repr(CheckpointObject *ck, PyObject *reprobj, PyObject *obj)
 /* ------------------------------------------------------------------ */
 /* sources of the script and its sibling modules                        */
 
-static PyObject *
-read_file_bytes(PyObject *path)
-{
-    PyObject *fs = PyUnicode_EncodeFSDefault(path);
-    if (fs == NULL) {
-        return NULL;
-    }
-    PyObject *data = NULL;
-    FILE *f;
-    Py_BEGIN_ALLOW_THREADS
-    f = fopen(PyBytes_AS_STRING(fs), "rb");
-    Py_END_ALLOW_THREADS
-    if (f == NULL) {
-        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
-        Py_DECREF(fs);
-        return NULL;
-    }
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    int failed = 0;
-    Py_BEGIN_ALLOW_THREADS
-    for (;;) {
-        if (len == cap) {
-            size_t ncap = cap ? cap * 2 : 65536;
-            char *nb = realloc(buf, ncap);
-            if (nb == NULL) {
-                failed = ENOMEM;
-                break;
-            }
-            buf = nb;
-            cap = ncap;
-        }
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0) {
-            if (ferror(f)) {
-                failed = errno ? errno : EIO;
-            }
-            break;
-        }
-    }
-    fclose(f);
-    Py_END_ALLOW_THREADS
-    if (failed) {
-        errno = failed;
-        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
-    }
-    else {
-        data = PyBytes_FromStringAndSize(buf ? buf : "", (Py_ssize_t)len);
-    }
-    free(buf);
-    Py_DECREF(fs);
-    return data;
-}
-
 /* Source bytes of path, from ck->sources or read once and cached. */
 static PyObject *
 source_of(CheckpointObject *ck, PyObject *path)
@@ -1302,7 +447,7 @@ source_of(CheckpointObject *ck, PyObject *path)
     if (PyErr_Occurred()) {
         return NULL;
     }
-    b = read_file_bytes(path);
+    b = chkpt_read_file(path);
     if (b == NULL) {
         return NULL;
     }
@@ -1539,362 +684,457 @@ enforce_store_size(CheckpointObject *ck)
     if (rc == 0) {
         return;
     }
-    PyObject *key = PyUnicode_FromString("--max-store-size");
-    int seen = key ? PySet_Contains(ck->warned, key) : -1;
-    if (seen == 0 && PySet_Add(ck->warned, key) == 0) {
-        chkpt_warn_fmt("cannot keep %U under --max-store-size: %s",
-                 ck->output_dir, err);
+    if (chkpt_once_str(ck->warned_once, ONCE_STORE_SIZE) == 1) {
+        chkpt_warn_py("cannot keep %U under --max-store-size: %s",
+                      ck->output_dir, err);
     }
-    Py_XDECREF(key);
     PyErr_Clear();
 }
 
-static PyObject *
-capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
-             PyObject *name, int manual)
+/* One snapshot in the making, carried through the steps of capture_impl.
+ * The steps, in order:
+ *   capture_open_store   the store, opened once per run (or per output dir)
+ *   capture_select       the frame's variables: (name, object) candidates
+ *   capture_pickle       each candidate: salience, pickle, description
+ *   capture_add_sources  the script's and sibling modules' sources
+ *   capture_build_meta   the meta document, as JSON bytes
+ *   capture_write        the streams and the meta into the store (no GIL)
+ *   capture_publish      the SnapshotInfo, retention
+ * Everything up to capture_select runs in the script's process and runs no
+ * Python code of the script; everything from capture_pickle to
+ * capture_write only reads what select found, which is the seam where a
+ * writer in another process (a forked child) takes over. */
+typedef struct {
+    CheckpointObject *ck;
+    chkpt_state *st;
+    const char *kind;             /* "auto", "manual", ... */
+    PyObject *name;               /* borrowed: the snapshot's name, or NULL */
+    int manual;
+    double t_start;               /* monotonic: the snapshot's time budget */
+    /* capture_select */
+    PyFrameObject *frame;         /* NULL: manual, outside the script's code */
+    PyObject *candidates;         /* list of (name, object): locals first,
+                                     then globals not shadowed by a local */
+    /* capture_pickle */
+    PyObject *pickler_cls, *kwargs, *reprobj;
+    chkpt_bufvec bufs;                  /* out-of-band buffers (exports held) */
+    chkpt_slotnames_patch slotpatch;
+    PyObject *pickles;            /* list of bytes: keeps streams' data alive */
+    PyObject *pickled;            /* id(obj) -> its variable's meta */
+    PyObject *measure_seen;       /* scratch set for chkpt_is_salient */
+    PyObject *vars_meta;          /* list: meta "variables" */
+    PyObject *skipped;            /* list: meta "skipped" */
+    long long total_size;         /* bytes of captured data */
+    long long inband;             /* pickled bytes held, for --max-pickle-size */
+    int out_of_time;              /* the snapshot's time budget is used up */
+    /* streams in store order: each pickle then its buffers, then sources */
+    streamvec streams;
+    /* capture_add_sources */
+    PyObject *src_bytes;          /* module name -> bytes (streams' data) */
+    PyObject *src_meta;           /* meta "sources" */
+    /* capture_build_meta */
+    PyObject *meta, *json_bytes;
+    /* capture_write */
+    char path[PATH_MAX];          /* the manifest written */
+    uint64_t written;             /* new bytes the store wrote */
+} capture_ctx;
+
+static void
+capture_ctx_clear(capture_ctx *c)
 {
-    chkpt_state *st = chkpt_get_state(ck->module);
-    PyObject *result = NULL;
-    PyObject *locals = NULL, *globals = NULL, *items = NULL, *gitems = NULL;
-    PyObject *names_seen = NULL, *measure_seen = NULL, *vars_meta = NULL;
-    PyObject *pickled = NULL;   /* id(obj) -> its variable's meta */
-    PyObject *skipped = NULL, *pickles = NULL, *pickler_cls = NULL, *kwargs = NULL;
-    PyObject *capsule = NULL, *callback = NULL, *reprobj = NULL;
-    PyObject *meta = NULL, *src_bytes = NULL, *src_paths = NULL;
-    PyObject *src_meta = NULL, *json = NULL, *json_bytes = NULL;
-    bufvec bufs = {NULL, 0, 0};
-    streamvec streams = {NULL, 0, 0};
-    slotnames_patch slotpatch = {NULL, NULL};
-    /* ck->warned holds variable names, and this (never an identifier) */
-    PyObject *write_failed_key = NULL;
-    long long total_size = 0;
-    long long inband = 0;       /* pickled bytes held, for --max-pickle-size */
-    double t_start = chkpt_monotonic();
-    int out_of_time = 0;
+    chkpt_slotnames_uninstall(&c->slotpatch);
+    chkpt_hooks_budget_stop(c->ck);
+    chkpt_bufvec_free(&c->bufs);
+    PyMem_Free(c->streams.v);
+    c->streams.v = NULL;
+    Py_CLEAR(c->frame);
+    Py_CLEAR(c->candidates);
+    Py_CLEAR(c->pickler_cls);
+    Py_CLEAR(c->kwargs);
+    Py_CLEAR(c->reprobj);
+    Py_CLEAR(c->pickles);
+    Py_CLEAR(c->pickled);
+    Py_CLEAR(c->measure_seen);
+    Py_CLEAR(c->vars_meta);
+    Py_CLEAR(c->skipped);
+    Py_CLEAR(c->src_bytes);
+    Py_CLEAR(c->src_meta);
+    Py_CLEAR(c->meta);
+    Py_CLEAR(c->json_bytes);
+}
 
-    PyFrameObject *frame = pick_frame(ck, given);
-    if (frame == NULL) {
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-        if (!manual) {
-            Py_RETURN_NONE;      /* the script's code is not running */
-        }
+/* 1 the store is open, 0 it cannot be (warned once; no snapshot), -1
+ * error. */
+static int
+capture_open_store(capture_ctx *c)
+{
+    CheckpointObject *ck = c->ck;
+    if (ck->store != NULL) {
+        return 1;
     }
+    char err[CHKPT_ERRLEN] = "";
+    PyObject *fs = PyUnicode_EncodeFSDefault(ck->output_dir);
+    if (fs == NULL) {
+        return -1;
+    }
+    int r;
+    chkpt_store *s = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    r = chkpt_store_open(PyBytes_AS_STRING(fs), 1, &s, err, sizeof(err));
+    Py_END_ALLOW_THREADS
+    Py_DECREF(fs);
+    if (r < 0 || s == NULL) {
+        if (!ck->store_failed) {
+            chkpt_warn_py("cannot open the snapshot store %U: %s; no snapshots "
+                          "will be written", ck->output_dir, err);
+        }
+        ck->store_failed = 1;
+        return 0;
+    }
+    ck->store = s;
+    return 1;
+}
 
-    /* the store first: nothing to do if it cannot be opened */
-    if (ck->store == NULL) {
-        char err[CHKPT_ERRLEN] = "";
-        PyObject *fs = PyUnicode_EncodeFSDefault(ck->output_dir);
-        if (fs == NULL) {
-            goto done;
-        }
-        int r;
-        chkpt_store *s = NULL;
-        Py_BEGIN_ALLOW_THREADS
-        r = chkpt_store_open(PyBytes_AS_STRING(fs), 1, &s, err, sizeof(err));
-        Py_END_ALLOW_THREADS
-        Py_DECREF(fs);
-        if (r < 0 || s == NULL) {
-            if (!ck->store_failed) {
-                chkpt_warn_fmt("cannot open the snapshot store %U: %s; no snapshots "
-                           "will be written", ck->output_dir, err);
-            }
-            ck->store_failed = 1;
-            result = Py_NewRef(Py_None);
-            goto done;
-        }
-        ck->store = s;
-    }
-
-    names_seen = PySet_New(NULL);
-    pickled = PyDict_New();
-    measure_seen = PySet_New(NULL);
-    vars_meta = PyList_New(0);
-    skipped = PyList_New(0);
-    pickles = PyList_New(0);
-    if (!names_seen || !pickled || !measure_seen || !vars_meta || !skipped
-        || !pickles) {
-        goto done;
-    }
-    if (frame != NULL) {
-        locals = PyFrame_GetLocals(frame);
-        globals = PyFrame_GetGlobals(frame);
-        if (locals == NULL || globals == NULL) {
-            goto done;
-        }
-        items = mapping_items(locals);
-        if (items == NULL) {
-            goto done;
-        }
-        if (globals != locals) {
-            gitems = PyDict_Items(globals);
-            if (gitems == NULL) {
-                goto done;
-            }
-        }
-    }
-
-    pickler_cls = PyObject_GetAttrString(st->pickle_module, "Pickler");
-    capsule = PyCapsule_New(&bufs, BUFVEC_CAPSULE, NULL);
-    callback = capsule ? PyCFunction_New(&buffer_callback_def, capsule) : NULL;
-    kwargs = callback ? Py_BuildValue("{s:i,s:O}", "protocol", 5,
-                                      "buffer_callback", callback) : NULL;
-    if (pickler_cls == NULL || kwargs == NULL) {
-        goto done;
-    }
-    reprobj = make_repr_obj();
-    if (reprobj == NULL) {
-        PyErr_Clear();          /* short_repr falls back */
-    }
-
-    Py_ssize_t stream_idx = 0;
-    slotnames_install(&slotpatch);
-    for (int pass = 0; pass < 2; pass++) {
-        PyObject *lst = pass == 0 ? items : gitems;
-        if (lst == NULL) {
+/* Appends to c->candidates the (name, object) pairs of items that are not
+ * excluded (definitions, machinery) nor named already (a global shadowed
+ * by a local). */
+static int
+select_from(capture_ctx *c, PyObject *items, PyObject *names_seen)
+{
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(items); k++) {
+        PyObject *pair = PyList_GET_ITEM(items, k);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
             continue;
         }
-        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(lst); k++) {
-            PyObject *pair = PyList_GET_ITEM(lst, k);
-            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
-                continue;
-            }
-            PyObject *vname = PyTuple_GET_ITEM(pair, 0);
-            PyObject *obj = PyTuple_GET_ITEM(pair, 1);
-            if (is_excluded(st, vname, obj)) {
-                continue;
-            }
-            int dup = PySet_Contains(names_seen, vname);
-            if (dup < 0 || (!dup && PySet_Add(names_seen, vname) < 0)) {
-                goto done;
-            }
-            if (dup) {
-                continue;          /* shadowed by a local */
-            }
-            /* bound to an object saved under an earlier name: load gives
-             * the same object for both (`train = df`), pickled once */
-            int alias = add_alias(pickled, vars_meta, vname, obj);
-            if (alias < 0) {
-                goto done;
-            }
-            if (alias) {
-                continue;
-            }
-            /* Python code run for this variable gets VARIABLE_BUDGET_S, within
-             * what is left of the snapshot's CHKPT_SNAPSHOT_TIME_BUDGET;
-             * budget_stop is called on every path out of this iteration */
-            double left = CHKPT_SNAPSHOT_TIME_BUDGET - (chkpt_monotonic() - t_start);
-            if (left <= 0) {
-                if (!out_of_time) {
-                    chkpt_warn_fmt("the snapshot's time budget (%d s) is used up: "
-                             "'%U' and the variables after it are not saved",
-                             (int)CHKPT_SNAPSHOT_TIME_BUDGET, vname);
-                }
-                out_of_time = 1;
-                if (append_new(skipped, skipped_entry(
-                        vname, obj, "the snapshot's time budget was used up")) < 0) {
-                    goto done;
-                }
-                continue;
-            }
-            /* an object that used up its budget once is not tried again:
-             * under -f 0 it would cost its budget on every line */
-            PyObject *slow_key = no_retry_key(vname, obj);
-            if (slow_key == NULL) {
-                goto done;
-            }
-            int slow = PySet_Contains(ck->warned, slow_key);
-            Py_DECREF(slow_key);
-            if (slow < 0) {
-                goto done;
-            }
-            if (slow) {
-                /* still counted among the snapshots it is left out of */
-                if (count_left_out(ck, vname) < 0) {
-                    goto done;
-                }
-                if (append_new(skipped, skipped_entry(
-                        vname, obj, "not tried again: it failed before")) < 0) {
-                    goto done;
-                }
-                continue;
-            }
-            PyObject *label = PyUnicode_FromFormat("variable '%U' (%s)", vname,
-                                                   Py_TYPE(obj)->tp_name);
-            slow_key = label ? no_retry_key(vname, obj) : NULL;
-            if (slow_key != NULL) {
-                chkpt_writer_child_object(ck, slow_key, label);
-            }
-            Py_XDECREF(label);
-            Py_XDECREF(slow_key);
+        PyObject *vname = PyTuple_GET_ITEM(pair, 0);
+        PyObject *obj = PyTuple_GET_ITEM(pair, 1);
+        if (chkpt_is_excluded(c->st, vname, obj)) {
+            continue;
+        }
+        int dup = PySet_Contains(names_seen, vname);
+        if (dup < 0 || (!dup && PySet_Add(names_seen, vname) < 0)) {
+            return -1;
+        }
+        if (!dup && PyList_Append(c->candidates, pair) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The frame's variables: locals over its module's globals. */
+static int
+capture_select(capture_ctx *c)
+{
+    c->candidates = PyList_New(0);
+    if (c->candidates == NULL) {
+        return -1;
+    }
+    if (c->frame == NULL) {
+        return 0;
+    }
+    PyObject *locals = PyFrame_GetLocals(c->frame);
+    PyObject *globals = PyFrame_GetGlobals(c->frame);
+    PyObject *names_seen = PySet_New(NULL);
+    PyObject *items = locals ? mapping_items(locals) : NULL;
+    PyObject *gitems = globals && globals != locals ? PyDict_Items(globals) : NULL;
+    int rc = -1;
+    if (names_seen != NULL && items != NULL && globals != NULL
+        && (gitems != NULL || globals == locals)
+        && select_from(c, items, names_seen) == 0
+        && (gitems == NULL || select_from(c, gitems, names_seen) == 0)) {
+        rc = 0;
+    }
+    Py_XDECREF(locals);
+    Py_XDECREF(globals);
+    Py_XDECREF(names_seen);
+    Py_XDECREF(items);
+    Py_XDECREF(gitems);
+    return rc;
+}
+
+/* The variable could not be pickled (pk NULL with the exception pending,
+ * or not bytes, or over the size budget): it is not tried again when it
+ * used up its budget, warned about once per name per run and recorded in
+ * the meta's "skipped". -1 on an error, or on an exception for the script
+ * (still pending). */
+static int
+record_unsaved(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *pk,
+               int over, PyObject *tname)
+{
+    CheckpointObject *ck = c->ck;
+    int to_script = pk == NULL && script_exception_pending();
+    if (to_script || over
+        || (pk == NULL && PyErr_ExceptionMatches(PyExc_TimeoutError))) {
+        chkpt_saved_error pending;
+        chkpt_error_save(&pending);
+        PyObject *key = no_retry_key(vname, obj);
+        if (key == NULL || PySet_Add(ck->no_retry, key) < 0) {
             PyErr_Clear();
-            chkpt_hooks_budget_start(ck, left < VARIABLE_BUDGET_S ? left : VARIABLE_BUDGET_S);
-            int sal = is_salient(ck, obj, measure_seen);
-            if (sal <= 0) {
-                chkpt_hooks_budget_stop(ck);
-                if (sal < 0) {
-                    if (script_exception_pending()) {
-                        goto done;
-                    }
-                    PyErr_Clear();     /* could not measure: not salient */
-                }
-                continue;
-            }
-            Py_ssize_t first = bufs.n;
-            int over;
-            PyObject *pk = pickle_bounded(st, pickler_cls, kwargs, obj,
-                                          ck->max_pickle_size - inband,
-                                          ck->max_pickle_size, &over);
-            PyObject *tname = type_name(Py_TYPE(obj));
-            if (tname == NULL) {
-                chkpt_hooks_budget_stop(ck);
-                Py_XDECREF(pk);
-                goto done;
-            }
-            if (pk == NULL || !PyBytes_Check(pk)) {
-                chkpt_hooks_budget_stop(ck);
-                bufvec_truncate(&bufs, first);
-                int to_script = pk == NULL && script_exception_pending();
-                if (to_script || over
-                    || (pk == NULL && PyErr_ExceptionMatches(PyExc_TimeoutError))) {
-                    chkpt_saved_error pending;
-                    chkpt_error_save(&pending);
-                    PyObject *key = no_retry_key(vname, obj);
-                    if (key == NULL || PySet_Add(ck->warned, key) < 0) {
-                        PyErr_Clear();
-                    }
-                    Py_XDECREF(key);
-                    chkpt_error_restore(&pending);
-                    if (to_script) {
-                        Py_DECREF(tname);
-                        goto done;
-                    }
-                }
-                if (pk != NULL) {
-                    Py_CLEAR(pk);
-                    PyErr_SetString(PyExc_TypeError, "the pickler gave no bytes");
-                }
-                /* skipped: warn once per name per run, record it in meta */
-                chkpt_saved_error e;
-                PyObject *msg = chkpt_describe_pending();
-                chkpt_error_save(&e);
-                if (msg == NULL) {
-                    PyErr_Clear();
-                    msg = PyUnicode_FromString("cannot be pickled");
-                }
-                PyObject *line = msg ? PyUnicode_FromFormat(
-                    "variable '%U' (%U) could not be saved: %U", vname, tname, msg)
-                    : NULL;
-                if (line == NULL || report_unsaved(ck, vname, line) < 0) {
-                    PyErr_Clear();
-                }
-                Py_XDECREF(line);
-                chkpt_error_restore(&e);
-                PyErr_Clear();
-                int bad = append_new(skipped, msg ? Py_BuildValue(
-                    "{s:O,s:O,s:O}", "name", vname, "type", tname, "error", msg) : NULL);
-                Py_XDECREF(msg);
-                Py_DECREF(tname);
-                if (bad) {
-                    goto done;
-                }
-                continue;
-            }
-            /* pickled: describe it */
-            long long vsize = PyBytes_GET_SIZE(pk);
-            inband += vsize;
-            PyObject *bidx = PyList_New(0);
-            PyObject *pidx = PyLong_FromSsize_t(stream_idx);
-            if (bidx == NULL || pidx == NULL || PyList_Append(pickles, pk) < 0
-                || streams_add(&streams, PyBytes_AS_STRING(pk),
-                               (size_t)PyBytes_GET_SIZE(pk), 0) < 0) {
-                Py_XDECREF(bidx);
-                Py_XDECREF(pidx);
-                Py_DECREF(pk);
-                Py_DECREF(tname);
-                goto done;
-            }
-            stream_idx++;
-            int bad = 0;
-            for (Py_ssize_t b = first; b < bufs.n && !bad; b++) {
-                PyObject *bi = PyLong_FromSsize_t(stream_idx);
-                bad = bi == NULL || PyList_Append(bidx, bi) < 0
-                      || streams_add(&streams, bufs.views[b].buf,
-                                     (size_t)bufs.views[b].len, 0) < 0;
-                Py_XDECREF(bi);
-                vsize += bufs.views[b].len;
-                stream_idx++;
-            }
-            PyObject *refs = bad ? NULL : pickle_module_refs(pk);
-            Py_DECREF(pk);
-            PyObject *rep = refs ? short_repr(ck, reprobj, obj) : NULL;
-            chkpt_hooks_budget_stop(ck);
-            PyObject *tmod = rep ? PyObject_GetAttrString((PyObject *)Py_TYPE(obj),
-                                                          "__module__") : NULL;
-            if (tmod != NULL && !PyUnicode_Check(tmod)) {
-                Py_SETREF(tmod, Py_NewRef(Py_None));
-            }
-            PyObject *vm = tmod ? Py_BuildValue(
-                "{s:O,s:O,s:O,s:L,s:O,s:O,s:O,s:O}", "name", vname, "type", tname,
-                "type_module", tmod, "size", vsize, "repr", rep, "pickle", pidx,
-                "buffers", bidx, "module_refs", refs) : NULL;
-            Py_XDECREF(tmod);
-            Py_XDECREF(rep);
-            Py_XDECREF(refs);
-            Py_DECREF(bidx);
-            Py_DECREF(pidx);
-            Py_DECREF(tname);
-            PyObject *idkey = vm ? PyLong_FromVoidPtr(obj) : NULL;
-            if (idkey == NULL || PyList_Append(vars_meta, vm) < 0
-                || PyDict_SetItem(pickled, idkey, vm) < 0) {
-                Py_XDECREF(idkey);
-                Py_XDECREF(vm);
-                goto done;
-            }
-            Py_DECREF(idkey);
-            Py_DECREF(vm);
-            total_size += vsize;
+        }
+        Py_XDECREF(key);
+        chkpt_error_restore(&pending);
+        if (to_script) {
+            return -1;
         }
     }
-
-    if (!manual && PyList_GET_SIZE(vars_meta) == 0) {
-        result = Py_NewRef(Py_None);     /* nothing salient: nothing written */
-        goto done;
+    if (pk != NULL) {
+        PyErr_SetString(PyExc_TypeError, "the pickler gave no bytes");
     }
-
-    /* sources, shared between snapshots */
-    src_bytes = PyDict_New();
-    src_paths = PyDict_New();
-    src_meta = PyDict_New();
-    if (!src_bytes || !src_paths || !src_meta
-        || collect_sources(ck, src_bytes, src_paths) < 0) {
-        goto done;
+    chkpt_saved_error e;
+    PyObject *msg = chkpt_describe_pending();
+    chkpt_error_save(&e);
+    if (msg == NULL) {
+        PyErr_Clear();
+        msg = PyUnicode_FromString("cannot be pickled");
     }
-    {
-        Py_ssize_t pos = 0;
-        PyObject *mname, *b;
-        while (PyDict_Next(src_bytes, &pos, &mname, &b)) {
-            PyObject *path = PyDict_GetItemWithError(src_paths, mname);
-            if (path == NULL) {
-                goto done;
+    PyObject *line = msg ? PyUnicode_FromFormat(
+        "variable '%U' (%U) could not be saved: %U", vname, tname, msg)
+        : NULL;
+    if (line == NULL || report_unsaved(ck, vname, line) < 0) {
+        PyErr_Clear();
+    }
+    Py_XDECREF(line);
+    chkpt_error_restore(&e);
+    PyErr_Clear();
+    int bad = append_new(c->skipped, msg ? Py_BuildValue(
+        "{s:O,s:O,s:O}", "name", vname, "type", tname, "error", msg) : NULL);
+    Py_XDECREF(msg);
+    return bad ? -1 : 0;
+}
+
+/* The variable was pickled into pk, its buffers are c->bufs from index
+ * first on: adds them to the streams and its entry to the meta. Stops the
+ * variable's budget once its Python code (repr) has run. */
+static int
+record_pickled(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *pk,
+               Py_ssize_t first, PyObject *tname)
+{
+    CheckpointObject *ck = c->ck;
+    long long vsize = PyBytes_GET_SIZE(pk);
+    c->inband += vsize;
+    PyObject *bidx = PyList_New(0);
+    PyObject *pidx = PyLong_FromSize_t(c->streams.n);
+    if (bidx == NULL || pidx == NULL || PyList_Append(c->pickles, pk) < 0
+        || streams_add(&c->streams, PyBytes_AS_STRING(pk),
+                       (size_t)PyBytes_GET_SIZE(pk), 0) < 0) {
+        Py_XDECREF(bidx);
+        Py_XDECREF(pidx);
+        chkpt_hooks_budget_stop(ck);
+        return -1;
+    }
+    int bad = 0;
+    for (Py_ssize_t b = first; b < c->bufs.n && !bad; b++) {
+        PyObject *bi = PyLong_FromSize_t(c->streams.n);
+        bad = bi == NULL || PyList_Append(bidx, bi) < 0
+              || streams_add(&c->streams, c->bufs.views[b].buf,
+                             (size_t)c->bufs.views[b].len, 0) < 0;
+        Py_XDECREF(bi);
+        vsize += c->bufs.views[b].len;
+    }
+    PyObject *refs = bad ? NULL : pickle_module_refs(pk);
+    PyObject *rep = refs ? short_repr(ck, c->reprobj, obj) : NULL;
+    chkpt_hooks_budget_stop(ck);
+    PyObject *tmod = rep ? PyObject_GetAttrString((PyObject *)Py_TYPE(obj),
+                                                  "__module__") : NULL;
+    if (tmod != NULL && !PyUnicode_Check(tmod)) {
+        Py_SETREF(tmod, Py_NewRef(Py_None));
+    }
+    PyObject *vm = tmod ? Py_BuildValue(
+        "{s:O,s:O,s:O,s:L,s:O,s:O,s:O,s:O}", "name", vname, "type", tname,
+        "type_module", tmod, "size", vsize, "repr", rep, "pickle", pidx,
+        "buffers", bidx, "module_refs", refs) : NULL;
+    Py_XDECREF(tmod);
+    Py_XDECREF(rep);
+    Py_XDECREF(refs);
+    Py_DECREF(bidx);
+    Py_DECREF(pidx);
+    PyObject *idkey = vm ? PyLong_FromVoidPtr(obj) : NULL;
+    int r = idkey == NULL || PyList_Append(c->vars_meta, vm) < 0
+            || PyDict_SetItem(c->pickled, idkey, vm) < 0 ? -1 : 0;
+    Py_XDECREF(idkey);
+    Py_XDECREF(vm);
+    if (r == 0) {
+        c->total_size += vsize;
+    }
+    return r;
+}
+
+/* Before a variable's Python code runs: 1 go on with its budget (seconds
+ * in *budget), 0 leave it out (recorded), -1 error. Left out: everything
+ * once the snapshot's time budget is used up, and an object that used up
+ * its budget before (under -f 0 it would cost its budget on every line). */
+static int
+variable_budget(capture_ctx *c, PyObject *vname, PyObject *obj, double *budget)
+{
+    double left = CHKPT_SNAPSHOT_TIME_BUDGET - (chkpt_monotonic() - c->t_start);
+    if (left <= 0) {
+        if (!c->out_of_time) {
+            chkpt_warn_py("the snapshot's time budget (%d s) is used up: "
+                          "'%U' and the variables after it are not saved",
+                          (int)CHKPT_SNAPSHOT_TIME_BUDGET, vname);
+        }
+        c->out_of_time = 1;
+        return append_new(c->skipped, skipped_entry(
+            vname, obj, "the snapshot's time budget was used up"));
+    }
+    PyObject *slow_key = no_retry_key(vname, obj);
+    if (slow_key == NULL) {
+        return -1;
+    }
+    int slow = PySet_Contains(c->ck->no_retry, slow_key);
+    Py_DECREF(slow_key);
+    if (slow < 0) {
+        return -1;
+    }
+    if (slow) {
+        /* still counted among the snapshots it is left out of */
+        if (count_left_out(c->ck, vname) < 0) {
+            return -1;
+        }
+        return append_new(c->skipped, skipped_entry(
+            vname, obj, "not tried again: it failed before"));
+    }
+    *budget = left < VARIABLE_BUDGET_S ? left : VARIABLE_BUDGET_S;
+    return 1;
+}
+
+/* One variable: an alias of one saved already, or measured and, when
+ * salient, pickled. 0 done (saved or not), -1 error (an exception for the
+ * script among them). Python code run for it gets VARIABLE_BUDGET_S within
+ * what is left of the snapshot's budget; the budget is stopped on every
+ * path out. */
+static int
+capture_variable(capture_ctx *c, PyObject *vname, PyObject *obj)
+{
+    CheckpointObject *ck = c->ck;
+    /* bound to an object saved under an earlier name: load gives the same
+     * object for both (`train = df`), pickled once */
+    int alias = add_alias(c->pickled, c->vars_meta, vname, obj);
+    if (alias != 0) {
+        return alias < 0 ? -1 : 0;
+    }
+    double budget = 0;
+    int go = variable_budget(c, vname, obj, &budget);
+    if (go <= 0) {
+        return go;
+    }
+    if (chkpt_in_writer_child()) {
+        /* if the child dies on it, its parent leaves it out from then on */
+        PyObject *label = PyUnicode_FromFormat("variable '%U' (%s)", vname,
+                                               Py_TYPE(obj)->tp_name);
+        PyObject *key = label ? no_retry_key(vname, obj) : NULL;
+        if (key != NULL) {
+            chkpt_writer_child_object(ck, key, label);
+        }
+        Py_XDECREF(label);
+        Py_XDECREF(key);
+        PyErr_Clear();
+    }
+    chkpt_hooks_budget_start(ck, budget);
+    int sal = chkpt_is_salient(ck, obj, c->measure_seen);
+    if (sal <= 0) {
+        chkpt_hooks_budget_stop(ck);
+        if (sal < 0) {
+            if (script_exception_pending()) {
+                return -1;
             }
-            PyObject *e = Py_BuildValue("{s:O,s:n}", "path", path, "stream",
-                                        stream_idx);
-            if (e == NULL || PyDict_SetItem(src_meta, mname, e) < 0
-                || streams_add(&streams, PyBytes_AS_STRING(b),
-                               (size_t)PyBytes_GET_SIZE(b), CHKPT_STREAM_SHARED) < 0) {
-                Py_XDECREF(e);
-                goto done;
-            }
-            Py_DECREF(e);
-            stream_idx++;
+            PyErr_Clear();     /* could not measure: not salient */
+        }
+        return 0;
+    }
+    Py_ssize_t first = c->bufs.n;
+    int over;
+    PyObject *pk = chkpt_pickle_bounded(c->st, c->pickler_cls, c->kwargs, obj,
+                                  ck->max_pickle_size - c->inband,
+                                  ck->max_pickle_size, &over);
+    PyObject *tname = type_name(Py_TYPE(obj));
+    int r;
+    if (tname == NULL) {
+        chkpt_hooks_budget_stop(ck);
+        r = -1;
+    }
+    else if (pk == NULL || !PyBytes_Check(pk)) {
+        chkpt_hooks_budget_stop(ck);
+        chkpt_bufvec_truncate(&c->bufs, first);
+        r = record_unsaved(c, vname, obj, pk, over, tname);
+    }
+    else {
+        r = record_pickled(c, vname, obj, pk, first, tname);
+    }
+    Py_XDECREF(tname);
+    Py_XDECREF(pk);
+    return r;
+}
+
+/* Pickles every candidate (capture_variable) with one Pickler setup:
+ * protocol 5, out-of-band buffers collected into c->bufs. */
+static int
+capture_pickle(capture_ctx *c)
+{
+    c->pickled = PyDict_New();
+    c->measure_seen = PySet_New(NULL);
+    c->vars_meta = PyList_New(0);
+    c->skipped = PyList_New(0);
+    c->pickles = PyList_New(0);
+    if (!c->pickled || !c->measure_seen || !c->vars_meta || !c->skipped
+        || !c->pickles) {
+        return -1;
+    }
+    c->pickler_cls = PyObject_GetAttrString(c->st->pickle_module, "Pickler");
+    c->kwargs = chkpt_pickler_kwargs(&c->bufs);
+    if (c->pickler_cls == NULL || c->kwargs == NULL) {
+        return -1;
+    }
+    c->reprobj = make_repr_obj();
+    if (c->reprobj == NULL) {
+        PyErr_Clear();          /* short_repr falls back */
+    }
+    chkpt_slotnames_install(&c->slotpatch);
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(c->candidates); k++) {
+        PyObject *pair = PyList_GET_ITEM(c->candidates, k);
+        if (capture_variable(c, PyTuple_GET_ITEM(pair, 0),
+                             PyTuple_GET_ITEM(pair, 1)) < 0) {
+            return -1;
         }
     }
+    return 0;
+}
+
+/* The sources of the script and its sibling modules, as shared streams
+ * (stored once whatever the number of snapshots). */
+static int
+capture_add_sources(capture_ctx *c)
+{
+    CheckpointObject *ck = c->ck;
+    PyObject *src_paths = PyDict_New();
+    c->src_bytes = PyDict_New();
+    c->src_meta = PyDict_New();
+    if (!c->src_bytes || !src_paths || !c->src_meta
+        || collect_sources(ck, c->src_bytes, src_paths) < 0) {
+        Py_XDECREF(src_paths);
+        return -1;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *mname, *b;
+    while (PyDict_Next(c->src_bytes, &pos, &mname, &b)) {
+        PyObject *path = PyDict_GetItemWithError(src_paths, mname);
+        PyObject *e = path ? Py_BuildValue("{s:O,s:n}", "path", path, "stream",
+                                           (Py_ssize_t)c->streams.n) : NULL;
+        if (e == NULL || PyDict_SetItem(c->src_meta, mname, e) < 0
+            || streams_add(&c->streams, PyBytes_AS_STRING(b),
+                           (size_t)PyBytes_GET_SIZE(b), CHKPT_STREAM_SHARED) < 0) {
+            Py_XDECREF(e);
+            Py_DECREF(src_paths);
+            return -1;
+        }
+        Py_DECREF(e);
+    }
+    Py_DECREF(src_paths);
 
     /* run with -m: the main module's own name, for its relative imports */
     if (ck->main_module != NULL && ck->main_module != Py_None) {
-        PyObject *entry = PyDict_GetItemString(src_meta, "__main__");   /* borrowed */
+        PyObject *entry = PyDict_GetItemString(c->src_meta, "__main__"); /* borrowed */
         PyObject *spec = entry ? PyObject_GetAttrString(ck->main_module, "__spec__")
                                : NULL;
         PyObject *sname = spec && spec != Py_None
@@ -1904,39 +1144,46 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
             && PyDict_SetItemString(entry, "spec", sname) < 0) {
             Py_XDECREF(spec);
             Py_DECREF(sname);
-            goto done;
+            return -1;
         }
         Py_XDECREF(spec);
         Py_XDECREF(sname);
         PyErr_Clear();
     }
+    return 0;
+}
 
-    /* meta */
+/* The meta document (docs/FORMAT.md, "Snapshot metadata") and its JSON. */
+static int
+capture_build_meta(capture_ctx *c)
+{
+    CheckpointObject *ck = c->ck;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    meta = PyDict_New();
-    if (meta == NULL) {
-        goto done;
+    c->meta = PyDict_New();
+    if (c->meta == NULL) {
+        return -1;
     }
     PyObject *function = Py_None, *line = NULL;
     PyObject *fn_obj = NULL;
-    if (frame != NULL) {
-        PyCodeObject *code = PyFrame_GetCode(frame);
+    if (c->frame != NULL) {
+        PyCodeObject *code = PyFrame_GetCode(c->frame);
         fn_obj = PyObject_GetAttrString((PyObject *)code, "co_qualname");
         Py_DECREF(code);
         if (fn_obj == NULL) {
-            goto done;
+            return -1;
         }
         function = fn_obj;
-        line = PyLong_FromLong(PyFrame_GetLineNumber(frame));
+        line = PyLong_FromLong(PyFrame_GetLineNumber(c->frame));
     }
     else {
         line = Py_NewRef(Py_None);
     }
+    PyObject *meta = c->meta;
     PyObject *argv = PySys_GetObject("argv");       /* borrowed */
-    int bad = set_item(meta, "format", PyLong_FromLong(META_FORMAT)) < 0
-        || PyDict_SetItemString(meta, "name", name ? name : Py_None) < 0
-        || set_item(meta, "kind", PyUnicode_FromString(kind)) < 0
+    int bad = set_item(meta, "format", PyLong_FromLong(CHKPT_META_FORMAT)) < 0
+        || PyDict_SetItemString(meta, "name", c->name ? c->name : Py_None) < 0
+        || set_item(meta, "kind", PyUnicode_FromString(c->kind)) < 0
         || set_item(meta, "time", PyFloat_FromDouble((double)ts.tv_sec
                                                      + ts.tv_nsec * 1e-9)) < 0
         || PyDict_SetItemString(meta, "script", ck->script_path) < 0
@@ -1947,152 +1194,173 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
         || set_item(meta, "seq", PyLong_FromUnsignedLongLong(ck->seq + 1)) < 0
         || set_item(meta, "pid", PyLong_FromLong((long)getpid())) < 0
         || PyDict_SetItemString(meta, "argv", argv ? argv : Py_None) < 0
-        || set_item(meta, "size", PyLong_FromLongLong(total_size)) < 0
-        || PyDict_SetItemString(meta, "variables", vars_meta) < 0
-        || PyDict_SetItemString(meta, "skipped", skipped) < 0
-        || PyDict_SetItemString(meta, "sources", src_meta) < 0;
+        || set_item(meta, "size", PyLong_FromLongLong(c->total_size)) < 0
+        || PyDict_SetItemString(meta, "variables", c->vars_meta) < 0
+        || PyDict_SetItemString(meta, "skipped", c->skipped) < 0
+        || PyDict_SetItemString(meta, "sources", c->src_meta) < 0;
     Py_XDECREF(fn_obj);
     if (bad) {
-        goto done;
+        return -1;
     }
-    json = PyObject_CallMethod(st->json_module, "dumps", "O", meta);
+    PyObject *json = PyObject_CallMethod(c->st->json_module, "dumps", "O", meta);
     if (json == NULL) {
-        goto done;
+        return -1;
     }
-    json_bytes = PyUnicode_AsUTF8String(json);
-    if (json_bytes == NULL) {
-        goto done;
-    }
+    c->json_bytes = PyUnicode_AsUTF8String(json);
+    Py_DECREF(json);
+    return c->json_bytes == NULL ? -1 : 0;
+}
 
-    write_failed_key = PyUnicode_FromString(" store write failed");
-    if (write_failed_key == NULL) {
-        goto done;
+/* The store I/O of the streams and meta, without the GIL (the buffer
+ * exports are held): 0 on success, -1 with the reason in err. */
+static int
+write_streams(capture_ctx *c, chkpt_store *store, int level, char *err,
+              size_t errlen)
+{
+    chkpt_snapwriter *w = chkpt_snap_begin(store, level, err, errlen);
+    if (w == NULL) {
+        return -1;
     }
-    /* the I/O, without the GIL; the buffer exports are held */
-    {
-        char err[CHKPT_ERRLEN] = "";
-        char path[PATH_MAX] = "";
-        int ok = 0;
-        uint64_t written = 0;
-        /* Another thread may set ck.output_dir (which closes ck->store)
-         * while the GIL is released: the store is ours until the I/O is
-         * done, then handed back unless the output dir changed meanwhile. */
-        chkpt_store *store = ck->store;
-        PyObject *dir_then = Py_NewRef(ck->output_dir);
-        ck->store = NULL;
-        int level = ck->compress_level;
-        PyObject *dir_fs = store ? NULL : PyUnicode_EncodeFSDefault(dir_then);
-        if (store == NULL && dir_fs == NULL) {
-            Py_DECREF(dir_then);
-            goto done;
-        }
-        Py_BEGIN_ALLOW_THREADS
-        /* the store was closed by another thread setting output_dir while
-         * the objects were pickled (pickling runs Python code, which lets
-         * other threads run): open the one of the new output dir */
-        if (store == NULL) {
-            chkpt_store_open(PyBytes_AS_STRING(dir_fs), 1, &store, err,
-                             sizeof(err));
-        }
-        chkpt_snapwriter *w = store ? chkpt_snap_begin(store, level, err,
-                                                       sizeof(err)) : NULL;
-        if (w != NULL) {
-            ok = 1;
-            for (size_t k = 0; k < streams.n; k++) {
-                long got = chkpt_snap_add_stream(w, streams.v[k].data,
-                                                 streams.v[k].len,
-                                                 streams.v[k].flags, err,
-                                                 sizeof(err));
-                if (got != (long)k) {
-                    if (got >= 0) {
-                        snprintf(err, sizeof(err), "store numbered stream %zu as %ld",
-                                 k, got);
-                    }
-                    ok = 0;
-                    break;
-                }
+    for (size_t k = 0; k < c->streams.n; k++) {
+        long got = chkpt_snap_add_stream(w, c->streams.v[k].data,
+                                         c->streams.v[k].len,
+                                         c->streams.v[k].flags, err, errlen);
+        if (got != (long)k) {
+            if (got >= 0) {
+                snprintf(err, errlen, "store numbered stream %zu as %ld", k, got);
             }
-            if (ok) {
-                written = chkpt_snap_bytes_written(w);
-                ok = chkpt_snap_commit(w, PyBytes_AS_STRING(json_bytes),
-                                       (size_t)PyBytes_GET_SIZE(json_bytes),
-                                       path, sizeof(path), err, sizeof(err)) == 0;
-            }
-            else {
-                chkpt_snap_abort(w);
-            }
+            chkpt_snap_abort(w);
+            return -1;
         }
-        Py_END_ALLOW_THREADS
-        Py_XDECREF(dir_fs);
-        if (ck->store == NULL && ck->output_dir == dir_then) {
-            ck->store = store;
-        }
-        else {
-            chkpt_store_close(store);
-        }
+    }
+    c->written = chkpt_snap_bytes_written(w);
+    return chkpt_snap_commit(w, PyBytes_AS_STRING(c->json_bytes),
+                             (size_t)PyBytes_GET_SIZE(c->json_bytes),
+                             c->path, sizeof(c->path), err, errlen) == 0 ? 0 : -1;
+}
+
+/* Writes and commits the snapshot: 1 written (c->path), 0 not (warned once
+ * per run, each time with -v), -1 error. */
+static int
+capture_write(capture_ctx *c)
+{
+    CheckpointObject *ck = c->ck;
+    char err[CHKPT_ERRLEN] = "";
+    int ok = 0;
+    /* Another thread may set ck.output_dir (which closes ck->store) while
+     * the GIL is released: the store is ours until the I/O is done, then
+     * handed back unless the output dir changed meanwhile. */
+    chkpt_store *store = ck->store;
+    PyObject *dir_then = Py_NewRef(ck->output_dir);
+    ck->store = NULL;
+    int level = ck->compress_level;
+    PyObject *dir_fs = store ? NULL : PyUnicode_EncodeFSDefault(dir_then);
+    if (store == NULL && dir_fs == NULL) {
         Py_DECREF(dir_then);
-        if (!ok) {
-            /* once per run (a full disk fails every snapshot); each with -v */
-            int seen = PySet_Contains(ck->warned, write_failed_key);
-            if (seen < 0) {
-                goto done;
-            }
-            if (!seen || ck->verbosity > 0) {
-                chkpt_warn_fmt("snapshot not written to %U: %s%s", ck->output_dir, err,
-                         seen ? "" : " (further failures are reported with -v)");
-                if (!seen && PySet_Add(ck->warned, write_failed_key) < 0) {
-                    goto done;
-                }
-            }
-            result = Py_NewRef(Py_None);
-            goto done;
+        return -1;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    /* the store was closed by another thread setting output_dir while the
+     * objects were pickled (pickling runs Python code, which lets other
+     * threads run): open the one of the new output dir */
+    if (store == NULL) {
+        chkpt_store_open(PyBytes_AS_STRING(dir_fs), 1, &store, err, sizeof(err));
+    }
+    ok = store != NULL && write_streams(c, store, level, err, sizeof(err)) == 0;
+    Py_END_ALLOW_THREADS
+    Py_XDECREF(dir_fs);
+    if (ck->store == NULL && ck->output_dir == dir_then) {
+        ck->store = store;
+    }
+    else {
+        chkpt_store_close(store);
+    }
+    Py_DECREF(dir_then);
+    if (ok) {
+        return 1;
+    }
+    /* once per run (a full disk fails every snapshot); each with -v */
+    int first = chkpt_once_str(ck->warned_once, ONCE_WRITE_FAILED);
+    if (first < 0) {
+        return -1;
+    }
+    if (first || ck->verbosity > 0) {
+        chkpt_warn_py("snapshot not written to %U: %s%s", ck->output_dir,
+                      err, first ? " (further failures are reported with -v)"
+                                 : "");
+    }
+    return 0;
+}
+
+/* The snapshot is written: counts it, says so with -v, applies retention
+ * after an automatic one. Its SnapshotInfo, or NULL on an error. */
+static PyObject *
+capture_publish(capture_ctx *c)
+{
+    CheckpointObject *ck = c->ck;
+    ck->seq++;
+    ck->last_snapshot = chkpt_monotonic();
+    PyObject *p = PyUnicode_DecodeFSDefault(c->path);
+    if (p == NULL) {
+        return NULL;
+    }
+    if (ck->verbosity > 0) {
+        chkpt_warn_py("%s snapshot %zd variable(s), %lld bytes (%llu new) -> %U",
+                      c->kind, PyList_GET_SIZE(c->vars_meta), c->total_size,
+                      (unsigned long long)c->written, p);
+    }
+    PyObject *result = chkpt_snapinfo_new(ck->module, p, c->meta);
+    Py_DECREF(p);
+    if (result != NULL && !c->manual && ck->max_store_size > 0) {
+        enforce_store_size(ck);
+    }
+    return result;
+}
+
+/* The snapshot, step by step (see capture_ctx): a SnapshotInfo, None when
+ * nothing was written, NULL on an error. */
+static PyObject *
+capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
+             PyObject *name, int manual)
+{
+    capture_ctx c = {
+        .ck = ck, .st = chkpt_get_state(ck->module), .kind = kind,
+        .name = name, .manual = manual, .t_start = chkpt_monotonic(),
+    };
+    c.frame = pick_frame(ck, given);
+    if (c.frame == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
         }
-        ck->seq++;
-        ck->last_snapshot = chkpt_monotonic();
-        PyObject *p = PyUnicode_DecodeFSDefault(path);
-        if (p == NULL) {
-            goto done;
-        }
-        if (ck->verbosity > 0) {
-            chkpt_warn_fmt("%s snapshot %zd variable(s), %lld bytes (%llu new) -> %U",
-                       kind, PyList_GET_SIZE(vars_meta), total_size,
-                       (unsigned long long)written, p);
-        }
-        result = chkpt_snapinfo_new(ck->module, p, meta);
-        Py_DECREF(p);
-        if (result != NULL && !manual && ck->max_store_size > 0) {
-            enforce_store_size(ck);
+        if (!manual) {
+            Py_RETURN_NONE;      /* the script's code is not running */
         }
     }
-
+    PyObject *result = NULL;
+    int open = capture_open_store(&c);      /* nothing to do without it */
+    if (open <= 0) {
+        result = open == 0 ? Py_NewRef(Py_None) : NULL;
+        goto done;
+    }
+    if (capture_select(&c) < 0 || capture_pickle(&c) < 0) {
+        goto done;
+    }
+    if (!manual && PyList_GET_SIZE(c.vars_meta) == 0) {
+        result = Py_NewRef(Py_None);     /* nothing salient: nothing written */
+        goto done;
+    }
+    if (capture_add_sources(&c) < 0 || capture_build_meta(&c) < 0) {
+        goto done;
+    }
+    int written = capture_write(&c);
+    if (written > 0) {
+        result = capture_publish(&c);
+    }
+    else if (written == 0) {
+        result = Py_NewRef(Py_None);
+    }
 done:
-    Py_XDECREF(write_failed_key);
-    slotnames_uninstall(&slotpatch);
-    chkpt_hooks_budget_stop(ck);
-    bufvec_free(&bufs);
-    PyMem_Free(streams.v);
-    Py_XDECREF(frame);
-    Py_XDECREF(locals);
-    Py_XDECREF(globals);
-    Py_XDECREF(items);
-    Py_XDECREF(gitems);
-    Py_XDECREF(names_seen);
-    Py_XDECREF(pickled);
-    Py_XDECREF(measure_seen);
-    Py_XDECREF(vars_meta);
-    Py_XDECREF(skipped);
-    Py_XDECREF(pickles);
-    Py_XDECREF(pickler_cls);
-    Py_XDECREF(kwargs);
-    Py_XDECREF(callback);
-    Py_XDECREF(capsule);
-    Py_XDECREF(reprobj);
-    Py_XDECREF(meta);
-    Py_XDECREF(src_bytes);
-    Py_XDECREF(src_paths);
-    Py_XDECREF(src_meta);
-    Py_XDECREF(json);
-    Py_XDECREF(json_bytes);
+    capture_ctx_clear(&c);
     return result;
 }
 

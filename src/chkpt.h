@@ -1,18 +1,44 @@
-/* chkpt.h: what the parts of the engine share.
+/* chkpt.h: what the parts of the engine share, and the map of the parts.
  *
- * Parts, one file each:
- *   module.c   module init (multi-phase, module state), Checkpoint and
- *              SnapshotInfo types, the Python API entry points
- *   cli.c      option parsing and verb dispatch for `python -m chkpt`
- *   runner.c   runs the script or module exactly as `python` would
- *   hooks.c    decides when an automatic snapshot is due (sys.monitoring
- *              on 3.12+, the C trace function on 3.11)
- *   capture.c  selects salient variables of a frame and pickles them
- *              (protocol 5, out-of-band buffers) into the store
- *   load.c     reads snapshots back: listing, loading, resolving the
- *              script's own classes
- *   verbs.c    ls, show, explore, export, verify, gc
- *   store.c    the on-disk store (pure C, see store.h)
+ * Layers, bottom to top. A file calls only into lower layers, never into
+ * its own layer or above, with one exception said below (capture.c and
+ * hooks.c). Headers: store.h (layer 0), base.h (1), capture.h (what
+ * capture.c takes from layer 3), this file (the rest).
+ *
+ *   0 store.c      the on-disk store (pure C, no Python; see store.h)
+ *     pickle_refs.c the globals a pickle names, from its opcodes (pure C,
+ *                  no Python; see pickle_refs.h), for capture.c
+ *   1 base.c       shared helpers: warnings, warn-once, exceptions, the
+ *                  clock, dict/file/path helpers, shared constants (base.h)
+ *   2 snapinfo.c   the SnapshotInfo type (a read-only value)
+ *   3 pickler.c    the pickler's plumbing: out-of-band buffers, the
+ *                  bounded sink, the copyreg patch (capture.h)
+ *     salience.c   which variables a snapshot holds; which code is the
+ *                  script's (capture.h)
+ *     rebuild.c    rebuilds the script's own modules from the sources a
+ *                  snapshot keeps (the AST filter, the rebuilt __import__),
+ *                  for load.c
+ *   4 capture.c    takes a snapshot of a frame, step by step (capture_ctx):
+ *                  selects its variables, pickles them (protocol 5,
+ *                  out-of-band buffers), writes them to the store
+ *     hooks.c      decides when an automatic snapshot is due (sys.monitoring
+ *                  on 3.12+, the C trace function on 3.11) and runs the
+ *                  timer thread
+ *     capture.c and hooks.c call each other, the one mutual pair: hooks
+ *     calls chkpt_capture() to take a snapshot; capture calls the time
+ *     budget (chkpt_hooks_budget_*), which the timer thread in hooks.c
+ *     enforces with the snapshot timer under one lock. The pair is broken
+ *     when the timer moves to a file of its own below both.
+ *     load.c       reads snapshots back: listing, loading, resolving the
+ *                  script's own classes (live, or rebuilt through
+ *                  rebuild.c); the Unloadable type
+ *   5 checkpoint.c the Checkpoint type: the running engine as the script
+ *                  sees it; snapshot() and a new frequency dispatch to
+ *                  capture and hooks
+ *   6 runner.c     runs the script or module exactly as `python` would
+ *     verbs.c      ls, show, explore, export, verify, gc (over load.c)
+ *   7 cli.c        option parsing and verb dispatch for `python -m chkpt`
+ *   8 module.c     creates the module: state, types, the module functions
  */
 #ifndef CHKPT_H
 #define CHKPT_H
@@ -21,6 +47,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include "store.h"
+#include "base.h"
 
 #if PY_VERSION_HEX < 0x030C0000
 #include <structmember.h>
@@ -54,6 +81,8 @@ typedef struct {
     PyTypeObject *MappedBuffer_Type;
     PyTypeObject *Unpickler_Type;
     PyObject *load_cache;           /* dict, for load.c's own use */
+    /* owned by rebuild.c (created in chkpt_rebuild_init) */
+    PyTypeObject *RebuildGroup_Type;
     /* owned by capture.c (created in chkpt_capture_init) */
     PyTypeObject *PickleSink_Type;
 } chkpt_state;
@@ -96,6 +125,10 @@ typedef struct {
     PyObject *tracked;            /* dict: id(obj) -> obj (identity set) */
     PyObject *libraries;          /* list of str: tracked library prefixes */
     PyObject *warned;             /* set of variable names already warned about */
+    PyObject *warned_once;        /* set of the CHKPT_ONCE_* keys of warnings
+                                     given once per run (chkpt_once_str) */
+    PyObject *no_retry;           /* set of (name, id, type) of objects not
+                                     to be pickled again (capture.c) */
     PyObject *script_path;        /* str: absolute path of the main script, or None */
     PyObject *script_dir;         /* str: its directory (siblings count as the script's) */
     PyObject *main_module;        /* the __main__ module the script runs in */
@@ -114,89 +147,20 @@ typedef struct {
                                      reported at exit (or at once with -v) */
 } CheckpointObject;
 
-/* Saving and restoring a pending exception, on every supported version
- * (PyErr_Fetch is deprecated from 3.12 on). */
-typedef struct {
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *exc;
-#else
-    PyObject *type, *value, *tb;
-#endif
-} chkpt_saved_error;
-
-static inline void
-chkpt_error_save(chkpt_saved_error *e)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    e->exc = PyErr_GetRaisedException();
-#else
-    PyErr_Fetch(&e->type, &e->value, &e->tb);
-#endif
-}
-
-static inline void
-chkpt_error_restore(chkpt_saved_error *e)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    PyErr_SetRaisedException(e->exc);
-#else
-    PyErr_Restore(e->type, e->value, e->tb);
-#endif
-}
-
-/* The saved exception object, normalized and carrying its traceback on
- * every version (borrowed; NULL when none was pending). */
-static inline PyObject *
-chkpt_error_value(chkpt_saved_error *e)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return e->exc;
-#else
-    PyErr_NormalizeException(&e->type, &e->value, &e->tb);
-    if (e->value != NULL && e->tb != NULL) {
-        PyException_SetTraceback(e->value, e->tb);
-    }
-    return e->value;
-#endif
-}
-
-/* Drops a saved exception instead of restoring it. */
-static inline void
-chkpt_error_discard(chkpt_saved_error *e)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    Py_CLEAR(e->exc);
-#else
-    Py_CLEAR(e->type);
-    Py_CLEAR(e->value);
-    Py_CLEAR(e->tb);
-#endif
-}
-
 static inline chkpt_state *
 chkpt_get_state(PyObject *module)
 {
     return (chkpt_state *)PyModule_GetState(module);
 }
 
-/* module.c */
-chkpt_state *chkpt_state_from_type(PyTypeObject *tp);
-PyObject *chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli);
+/* snapinfo.c */
+extern PyType_Spec chkpt_snapinfo_spec;
 /* Builds a SnapshotInfo from a manifest path and its decoded meta dict. */
 PyObject *chkpt_snapinfo_new(PyObject *module, PyObject *path, PyObject *meta);
-/* Writes one line "chkpt: <message>" to sys.stderr (falling back to C
- * stderr); never raises, preserves any pending exception. */
-void chkpt_warn(const char *fmt, ...);
-/* Same, with PyUnicode_FromFormat's format (%U, %S, %R ...). */
-void chkpt_warn_fmt(const char *fmt, ...);
-/* "ExcType: message" of the pending exception, which stays pending; NULL
- * (nothing else set) when it cannot be described. */
-PyObject *chkpt_describe_pending(void);
-/* Same, but the message is the current exception; clears it. */
-void chkpt_warn_exc(const char *what);
-double chkpt_monotonic(void);
-/* Is this code object the script's own (main script or a sibling module)? */
-int chkpt_is_script_code(CheckpointObject *ck, PyCodeObject *code);
+
+/* checkpoint.c */
+extern PyType_Spec chkpt_checkpoint_spec;
+PyObject *chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli);
 
 /* cli.c: entry point of `python -m chkpt`; returns the exit status as an
  * int object, or NULL with an exception (SystemExit/KeyboardInterrupt
@@ -235,12 +199,37 @@ PyObject *chkpt_capture_here(CheckpointObject *ck, PyFrameObject *frame,
  * does: warned once, or held for the exit report. -1 on a memory error. */
 int chkpt_capture_report_unsaved(CheckpointObject *ck, PyObject *vname,
                                  PyObject *msg);
-/* Called from module init: creates capture.c's types. */
+/* Called from module init: creates capture's types, imports what a
+ * snapshot needs. */
 int chkpt_capture_init(PyObject *module);
+
+/* pickler.c (the rest of it in capture.h) */
 /* --max-pickle-size when not given: a quarter of physical memory. */
 long long chkpt_default_max_pickle_size(void);
 
+/* salience.c (the rest of it in capture.h) */
+/* Is this code object the script's own (main script or a sibling module)? */
+int chkpt_is_script_code(CheckpointObject *ck, PyCodeObject *code);
+
+/* rebuild.c (called by load.c only) */
+/* Creates the RebuildGroup type; called by chkpt_load_init. */
+int chkpt_rebuild_init(PyObject *module);
+/* A group for the modules rebuilt from one set of sources: sources
+ * {name: bytes}, paths {name: path or None}, specs {name: spec name}, tag
+ * (str, part of the private module names). */
+PyObject *chkpt_rebuild_group_new(PyObject *module, PyObject *sources,
+                                  PyObject *paths, PyObject *specs,
+                                  PyObject *tag);
+/* Module `name` of the group, rebuilt on first use (new reference). */
+PyObject *chkpt_rebuild_module(PyObject *module, PyObject *group,
+                               PyObject *name);
+/* Why qualname is missing from rebuilt module name (a recorded failure),
+ * or NULL with no exception when nothing explains it. */
+PyObject *chkpt_rebuild_reason(PyObject *module, PyObject *group,
+                               PyObject *name, PyObject *qualname);
+
 /* load.c */
+extern PyType_Spec chkpt_unloadable_spec;
 /* Called from module init: creates load.c's types and state. */
 int chkpt_load_init(PyObject *module);
 PyObject *chkpt_load(PyObject *module, PyObject *snapshot, PyObject *names,

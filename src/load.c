@@ -13,7 +13,8 @@
  *         build definitions or constants), each statement on its own so one
  *         failure does not stop the others. Rebuilt modules are registered
  *         in sys.modules under a private name (their classes pickle and copy)
- *         and cached per set of sources.
+ *         and cached per set of sources. rebuild.c does the rebuilding;
+ *         this file reads the sources out of the snapshot for it.
  *   - anything else: the normal import.
  *
  * A variable that cannot be rebuilt becomes a chkpt.Unloadable stand-in
@@ -24,14 +25,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <stdarg.h>
-
-
-#ifndef PATH_MAX
-#define PATH_MAX 4096
-#endif
-
-/* the newest snapshot metadata format this reader knows (capture.c writes it) */
-#define LOAD_META_FORMAT 1
 
 /* ------------------------------------------------------------------ */
 /* Unloadable                                                          */
@@ -243,15 +236,6 @@ snapshot_error(PyObject *module, const char *fmt, ...)
     return NULL;
 }
 
-static PyObject *
-dict_get(PyObject *d, const char *key)
-{
-    if (d == NULL || !PyDict_Check(d)) {
-        return NULL;
-    }
-    return PyDict_GetItemString(d, key);     /* borrowed */
-}
-
 /* getattr along a dotted qualified name */
 static PyObject *
 getattr_chain(PyObject *obj, PyObject *qualname)
@@ -291,917 +275,28 @@ same_path(PyObject *a, PyObject *b)
     return r;
 }
 
-/* ------------------------------------------------------------------ */
-/* rebuilding the script's modules from saved sources                   */
-
-/* A "group" is a dict shared by the modules rebuilt from one set of
- * sources:
- *   "sources": {name: bytes}, "paths": {name: path}, "tag": str,
- *   "modules": {name: module}, "errors": {name: [(lineno, names, error)]},
- *   "import": the __import__ of the rebuilt modules */
-
-typedef struct {
-    PyObject *ast;
-} astctx;
-
-static int
-is_node(astctx *a, PyObject *node, const char *cls)
-{
-    PyObject *t = PyObject_GetAttrString(a->ast, cls);
-    if (t == NULL) {
-        PyErr_Clear();
-        return 0;              /* e.g. ast.TypeAlias before 3.12 */
-    }
-    int r = PyObject_IsInstance(node, t);
-    Py_DECREF(t);
-    if (r < 0) {
-        PyErr_Clear();
-        return 0;
-    }
-    return r;
-}
-
-static PyObject *
-node_attr(PyObject *node, const char *attr)
-{
-    PyObject *v = PyObject_GetAttrString(node, attr);
-    if (v == NULL) {
-        PyErr_Clear();
-    }
-    return v;
-}
-
-static const char *const factories[] = {
-    "namedtuple", "NamedTuple", "Enum", "IntEnum", "StrEnum", "Flag", "IntFlag",
-    "TypeVar", "ParamSpec", "TypeVarTuple", "NewType", "TypedDict",
-    "make_dataclass", "compile", "getLogger", "object", "frozenset", "tuple",
-    "dict", "set", "list", "field", "auto", NULL
-};
-
-static int is_def_value(astctx *a, PyObject *v);
-
-static int
-all_def_values(astctx *a, PyObject *seq)
-{
-    if (seq == NULL || !PyList_Check(seq)) {
-        return seq == NULL || seq == Py_None;
-    }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(seq); i++) {
-        PyObject *e = PyList_GET_ITEM(seq, i);
-        if (e != Py_None && !is_def_value(a, e)) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
-static int
-is_numeric(astctx *a, PyObject *v)
-{
-    if (is_node(a, v, "Constant")) {
-        PyObject *c = node_attr(v, "value");
-        int r = c != NULL && (PyLong_Check(c) || PyFloat_Check(c)) && !PyBool_Check(c);
-        Py_XDECREF(c);
-        return r;
-    }
-    if (is_node(a, v, "UnaryOp")) {
-        PyObject *o = node_attr(v, "operand");
-        int r = o != NULL && is_numeric(a, o);
-        Py_XDECREF(o);
-        return r;
-    }
-    return 0;
-}
-
-static long long
-small_int_constant(astctx *a, PyObject *v)
-{
-    if (!is_node(a, v, "Constant")) {
-        return -1;
-    }
-    PyObject *c = node_attr(v, "value");
-    long long r = -1;
-    if (c != NULL && PyLong_Check(c)) {
-        int overflow;
-        r = PyLong_AsLongLongAndOverflow(c, &overflow);
-        if (overflow || r < 0) {
-            r = -1;
-        }
-    }
-    PyErr_Clear();
-    Py_XDECREF(c);
-    return r;
-}
-
-/* Is this expression cheap and definition-like (no arbitrary work)? */
-static int
-is_def_value(astctx *a, PyObject *v)
-{
-    int r = 0;
-    if (is_node(a, v, "Constant") || is_node(a, v, "Name") || is_node(a, v, "Lambda")) {
-        return 1;
-    }
-    if (is_node(a, v, "Attribute")) {
-        PyObject *b = node_attr(v, "value");
-        r = b != NULL && is_def_value(a, b);
-        Py_XDECREF(b);
-        return r;
-    }
-    if (is_node(a, v, "Subscript")) {
-        PyObject *b = node_attr(v, "value"), *s = node_attr(v, "slice");
-        r = b && s && is_def_value(a, b) && is_def_value(a, s);
-        Py_XDECREF(b);
-        Py_XDECREF(s);
-        return r;
-    }
-    if (is_node(a, v, "Tuple") || is_node(a, v, "List") || is_node(a, v, "Set")) {
-        PyObject *e = node_attr(v, "elts");
-        r = e != NULL && all_def_values(a, e);
-        Py_XDECREF(e);
-        return r;
-    }
-    if (is_node(a, v, "Dict")) {
-        PyObject *k = node_attr(v, "keys"), *e = node_attr(v, "values");
-        r = k && e && all_def_values(a, k) && all_def_values(a, e);
-        Py_XDECREF(k);
-        Py_XDECREF(e);
-        return r;
-    }
-    if (is_node(a, v, "UnaryOp")) {
-        PyObject *o = node_attr(v, "operand");
-        r = o != NULL && is_def_value(a, o);
-        Py_XDECREF(o);
-        return r;
-    }
-    if (is_node(a, v, "BinOp")) {
-        PyObject *l = node_attr(v, "left"), *rt = node_attr(v, "right");
-        PyObject *op = node_attr(v, "op");
-        if (l && rt && op && is_def_value(a, l) && is_def_value(a, rt)) {
-            if (is_node(a, op, "Mult")) {
-                r = is_numeric(a, l) && is_numeric(a, rt);
-            }
-            else if (is_node(a, op, "Pow") || is_node(a, op, "LShift")) {
-                long long e = small_int_constant(a, rt);
-                r = is_numeric(a, l) && e >= 0 && e <= 128;
-            }
-            else {
-                r = 1;          /* +, -, /, //, %, |, &, ^, >> */
-            }
-        }
-        Py_XDECREF(l);
-        Py_XDECREF(rt);
-        Py_XDECREF(op);
-        return r;
-    }
-    if (is_node(a, v, "Call")) {
-        PyObject *f = node_attr(v, "func");
-        PyObject *fname = NULL;
-        if (f != NULL) {
-            fname = is_node(a, f, "Name") ? node_attr(f, "id")
-                    : is_node(a, f, "Attribute") ? node_attr(f, "attr") : NULL;
-        }
-        int known = 0;
-        if (fname != NULL && PyUnicode_Check(fname)) {
-            for (int i = 0; factories[i] && !known; i++) {
-                known = PyUnicode_CompareWithASCIIString(fname, factories[i]) == 0;
-            }
-        }
-        if (known && is_node(a, f, "Attribute")) {
-            PyObject *b = node_attr(f, "value");
-            known = b != NULL && is_def_value(a, b);
-            Py_XDECREF(b);
-        }
-        Py_XDECREF(f);
-        Py_XDECREF(fname);
-        if (!known) {
-            return 0;
-        }
-        PyObject *args = node_attr(v, "args"), *kws = node_attr(v, "keywords");
-        r = args && kws && all_def_values(a, args);
-        for (Py_ssize_t i = 0; r && kws && i < PyList_GET_SIZE(kws); i++) {
-            PyObject *kv = node_attr(PyList_GET_ITEM(kws, i), "value");
-            r = kv != NULL && is_def_value(a, kv);
-            Py_XDECREF(kv);
-        }
-        Py_XDECREF(args);
-        Py_XDECREF(kws);
-        return r;
-    }
-    if (is_node(a, v, "Starred")) {
-        PyObject *o = node_attr(v, "value");
-        r = o != NULL && is_def_value(a, o);
-        Py_XDECREF(o);
-        return r;
-    }
-    return 0;
-}
-
-static int
-is_def_target(astctx *a, PyObject *t)
-{
-    if (is_node(a, t, "Name")) {
-        return 1;
-    }
-    if (is_node(a, t, "Tuple") || is_node(a, t, "List")) {
-        PyObject *e = node_attr(t, "elts");
-        int r = e != NULL && PyList_Check(e);
-        for (Py_ssize_t i = 0; r && i < PyList_GET_SIZE(e); i++) {
-            r = is_def_target(a, PyList_GET_ITEM(e, i));
-        }
-        Py_XDECREF(e);
-        return r;
-    }
-    if (is_node(a, t, "Attribute") || is_node(a, t, "Subscript")) {
-        return is_def_value(a, t);
-    }
-    return 0;
-}
-
-static int is_def_stmt(astctx *a, PyObject *s);
-
-static int
-all_def_stmts(astctx *a, PyObject *body)
-{
-    if (body == NULL || !PyList_Check(body)) {
-        return 0;
-    }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(body); i++) {
-        if (!is_def_stmt(a, PyList_GET_ITEM(body, i))) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
-static int
-body_attr_defs(astctx *a, PyObject *node, const char *attr)
-{
-    PyObject *b = node_attr(node, attr);
-    int r = b != NULL && all_def_stmts(a, b);
-    Py_XDECREF(b);
-    return r;
-}
-
-static int
-is_main_guard(astctx *a, PyObject *test)
-{
-    if (!is_node(a, test, "Compare")) {
-        return 0;
-    }
-    PyObject *src = PyObject_CallMethod(a->ast, "unparse", "O", test);
-    if (src == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    int r = PyUnicode_Check(src)
-            && (PyUnicode_CompareWithASCIIString(src, "__name__ == '__main__'") == 0
-                || PyUnicode_CompareWithASCIIString(src, "'__main__' == __name__") == 0);
-    Py_DECREF(src);
-    return r;
-}
-
-static int
-has_call(astctx *a, PyObject *expr)
-{
-    PyObject *it = PyObject_CallMethod(a->ast, "walk", "O", expr);
-    if (it == NULL) {
-        PyErr_Clear();
-        return 1;
-    }
-    PyObject *iter = PyObject_GetIter(it);
-    Py_DECREF(it);
-    if (iter == NULL) {
-        PyErr_Clear();
-        return 1;
-    }
-    PyObject *n;
-    int found = 0;
-    while (!found && (n = PyIter_Next(iter)) != NULL) {
-        found = is_node(a, n, "Call");
-        Py_DECREF(n);
-    }
-    Py_DECREF(iter);
-    PyErr_Clear();
-    return found;
-}
-
-/* Statements kept when rebuilding: the ones that only define things. */
-static int
-is_def_stmt(astctx *a, PyObject *s)
-{
-    if (is_node(a, s, "Import") || is_node(a, s, "ImportFrom")
-        || is_node(a, s, "FunctionDef") || is_node(a, s, "AsyncFunctionDef")
-        || is_node(a, s, "ClassDef") || is_node(a, s, "TypeAlias")
-        || is_node(a, s, "Pass")) {
-        return 1;
-    }
-    if (is_node(a, s, "Assign")) {
-        PyObject *ts = node_attr(s, "targets"), *v = node_attr(s, "value");
-        int r = ts && v && PyList_Check(ts) && is_def_value(a, v);
-        for (Py_ssize_t i = 0; r && i < PyList_GET_SIZE(ts); i++) {
-            r = is_def_target(a, PyList_GET_ITEM(ts, i));
-        }
-        Py_XDECREF(ts);
-        Py_XDECREF(v);
-        return r;
-    }
-    if (is_node(a, s, "AnnAssign")) {
-        PyObject *t = node_attr(s, "target"), *v = node_attr(s, "value");
-        int r = t && is_def_target(a, t) && (v == NULL || v == Py_None
-                                             || is_def_value(a, v));
-        Py_XDECREF(t);
-        Py_XDECREF(v);
-        return r;
-    }
-    if (is_node(a, s, "Try") || is_node(a, s, "TryStar")) {
-        if (!body_attr_defs(a, s, "body") || !body_attr_defs(a, s, "orelse")
-            || !body_attr_defs(a, s, "finalbody")) {
-            return 0;
-        }
-        PyObject *hs = node_attr(s, "handlers");
-        int r = hs != NULL && PyList_Check(hs);
-        for (Py_ssize_t i = 0; r && i < PyList_GET_SIZE(hs); i++) {
-            r = body_attr_defs(a, PyList_GET_ITEM(hs, i), "body");
-        }
-        Py_XDECREF(hs);
-        return r;
-    }
-    if (is_node(a, s, "If")) {
-        PyObject *test = node_attr(s, "test");
-        int r = test && !is_main_guard(a, test) && !has_call(a, test)
-                && body_attr_defs(a, s, "body") && body_attr_defs(a, s, "orelse");
-        Py_XDECREF(test);
-        return r;
-    }
-    return 0;
-}
-
-/* names a statement defines, for error messages ("Point", "np", ...) */
-static PyObject *
-stmt_names(PyObject *s)
-{
-    PyObject *r = PyList_New(0);
-    if (r == NULL) {
-        return NULL;
-    }
-    PyObject *n = node_attr(s, "name");
-    if (n != NULL && PyUnicode_Check(n)) {
-        if (PyList_Append(r, n) < 0) {
-            PyErr_Clear();
-        }
-    }
-    Py_XDECREF(n);
-    PyObject *lst = node_attr(s, "names");        /* import aliases */
-    if (lst == NULL) {
-        lst = node_attr(s, "targets");
-    }
-    if (lst == NULL) {
-        PyObject *t = node_attr(s, "target");
-        if (t != NULL) {
-            lst = PyList_New(0);
-            if (lst != NULL && PyList_Append(lst, t) < 0) {
-                Py_CLEAR(lst);
-            }
-            Py_DECREF(t);
-        }
-    }
-    if (lst != NULL && PyList_Check(lst)) {
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lst); i++) {
-            PyObject *it = PyList_GET_ITEM(lst, i);
-            PyObject *x = node_attr(it, "asname");
-            if (x == NULL || x == Py_None) {
-                Py_XDECREF(x);
-                x = node_attr(it, "name");
-            }
-            if (x == NULL || x == Py_None) {
-                Py_XDECREF(x);
-                x = node_attr(it, "id");
-            }
-            if (x != NULL && PyUnicode_Check(x)) {
-                /* `import a.b` binds a */
-                PyObject *dot = PyUnicode_FromString(".");
-                PyObject *parts = dot ? PyUnicode_Split(x, dot, 1) : NULL;
-                Py_XDECREF(dot);
-                if (parts != NULL && PyList_GET_SIZE(parts) > 0) {
-                    if (PyList_Append(r, PyList_GET_ITEM(parts, 0)) < 0) {
-                        PyErr_Clear();      /* names are for messages only */
-                    }
-                }
-                Py_XDECREF(parts);
-            }
-            Py_XDECREF(x);
-        }
-    }
-    Py_XDECREF(lst);
-    PyErr_Clear();
-    return r;
-}
-
-static PyObject *rebuild_module(PyObject *module, PyObject *group, PyObject *name);
-
-static int
-in_sources(PyObject *group, PyObject *name)
-{
-    PyObject *srcs = dict_get(group, "sources");
-    if (srcs == NULL || PyUnicode_CompareWithASCIIString(name, "__main__") == 0) {
-        return 0;
-    }
-    return PyDict_Contains(srcs, name);
-}
-
-/* The package a rebuilt module's relative imports start from: its spec
- * name (for __main__ run with -m, the recorded spec; for a sibling, its
- * name), itself when it is a package's __init__. */
-static PyObject *
-rebuilt_package(PyObject *group, PyObject *globals)
-{
-    PyObject *orig = globals && PyDict_Check(globals)
-                     ? PyDict_GetItemString(globals, "__chkpt_source_module__") : NULL;
-    if (orig == NULL) {
-        return NULL;
-    }
-    PyObject *specs = dict_get(group, "specs");
-    PyObject *spec = specs ? PyDict_GetItemWithError(specs, orig) : NULL;
-    if (spec == NULL || !PyUnicode_Check(spec)) {
-        PyErr_Clear();
-        spec = orig;
-    }
-    PyObject *paths = dict_get(group, "paths");
-    PyObject *path = paths ? PyDict_GetItemWithError(paths, orig) : NULL;
-    int is_pkg = 0;
-    if (path != NULL && PyUnicode_Check(path)) {
-        PyObject *suffix = PyUnicode_FromString("/__init__.py");
-        is_pkg = suffix && PyUnicode_Tailmatch(path, suffix, 0,
-                                               PyUnicode_GET_LENGTH(path), 1) == 1;
-        Py_XDECREF(suffix);
-    }
-    PyErr_Clear();
-    if (is_pkg) {
-        return Py_NewRef(spec);
-    }
-    Py_ssize_t dot = PyUnicode_FindChar(spec, '.', 0, PyUnicode_GET_LENGTH(spec), -1);
-    if (dot < 0) {
-        return NULL;          /* a top-level module: no package */
-    }
-    return PyUnicode_Substring(spec, 0, dot);
-}
-
-/* Module `abs` of the group for an import statement: rebuilt, or NULL
- * without an exception when the group does not have it. */
-static PyObject *
-group_module(PyObject *module, PyObject *group, PyObject *abs)
-{
-    int has = in_sources(group, abs);
-    if (has <= 0) {
-        return NULL;
-    }
-    return rebuild_module(module, group, abs);
-}
-
-/* __import__ of rebuilt modules: the group's own modules first (absolute,
- * and relative against the module's original package), else the
- * interpreter's import (PyImport_ImportModuleLevelObject is what
- * builtins.__import__ runs; going through builtins would come back here). */
-static PyObject *
-rebuilt_import(PyObject *self, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"name", "globals", "locals", "fromlist", "level", NULL};
-    PyObject *name, *globals = NULL, *locals = NULL, *fromlist = NULL;
-    int level = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "U|OOOi:__import__", kwlist,
-                                     &name, &globals, &locals, &fromlist, &level)) {
-        return NULL;
-    }
-    /* self = (chkpt module, group) */
-    PyObject *module = PyTuple_GET_ITEM(self, 0);
-    PyObject *group = PyTuple_GET_ITEM(self, 1);
-    int has_from = fromlist != NULL && fromlist != Py_None
-                   && PyObject_IsTrue(fromlist) == 1;
-    PyErr_Clear();
-    PyObject *abs = NULL;
-    if (level > 0) {
-        PyObject *pkg = rebuilt_package(group, globals);
-        if (pkg == NULL) {
-            if (PyErr_Occurred()) {
-                return NULL;
-            }
-            PyErr_SetString(PyExc_ImportError, "attempted relative import with no "
-                            "known parent package");
-            return NULL;
-        }
-        Py_ssize_t cut = PyUnicode_GET_LENGTH(pkg);
-        for (int l = 1; l < level && cut >= 0; l++) {
-            cut = PyUnicode_FindChar(pkg, '.', 0, cut, -1);
-        }
-        if (cut < 0) {
-            Py_DECREF(pkg);
-            PyErr_SetString(PyExc_ImportError, "attempted relative import beyond "
-                            "top-level package");
-            return NULL;
-        }
-        PyObject *base = PyUnicode_Substring(pkg, 0, cut);
-        Py_DECREF(pkg);
-        if (base == NULL) {
-            return NULL;
-        }
-        abs = PyUnicode_GET_LENGTH(name) ? PyUnicode_FromFormat("%U.%U", base, name)
-                                         : Py_NewRef(base);
-        Py_DECREF(base);
-        if (abs == NULL) {
-            return NULL;
-        }
-    }
-    else {
-        abs = Py_NewRef(name);
-    }
-    PyObject *r = NULL;
-    if (level > 0 && PyUnicode_GET_LENGTH(name) == 0 && has_from) {
-        /* from . import a, b: the package with the group's submodules set */
-        r = group_module(module, group, abs);
-        if (r == NULL && !PyErr_Occurred()) {
-            r = PyModule_NewObject(abs);
-        }
-        PyObject *it = r ? PyObject_GetIter(fromlist) : NULL;
-        PyObject *item;
-        while (it != NULL && (item = PyIter_Next(it)) != NULL) {
-            PyObject *sub = PyUnicode_Check(item)
-                ? PyUnicode_FromFormat("%U.%U", abs, item) : NULL;
-            PyObject *m = sub ? group_module(module, group, sub) : NULL;
-            if (m == NULL && !PyErr_Occurred() && sub != NULL) {
-                /* not the snapshot's: the interpreter's */
-                m = PyImport_ImportModule(PyUnicode_AsUTF8(sub));
-            }
-            int bad = m == NULL || PyObject_SetAttr(r, item, m) < 0;
-            Py_XDECREF(m);
-            Py_XDECREF(sub);
-            Py_DECREF(item);
-            if (bad) {
-                Py_CLEAR(r);
-                break;
-            }
-        }
-        Py_XDECREF(it);
-        if (r != NULL && PyErr_Occurred()) {
-            Py_CLEAR(r);
-        }
-        Py_DECREF(abs);
-        return r;
-    }
-    Py_ssize_t dot = PyUnicode_FindChar(abs, '.', 0, PyUnicode_GET_LENGTH(abs), 1);
-    if (dot >= 0 && !has_from && level == 0) {
-        /* import a.b: binds a, with a.b set */
-        PyObject *top = PyUnicode_Substring(abs, 0, dot);
-        PyObject *sub = top ? group_module(module, group, abs) : NULL;
-        if (sub != NULL) {
-            PyObject *t = group_module(module, group, top);
-            if (t == NULL && !PyErr_Occurred()) {
-                t = PyImport_Import(top);
-            }
-            PyObject *attr = t ? PyUnicode_Substring(abs, dot + 1,
-                                                     PyUnicode_GET_LENGTH(abs)) : NULL;
-            if (attr != NULL && PyUnicode_FindChar(attr, '.', 0,
-                                                   PyUnicode_GET_LENGTH(attr), 1) == -1
-                && PyObject_SetAttr(t, attr, sub) == 0) {
-                r = Py_NewRef(t);
-            }
-            Py_XDECREF(attr);
-            Py_XDECREF(t);
-            Py_DECREF(sub);
-        }
-        Py_XDECREF(top);
-        if (r != NULL || PyErr_Occurred()) {
-            Py_DECREF(abs);
-            return r;
-        }
-    }
-    else {
-        r = group_module(module, group, abs);
-        if (r != NULL || PyErr_Occurred()) {
-            Py_DECREF(abs);
-            return r;
-        }
-    }
-    r = PyImport_ImportModuleLevelObject(abs, globals, locals, fromlist, 0);
-    Py_DECREF(abs);
-    return r;
-}
-
-static PyMethodDef rebuilt_import_def = {
-    "__import__", (PyCFunction)(void (*)(void))rebuilt_import,
-    METH_VARARGS | METH_KEYWORDS,
-    "__import__ of a module rebuilt by chkpt: the snapshot's own modules first."
-};
-
-static int
-record_error(PyObject *group, PyObject *name, PyObject *lineno, PyObject *names,
-             PyObject *err)
-{
-    PyObject *errors = dict_get(group, "errors");
-    if (errors == NULL) {
-        return 0;
-    }
-    PyObject *lst = PyDict_GetItemWithError(errors, name);
-    if (lst == NULL) {
-        if (PyErr_Occurred()) {
-            return -1;
-        }
-        lst = PyList_New(0);
-        if (lst == NULL || PyDict_SetItem(errors, name, lst) < 0) {
-            Py_XDECREF(lst);
-            return -1;
-        }
-        Py_DECREF(lst);
-    }
-    PyObject *t = PyTuple_Pack(3, lineno ? lineno : Py_None, names ? names : Py_None,
-                               err ? err : Py_None);
-    if (t == NULL) {
-        return -1;
-    }
-    int r = PyList_Append(lst, t);
-    Py_DECREF(t);
-    return r;
-}
-
-/* Runs the definitions of source `name` of the group in a fresh module
- * registered in sys.modules under a private name. Returns a new reference. */
-static PyObject *
-rebuild_module(PyObject *module, PyObject *group, PyObject *name)
-{
-    PyObject *mods = dict_get(group, "modules");
-    PyObject *srcs = dict_get(group, "sources");
-    PyObject *paths = dict_get(group, "paths");
-    PyObject *tag = dict_get(group, "tag");
-    PyObject *imp = dict_get(group, "import");
-    if (!mods || !srcs || !paths || !tag || !imp) {
-        PyErr_SetString(PyExc_RuntimeError, "chkpt: malformed rebuild group");
-        return NULL;
-    }
-    PyObject *m = PyDict_GetItemWithError(mods, name);
-    if (m != NULL) {
-        return Py_NewRef(m);      /* done, or being built (circular import) */
-    }
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    PyObject *src = PyDict_GetItemWithError(srcs, name);
-    if (src == NULL) {
-        if (!PyErr_Occurred()) {
-            PyErr_Format(PyExc_ImportError, "the snapshot has no source for %R", name);
-        }
-        return NULL;
-    }
-    PyObject *path = PyDict_GetItemWithError(paths, name);
-    if (path == NULL && PyErr_Occurred()) {
-        return NULL;
-    }
-    PyObject *safe = PyObject_CallMethod(name, "replace", "ss", ".", "_");
-    if (safe == NULL) {
-        return NULL;
-    }
-    PyObject *private = PyUnicode_FromFormat("_chkpt_snap_%U_%U", tag, safe);
-    Py_DECREF(safe);
-    if (private == NULL) {
-        return NULL;
-    }
-    PyObject *filename = PyUnicode_FromFormat("<chkpt snapshot of %S>",
-                                              path ? path : name);
-    PyObject *result = NULL, *ast = NULL, *tree = NULL, *body = NULL;
-    PyObject *builtins_copy = NULL, *compile = NULL, *exec = NULL;
-    PyObject *mod = NULL, *gdict = NULL;
-    if (filename == NULL) {
-        goto done;
-    }
-    mod = PyModule_NewObject(private);
-    if (mod == NULL) {
-        goto done;
-    }
-    gdict = PyModule_GetDict(mod);           /* borrowed */
-    PyObject *bmod = PyImport_ImportModule("builtins");
-    if (bmod == NULL) {
-        goto done;
-    }
-    builtins_copy = PyDict_Copy(PyModule_GetDict(bmod));
-    compile = PyObject_GetAttrString(bmod, "compile");
-    exec = PyObject_GetAttrString(bmod, "exec");
-    Py_DECREF(bmod);
-    if (builtins_copy == NULL || compile == NULL || exec == NULL
-        || PyDict_SetItemString(builtins_copy, "__import__", imp) < 0
-        || PyDict_SetItemString(gdict, "__builtins__", builtins_copy) < 0
-        || PyDict_SetItemString(gdict, "__file__", path ? path : Py_None) < 0
-        || PyDict_SetItemString(gdict, "__chkpt_source_module__", name) < 0
-        || PyDict_SetItem(PyImport_GetModuleDict(), private, mod) < 0
-        || PyDict_SetItem(mods, name, mod) < 0) {
-        goto done;
-    }
-    /* tracebacks and inspect can show the saved source */
-    PyObject *linecache = PyImport_ImportModule("linecache");
-    if (linecache != NULL) {
-        PyObject *cache = PyObject_GetAttrString(linecache, "cache");
-        PyObject *text = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(src),
-                                              PyBytes_GET_SIZE(src), "replace");
-        PyObject *lines = text ? PyObject_CallMethod(text, "splitlines", "O",
-                                                     Py_True) : NULL;
-        PyObject *entry = lines ? Py_BuildValue("(nOOO)", PyBytes_GET_SIZE(src),
-                                                Py_None, lines, filename) : NULL;
-        if (cache == NULL || entry == NULL
-            || PyObject_SetItem(cache, filename, entry) < 0) {
-            PyErr_Clear();
-        }
-        Py_XDECREF(cache);
-        Py_XDECREF(text);
-        Py_XDECREF(lines);
-        Py_XDECREF(entry);
-        Py_DECREF(linecache);
-    }
-    PyErr_Clear();
-
-    ast = PyImport_ImportModule("ast");
-    if (ast == NULL) {
-        goto done;
-    }
-    tree = PyObject_CallMethod(ast, "parse", "OO", src, filename);
-    if (tree == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
-            goto done;
-        }
-        PyObject *err = chkpt_describe_pending();
-        PyErr_Clear();
-        if (record_error(group, name, NULL, NULL, err) < 0) {
-            Py_XDECREF(err);
-            goto done;
-        }
-        Py_XDECREF(err);
-        result = Py_NewRef(mod);       /* empty: every class will be missing */
-        goto done;
-    }
-    body = PyObject_GetAttrString(tree, "body");
-    if (body == NULL || !PyList_Check(body)) {
-        goto done;
-    }
-    astctx a = {ast};
-    /* __future__ flags apply to every statement */
-    long flags = 0;
-    PyObject *future = PyImport_ImportModule("__future__");
-    if (future == NULL) {
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(body); i++) {
-        PyObject *s = PyList_GET_ITEM(body, i);
-        if (!is_node(&a, s, "ImportFrom")) {
-            continue;
-        }
-        PyObject *mname = node_attr(s, "module");
-        int is_future = mname && PyUnicode_Check(mname)
-                        && PyUnicode_CompareWithASCIIString(mname, "__future__") == 0;
-        Py_XDECREF(mname);
-        if (!is_future) {
-            continue;
-        }
-        PyObject *aliases = node_attr(s, "names");
-        for (Py_ssize_t k = 0; aliases && k < PyList_GET_SIZE(aliases); k++) {
-            PyObject *an = node_attr(PyList_GET_ITEM(aliases, k), "name");
-            PyObject *feat = an ? PyObject_GetAttr(future, an) : NULL;
-            PyObject *fl = feat ? PyObject_GetAttrString(feat, "compiler_flag") : NULL;
-            if (fl != NULL && PyLong_Check(fl)) {
-                flags |= PyLong_AsLong(fl);
-            }
-            Py_XDECREF(an);
-            Py_XDECREF(feat);
-            Py_XDECREF(fl);
-            PyErr_Clear();
-        }
-        Py_XDECREF(aliases);
-    }
-    Py_DECREF(future);
-
-    PyObject *Module = PyObject_GetAttrString(ast, "Module");
-    if (Module == NULL) {
-        goto done;
-    }
-    /* the definitions: top-level ones, and those inside the
-     * `if __name__ == "__main__":` block (true when the snapshot was taken;
-     * its other statements are the script's work and are dropped) */
-    PyObject *kept = PyList_New(0);
-    if (kept == NULL) {
-        Py_DECREF(Module);
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(body); i++) {
-        PyObject *s = PyList_GET_ITEM(body, i);
-        int bad = 0;
-        if (is_def_stmt(&a, s)) {
-            bad = PyList_Append(kept, s) < 0;
-        }
-        else if (is_node(&a, s, "If")) {
-            PyObject *test = node_attr(s, "test");
-            PyObject *inner = test && is_main_guard(&a, test) ? node_attr(s, "body") : NULL;
-            for (Py_ssize_t k = 0; !bad && inner && PyList_Check(inner)
-                                   && k < PyList_GET_SIZE(inner); k++) {
-                PyObject *t = PyList_GET_ITEM(inner, k);
-                bad = is_def_stmt(&a, t) && PyList_Append(kept, t) < 0;
-            }
-            Py_XDECREF(test);
-            Py_XDECREF(inner);
-        }
-        if (bad) {
-            Py_DECREF(kept);
-            Py_DECREF(Module);
-            goto done;
-        }
-    }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(kept); i++) {
-        PyObject *s = PyList_GET_ITEM(kept, i);
-        PyObject *one = PyList_New(1);
-        if (one == NULL) {
-            Py_DECREF(kept);
-            Py_DECREF(Module);
-            goto done;
-        }
-        PyList_SET_ITEM(one, 0, Py_NewRef(s));
-        PyObject *empty = PyList_New(0);
-        PyObject *wrap = empty ? PyObject_CallFunction(Module, "OO", one, empty) : NULL;
-        Py_XDECREF(empty);
-        Py_DECREF(one);
-        PyObject *code = wrap ? PyObject_CallFunction(compile, "OOsli", wrap, filename,
-                                                      "exec", flags, 1) : NULL;
-        Py_XDECREF(wrap);
-        PyObject *r = code ? PyObject_CallFunction(exec, "OO", code, gdict) : NULL;
-        Py_XDECREF(code);
-        if (r != NULL) {
-            Py_DECREF(r);
-            continue;
-        }
-        if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
-            Py_DECREF(kept);
-            Py_DECREF(Module);
-            goto done;
-        }
-        /* one definition failed: note it, go on with the others */
-        PyObject *err = chkpt_describe_pending();
-        PyErr_Clear();
-        PyObject *lineno = node_attr(s, "lineno");
-        PyObject *names = stmt_names(s);
-        int rr = record_error(group, name, lineno, names, err);
-        Py_XDECREF(err);
-        Py_XDECREF(lineno);
-        Py_XDECREF(names);
-        if (rr < 0) {
-            Py_DECREF(kept);
-            Py_DECREF(Module);
-            goto done;
-        }
-    }
-    Py_DECREF(kept);
-    Py_DECREF(Module);
-    result = Py_NewRef(mod);
-
-done:
-    if (result == NULL && mod != NULL) {
-        /* do not leave a half-made module behind */
-        chkpt_saved_error e;
-        chkpt_error_save(&e);
-        if (PyDict_DelItem(mods, name) < 0) {
-            PyErr_Clear();
-        }
-        if (PyDict_DelItem(PyImport_GetModuleDict(), private) < 0) {
-            PyErr_Clear();
-        }
-        chkpt_error_restore(&e);
-    }
-    Py_XDECREF(private);
-    Py_XDECREF(filename);
-    Py_XDECREF(mod);
-    Py_XDECREF(ast);
-    Py_XDECREF(tree);
-    Py_XDECREF(body);
-    Py_XDECREF(builtins_copy);
-    Py_XDECREF(compile);
-    Py_XDECREF(exec);
-    return result;
-}
 
 /* ------------------------------------------------------------------ */
 /* the load context: one per load() call                               */
 
-/* ctx dict keys:
- *   "reader": capsule of the chkpt_snapreader (None after the load)
- *   "meta": the meta dict,  "sources": meta["sources"] (or {})
- *   "live": {name: live module} when running that same script
- *   "group": the rebuild group, made on first need
- *   "failed": (module, qualname, error) of the last failed find_class */
+/* What one load() (or one check_class) works with. It lives on the C stack
+ * of that call; the Unpickler reaches it through `capsule`, set as its
+ * _chkpt_ctx attribute only while it runs (None otherwise). */
+typedef struct {
+    chkpt_snapreader *reader;   /* the open snapshot */
+    PyObject *meta;             /* its meta dict (borrowed) */
+    PyObject *path;             /* its manifest path (borrowed) */
+    PyObject *sources;          /* meta["sources"], or {} (owned) */
+    PyObject *live;             /* {name: live module} when running that
+                                   same script (owned) */
+    PyObject *group;            /* the rebuild group, made on first need
+                                   (owned, or NULL) */
+    PyObject *failed;           /* (module, qualname, error) of the last
+                                   failed find_class (owned, or NULL) */
+    PyObject *capsule;          /* points here (owned) */
+} load_ctx;
 
-#define READER_CAPSULE "chkpt.load.reader"
-
-static chkpt_snapreader *
-ctx_reader(PyObject *ctx)
-{
-    PyObject *cap = dict_get(ctx, "reader");
-    if (cap == NULL || !PyCapsule_CheckExact(cap)) {
-        PyErr_SetString(PyExc_RuntimeError, "chkpt: the snapshot is closed");
-        return NULL;
-    }
-    return PyCapsule_GetPointer(cap, READER_CAPSULE);
-}
+#define CTX_CAPSULE "chkpt.load.ctx"
 
 static PyObject *
 read_stream_bytes(PyObject *module, chkpt_snapreader *r, Py_ssize_t idx,
@@ -1269,299 +364,6 @@ map_stream(PyObject *module, chkpt_snapreader *r, Py_ssize_t idx, PyObject *path
     return (PyObject *)mb;
 }
 
-/* The rebuild group of this snapshot's sources (cached across loads). */
-static PyObject *
-ctx_group(PyObject *module, PyObject *ctx)
-{
-    chkpt_state *st = chkpt_get_state(module);
-    PyObject *g = dict_get(ctx, "group");
-    if (g != NULL) {
-        return Py_NewRef(g);
-    }
-    chkpt_snapreader *r = ctx_reader(ctx);
-    if (r == NULL) {
-        return NULL;
-    }
-    PyObject *sources = dict_get(ctx, "sources");
-    PyObject *path = dict_get(ctx, "path");
-    PyObject *srcs = PyDict_New(), *paths = PyDict_New(), *specs = PyDict_New();
-    PyObject *group = NULL, *key = NULL, *items = NULL;
-    if (srcs == NULL || paths == NULL || specs == NULL) {
-        goto fail;
-    }
-    Py_ssize_t pos = 0;
-    PyObject *name, *ent;
-    while (PyDict_Next(sources, &pos, &name, &ent)) {
-        PyObject *sidx = dict_get(ent, "stream");
-        PyObject *spath = dict_get(ent, "path");
-        if (sidx == NULL || !PyLong_Check(sidx)) {
-            snapshot_error(module, "%S: malformed source entry for %R", path, name);
-            goto fail;
-        }
-        PyObject *b = read_stream_bytes(module, r, PyLong_AsSsize_t(sidx), path);
-        if (b == NULL) {
-            goto fail;
-        }
-        int rc = PyDict_SetItem(srcs, name, b);
-        Py_DECREF(b);
-        if (rc < 0 || PyDict_SetItem(paths, name, spath ? spath : Py_None) < 0) {
-            goto fail;
-        }
-        /* __main__ run with -m: the name its relative imports start from */
-        PyObject *spec = dict_get(ent, "spec");
-        if (spec != NULL && PyUnicode_Check(spec)
-            && PyDict_SetItem(specs, name, spec) < 0) {
-            goto fail;
-        }
-    }
-    /* cache key: every (name, path, source) of the group */
-    items = PyList_New(0);
-    if (items == NULL) {
-        goto fail;
-    }
-    pos = 0;
-    PyObject *b;
-    while (PyDict_Next(srcs, &pos, &name, &b)) {
-        PyObject *spec = PyDict_GetItem(specs, name);
-        PyObject *t = PyTuple_Pack(4, name, PyDict_GetItem(paths, name),
-                                   spec ? spec : Py_None, b);
-        if (t == NULL || PyList_Append(items, t) < 0) {
-            Py_XDECREF(t);
-            goto fail;
-        }
-        Py_DECREF(t);
-    }
-    if (PyList_Sort(items) < 0) {
-        goto fail;
-    }
-    key = PyList_AsTuple(items);
-    if (key == NULL) {
-        goto fail;
-    }
-    group = PyDict_GetItemWithError(st->load_cache, key);
-    if (group != NULL) {
-        Py_INCREF(group);
-    }
-    else {
-        if (PyErr_Occurred()) {
-            goto fail;
-        }
-        /* a stable private name: a digest of the sources */
-        PyObject *tag = NULL;
-        PyObject *hashlib = PyImport_ImportModule("hashlib");
-        PyObject *hobj = hashlib ? PyObject_CallMethod(hashlib, "blake2b", "()") : NULL;
-        Py_XDECREF(hashlib);
-        for (Py_ssize_t i = 0; hobj && i < PyTuple_GET_SIZE(key); i++) {
-            PyObject *t = PyTuple_GET_ITEM(key, i);
-            PyObject *rs = PyObject_Repr(PyTuple_GET_ITEM(t, 0));
-            PyObject *rb = rs ? PyUnicode_AsUTF8String(rs) : NULL;
-            PyObject *u1 = rb ? PyObject_CallMethod(hobj, "update", "(O)", rb) : NULL;
-            PyObject *u2 = u1 ? PyObject_CallMethod(hobj, "update", "(O)",
-                                                    PyTuple_GET_ITEM(t, 3)) : NULL;
-            Py_XDECREF(rs);
-            Py_XDECREF(rb);
-            Py_XDECREF(u1);
-            if (u2 == NULL) {
-                Py_CLEAR(hobj);
-            }
-            Py_XDECREF(u2);
-        }
-        PyObject *hex = hobj ? PyObject_CallMethod(hobj, "hexdigest", NULL) : NULL;
-        Py_XDECREF(hobj);
-        if (hex != NULL) {
-            tag = PyUnicode_Substring(hex, 0, 12);
-            Py_DECREF(hex);
-        }
-        if (tag == NULL) {
-            goto fail;
-        }
-        group = tag ? Py_BuildValue("{s:O,s:O,s:O,s:O,s:{},s:{}}", "sources", srcs,
-                                    "paths", paths, "specs", specs, "tag", tag,
-                                    "modules", "errors") : NULL;
-        Py_XDECREF(tag);
-        if (group == NULL) {
-            goto fail;
-        }
-        /* (module, group) for the import hook; the cycle is collectable */
-        PyObject *gself = PyTuple_Pack(2, module, group);
-        PyObject *imp = gself ? PyCFunction_New(&rebuilt_import_def, gself) : NULL;
-        Py_XDECREF(gself);
-        if (imp == NULL || PyDict_SetItemString(group, "import", imp) < 0
-            || PyDict_SetItem(st->load_cache, key, group) < 0) {
-            Py_XDECREF(imp);
-            goto fail;
-        }
-        Py_DECREF(imp);
-    }
-    if (PyDict_SetItemString(ctx, "group", group) < 0) {
-        goto fail;
-    }
-    Py_DECREF(srcs);
-    Py_DECREF(paths);
-    Py_DECREF(specs);
-    Py_DECREF(items);
-    Py_DECREF(key);
-    return group;
-fail:
-    Py_XDECREF(srcs);
-    Py_XDECREF(paths);
-    Py_XDECREF(specs);
-    Py_XDECREF(items);
-    Py_XDECREF(key);
-    Py_XDECREF(group);
-    return NULL;
-}
-
-/* Why `qualname` is missing from rebuilt module `name`, if a definition
- * failed: "line 3: ModuleNotFoundError: No module named 'extmod'". */
-static PyObject *
-rebuild_reason(PyObject *group, PyObject *name, PyObject *qualname)
-{
-    PyObject *errors = dict_get(group, "errors");
-    PyObject *lst = errors ? PyDict_GetItemWithError(errors, name) : NULL;
-    if (lst == NULL || !PyList_Check(lst)) {
-        PyErr_Clear();
-        return NULL;
-    }
-    PyObject *dot = PyUnicode_FromString(".");
-    PyObject *parts = dot ? PyUnicode_Split(qualname, dot, 1) : NULL;
-    Py_XDECREF(dot);
-    if (parts == NULL) {
-        PyErr_Clear();
-        return NULL;
-    }
-    PyObject *top = PyList_GET_ITEM(parts, 0);
-    PyObject *res = NULL;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lst) && res == NULL; i++) {
-        PyObject *t = PyList_GET_ITEM(lst, i);
-        PyObject *lineno = PyTuple_GET_ITEM(t, 0);
-        PyObject *names = PyTuple_GET_ITEM(t, 1);
-        PyObject *err = PyTuple_GET_ITEM(t, 2);
-        int match = names == Py_None;       /* the whole module failed */
-        if (!match && PyList_Check(names)) {
-            match = PySequence_Contains(names, top) == 1;
-        }
-        if (match) {
-            res = lineno == Py_None
-                  ? PyUnicode_FromFormat("the saved source does not compile: %S", err)
-                  : PyUnicode_FromFormat("its definition (line %S of the saved "
-                                         "source) failed: %S", lineno, err);
-        }
-    }
-    Py_DECREF(parts);
-    PyErr_Clear();
-    return res;
-}
-
-static PyObject *
-resolve_in_sources(PyObject *module, PyObject *ctx, PyObject *modname,
-                   PyObject *qualname)
-{
-    /* live module of the running script first */
-    PyObject *live = dict_get(ctx, "live");
-    PyObject *lm = live ? PyDict_GetItemWithError(live, modname) : NULL;
-    if (lm != NULL) {
-        PyObject *obj = getattr_chain(lm, qualname);
-        if (obj != NULL) {
-            return obj;
-        }
-        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            return NULL;
-        }
-        PyErr_Clear();          /* not defined (yet): the saved one */
-    }
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    PyObject *group = ctx_group(module, ctx);
-    if (group == NULL) {
-        return NULL;
-    }
-    PyObject *m = rebuild_module(module, group, modname);
-    if (m == NULL) {
-        Py_DECREF(group);
-        return NULL;
-    }
-    PyObject *obj = getattr_chain(m, qualname);
-    Py_DECREF(m);
-    if (obj == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
-        PyObject *why = rebuild_reason(group, modname, qualname);
-        PyErr_Clear();
-        if (why != NULL) {
-            PyErr_Format(PyExc_ImportError, "%U.%U could not be rebuilt from the "
-                         "snapshot's source: %U", modname, qualname, why);
-            Py_DECREF(why);
-        }
-        else {
-            PyErr_Format(PyExc_ImportError, "%U.%U is not defined by the "
-                         "snapshot's source of %U", modname, qualname, modname);
-        }
-    }
-    Py_DECREF(group);
-    return obj;
-}
-
-/* find_class(self, module, name) of chkpt's Unpickler */
-static PyObject *
-unpickler_find_class(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    chkpt_state *st = chkpt_get_state(module);
-    if (nargs != 3 || !PyUnicode_Check(args[1]) || !PyUnicode_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "find_class(module, name) takes two str");
-        return NULL;
-    }
-    PyObject *self = args[0], *modname = args[1], *qualname = args[2];
-    PyObject *ctx = PyObject_GetAttrString(self, "_chkpt_ctx");
-    if (ctx == NULL) {
-        PyErr_Clear();
-    }
-    PyObject *obj = NULL;
-    PyObject *sources = ctx ? dict_get(ctx, "sources") : NULL;
-    int ours = sources != NULL && PyDict_GetItemWithError(sources, modname) != NULL;
-    if (PyErr_Occurred()) {
-        Py_XDECREF(ctx);
-        return NULL;
-    }
-    if (ours) {
-        obj = resolve_in_sources(module, ctx, modname, qualname);
-    }
-    else if (ctx != NULL && PyUnicode_CompareWithASCIIString(modname, "__main__") == 0
-             && dict_get(ctx, "live") != NULL
-             && PyDict_GetItemString(dict_get(ctx, "live"), "__main__") == NULL) {
-        PyErr_Format(PyExc_ImportError, "__main__.%U: the snapshot keeps no source "
-                     "of its script", qualname);
-    }
-    else {
-        PyObject *base = (PyObject *)st->Unpickler_Type->tp_base;
-        PyObject *fc = PyObject_GetAttrString(base, "find_class");
-        obj = fc ? PyObject_CallFunctionObjArgs(fc, self, modname, qualname, NULL)
-                 : NULL;
-        Py_XDECREF(fc);
-    }
-    if (obj == NULL && ctx != NULL
-        && !PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
-        /* remember which class failed, for the stand-in */
-        PyObject *err = chkpt_describe_pending();
-        chkpt_saved_error e;
-        chkpt_error_save(&e);
-        PyObject *t = err ? PyTuple_Pack(3, modname, qualname, err) : NULL;
-        if (t == NULL || PyDict_SetItemString(ctx, "failed", t) < 0) {
-            PyErr_Clear();
-        }
-        chkpt_error_restore(&e);
-        Py_XDECREF(t);
-        Py_XDECREF(err);
-    }
-    Py_XDECREF(ctx);
-    return obj;
-}
-
-static PyMethodDef find_class_def = {
-    "find_class", (PyCFunction)(void (*)(void))unpickler_find_class, METH_FASTCALL,
-    "find_class(module, name): the snapshot's own classes for the script's "
-    "modules (live when running that script, else rebuilt from the saved source)."
-};
-
 /* live modules when the running script is the snapshot's script */
 static PyObject *
 live_modules(PyObject *module, PyObject *meta, PyObject *sources)
@@ -1571,7 +373,7 @@ live_modules(PyObject *module, PyObject *meta, PyObject *sources)
     if (live == NULL) {
         return NULL;
     }
-    PyObject *script = dict_get(meta, "script");
+    PyObject *script = chkpt_dict_get(meta, "script");
     PyObject *main = NULL;
     if (st->singleton != NULL) {
         CheckpointObject *ck = (CheckpointObject *)st->singleton;
@@ -1617,7 +419,7 @@ live_modules(PyObject *module, PyObject *meta, PyObject *sources)
             PyErr_Clear();
             continue;
         }
-        if (same_path(f, dict_get(ent, "path"))
+        if (same_path(f, chkpt_dict_get(ent, "path"))
             && PyDict_SetItem(live, name, m) < 0) {
             Py_DECREF(f);
             Py_DECREF(live);
@@ -1627,6 +429,300 @@ live_modules(PyObject *module, PyObject *meta, PyObject *sources)
     }
     return live;
 }
+
+/* Fills ctx for the snapshot open in r; ctx_clear undoes it (also after a
+ * failure here). */
+static int
+ctx_init(load_ctx *ctx, PyObject *module, chkpt_snapreader *r, PyObject *meta,
+         PyObject *path, PyObject *sources)
+{
+    memset(ctx, 0, sizeof(*ctx));
+    ctx->reader = r;
+    ctx->meta = meta;
+    ctx->path = path;
+    ctx->sources = sources ? Py_NewRef(sources) : PyDict_New();
+    if (ctx->sources == NULL) {
+        return -1;
+    }
+    ctx->live = live_modules(module, meta, sources);
+    if (ctx->live == NULL) {
+        return -1;
+    }
+    ctx->capsule = PyCapsule_New(ctx, CTX_CAPSULE, NULL);
+    return ctx->capsule == NULL ? -1 : 0;
+}
+
+static void
+ctx_clear(load_ctx *ctx)
+{
+    Py_CLEAR(ctx->sources);
+    Py_CLEAR(ctx->live);
+    Py_CLEAR(ctx->group);
+    Py_CLEAR(ctx->failed);
+    Py_CLEAR(ctx->capsule);
+    ctx->reader = NULL;
+}
+
+/* The ctx of a running Unpickler, or NULL (no exception) outside a load. */
+static load_ctx *
+unpickler_ctx(PyObject *self)
+{
+    PyObject *cap = PyObject_GetAttrString(self, "_chkpt_ctx");
+    if (cap == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    load_ctx *ctx = PyCapsule_IsValid(cap, CTX_CAPSULE)
+                    ? PyCapsule_GetPointer(cap, CTX_CAPSULE) : NULL;
+    Py_DECREF(cap);
+    return ctx;
+}
+
+/* ------------------------------------------------------------------ */
+/* the rebuild group of a snapshot's sources                           */
+
+/* Reads the snapshot's sources into srcs {name: bytes}, paths {name: path}
+ * and specs {name: spec} (for __main__ run with -m: the name its relative
+ * imports start from). */
+static int
+read_sources(PyObject *module, load_ctx *ctx, PyObject *srcs, PyObject *paths,
+             PyObject *specs)
+{
+    Py_ssize_t pos = 0;
+    PyObject *name, *ent;
+    while (PyDict_Next(ctx->sources, &pos, &name, &ent)) {
+        PyObject *sidx = chkpt_dict_get(ent, "stream");
+        PyObject *spath = chkpt_dict_get(ent, "path");
+        if (sidx == NULL || !PyLong_Check(sidx)) {
+            snapshot_error(module, "%S: malformed source entry for %R", ctx->path,
+                           name);
+            return -1;
+        }
+        PyObject *b = read_stream_bytes(module, ctx->reader,
+                                        PyLong_AsSsize_t(sidx), ctx->path);
+        if (b == NULL) {
+            return -1;
+        }
+        int rc = PyDict_SetItem(srcs, name, b);
+        Py_DECREF(b);
+        if (rc < 0 || PyDict_SetItem(paths, name, spath ? spath : Py_None) < 0) {
+            return -1;
+        }
+        PyObject *spec = chkpt_dict_get(ent, "spec");
+        if (spec != NULL && PyUnicode_Check(spec)
+            && PyDict_SetItem(specs, name, spec) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The cache key of a group: every (name, path, spec, source), sorted. */
+static PyObject *
+group_key(PyObject *srcs, PyObject *paths, PyObject *specs)
+{
+    PyObject *items = PyList_New(0);
+    if (items == NULL) {
+        return NULL;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *name, *b;
+    while (PyDict_Next(srcs, &pos, &name, &b)) {
+        PyObject *spec = PyDict_GetItem(specs, name);
+        PyObject *t = PyTuple_Pack(4, name, PyDict_GetItem(paths, name),
+                                   spec ? spec : Py_None, b);
+        if (t == NULL || PyList_Append(items, t) < 0) {
+            Py_XDECREF(t);
+            Py_DECREF(items);
+            return NULL;
+        }
+        Py_DECREF(t);
+    }
+    PyObject *key = PyList_Sort(items) < 0 ? NULL : PyList_AsTuple(items);
+    Py_DECREF(items);
+    return key;
+}
+
+/* A stable private name for a group: a digest of its names and sources. */
+static PyObject *
+group_tag(PyObject *key)
+{
+    PyObject *hashlib = PyImport_ImportModule("hashlib");
+    PyObject *hobj = hashlib ? PyObject_CallMethod(hashlib, "blake2b", "()") : NULL;
+    Py_XDECREF(hashlib);
+    for (Py_ssize_t i = 0; hobj && i < PyTuple_GET_SIZE(key); i++) {
+        PyObject *t = PyTuple_GET_ITEM(key, i);
+        PyObject *rs = PyObject_Repr(PyTuple_GET_ITEM(t, 0));
+        PyObject *rb = rs ? PyUnicode_AsUTF8String(rs) : NULL;
+        PyObject *u1 = rb ? PyObject_CallMethod(hobj, "update", "(O)", rb) : NULL;
+        PyObject *u2 = u1 ? PyObject_CallMethod(hobj, "update", "(O)",
+                                                PyTuple_GET_ITEM(t, 3)) : NULL;
+        Py_XDECREF(rs);
+        Py_XDECREF(rb);
+        Py_XDECREF(u1);
+        if (u2 == NULL) {
+            Py_CLEAR(hobj);
+        }
+        Py_XDECREF(u2);
+    }
+    PyObject *hex = hobj ? PyObject_CallMethod(hobj, "hexdigest", NULL) : NULL;
+    Py_XDECREF(hobj);
+    if (hex == NULL) {
+        return NULL;
+    }
+    PyObject *tag = PyUnicode_Substring(hex, 0, 12);
+    Py_DECREF(hex);
+    return tag;
+}
+
+/* The rebuild group of this snapshot's sources (cached across loads), or
+ * NULL with an exception. Borrowed from ctx. */
+static PyObject *
+ctx_group(PyObject *module, load_ctx *ctx)
+{
+    chkpt_state *st = chkpt_get_state(module);
+    if (ctx->group != NULL) {
+        return ctx->group;
+    }
+    if (ctx->reader == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "chkpt: the snapshot is closed");
+        return NULL;
+    }
+    PyObject *srcs = PyDict_New(), *paths = PyDict_New(), *specs = PyDict_New();
+    PyObject *key = NULL, *group = NULL;
+    if (srcs == NULL || paths == NULL || specs == NULL
+        || read_sources(module, ctx, srcs, paths, specs) < 0
+        || (key = group_key(srcs, paths, specs)) == NULL) {
+        goto done;
+    }
+    group = Py_XNewRef(PyDict_GetItemWithError(st->load_cache, key));
+    if (group == NULL && !PyErr_Occurred()) {
+        PyObject *tag = group_tag(key);
+        group = tag ? chkpt_rebuild_group_new(module, srcs, paths, specs, tag)
+                    : NULL;
+        Py_XDECREF(tag);
+        if (group != NULL && PyDict_SetItem(st->load_cache, key, group) < 0) {
+            Py_CLEAR(group);
+        }
+    }
+done:
+    Py_XDECREF(srcs);
+    Py_XDECREF(paths);
+    Py_XDECREF(specs);
+    Py_XDECREF(key);
+    ctx->group = group;
+    return group;
+}
+
+/* ------------------------------------------------------------------ */
+/* find_class                                                          */
+
+static PyObject *
+resolve_in_sources(PyObject *module, load_ctx *ctx, PyObject *modname,
+                   PyObject *qualname)
+{
+    /* live module of the running script first */
+    PyObject *lm = PyDict_GetItemWithError(ctx->live, modname);
+    if (lm != NULL) {
+        PyObject *obj = getattr_chain(lm, qualname);
+        if (obj != NULL) {
+            return obj;
+        }
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return NULL;
+        }
+        PyErr_Clear();          /* not defined (yet): the saved one */
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *group = ctx_group(module, ctx);
+    if (group == NULL) {
+        return NULL;
+    }
+    PyObject *m = chkpt_rebuild_module(module, group, modname);
+    if (m == NULL) {
+        return NULL;
+    }
+    PyObject *obj = getattr_chain(m, qualname);
+    Py_DECREF(m);
+    if (obj == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyObject *why = chkpt_rebuild_reason(module, group, modname, qualname);
+        PyErr_Clear();
+        if (why != NULL) {
+            PyErr_Format(PyExc_ImportError, "%U.%U could not be rebuilt from the "
+                         "snapshot's source: %U", modname, qualname, why);
+            Py_DECREF(why);
+        }
+        else {
+            PyErr_Format(PyExc_ImportError, "%U.%U is not defined by the "
+                         "snapshot's source of %U", modname, qualname, modname);
+        }
+    }
+    return obj;
+}
+
+/* remembers which class failed, for the stand-in; keeps the exception */
+static void
+remember_failure(load_ctx *ctx, PyObject *modname, PyObject *qualname)
+{
+    PyObject *err = chkpt_describe_pending();
+    chkpt_saved_error e;
+    chkpt_error_save(&e);
+    PyObject *t = err ? PyTuple_Pack(3, modname, qualname, err) : NULL;
+    if (t == NULL) {
+        PyErr_Clear();
+    }
+    Py_XSETREF(ctx->failed, t);
+    chkpt_error_restore(&e);
+    Py_XDECREF(err);
+}
+
+/* find_class(self, module, name) of chkpt's Unpickler */
+static PyObject *
+unpickler_find_class(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    chkpt_state *st = chkpt_get_state(module);
+    if (nargs != 3 || !PyUnicode_Check(args[1]) || !PyUnicode_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "find_class(module, name) takes two str");
+        return NULL;
+    }
+    PyObject *self = args[0], *modname = args[1], *qualname = args[2];
+    load_ctx *ctx = unpickler_ctx(self);
+    PyObject *obj = NULL;
+    int ours = ctx != NULL
+               && PyDict_GetItemWithError(ctx->sources, modname) != NULL;
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (ours) {
+        obj = resolve_in_sources(module, ctx, modname, qualname);
+    }
+    else if (ctx != NULL && PyUnicode_CompareWithASCIIString(modname, "__main__") == 0
+             && PyDict_GetItemString(ctx->live, "__main__") == NULL) {
+        PyErr_Format(PyExc_ImportError, "__main__.%U: the snapshot keeps no source "
+                     "of its script", qualname);
+    }
+    else {
+        PyObject *base = (PyObject *)st->Unpickler_Type->tp_base;
+        PyObject *fc = PyObject_GetAttrString(base, "find_class");
+        obj = fc ? PyObject_CallFunctionObjArgs(fc, self, modname, qualname, NULL)
+                 : NULL;
+        Py_XDECREF(fc);
+    }
+    if (obj == NULL && ctx != NULL
+        && !PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+        remember_failure(ctx, modname, qualname);
+    }
+    return obj;
+}
+
+static PyMethodDef find_class_def = {
+    "find_class", (PyCFunction)(void (*)(void))unpickler_find_class, METH_FASTCALL,
+    "find_class(module, name): the snapshot's own classes for the script's "
+    "modules (live when running that script, else rebuilt from the saved source)."
+};
+
 
 /* ------------------------------------------------------------------ */
 /* resolving, opening                                                  */
@@ -1783,12 +879,12 @@ open_snapshot(PyObject *module, PyObject *path, PyObject **meta_out)
     PyObject *fmt = PyDict_GetItemString(meta, "format");     /* borrowed */
     long version = fmt != NULL && PyLong_Check(fmt) ? PyLong_AsLong(fmt) : 0;
     PyErr_Clear();
-    if (version > LOAD_META_FORMAT) {
+    if (version > CHKPT_META_FORMAT) {
         Py_DECREF(meta);
         chkpt_snap_close(r);
         snapshot_error(module, "%U: snapshot metadata format %ld is newer than this "
                        "chkpt supports (%d): upgrade chkpt", path, version,
-                       LOAD_META_FORMAT);
+                       CHKPT_META_FORMAT);
         return NULL;
     }
     *meta_out = meta;
@@ -1896,16 +992,16 @@ names_filter(PyObject *names)
 /* the class a variable needed, for the stand-in: the failed find_class,
  * else the variable's own type from meta */
 static void
-failed_class(PyObject *ctx, PyObject *var, PyObject **mod, PyObject **qual)
+failed_class(load_ctx *ctx, PyObject *var, PyObject **mod, PyObject **qual)
 {
-    PyObject *f = dict_get(ctx, "failed");
+    PyObject *f = ctx->failed;
     if (f != NULL && PyTuple_Check(f) && PyTuple_GET_SIZE(f) == 3) {
         *mod = Py_NewRef(PyTuple_GET_ITEM(f, 0));
         *qual = Py_NewRef(PyTuple_GET_ITEM(f, 1));
         return;
     }
-    PyObject *t = dict_get(var, "type");
-    PyObject *tm = dict_get(var, "type_module");
+    PyObject *t = chkpt_dict_get(var, "type");
+    PyObject *tm = chkpt_dict_get(var, "type_module");
     if (t != NULL && tm != NULL && PyUnicode_Check(t) && PyUnicode_Check(tm)
         && PyUnicode_GET_LENGTH(t) > PyUnicode_GET_LENGTH(tm)) {
         *mod = Py_NewRef(tm);
@@ -1921,45 +1017,38 @@ failed_class(PyObject *ctx, PyObject *var, PyObject **mod, PyObject **qual)
     *qual = Py_NewRef(t && PyUnicode_Check(t) ? t : Py_None);
 }
 
-/* Loads one variable; NULL with an exception when it cannot be. */
+/* The out-of-band buffers of a variable, mapped: a new list. */
 static PyObject *
-load_one(PyObject *module, chkpt_snapreader *r, PyObject *path, PyObject *ctx,
-         PyObject *var, int *damaged)
+map_buffers(PyObject *module, load_ctx *ctx, PyObject *bidx)
 {
-    chkpt_state *st = chkpt_get_state(module);
-    PyObject *pidx = dict_get(var, "pickle");
-    PyObject *bidx = dict_get(var, "buffers");
-    *damaged = 1;
-    if (pidx == NULL || !PyLong_Check(pidx) || (bidx && !PyList_Check(bidx))) {
-        return snapshot_error(module, "%U: malformed variable entry", path);
-    }
-    PyObject *data = read_stream_bytes(module, r, PyLong_AsSsize_t(pidx), path);
-    if (data == NULL) {
-        return NULL;
-    }
     Py_ssize_t nb = bidx ? PyList_GET_SIZE(bidx) : 0;
     PyObject *buffers = PyList_New(nb);
     if (buffers == NULL) {
-        Py_DECREF(data);
         return NULL;
     }
     for (Py_ssize_t i = 0; i < nb; i++) {
         PyObject *bi = PyList_GET_ITEM(bidx, i);
         PyObject *mb = PyLong_Check(bi)
-            ? map_stream(module, r, PyLong_AsSsize_t(bi), path)
-            : snapshot_error(module, "%U: malformed buffer entry", path);
+            ? map_stream(module, ctx->reader, PyLong_AsSsize_t(bi), ctx->path)
+            : snapshot_error(module, "%U: malformed buffer entry", ctx->path);
         if (mb == NULL) {
             Py_DECREF(buffers);
-            Py_DECREF(data);
             return NULL;
         }
         PyList_SET_ITEM(buffers, i, mb);
     }
-    *damaged = 0;
+    return buffers;
+}
+
+/* Runs chkpt's Unpickler over one pickle, with ctx reachable from its
+ * find_class while it runs. */
+static PyObject *
+unpickle(PyObject *module, load_ctx *ctx, PyObject *data, PyObject *buffers)
+{
+    chkpt_state *st = chkpt_get_state(module);
     PyObject *io = PyImport_ImportModule("io");
     PyObject *file = io ? PyObject_CallMethod(io, "BytesIO", "O", data) : NULL;
     Py_XDECREF(io);
-    Py_DECREF(data);
     PyObject *up = NULL, *obj = NULL;
     if (file != NULL) {
         PyObject *args = PyTuple_Pack(1, file);
@@ -1969,20 +1058,48 @@ load_one(PyObject *module, chkpt_snapreader *r, PyObject *path, PyObject *ctx,
         Py_XDECREF(kw);
         Py_DECREF(file);
     }
-    Py_DECREF(buffers);
-    if (up != NULL && PyDict_SetItemString(ctx, "failed", Py_None) == 0
-        && PyObject_SetAttrString(up, "_chkpt_ctx", ctx) == 0) {
+    if (up == NULL) {
+        return NULL;
+    }
+    Py_CLEAR(ctx->failed);
+    if (PyObject_SetAttrString(up, "_chkpt_ctx", ctx->capsule) == 0) {
         obj = PyObject_CallMethod(up, "load", NULL);
     }
-    if (up != NULL) {
-        chkpt_saved_error e;
-        chkpt_error_save(&e);
-        if (PyObject_SetAttrString(up, "_chkpt_ctx", Py_None) < 0) {
-            PyErr_Clear();
-        }
-        chkpt_error_restore(&e);
+    chkpt_saved_error e;
+    chkpt_error_save(&e);
+    if (PyObject_SetAttrString(up, "_chkpt_ctx", Py_None) < 0) {
+        PyErr_Clear();
     }
-    Py_XDECREF(up);
+    chkpt_error_restore(&e);
+    Py_DECREF(up);
+    return obj;
+}
+
+/* Loads one variable; NULL with an exception when it cannot be (*damaged
+ * set when its bytes are the cause). */
+static PyObject *
+load_one(PyObject *module, load_ctx *ctx, PyObject *var, int *damaged)
+{
+    PyObject *pidx = chkpt_dict_get(var, "pickle");
+    PyObject *bidx = chkpt_dict_get(var, "buffers");
+    *damaged = 1;
+    if (pidx == NULL || !PyLong_Check(pidx) || (bidx && !PyList_Check(bidx))) {
+        return snapshot_error(module, "%U: malformed variable entry", ctx->path);
+    }
+    PyObject *data = read_stream_bytes(module, ctx->reader,
+                                       PyLong_AsSsize_t(pidx), ctx->path);
+    if (data == NULL) {
+        return NULL;
+    }
+    PyObject *buffers = map_buffers(module, ctx, bidx);
+    if (buffers == NULL) {
+        Py_DECREF(data);
+        return NULL;
+    }
+    *damaged = 0;
+    PyObject *obj = unpickle(module, ctx, data, buffers);
+    Py_DECREF(data);
+    Py_DECREF(buffers);
     return obj;
 }
 
@@ -1993,7 +1110,7 @@ load_one(PyObject *module, chkpt_snapreader *r, PyObject *path, PyObject *ctx,
 static PyObject *
 same_object(PyObject *loaded, PyObject *var)
 {
-    PyObject *same = dict_get(var, "same_as");
+    PyObject *same = chkpt_dict_get(var, "same_as");
     if (same == NULL || !PyUnicode_Check(same)) {
         return NULL;
     }
@@ -2001,34 +1118,141 @@ same_object(PyObject *loaded, PyObject *var)
     return Py_XNewRef(obj);
 }
 
+/* Every requested name must be a variable of the snapshot (KeyError). */
+static int
+check_names(PyObject *filter, PyObject *vars, PyObject *path)
+{
+    if (filter == Py_None) {
+        return 0;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *n, *v;
+    while (PyDict_Next(filter, &pos, &n, &v)) {
+        int found = 0;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(vars) && !found; i++) {
+            PyObject *vn = chkpt_dict_get(PyList_GET_ITEM(vars, i), "name");
+            found = vn != NULL && PyUnicode_Check(vn) && PyUnicode_Compare(vn, n) == 0;
+        }
+        if (!found) {
+            PyErr_Format(PyExc_KeyError, "no variable %R in snapshot %U", n, path);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* strict=True: SnapshotError for the variable, caused by the pending
+ * exception. */
+static void
+raise_unloadable(PyObject *module, PyObject *name, PyObject *path,
+                 PyObject *mod, PyObject *qual, PyObject *err)
+{
+    chkpt_saved_error cause;
+    chkpt_error_save(&cause);
+    snapshot_error(module, "cannot load variable %R of %U (%S.%S): %S",
+                   name, path, mod, qual, err);
+    chkpt_saved_error raised;
+    chkpt_error_save(&raised);
+    PyObject *exc = chkpt_error_value(&raised);
+    PyObject *why = chkpt_error_value(&cause);
+    if (exc != NULL && why != NULL) {
+        PyException_SetCause(exc, Py_NewRef(why));      /* steals */
+    }
+    chkpt_error_discard(&cause);
+    chkpt_error_restore(&raised);
+}
+
+/* A variable that did not load (the exception pending): SnapshotError with
+ * strict, else a warning and its chkpt.Unloadable stand-in. */
+static PyObject *
+unloadable(PyObject *module, load_ctx *ctx, PyObject *var, PyObject *name,
+           int strict)
+{
+    chkpt_state *st = chkpt_get_state(module);
+    PyObject *mod = NULL, *qual = NULL, *obj = NULL;
+    failed_class(ctx, var, &mod, &qual);
+    PyObject *err = ctx->failed && PyTuple_Check(ctx->failed)
+        ? Py_NewRef(PyTuple_GET_ITEM(ctx->failed, 2))
+        : chkpt_describe_pending();
+    if (strict) {
+        raise_unloadable(module, name, ctx->path, mod, qual, err);
+    }
+    else {
+        PyErr_Clear();
+        chkpt_warn_py("variable '%U' of %U cannot be loaded (%S.%S: %S); it is a "
+                      "chkpt.Unloadable stand-in", name, ctx->path, mod, qual, err);
+        obj = PyObject_CallFunction((PyObject *)st->Unloadable_Type, "OOOO", name,
+                                    mod ? mod : Py_None, qual ? qual : Py_None,
+                                    err ? err : Py_None);
+    }
+    Py_XDECREF(mod);
+    Py_XDECREF(qual);
+    Py_XDECREF(err);
+    return obj;
+}
+
+/* The variables of the snapshot (those in filter unless it is None) into
+ * a new dict. */
+static PyObject *
+load_variables(PyObject *module, load_ctx *ctx, PyObject *vars,
+               PyObject *filter, int strict)
+{
+    chkpt_state *st = chkpt_get_state(module);
+    PyObject *result = PyDict_New();
+    if (result == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(vars); i++) {
+        PyObject *var = PyList_GET_ITEM(vars, i);
+        PyObject *name = chkpt_dict_get(var, "name");
+        if (name == NULL || !PyUnicode_Check(name)) {
+            continue;
+        }
+        int want = filter == Py_None ? 1 : PyDict_Contains(filter, name);
+        if (want <= 0) {
+            if (want < 0) {
+                Py_CLEAR(result);
+                break;
+            }
+            continue;
+        }
+        int damaged = 0;
+        PyObject *obj = same_object(result, var);
+        if (obj == NULL && !PyErr_Occurred()) {
+            obj = load_one(module, ctx, var, &damaged);
+            if (obj == NULL && !damaged
+                && !PyErr_ExceptionMatches(st->SnapshotError)
+                && !PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)
+                && !PyErr_ExceptionMatches(PyExc_MemoryError)) {
+                obj = unloadable(module, ctx, var, name, strict);
+            }
+        }
+        int rc = obj == NULL ? -1 : PyDict_SetItem(result, name, obj);
+        Py_XDECREF(obj);
+        if (rc < 0) {
+            Py_CLEAR(result);
+            break;
+        }
+    }
+    return result;
+}
+
 PyObject *
 chkpt_load(PyObject *module, PyObject *snapshot, PyObject *names, int strict)
 {
-    chkpt_state *st = chkpt_get_state(module);
     PyObject *path = chkpt_resolve_snapshot(module, snapshot);
     if (path == NULL) {
         return NULL;
     }
     PyObject *filter = names_filter(names);
-    if (filter == NULL) {
-        Py_DECREF(path);
-        return NULL;
+    PyObject *meta = NULL, *result = NULL;
+    chkpt_snapreader *r = NULL;
+    if (filter == NULL || check_owner(module, path) < 0
+        || (r = open_snapshot(module, path, &meta)) == NULL) {
+        goto done;
     }
-    if (check_owner(module, path) < 0) {
-        Py_DECREF(path);
-        Py_DECREF(filter);
-        return NULL;
-    }
-    PyObject *meta = NULL;
-    chkpt_snapreader *r = open_snapshot(module, path, &meta);
-    if (r == NULL) {
-        Py_DECREF(path);
-        Py_DECREF(filter);
-        return NULL;
-    }
-    PyObject *result = NULL, *ctx = NULL, *cap = NULL, *live = NULL;
-    PyObject *vars = dict_get(meta, "variables");
-    PyObject *sources = dict_get(meta, "sources");
+    PyObject *vars = chkpt_dict_get(meta, "variables");
+    PyObject *sources = chkpt_dict_get(meta, "sources");
     if (vars == NULL || !PyList_Check(vars)) {
         snapshot_error(module, "%U: the snapshot's metadata has no variables", path);
         goto done;
@@ -2036,150 +1260,52 @@ chkpt_load(PyObject *module, PyObject *snapshot, PyObject *names, int strict)
     if (sources == NULL || !PyDict_Check(sources)) {
         sources = NULL;
     }
-    /* every requested name must exist */
-    if (filter != Py_None) {
-        Py_ssize_t pos = 0;
-        PyObject *n, *v;
-        while (PyDict_Next(filter, &pos, &n, &v)) {
-            int found = 0;
-            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(vars) && !found; i++) {
-                PyObject *vn = dict_get(PyList_GET_ITEM(vars, i), "name");
-                found = vn != NULL && PyUnicode_Check(vn) && PyUnicode_Compare(vn, n) == 0;
-            }
-            if (!found) {
-                PyErr_Format(PyExc_KeyError, "no variable %R in snapshot %U", n, path);
-                goto done;
-            }
-        }
-    }
-    cap = PyCapsule_New(r, READER_CAPSULE, NULL);
-    live = cap ? live_modules(module, meta, sources) : NULL;
-    ctx = live ? Py_BuildValue("{s:O,s:O,s:O,s:O,s:O,s:O}", "reader", cap, "meta", meta,
-                               "path", path, "sources", sources ? sources : Py_None,
-                               "live", live, "failed", Py_None) : NULL;
-    if (ctx == NULL) {
+    if (check_names(filter, vars, path) < 0) {
         goto done;
     }
-    if (sources == NULL) {
-        PyObject *empty = PyDict_New();
-        if (empty == NULL || PyDict_SetItemString(ctx, "sources", empty) < 0) {
-            Py_XDECREF(empty);
-            goto done;
-        }
-        Py_DECREF(empty);
+    load_ctx ctx;
+    if (ctx_init(&ctx, module, r, meta, path, sources) == 0) {
+        result = load_variables(module, &ctx, vars, filter, strict);
     }
-    result = PyDict_New();
-    if (result == NULL) {
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(vars); i++) {
-        PyObject *var = PyList_GET_ITEM(vars, i);
-        PyObject *name = dict_get(var, "name");
-        if (name == NULL || !PyUnicode_Check(name)) {
-            continue;
-        }
-        if (filter != Py_None) {
-            int want = PyDict_Contains(filter, name);
-            if (want < 0) {
-                Py_CLEAR(result);
-                goto done;
-            }
-            if (!want) {
-                continue;
-            }
-        }
-        int damaged = 0;
-        PyObject *obj = same_object(result, var);
-        if (obj == NULL) {
-            if (PyErr_Occurred()) {
-                Py_CLEAR(result);
-                goto done;
-            }
-            obj = load_one(module, r, path, ctx, var, &damaged);
-        }
-        if (obj == NULL) {
-            if (damaged || PyErr_ExceptionMatches(st->SnapshotError)
-                || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)
-                || PyErr_ExceptionMatches(PyExc_MemoryError)) {
-                Py_CLEAR(result);
-                goto done;
-            }
-            PyObject *mod = NULL, *qual = NULL;
-            failed_class(ctx, var, &mod, &qual);
-            PyObject *err = dict_get(ctx, "failed") && PyTuple_Check(dict_get(ctx, "failed"))
-                ? Py_NewRef(PyTuple_GET_ITEM(dict_get(ctx, "failed"), 2))
-                : chkpt_describe_pending();
-            if (strict) {
-                chkpt_saved_error cause;
-                chkpt_error_save(&cause);
-                snapshot_error(module, "cannot load variable %R of %U (%S.%S): %S",
-                               name, path, mod, qual, err);
-#if PY_VERSION_HEX >= 0x030C0000
-                PyObject *exc = PyErr_GetRaisedException();
-                if (exc != NULL && cause.exc != NULL) {
-                    PyException_SetCause(exc, cause.exc);   /* steals */
-                    cause.exc = NULL;
-                }
-                PyErr_SetRaisedException(exc);
-                Py_XDECREF(cause.exc);
-#else
-                PyObject *t, *v, *tb;
-                PyErr_Fetch(&t, &v, &tb);
-                PyErr_NormalizeException(&t, &v, &tb);
-                PyErr_NormalizeException(&cause.type, &cause.value, &cause.tb);
-                if (v != NULL && cause.value != NULL) {
-                    PyException_SetCause(v, Py_NewRef(cause.value));
-                }
-                PyErr_Restore(t, v, tb);
-                Py_XDECREF(cause.type);
-                Py_XDECREF(cause.value);
-                Py_XDECREF(cause.tb);
-#endif
-                Py_XDECREF(mod);
-                Py_XDECREF(qual);
-                Py_XDECREF(err);
-                Py_CLEAR(result);
-                goto done;
-            }
-            PyErr_Clear();
-            chkpt_warn_fmt("variable '%U' of %U cannot be loaded (%S.%S: %S); it is a "
-                       "chkpt.Unloadable stand-in", name, path, mod, qual, err);
-            obj = PyObject_CallFunction((PyObject *)st->Unloadable_Type, "OOOO", name,
-                                        mod ? mod : Py_None, qual ? qual : Py_None,
-                                        err ? err : Py_None);
-            Py_XDECREF(mod);
-            Py_XDECREF(qual);
-            Py_XDECREF(err);
-            if (obj == NULL) {
-                Py_CLEAR(result);
-                goto done;
-            }
-        }
-        int rc = PyDict_SetItem(result, name, obj);
-        Py_DECREF(obj);
-        if (rc < 0) {
-            Py_CLEAR(result);
-            goto done;
-        }
-    }
-
+    ctx_clear(&ctx);
 done:
-    if (ctx != NULL) {
-        chkpt_saved_error e;
-        chkpt_error_save(&e);
-        if (PyDict_SetItemString(ctx, "reader", Py_None) < 0) {
-            PyErr_Clear();
-        }
-        chkpt_error_restore(&e);
+    if (r != NULL) {
+        chkpt_snap_close(r);
     }
-    chkpt_snap_close(r);
-    Py_XDECREF(ctx);
-    Py_XDECREF(cap);
-    Py_XDECREF(live);
     Py_XDECREF(meta);
+    Py_XDECREF(filter);
     Py_DECREF(path);
-    Py_DECREF(filter);
     return result;
+}
+
+/* For check_class: is the top-level package of modname installed? NULL
+ * if so (or unknown), else the reason. */
+static PyObject *
+not_installed(PyObject *modname)
+{
+    /* find_spec of the top-level package: nothing imported */
+    PyObject *dot = PyUnicode_FromString(".");
+    PyObject *parts = dot ? PyUnicode_Split(modname, dot, 1) : NULL;
+    Py_XDECREF(dot);
+    if (parts == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *top = PyList_GET_ITEM(parts, 0);
+    PyObject *res = NULL;
+    if (PyDict_GetItemWithError(PyImport_GetModuleDict(), top) == NULL) {
+        PyObject *util = PyImport_ImportModule("importlib.util");
+        PyObject *spec = util ? PyObject_CallMethod(util, "find_spec", "O", top)
+                              : NULL;
+        Py_XDECREF(util);
+        if (spec == Py_None) {
+            res = PyUnicode_FromFormat("module %R is not installed", top);
+        }
+        Py_XDECREF(spec);
+    }
+    PyErr_Clear();
+    Py_DECREF(parts);
+    return res;
 }
 
 /* For show: can this (module, qualname) be resolved, without loading any
@@ -2188,74 +1314,38 @@ PyObject *
 chkpt_check_class(PyObject *module, PyObject *snapshot_path, PyObject *meta,
                   PyObject *modname, PyObject *qualname)
 {
-    PyObject *sources = dict_get(meta, "sources");
+    PyObject *sources = chkpt_dict_get(meta, "sources");
     int ours = sources && PyDict_Check(sources)
                && PyDict_GetItemWithError(sources, modname) != NULL;
     PyErr_Clear();
+    PyObject *res = NULL;
     if (!ours) {
-        /* installed? (find_spec of the top-level package: nothing imported) */
-        PyObject *dot = PyUnicode_FromString(".");
-        PyObject *parts = dot ? PyUnicode_Split(modname, dot, 1) : NULL;
-        Py_XDECREF(dot);
-        if (parts == NULL) {
-            PyErr_Clear();
-            Py_RETURN_NONE;
-        }
-        PyObject *top = PyList_GET_ITEM(parts, 0);
-        PyObject *res = NULL;
-        if (PyDict_GetItemWithError(PyImport_GetModuleDict(), top) == NULL) {
-            PyObject *util = PyImport_ImportModule("importlib.util");
-            PyObject *spec = util ? PyObject_CallMethod(util, "find_spec", "O", top)
-                                  : NULL;
-            Py_XDECREF(util);
-            if (spec == Py_None) {
-                res = PyUnicode_FromFormat("module %R is not installed", top);
-            }
-            Py_XDECREF(spec);
-        }
-        PyErr_Clear();
-        Py_DECREF(parts);
-        if (res == NULL) {
-            Py_RETURN_NONE;
-        }
-        return res;
+        res = not_installed(modname);
+        return res ? res : Py_NewRef(Py_None);
     }
     /* the script's own: rebuild (definitions only) and look it up */
-    PyObject *meta_path = snapshot_path;
     PyObject *mt = NULL;
-    chkpt_snapreader *r = open_snapshot(module, meta_path, &mt);
+    chkpt_snapreader *r = open_snapshot(module, snapshot_path, &mt);
     if (r == NULL) {
         PyObject *why = chkpt_describe_pending();
         PyErr_Clear();
         return why;
     }
     Py_DECREF(mt);
-    PyObject *res = NULL;
-    PyObject *cap = PyCapsule_New(r, READER_CAPSULE, NULL);
-    PyObject *live = cap ? live_modules(module, meta, sources) : NULL;
-    PyObject *ctx = live ? Py_BuildValue("{s:O,s:O,s:O,s:O,s:O}", "reader", cap,
-                                         "meta", meta, "path", snapshot_path,
-                                         "sources", sources, "live", live) : NULL;
-    if (ctx != NULL) {
-        PyObject *obj = resolve_in_sources(module, ctx, modname, qualname);
+    load_ctx ctx;
+    if (ctx_init(&ctx, module, r, meta, snapshot_path, sources) == 0) {
+        PyObject *obj = resolve_in_sources(module, &ctx, modname, qualname);
         if (obj == NULL) {
             res = chkpt_describe_pending();
         }
         Py_XDECREF(obj);
-        if (PyDict_SetItemString(ctx, "reader", Py_None) < 0) {
-            PyErr_Clear();
-        }
     }
+    ctx_clear(&ctx);
     PyErr_Clear();
     chkpt_snap_close(r);
-    Py_XDECREF(ctx);
-    Py_XDECREF(cap);
-    Py_XDECREF(live);
-    if (res == NULL) {
-        Py_RETURN_NONE;
-    }
-    return res;
+    return res ? res : Py_NewRef(Py_None);
 }
+
 
 /* ------------------------------------------------------------------ */
 /* listing                                                             */
@@ -2366,7 +1456,7 @@ chkpt_load_init(PyObject *module)
         return -1;
     }
     st->load_cache = PyDict_New();
-    if (st->load_cache == NULL) {
+    if (st->load_cache == NULL || chkpt_rebuild_init(module) < 0) {
         return -1;
     }
     /* Unpickler: a heap subclass of the C _pickle.Unpickler whose

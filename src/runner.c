@@ -879,41 +879,6 @@ run_with_runpy(CheckpointObject *ck, PyObject *modname, int alter_argv)
     return finish(result, NULL);
 }
 
-/* Reads the whole file; NULL with OSError set on failure. */
-static PyObject *
-read_all(FILE *fp, PyObject *filename)
-{
-    size_t cap = 65536, len = 0;
-    char *buf = PyMem_Malloc(cap);
-    if (buf == NULL) {
-        return PyErr_NoMemory();
-    }
-    for (;;) {
-        size_t got = fread(buf + len, 1, cap - len, fp);
-        len += got;
-        if (got == 0) {
-            if (ferror(fp)) {
-                PyMem_Free(buf);
-                return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError,
-                                                            filename);
-            }
-            break;
-        }
-        if (len == cap) {
-            char *nbuf = PyMem_Realloc(buf, cap * 2);
-            if (nbuf == NULL) {
-                PyMem_Free(buf);
-                return PyErr_NoMemory();
-            }
-            buf = nbuf;
-            cap *= 2;
-        }
-    }
-    PyObject *r = PyBytes_FromStringAndSize(buf, (Py_ssize_t)len);
-    PyMem_Free(buf);
-    return r;
-}
-
 static PyObject *
 run_script_file(CheckpointObject *ck, PyObject *filename, PyObject *path0,
                 PyObject *main_mod)
@@ -954,7 +919,7 @@ run_script_file(CheckpointObject *ck, PyObject *filename, PyObject *path0,
         Py_DECREF(r);
         return PyLong_FromLong(1);
     }
-    PyObject *source = read_all(fp, filename);
+    PyObject *source = chkpt_read_fp(fp, filename);
     fclose(fp);
     if (source == NULL) {
         return finish(NULL, NULL);
@@ -1015,7 +980,7 @@ run_stdin(CheckpointObject *ck, PyObject *main_mod)
     if (filename == NULL) {
         return NULL;
     }
-    PyObject *source = read_all(stdin, filename);
+    PyObject *source = chkpt_read_fp(stdin, filename);
     if (source == NULL) {
         Py_DECREF(filename);
         return finish(NULL, NULL);

@@ -53,9 +53,14 @@
 #define PENDING_MAX 32                  /* chunks fsynced together */
 
 /* The fuzz target builds with CHKPT_FUZZING so that mutated inputs get past
- * the checksums into the parsers and bounds checks behind them. */
+ * the checksums into the parsers and bounds checks behind them; it turns
+ * them back on to check that what is read is refused or exact. (The hash of
+ * a chunk's raw content, which names the chunk, is always checked.) A
+ * mutable global, but only in that test build: the store has no object that
+ * lives across the calls the target makes. */
 #ifdef CHKPT_FUZZING
-#define SUM_MISMATCH(cond) ((void)(cond), 0)
+int chkpt_fuzz_check_sums;
+#define SUM_MISMATCH(cond) (chkpt_fuzz_check_sums && (cond))
 #else
 #define SUM_MISMATCH(cond) (cond)
 #endif
@@ -1097,29 +1102,16 @@ make_id(chkpt_snapwriter *w, char *id, size_t idlen)
     return (n < 0 || (size_t)n >= idlen) ? -1 : 0;
 }
 
-int
-chkpt_snap_commit(chkpt_snapwriter *w, const void *meta, size_t meta_len,
-                  char *path_out, size_t path_len, char *err, size_t errlen)
+/* Writes the manifest to a temporary file of the store (its path in tmp):
+ * header, meta, stream count, stream table, and the checksum of every
+ * byte before it. */
+static int
+write_manifest_tmp(chkpt_snapwriter *w, const void *meta, size_t meta_len,
+                   char *tmp, char *err, size_t errlen)
 {
-    const char *dir = w->s->dir;
     unsigned char header[MANIFEST_HEADER], count[8], sum[HASH_LEN];
-    char tmp[PATH_MAX], final[PATH_MAX], snapdir[PATH_MAX], id[96];
-    XXH3_state_t *st = NULL;
     struct iovec iov[5];
-    int rc = -1, published = 0;
 
-    if (w->failed) {
-        seterr(err, errlen, "snapshot not written: a stream failed to write");
-        goto done;
-    }
-    if (meta_len > 0 && meta == NULL) {
-        seterr(err, errlen, "snapshot metadata is NULL");
-        goto done;
-    }
-    if (flush_pending(w, err, errlen) < 0
-        || sync_chunk_dirs(w, err, errlen) < 0) {
-        goto done;
-    }
     memcpy(header, MANIFEST_MAGIC, 8);
     put_u32(header + 8, MANIFEST_VERSION);
     put_u32(header + 12, 0);                   /* flags */
@@ -1129,20 +1121,21 @@ chkpt_snap_commit(chkpt_snapwriter *w, const void *meta, size_t meta_len,
     put_u64(count, w->nstreams);
 
     /* The checksum covers every byte before it. */
-    st = XXH3_createState();
+    XXH3_state_t *st = XXH3_createState();
     if (st == NULL || XXH3_128bits_reset(st) == XXH_ERROR) {
+        XXH3_freeState(st);
         seterr(err, errlen, "out of memory");
-        goto done;
+        return -1;
     }
     XXH3_128bits_update(st, header, sizeof(header));
     XXH3_128bits_update(st, meta, meta_len);
     XXH3_128bits_update(st, count, sizeof(count));
     XXH3_128bits_update(st, w->table.p, w->table.len);
-    {
-        XXH128_canonical_t c;
-        XXH128_canonicalFromHash(&c, XXH3_128bits_digest(st));
-        memcpy(sum, c.digest, HASH_LEN);
-    }
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, XXH3_128bits_digest(st));
+    memcpy(sum, c.digest, HASH_LEN);
+    XXH3_freeState(st);
+
     iov[0].iov_base = header;
     iov[0].iov_len = sizeof(header);
     iov[1].iov_base = (void *)meta;
@@ -1153,7 +1146,63 @@ chkpt_snap_commit(chkpt_snapwriter *w, const void *meta, size_t meta_len,
     iov[3].iov_len = w->table.len;
     iov[4].iov_base = sum;
     iov[4].iov_len = HASH_LEN;
-    if (write_tmp(dir, "snap", w, iov, 5, tmp, err, errlen) < 0) {
+    return write_tmp(w->s->dir, "snap", w, iov, 5, tmp, err, errlen);
+}
+
+/* Publishes tmp under a fresh snapshot id in snapdir (its path in final);
+ * tmp is removed on failure. */
+static int
+publish_manifest(chkpt_snapwriter *w, const char *tmp, const char *snapdir,
+                 char *final, size_t path_len, int check_len, char *err,
+                 size_t errlen)
+{
+    char id[96];
+    /* link() refuses to replace: a clash of ids only costs a retry. */
+    for (int attempt = 0; attempt < 100; attempt++) {
+        if (make_id(w, id, sizeof(id)) < 0
+            || mkpath(final, "%s/%s.ckpt", snapdir, id) < 0) {
+            seterr(err, errlen, "cannot name snapshot in %s", snapdir);
+            unlink(tmp);
+            return -1;
+        }
+        if (check_len && strlen(final) >= path_len) {
+            seterr(err, errlen, "snapshot path buffer too small");
+            unlink(tmp);
+            return -1;
+        }
+        if (publish(tmp, final) == 0) {
+            return 0;
+        }
+        if (errno != EEXIST) {
+            sys_err(err, errlen, "cannot publish snapshot", final);
+            unlink(tmp);
+            return -1;
+        }
+    }
+    seterr(err, errlen, "cannot publish snapshot in %s: name clash", snapdir);
+    unlink(tmp);
+    return -1;
+}
+
+int
+chkpt_snap_commit(chkpt_snapwriter *w, const void *meta, size_t meta_len,
+                  char *path_out, size_t path_len, char *err, size_t errlen)
+{
+    const char *dir = w->s->dir;
+    char tmp[PATH_MAX], final[PATH_MAX], snapdir[PATH_MAX];
+    int rc = -1;
+
+    if (w->failed) {
+        seterr(err, errlen, "snapshot not written: a stream failed to write");
+        goto done;
+    }
+    if (meta_len > 0 && meta == NULL) {
+        seterr(err, errlen, "snapshot metadata is NULL");
+        goto done;
+    }
+    if (flush_pending(w, err, errlen) < 0
+        || sync_chunk_dirs(w, err, errlen) < 0
+        || write_manifest_tmp(w, meta, meta_len, tmp, err, errlen) < 0) {
         goto done;
     }
     if (mkpath(snapdir, "%s/snapshots", dir) < 0) {
@@ -1161,32 +1210,8 @@ chkpt_snap_commit(chkpt_snapwriter *w, const void *meta, size_t meta_len,
         unlink(tmp);
         goto done;
     }
-    /* link() refuses to replace: a clash of ids only costs a retry. */
-    for (int attempt = 0; attempt < 100 && !published; attempt++) {
-        if (make_id(w, id, sizeof(id)) < 0
-            || mkpath(final, "%s/%s.ckpt", snapdir, id) < 0) {
-            seterr(err, errlen, "cannot name snapshot in %s", snapdir);
-            unlink(tmp);
-            goto done;
-        }
-        if (path_out != NULL && strlen(final) >= path_len) {
-            seterr(err, errlen, "snapshot path buffer too small");
-            unlink(tmp);
-            goto done;
-        }
-        if (publish(tmp, final) == 0) {
-            published = 1;
-        }
-        else if (errno != EEXIST) {
-            sys_err(err, errlen, "cannot publish snapshot", final);
-            unlink(tmp);
-            goto done;
-        }
-    }
-    if (!published) {
-        seterr(err, errlen, "cannot publish snapshot in %s: name clash",
-               snapdir);
-        unlink(tmp);
+    if (publish_manifest(w, tmp, snapdir, final, path_len, path_out != NULL,
+                         err, errlen) < 0) {
         goto done;
     }
     if (fsync_path(snapdir) < 0) {
@@ -1201,7 +1226,6 @@ chkpt_snap_commit(chkpt_snapwriter *w, const void *meta, size_t meta_len,
     }
     rc = 0;
 done:
-    XXH3_freeState(st);
     chkpt_snap_abort(w);
     return rc;
 }
@@ -1270,13 +1294,66 @@ dir_of(const char *path)
     return d;
 }
 
+/* The stream table of the manifest in r->buf, from pos (its count) to end
+ * (the checksum): 0 when sound and exactly filling it, -1 when damaged, -2
+ * out of memory. */
+static int
+parse_stream_table(chkpt_snapreader *r, size_t pos, size_t end)
+{
+    const unsigned char *b = r->buf;
+    uint32_t cs = r->chunk_size;
+    uint64_t n;
+
+    n = get_u64(b + pos);
+    pos += 8;
+    if (n > (end - pos) / 9) {     /* every stream takes at least 9 bytes */
+        return -1;
+    }
+    r->nstreams = (size_t)n;
+    r->streams = calloc(r->nstreams ? r->nstreams : 1, sizeof(rstream));
+    if (r->streams == NULL) {
+        return -2;
+    }
+    for (size_t i = 0; i < r->nstreams; i++) {
+        rstream *s = &r->streams[i];
+        if (end - pos < 9) {
+            return -1;
+        }
+        s->len = get_u64(b + pos);
+        s->is_inline = (b[pos + 8] == KIND_INLINE);
+        if (b[pos + 8] != KIND_INLINE && b[pos + 8] != KIND_CHUNKED) {
+            return -1;
+        }
+        pos += 9;
+        if (s->len > (uint64_t)SIZE_MAX - cs) {
+            return -1;
+        }
+        if (s->is_inline) {
+            if (s->len > end - pos) {
+                return -1;
+            }
+            s->data = b + pos;
+            pos += (size_t)s->len;
+        }
+        else {
+            s->nchunks = s->len / cs + (s->len % cs != 0);
+            if (s->nchunks > (end - pos) / HASH_LEN) {
+                return -1;
+            }
+            s->data = b + pos;
+            pos += (size_t)s->nchunks * HASH_LEN;
+        }
+    }
+    return pos == end ? 0 : -1;
+}
+
 static int
 parse_manifest(chkpt_snapreader *r, const char *path, char *err,
                size_t errlen)
 {
     const unsigned char *b = r->buf;
     size_t end, pos;
-    uint64_t meta_len, n;
+    uint64_t meta_len;
     uint32_t version, flags, cs;
     unsigned char sum[HASH_LEN];
 
@@ -1323,51 +1400,15 @@ parse_manifest(chkpt_snapreader *r, const char *path, char *err,
     if (end - pos < 8) {
         goto damaged;
     }
-    n = get_u64(b + pos);
-    pos += 8;
-    if (n > (end - pos) / 9) {     /* every stream takes at least 9 bytes */
-        goto damaged;
-    }
-    r->nstreams = (size_t)n;
-    r->streams = calloc(r->nstreams ? r->nstreams : 1, sizeof(rstream));
-    if (r->streams == NULL) {
+    switch (parse_stream_table(r, pos, end)) {
+    case -2:
         seterr(err, errlen, "out of memory");
         return -1;
-    }
-    for (size_t i = 0; i < r->nstreams; i++) {
-        rstream *s = &r->streams[i];
-        if (end - pos < 9) {
-            goto damaged;
-        }
-        s->len = get_u64(b + pos);
-        s->is_inline = (b[pos + 8] == KIND_INLINE);
-        if (b[pos + 8] != KIND_INLINE && b[pos + 8] != KIND_CHUNKED) {
-            goto damaged;
-        }
-        pos += 9;
-        if (s->len > (uint64_t)SIZE_MAX - cs) {
-            goto damaged;
-        }
-        if (s->is_inline) {
-            if (s->len > end - pos) {
-                goto damaged;
-            }
-            s->data = b + pos;
-            pos += (size_t)s->len;
-        }
-        else {
-            s->nchunks = s->len / cs + (s->len % cs != 0);
-            if (s->nchunks > (end - pos) / HASH_LEN) {
-                goto damaged;
-            }
-            s->data = b + pos;
-            pos += (size_t)s->nchunks * HASH_LEN;
-        }
-    }
-    if (pos != end) {
+    case -1:
         goto damaged;
+    default:
+        return 0;
     }
-    return 0;
 damaged:
     seterr(err, errlen, "snapshot %s is damaged (bad stream table)", path);
     return -1;
@@ -1479,6 +1520,140 @@ chkpt_snap_stream_len(const chkpt_snapreader *r, size_t i)
     return i < r->nstreams ? r->streams[i].len : 0;
 }
 
+/* What the steps of fetch_chunk return: done, failed with err written, or
+ * damaged with *why saying how (the caller names the chunk). */
+enum { FETCH_OK = 0, FETCH_FAILED = -1, FETCH_DAMAGED = -2 };
+
+/* Opens the chunk file named hex; -1 with err written if it cannot be. */
+static int
+open_chunk(const chkpt_snapreader *r, size_t si, const char *hex, char *path,
+           char *err, size_t errlen)
+{
+    if (mkpath(path, "%s/%.2s/%s", r->chunks_dir, hex, hex + 2) < 0) {
+        sys_err(err, errlen, "cannot read chunk in", r->chunks_dir);
+        return -1;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        return fd;
+    }
+    int open_errno = errno;
+    if (open_errno == ENOENT && access(r->path, F_OK) < 0 && errno == ENOENT) {
+        /* readers take no lock: gc may remove a snapshot being read */
+        seterr(err, errlen, "snapshot %s was removed (gc) while it was "
+               "being read", r->path);
+    }
+    else if (open_errno == ENOENT) {
+        seterr(err, errlen, "chunk %s of stream %zu is missing (%s)",
+               hex, si, path);
+    }
+    else {
+        errno = open_errno;
+        sys_err(err, errlen, "cannot read chunk", path);
+    }
+    return -1;
+}
+
+/* pread_all of the chunk file: a short read is damage, an error fails. */
+static int
+pread_chunk(int fd, void *dst, size_t n, uint64_t off, const char *path,
+            const char **why, char *err, size_t errlen)
+{
+    if (pread_all(fd, dst, n, off) == 0) {
+        return FETCH_OK;
+    }
+    if (errno != 0) {
+        sys_err(err, errlen, "cannot read chunk", path);
+        return FETCH_FAILED;
+    }
+    *why = "truncated";
+    return FETCH_DAMAGED;
+}
+
+/* Reads and checks the trailer of the open chunk file into tr. */
+static int
+read_trailer(int fd, uint64_t want, const char *path, trailer *tr,
+             const char **why, char *err, size_t errlen)
+{
+    unsigned char t[TRAILER_SIZE];
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        sys_err(err, errlen, "cannot read chunk", path);
+        return FETCH_FAILED;
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size < TRAILER_SIZE) {
+        *why = "truncated";
+        return FETCH_DAMAGED;
+    }
+    int rc = pread_chunk(fd, t, TRAILER_SIZE,
+                         (uint64_t)st.st_size - TRAILER_SIZE, path, why, err,
+                         errlen);
+    if (rc != FETCH_OK) {
+        return rc;
+    }
+    *why = check_trailer(t, (uint64_t)st.st_size, want, tr);
+    return *why != NULL ? FETCH_DAMAGED : FETCH_OK;
+}
+
+/* A raw chunk: its whole pages mapped when map, the rest read. */
+static int
+read_raw_chunk(const chkpt_snapreader *r, int fd, unsigned char *dst,
+               uint64_t want, int map, const char *path, const char **why,
+               char *err, size_t errlen)
+{
+    size_t whole = map ? (size_t)want & ~(r->pagesize - 1) : 0;
+    if (whole > 0
+        && mmap(dst, whole, PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_FIXED, fd, 0) == MAP_FAILED) {
+        sys_err(err, errlen, "cannot map chunk", path);
+        return FETCH_FAILED;
+    }
+    return pread_chunk(fd, dst + whole, (size_t)want - whole, whole, path,
+                       why, err, errlen);
+}
+
+/* A zstd chunk: read whole into r->zbuf, checked, then decompressed. */
+static int
+read_zstd_chunk(chkpt_snapreader *r, int fd, const trailer *tr,
+                unsigned char *dst, uint64_t want, const char *path,
+                const char **why, char *err, size_t errlen)
+{
+    if (r->dctx == NULL) {
+        r->dctx = ZSTD_createDCtx();
+        if (r->dctx == NULL) {
+            seterr(err, errlen, "out of memory");
+            return FETCH_FAILED;
+        }
+    }
+    if (tr->stored_len > r->zcap) {
+        unsigned char *p = realloc(r->zbuf, (size_t)tr->stored_len);
+        if (p == NULL) {
+            seterr(err, errlen, "out of memory");
+            return FETCH_FAILED;
+        }
+        r->zbuf = p;
+        r->zcap = (size_t)tr->stored_len;
+    }
+    int rc = pread_chunk(fd, r->zbuf, (size_t)tr->stored_len, 0, path, why,
+                         err, errlen);
+    if (rc != FETCH_OK) {
+        return rc;
+    }
+    /* Check before decompressing: never feed damaged bytes to zstd. */
+    if (SUM_MISMATCH(XXH3_64bits(r->zbuf, (size_t)tr->stored_len)
+                     != tr->stored_hash)) {
+        *why = "checksum mismatch";
+        return FETCH_DAMAGED;
+    }
+    size_t zr = ZSTD_decompressDCtx(r->dctx, dst, (size_t)want, r->zbuf,
+                                    (size_t)tr->stored_len);
+    if (ZSTD_isError(zr) || zr != want) {
+        *why = "bad compressed data";
+        return FETCH_DAMAGED;
+    }
+    return FETCH_OK;
+}
+
 /* Fetches chunk k of stream si into dst (its raw length), verifying it.
  * With map != 0, dst is page-aligned inside a private region and the
  * chunk's whole pages are mapped from the file rather than copied. */
@@ -1492,113 +1667,30 @@ fetch_chunk(chkpt_snapreader *r, size_t si, uint64_t k, unsigned char *dst,
     uint64_t want = s->len - off < r->chunk_size ? s->len - off
                                                   : r->chunk_size;
     char hex[HEX_LEN + 1], path[PATH_MAX];
-    unsigned char t[TRAILER_SIZE], got[HASH_LEN];
-    struct stat st;
-    const char *why;
+    unsigned char got[HASH_LEN];
+    const char *why = NULL;
     trailer tr;
-    int fd;
 
     hex_of(hash, hex);
-    if (mkpath(path, "%s/%.2s/%s", r->chunks_dir, hex, hex + 2) < 0) {
-        sys_err(err, errlen, "cannot read chunk in", r->chunks_dir);
-        return -1;
-    }
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open_chunk(r, si, hex, path, err, errlen);
     if (fd < 0) {
-        int open_errno = errno;
-        if (open_errno == ENOENT && access(r->path, F_OK) < 0 && errno == ENOENT) {
-            /* readers take no lock: gc may remove a snapshot being read */
-            seterr(err, errlen, "snapshot %s was removed (gc) while it was "
-                   "being read", r->path);
-        }
-        else if (open_errno == ENOENT) {
-            seterr(err, errlen, "chunk %s of stream %zu is missing (%s)",
-                   hex, si, path);
-        }
-        else {
-            errno = open_errno;
-            sys_err(err, errlen, "cannot read chunk", path);
-        }
         return -1;
     }
-    if (fstat(fd, &st) < 0) {
-        sys_err(err, errlen, "cannot read chunk", path);
-        goto fail;
-    }
-    if (!S_ISREG(st.st_mode) || st.st_size < TRAILER_SIZE) {
-        why = "truncated";
-        goto damaged;
-    }
-    if (pread_all(fd, t, TRAILER_SIZE,
-                  (uint64_t)st.st_size - TRAILER_SIZE) < 0) {
-        if (errno != 0) {
-            sys_err(err, errlen, "cannot read chunk", path);
-            goto fail;
-        }
-        why = "truncated";
-        goto damaged;
-    }
-    why = check_trailer(t, (uint64_t)st.st_size, want, &tr);
-    if (why != NULL) {
-        goto damaged;
-    }
-    if (tr.comp == COMP_NONE) {
-        size_t whole = map ? (size_t)want & ~(r->pagesize - 1) : 0;
-        if (whole > 0
-            && mmap(dst, whole, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_FIXED, fd, 0) == MAP_FAILED) {
-            sys_err(err, errlen, "cannot map chunk", path);
-            goto fail;
-        }
-        if (pread_all(fd, dst + whole, (size_t)want - whole, whole) < 0) {
-            if (errno != 0) {
-                sys_err(err, errlen, "cannot read chunk", path);
-                goto fail;
-            }
-            why = "truncated";
-            goto damaged;
-        }
-    }
-    else {
-        size_t zr;
-        if (r->dctx == NULL) {
-            r->dctx = ZSTD_createDCtx();
-            if (r->dctx == NULL) {
-                seterr(err, errlen, "out of memory");
-                goto fail;
-            }
-        }
-        if (tr.stored_len > r->zcap) {
-            unsigned char *p = realloc(r->zbuf, (size_t)tr.stored_len);
-            if (p == NULL) {
-                seterr(err, errlen, "out of memory");
-                goto fail;
-            }
-            r->zbuf = p;
-            r->zcap = (size_t)tr.stored_len;
-        }
-        if (pread_all(fd, r->zbuf, (size_t)tr.stored_len, 0) < 0) {
-            if (errno != 0) {
-                sys_err(err, errlen, "cannot read chunk", path);
-                goto fail;
-            }
-            why = "truncated";
-            goto damaged;
-        }
-        /* Check before decompressing: never feed damaged bytes to zstd. */
-        if (SUM_MISMATCH(XXH3_64bits(r->zbuf, (size_t)tr.stored_len)
-                         != tr.stored_hash)) {
-            why = "checksum mismatch";
-            goto damaged;
-        }
-        zr = ZSTD_decompressDCtx(r->dctx, dst, (size_t)want, r->zbuf,
-                                 (size_t)tr.stored_len);
-        if (ZSTD_isError(zr) || zr != want) {
-            why = "bad compressed data";
-            goto damaged;
-        }
+    int rc = read_trailer(fd, want, path, &tr, &why, err, errlen);
+    if (rc == FETCH_OK) {
+        rc = tr.comp == COMP_NONE
+             ? read_raw_chunk(r, fd, dst, want, map, path, &why, err, errlen)
+             : read_zstd_chunk(r, fd, &tr, dst, want, path, &why, err, errlen);
     }
     close(fd);
+    if (rc == FETCH_DAMAGED) {
+        seterr(err, errlen, "chunk %s of stream %zu is damaged (%s)", hex, si,
+               why);
+        return -1;
+    }
+    if (rc != FETCH_OK) {
+        return -1;
+    }
     hash128(dst, (size_t)want, got);
     if (memcmp(got, hash, HASH_LEN) != 0) {
         seterr(err, errlen, "chunk %s of stream %zu is damaged "
@@ -1606,12 +1698,6 @@ fetch_chunk(chkpt_snapreader *r, size_t si, uint64_t k, unsigned char *dst,
         return -1;
     }
     return 0;
-damaged:
-    seterr(err, errlen, "chunk %s of stream %zu is damaged (%s)", hex, si,
-           why);
-fail:
-    close(fd);
-    return -1;
 }
 
 static int
@@ -2139,6 +2225,78 @@ file_size(const char *path)
     return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
 }
 
+/* Budget retention: how many of the n oldest manifests to remove for the
+ * store to fit max_bytes (never the newest keep_min). Bytes freed by
+ * removing the k oldest manifests: the manifests plus every chunk whose
+ * newest referencer is among them. Leaves ss->refs sorted by hash. */
+static int
+budget_nremove(const char *dir, char **paths, size_t n, uint64_t max_bytes,
+               long keep_min, sweep_state *ss, size_t *nremove, char *err,
+               size_t errlen)
+{
+    uint64_t total, *msize = calloc(n ? n : 1, sizeof(uint64_t));
+    size_t j = 0, maxrm;
+    if (msize == NULL) {
+        seterr(err, errlen, "out of memory");
+        return -1;
+    }
+    if (collect_refs(paths, 0, n, &ss->refs, &ss->nrefs, err, errlen) < 0
+        || walk_chunks(dir, size_one, ss, err, errlen) < 0) {
+        free(msize);
+        return -1;
+    }
+    total = ss->total;
+    for (size_t i = 0; i < n; i++) {
+        msize[i] = file_size(paths[i]);
+        total += msize[i];
+    }
+    /* Chunks no manifest references are freed whatever we remove. */
+    uint64_t refd = 0;
+    for (size_t i = 0; i < ss->nrefs; i++) {
+        refd += ss->refs[i].size;
+    }
+    total -= ss->total - refd;
+    qsort(ss->refs, ss->nrefs, sizeof(chunkref), cmp_newest);
+    keep_min = keep_min < 0 ? 0 : keep_min;
+    maxrm = (size_t)keep_min >= n ? 0 : n - (size_t)keep_min;
+    *nremove = 0;
+    while (total > max_bytes && *nremove < maxrm) {
+        total -= msize[*nremove];
+        while (j < ss->nrefs && ss->refs[j].newest <= (long)*nremove) {
+            total -= ss->refs[j].size;
+            j++;
+        }
+        (*nremove)++;
+    }
+    free(msize);
+    qsort(ss->refs, ss->nrefs, sizeof(chunkref), cmp_hash);
+    return 0;
+}
+
+/* Removes the nremove oldest manifests (counted in *removed) and syncs
+ * the snapshots directory. */
+static int
+remove_manifests(const char *dir, char **paths, size_t nremove,
+                 size_t *removed, char *err, size_t errlen)
+{
+    char snapdir[PATH_MAX];
+    for (size_t i = 0; i < nremove; i++) {
+        if (unlink(paths[i]) < 0 && errno != ENOENT) {
+            sys_err(err, errlen, "cannot remove", paths[i]);
+            return -1;
+        }
+        (*removed)++;
+    }
+    if (nremove > 0) {
+        if (mkpath(snapdir, "%s/snapshots", dir) < 0
+            || fsync_path(snapdir) < 0) {
+            sys_err(err, errlen, "cannot sync snapshots of", dir);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* keep >= 0: keep that many newest snapshots. keep < 0: keep as few as
  * needed (but at least keep_min) for the store to fit max_bytes. */
 static int
@@ -2146,8 +2304,8 @@ gc_impl(const char *dir, long keep, uint64_t max_bytes, long keep_min,
         size_t *removed_snapshots, size_t *removed_chunks,
         char *err, size_t errlen)
 {
-    char **paths = NULL, snapdir[PATH_MAX];
-    size_t n = 0, nremove, removed = 0;
+    char **paths = NULL;
+    size_t n = 0, nremove = 0, removed = 0;
     sweep_state ss = {0};
     int lockfd, rc = -1;
 
@@ -2181,63 +2339,14 @@ gc_impl(const char *dir, long keep, uint64_t max_bytes, long keep_min,
             goto done;
         }
     }
-    else {
-        /* Bytes freed by removing the k oldest manifests: the manifests
-           plus every chunk whose newest referencer is among them. */
-        uint64_t total, *msize = calloc(n ? n : 1, sizeof(uint64_t));
-        size_t j = 0, maxrm;
-        if (msize == NULL) {
-            seterr(err, errlen, "out of memory");
-            goto done;
-        }
-        if (collect_refs(paths, 0, n, &ss.refs, &ss.nrefs, err, errlen) < 0
-            || walk_chunks(dir, size_one, &ss, err, errlen) < 0) {
-            free(msize);
-            goto done;
-        }
-        total = ss.total;
-        for (size_t i = 0; i < n; i++) {
-            msize[i] = file_size(paths[i]);
-            total += msize[i];
-        }
-        /* Chunks no manifest references are freed whatever we remove. */
-        {
-            uint64_t refd = 0;
-            for (size_t i = 0; i < ss.nrefs; i++) {
-                refd += ss.refs[i].size;
-            }
-            total -= ss.total - refd;
-        }
-        qsort(ss.refs, ss.nrefs, sizeof(chunkref), cmp_newest);
-        keep_min = keep_min < 0 ? 0 : keep_min;
-        maxrm = (size_t)keep_min >= n ? 0 : n - (size_t)keep_min;
-        nremove = 0;
-        while (total > max_bytes && nremove < maxrm) {
-            total -= msize[nremove];
-            while (j < ss.nrefs && ss.refs[j].newest <= (long)nremove) {
-                total -= ss.refs[j].size;
-                j++;
-            }
-            nremove++;
-        }
-        free(msize);
-        qsort(ss.refs, ss.nrefs, sizeof(chunkref), cmp_hash);
+    else if (budget_nremove(dir, paths, n, max_bytes, keep_min, &ss, &nremove,
+                            err, errlen) < 0) {
+        goto done;
     }
     /* Manifests first: a crash after this leaves only unreferenced
        chunks, never a manifest without its chunks. */
-    for (size_t i = 0; i < nremove; i++) {
-        if (unlink(paths[i]) < 0 && errno != ENOENT) {
-            sys_err(err, errlen, "cannot remove", paths[i]);
-            goto done;
-        }
-        removed++;
-    }
-    if (nremove > 0) {
-        if (mkpath(snapdir, "%s/snapshots", dir) < 0
-            || fsync_path(snapdir) < 0) {
-            sys_err(err, errlen, "cannot sync snapshots of", dir);
-            goto done;
-        }
+    if (remove_manifests(dir, paths, nremove, &removed, err, errlen) < 0) {
+        goto done;
     }
     ss.first_kept = (long)nremove;
     if (walk_chunks(dir, sweep_one, &ss, err, errlen) < 0) {

@@ -130,4 +130,10 @@ int chkpt_store_verify_all(const char *dir, chkpt_verify_cb cb, void *arg,
  * or is writable by group or others. Missing subdirectories are fine. */
 int chkpt_store_check_owner(const char *dir, char *err, size_t errlen);
 
+#ifdef CHKPT_FUZZING
+/* Fuzz build only: 0 (the default) ignores the manifest, trailer and
+ * compressed-data checksums, non-zero checks them as the real build does. */
+extern int chkpt_fuzz_check_sums;
+#endif
+
 #endif

@@ -5,6 +5,7 @@
  * line and exit status 1; usage errors (2) are caught by cli.c.
  */
 #include "chkpt.h"
+#include "capture.h"      /* chkpt_pickler_kwargs: one protocol 5 setup */
 #include <ftw.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -71,7 +72,7 @@ fail(void)
             Py_SETREF(s, PyUnicode_Substring(s, 1, PyUnicode_GET_LENGTH(s) - 1));
         }
         if (s != NULL) {
-            chkpt_warn_fmt("error: %U", s);
+            chkpt_warn_py("error: %U", s);
         }
     }
     else {
@@ -140,12 +141,6 @@ str_or(PyObject *v, const char *dflt)
         return PyUnicode_FromString(dflt);
     }
     return PyObject_Str(v);
-}
-
-static PyObject *
-dget(PyObject *d, const char *k)
-{
-    return d && PyDict_Check(d) ? PyDict_GetItemString(d, k) : NULL;  /* borrowed */
 }
 
 /* Prints rows (lists of str) as aligned columns; the last column is not
@@ -279,8 +274,8 @@ snapshot_id(PyObject *path)
 static PyObject *
 where_of(PyObject *meta)
 {
-    PyObject *script = dget(meta, "script");
-    PyObject *line = dget(meta, "line");
+    PyObject *script = chkpt_dict_get(meta, "script");
+    PyObject *line = chkpt_dict_get(meta, "line");
     PyObject *base = NULL;
     if (script != NULL && PyUnicode_Check(script)) {
         PyObject *osp = PyImport_ImportModule("os.path");
@@ -325,7 +320,7 @@ variable_names(PyObject *vars)
         return NULL;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *nm = dget(PyList_GET_ITEM(vars, i), "name");
+        PyObject *nm = chkpt_dict_get(PyList_GET_ITEM(vars, i), "name");
         if (nm != NULL && PyUnicode_Check(nm) && PyList_Append(names, nm) < 0) {
             Py_DECREF(names);
             return NULL;
@@ -381,10 +376,10 @@ chkpt_verb_ls(PyObject *module, chkpt_cli *cli)
             rc = -1;
             break;
         }
-        PyObject *vars = dget(meta, "variables");
-        rc = add_row(rows, 7, snapshot_id(path), local_time(dget(meta, "time")),
-                     str_or(dget(meta, "kind"), "?"), str_or(dget(meta, "name"), "-"),
-                     where_of(meta), size_of(dget(meta, "size")),
+        PyObject *vars = chkpt_dict_get(meta, "variables");
+        rc = add_row(rows, 7, snapshot_id(path), local_time(chkpt_dict_get(meta, "time")),
+                     str_or(chkpt_dict_get(meta, "kind"), "?"), str_or(chkpt_dict_get(meta, "name"), "-"),
+                     where_of(meta), size_of(chkpt_dict_get(meta, "size")),
                      variable_names(vars));
         Py_DECREF(meta);
         Py_DECREF(path);
@@ -428,7 +423,7 @@ static PyObject *
 variable_problem(PyObject *module, PyObject *path, PyObject *meta, PyObject *var,
                  PyObject *cache)
 {
-    PyObject *refs = dget(var, "module_refs");
+    PyObject *refs = chkpt_dict_get(var, "module_refs");
     if (refs == NULL || !PyList_Check(refs)) {
         Py_RETURN_NONE;
     }
@@ -487,11 +482,11 @@ chkpt_verb_show(PyObject *module, chkpt_cli *cli)
     }
     int rc = 0;
     PyObject *rows = NULL, *cache = NULL;
-    PyObject *vars = dget(meta, "variables");
-    PyObject *when = local_time(dget(meta, "time"));
+    PyObject *vars = chkpt_dict_get(meta, "variables");
+    PyObject *when = local_time(chkpt_dict_get(meta, "time"));
     PyObject *where = where_of(meta);
-    PyObject *size = size_of(dget(meta, "size"));
-    PyObject *func = dget(meta, "function");
+    PyObject *size = size_of(chkpt_dict_get(meta, "size"));
+    PyObject *func = chkpt_dict_get(meta, "function");
     if (when == NULL || where == NULL || size == NULL) {
         rc = -1;
     }
@@ -504,15 +499,15 @@ chkpt_verb_show(PyObject *module, chkpt_cli *cli)
                   "where     %U in %S\n"
                   "python    %S, chkpt %S\n"
                   "size      %U in %zd variable(s)\n",
-                  path, dget(meta, "name") ? dget(meta, "name") : Py_None,
-                  dget(meta, "kind") ? dget(meta, "kind") : Py_None, when,
-                  dget(meta, "script") ? dget(meta, "script") : Py_None, where,
+                  path, chkpt_dict_get(meta, "name") ? chkpt_dict_get(meta, "name") : Py_None,
+                  chkpt_dict_get(meta, "kind") ? chkpt_dict_get(meta, "kind") : Py_None, when,
+                  chkpt_dict_get(meta, "script") ? chkpt_dict_get(meta, "script") : Py_None, where,
                   func ? func : Py_None,
-                  dget(meta, "python") ? dget(meta, "python") : Py_None,
-                  dget(meta, "chkpt") ? dget(meta, "chkpt") : Py_None, size,
+                  chkpt_dict_get(meta, "python") ? chkpt_dict_get(meta, "python") : Py_None,
+                  chkpt_dict_get(meta, "chkpt") ? chkpt_dict_get(meta, "chkpt") : Py_None, size,
                   vars && PyList_Check(vars) ? PyList_GET_SIZE(vars) : 0);
     }
-    PyObject *sources = dget(meta, "sources");
+    PyObject *sources = chkpt_dict_get(meta, "sources");
     if (rc == 0 && sources && PyDict_Check(sources) && PyDict_GET_SIZE(sources) > 0) {
         PyObject *keys = PyDict_Keys(sources);
         PyObject *sep = PyUnicode_FromString(", ");
@@ -543,28 +538,28 @@ chkpt_verb_show(PyObject *module, chkpt_cli *cli)
             rc = -1;
             break;
         }
-        PyObject *same = dget(var, "same_as");
+        PyObject *same = chkpt_dict_get(var, "same_as");
         PyObject *note = why != Py_None
             ? PyUnicode_FromFormat("! cannot load: %U", why)
             : same != NULL && PyUnicode_Check(same)
             ? PyUnicode_FromFormat("(same object as %U)", same)
             : PyUnicode_FromString("");
         Py_DECREF(why);
-        rc = add_row(rows, 5, str_or(dget(var, "name"), "?"),
-                     str_or(dget(var, "type"), "?"), size_of(dget(var, "size")),
-                     str_or(dget(var, "repr"), ""), note);
+        rc = add_row(rows, 5, str_or(chkpt_dict_get(var, "name"), "?"),
+                     str_or(chkpt_dict_get(var, "type"), "?"), size_of(chkpt_dict_get(var, "size")),
+                     str_or(chkpt_dict_get(var, "repr"), ""), note);
     }
     if (rc == 0) {
         rc = print_table(rows);
     }
-    PyObject *skipped = dget(meta, "skipped");
+    PyObject *skipped = chkpt_dict_get(meta, "skipped");
     if (rc == 0 && skipped && PyList_Check(skipped) && PyList_GET_SIZE(skipped) > 0) {
         rc = outf("\nnot saved (could not be pickled):\n");
         for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(skipped); i++) {
             PyObject *s = PyList_GET_ITEM(skipped, i);
-            rc = outf("  %S (%S): %S\n", dget(s, "name") ? dget(s, "name") : Py_None,
-                      dget(s, "type") ? dget(s, "type") : Py_None,
-                      dget(s, "error") ? dget(s, "error") : Py_None);
+            rc = outf("  %S (%S): %S\n", chkpt_dict_get(s, "name") ? chkpt_dict_get(s, "name") : Py_None,
+                      chkpt_dict_get(s, "type") ? chkpt_dict_get(s, "type") : Py_None,
+                      chkpt_dict_get(s, "error") ? chkpt_dict_get(s, "error") : Py_None);
         }
     }
     Py_XDECREF(when);
@@ -608,8 +603,8 @@ chkpt_verb_explore(PyObject *module, chkpt_cli *cli)
     PyObject *where = where_of(meta);
     PyObject *banner = j && where ? PyUnicode_FromFormat(
         "chkpt explore: %U\n%S snapshot %S of %U\nvariables: %U\n", path,
-        dget(meta, "kind") ? dget(meta, "kind") : Py_None,
-        dget(meta, "name") ? dget(meta, "name") : Py_None, where, j) : NULL;
+        chkpt_dict_get(meta, "kind") ? chkpt_dict_get(meta, "kind") : Py_None,
+        chkpt_dict_get(meta, "name") ? chkpt_dict_get(meta, "name") : Py_None, where, j) : NULL;
     Py_XDECREF(keys);
     Py_XDECREF(sep);
     Py_XDECREF(j);
@@ -770,6 +765,160 @@ export_pickler_type(PyObject *module, PyObject *pickle)
     return tp;
 }
 
+/* note for the user: the pickle names the script's own classes, which
+ * resolve only where those modules exist */
+static void
+note_own_refs(PyObject *name, PyObject *refs)
+{
+    if (PySet_GET_SIZE(refs) == 0) {
+        return;
+    }
+    PyObject *l = PySequence_List(refs);
+    PyObject *sep = PyUnicode_FromString(", ");
+    if (l != NULL && PyList_Sort(l) == 0 && sep != NULL) {
+        PyObject *j = PyUnicode_Join(sep, l);
+        if (j != NULL) {
+            chkpt_warn_py("note: '%U' refers to the script's own %U: "
+                          "pickle.load resolves them where those "
+                          "modules define them (e.g. in the script)",
+                          name, j);
+            Py_DECREF(j);
+        }
+    }
+    Py_XDECREF(l);
+    Py_XDECREF(sep);
+    PyErr_Clear();
+}
+
+/* Can variable `name` be exported? Pickles it out of band (no data copied).
+ * 0 with *why NULL if so, 0 with *why the reason if not, -1 to stop. */
+static int
+export_probe(PyObject *ptype, PyObject *io, PyObject *name, PyObject *obj,
+             PyObject **why)
+{
+    *why = NULL;
+    /* capture's protocol 5 setup: the buffers stay out of band, held in
+       bufs until the probe is over */
+    chkpt_bufvec bufs = {0};
+    PyObject *sink = PyObject_CallMethod(io, "BytesIO", NULL);
+    PyObject *kw = sink ? chkpt_pickler_kwargs(&bufs) : NULL;
+    PyObject *args = kw ? Py_BuildValue("(O)", sink) : NULL;
+    PyObject *p = args ? PyObject_Call(ptype, args, kw) : NULL;
+    PyObject *refs = p ? PySet_New(NULL) : NULL;
+    PyObject *r = refs && PyObject_SetAttrString(p, "_chkpt_refs", refs) == 0
+                  ? PyObject_CallMethod(p, "dump", "(O)", obj) : NULL;
+    if (r != NULL) {
+        note_own_refs(name, refs);
+    }
+    Py_XDECREF(refs);
+    int rc = 0;
+    if (r == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+            rc = -1;
+        }
+        else {
+            *why = chkpt_describe_pending();
+            PyErr_Clear();
+            if (*why == NULL) {
+                *why = PyUnicode_FromString("cannot be pickled");
+            }
+            if (*why == NULL) {
+                rc = -1;
+            }
+        }
+    }
+    Py_XDECREF(r);
+    Py_XDECREF(p);
+    Py_XDECREF(kw);
+    Py_XDECREF(args);
+    Py_XDECREF(sink);
+    chkpt_bufvec_free(&bufs);
+    return rc;
+}
+
+/* The variables of ns that can be exported, into good (a warning for each
+ * other); their count of the others in *nbad. */
+static int
+exportable(PyObject *module, PyObject *ptype, PyObject *io, PyObject *ns,
+           PyObject *good, Py_ssize_t *nbad)
+{
+    chkpt_state *st = chkpt_get_state(module);
+    Py_ssize_t pos = 0;
+    PyObject *name, *obj;
+    while (PyDict_Next(ns, &pos, &name, &obj)) {
+        PyObject *why = NULL;
+        if (Py_TYPE(obj) == st->Unloadable_Type) {
+            PyObject *e = PyObject_Repr(obj);
+            why = e ? PyUnicode_FromFormat("it could not be loaded: %U", e) : NULL;
+            Py_XDECREF(e);
+            if (why == NULL) {
+                return -1;
+            }
+        }
+        else if (export_probe(ptype, io, name, obj, &why) < 0) {
+            return -1;
+        }
+        if (why != NULL) {
+            chkpt_warn_py("'%U' not exported: %U", name, why);
+            Py_DECREF(why);
+            (*nbad)++;
+        }
+        else if (PyDict_SetItem(good, name, obj) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Pickles good into tmp, then renames it to out (tmp removed on failure). */
+static int
+write_export(PyObject *ptype, PyObject *io, PyObject *os, PyObject *good,
+             PyObject *tmp, PyObject *out)
+{
+    int rc = 0;
+    PyObject *f = PyObject_CallMethod(io, "open", "Os", tmp, "wb");
+    PyObject *args = f ? Py_BuildValue("(O)", f) : NULL;
+    PyObject *kw = args ? Py_BuildValue("{s:i}", "protocol", 5) : NULL;
+    PyObject *p = kw ? PyObject_Call(ptype, args, kw) : NULL;
+    PyObject *refs = p ? PySet_New(NULL) : NULL;
+    PyObject *r = refs && PyObject_SetAttrString(p, "_chkpt_refs", refs) == 0
+                  ? PyObject_CallMethod(p, "dump", "(O)", good) : NULL;
+    Py_XDECREF(refs);
+    PyObject *c = NULL;
+    if (f != NULL) {
+        if (r == NULL) {
+            /* close, keeping the error of dump */
+            chkpt_saved_error e;
+            chkpt_error_save(&e);
+            c = PyObject_CallMethod(f, "close", NULL);
+            Py_CLEAR(c);
+            PyErr_Clear();
+            chkpt_error_restore(&e);
+        }
+        else {
+            c = PyObject_CallMethod(f, "close", NULL);
+        }
+    }
+    PyObject *mv = r && c ? PyObject_CallMethod(os, "replace", "OO", tmp, out) : NULL;
+    if (mv == NULL) {
+        rc = -1;
+        chkpt_saved_error e;
+        chkpt_error_save(&e);
+        PyObject *u = PyObject_CallMethod(os, "unlink", "O", tmp);
+        Py_XDECREF(u);
+        PyErr_Clear();
+        chkpt_error_restore(&e);
+    }
+    Py_XDECREF(mv);
+    Py_XDECREF(c);
+    Py_XDECREF(r);
+    Py_XDECREF(p);
+    Py_XDECREF(kw);
+    Py_XDECREF(args);
+    Py_XDECREF(f);
+    return rc;
+}
+
 int
 chkpt_verb_export(PyObject *module, chkpt_cli *cli)
 {
@@ -795,128 +944,10 @@ chkpt_verb_export(PyObject *module, chkpt_cli *cli)
     PyObject *os = PyImport_ImportModule("os");
     PyObject *tmp = PyUnicode_FromFormat("%S.tmp", out);
     Py_ssize_t nbad = 0;
-    if (good == NULL || ptype == NULL || io == NULL || os == NULL || tmp == NULL) {
+    if (good == NULL || ptype == NULL || io == NULL || os == NULL || tmp == NULL
+        || exportable(module, ptype, io, ns, good, &nbad) < 0
+        || write_export(ptype, io, os, good, tmp, out) < 0) {
         rc = -1;
-    }
-    /* which variables can be exported (out-of-band probe: no data copied) */
-    Py_ssize_t pos = 0;
-    PyObject *name, *obj;
-    while (rc == 0 && PyDict_Next(ns, &pos, &name, &obj)) {
-        PyObject *why = NULL;
-        if (Py_TYPE(obj) == st->Unloadable_Type) {
-            PyObject *e = PyObject_Repr(obj);
-            why = e ? PyUnicode_FromFormat("it could not be loaded: %U", e) : NULL;
-            Py_XDECREF(e);
-            if (why == NULL) {
-                rc = -1;
-                break;
-            }
-        }
-        else {
-            PyObject *sink = PyObject_CallMethod(io, "BytesIO", NULL);
-            PyObject *bufs = PyList_New(0);
-            PyObject *cb = bufs ? PyObject_GetAttrString(bufs, "append") : NULL;
-            PyObject *args = sink && cb ? Py_BuildValue("(O)", sink) : NULL;
-            PyObject *kw = args ? Py_BuildValue("{s:i,s:O}", "protocol", 5,
-                                                "buffer_callback", cb) : NULL;
-            PyObject *p = kw ? PyObject_Call(ptype, args, kw) : NULL;
-            PyObject *refs = p ? PySet_New(NULL) : NULL;
-            PyObject *r = refs && PyObject_SetAttrString(p, "_chkpt_refs", refs) == 0
-                          ? PyObject_CallMethod(p, "dump", "(O)", obj) : NULL;
-            if (r != NULL && PySet_GET_SIZE(refs) > 0) {
-                PyObject *l = PySequence_List(refs);
-                PyObject *sep = PyUnicode_FromString(", ");
-                if (l != NULL && PyList_Sort(l) == 0 && sep != NULL) {
-                    PyObject *j = PyUnicode_Join(sep, l);
-                    if (j != NULL) {
-                        chkpt_warn_fmt("note: '%U' refers to the script's own %U: "
-                                 "pickle.load resolves them where those "
-                                 "modules define them (e.g. in the script)",
-                                 name, j);
-                        Py_DECREF(j);
-                    }
-                }
-                Py_XDECREF(l);
-                Py_XDECREF(sep);
-                PyErr_Clear();
-            }
-            Py_XDECREF(refs);
-            if (r == NULL) {
-                if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
-                    rc = -1;
-                }
-                else {
-                    why = chkpt_describe_pending();
-                    PyErr_Clear();
-                    if (why == NULL) {
-                        why = PyUnicode_FromString("cannot be pickled");
-                    }
-                    if (why == NULL) {
-                        rc = -1;
-                    }
-                }
-            }
-            Py_XDECREF(r);
-            Py_XDECREF(p);
-            Py_XDECREF(kw);
-            Py_XDECREF(args);
-            Py_XDECREF(cb);
-            Py_XDECREF(bufs);
-            Py_XDECREF(sink);
-            if (rc < 0) {
-                break;
-            }
-        }
-        if (why != NULL) {
-            chkpt_warn_fmt("'%U' not exported: %U", name, why);
-            Py_DECREF(why);
-            nbad++;
-        }
-        else if (PyDict_SetItem(good, name, obj) < 0) {
-            rc = -1;
-        }
-    }
-    if (rc == 0) {
-        PyObject *f = PyObject_CallMethod(io, "open", "Os", tmp, "wb");
-        PyObject *args = f ? Py_BuildValue("(O)", f) : NULL;
-        PyObject *kw = args ? Py_BuildValue("{s:i}", "protocol", 5) : NULL;
-        PyObject *p = kw ? PyObject_Call(ptype, args, kw) : NULL;
-        PyObject *refs = p ? PySet_New(NULL) : NULL;
-        PyObject *r = refs && PyObject_SetAttrString(p, "_chkpt_refs", refs) == 0
-                      ? PyObject_CallMethod(p, "dump", "(O)", good) : NULL;
-        Py_XDECREF(refs);
-        PyObject *c = NULL;
-        if (f != NULL) {
-            if (r == NULL) {
-                /* close, keeping the error of dump */
-                chkpt_saved_error e;
-                chkpt_error_save(&e);
-                c = PyObject_CallMethod(f, "close", NULL);
-                Py_CLEAR(c);
-                PyErr_Clear();
-                chkpt_error_restore(&e);
-            }
-            else {
-                c = PyObject_CallMethod(f, "close", NULL);
-            }
-        }
-        PyObject *mv = r && c ? PyObject_CallMethod(os, "replace", "OO", tmp, out) : NULL;
-        if (mv == NULL) {
-            rc = -1;
-            chkpt_saved_error e;
-            chkpt_error_save(&e);
-            PyObject *u = PyObject_CallMethod(os, "unlink", "O", tmp);
-            Py_XDECREF(u);
-            PyErr_Clear();
-            chkpt_error_restore(&e);
-        }
-        Py_XDECREF(mv);
-        Py_XDECREF(c);
-        Py_XDECREF(r);
-        Py_XDECREF(p);
-        Py_XDECREF(kw);
-        Py_XDECREF(args);
-        Py_XDECREF(f);
     }
     if (rc == 0) {
         rc = outf("exported %zd variable(s) to %S", PyDict_GET_SIZE(good), out);
@@ -973,7 +1004,7 @@ chkpt_verb_verify(PyObject *module, chkpt_cli *cli)
     }
     struct stat sb;
     if (stat(PyBytes_AS_STRING(fs), &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        chkpt_warn_fmt("error: no snapshot store at %U", dir);
+        chkpt_warn_py("error: no snapshot store at %U", dir);
         Py_DECREF(fs);
         Py_DECREF(dir);
         return 1;
@@ -1029,7 +1060,7 @@ chkpt_verb_gc(PyObject *module, chkpt_cli *cli)
     }
     struct stat sb;
     if (stat(PyBytes_AS_STRING(fs), &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        chkpt_warn_fmt("error: no snapshot store at %U", dir);
+        chkpt_warn_py("error: no snapshot store at %U", dir);
         Py_DECREF(fs);
         Py_DECREF(dir);
         return 1;
@@ -1043,7 +1074,7 @@ chkpt_verb_gc(PyObject *module, chkpt_cli *cli)
     Py_END_ALLOW_THREADS
     Py_DECREF(fs);
     if (r < 0) {
-        chkpt_warn_fmt("error: gc of %U failed: %s", dir, err);
+        chkpt_warn_py("error: gc of %U failed: %s", dir, err);
         Py_DECREF(dir);
         return 1;
     }

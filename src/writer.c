@@ -16,7 +16,8 @@
  * _exit (no atexit handlers, no stdio flushes). The report holds the
  * snapshot's path, the `chkpt:` lines the capture wrote (the parent
  * prints them when it reaps the child: the child writes nothing), and the
- * warn-once state the capture changed (ck->warned, the deferred reports),
+ * warn-once state the capture changed (ck->warned, ck->warned_once,
+ * ck->no_retry, the deferred reports),
  * which the parent merges so that its state stays the one that counts.
  *
  * Deadlines are the kernel's: in the child, hooks.c's time budgets become
@@ -33,6 +34,7 @@
  * read and at the end of the run: no thread of chkpt's is added.
  */
 #include "writer.h"
+#include "base.h"
 #include <marshal.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -402,9 +404,16 @@ apply_report(CheckpointObject *ck, PyObject *rep, PyObject **path)
             PyErr_Clear();
         }
     }
-    if (warned != NULL && PyList_Check(warned)) {
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(warned); i++) {
-            if (PySet_Add(ck->warned, PyList_GET_ITEM(warned, i)) < 0) {
+    PyObject *sets[3][2] = {
+        {warned, ck->warned},
+        {PyDict_GetItemString(rep, "warned_once"), ck->warned_once},
+        {PyDict_GetItemString(rep, "no_retry"), ck->no_retry},
+    };
+    for (int k = 0; k < 3; k++) {
+        PyObject *added = sets[k][0];
+        for (Py_ssize_t i = 0; added != NULL && PyList_Check(added)
+                 && i < PyList_GET_SIZE(added); i++) {
+            if (PySet_Add(sets[k][1], PyList_GET_ITEM(added, i)) < 0) {
                 PyErr_Clear();
             }
         }
@@ -429,8 +438,7 @@ report_death(CheckpointObject *ck, writer_job *j, int status)
         PyObject *cur = PyMarshal_ReadObjectFromString(pg->cur, pg->cur_len);
         if (cur != NULL && PyTuple_Check(cur) && PyTuple_GET_SIZE(cur) == 2) {
             PyObject *key = PyTuple_GET_ITEM(cur, 0);
-            int seen = PySet_Contains(ck->warned, key);
-            if (seen == 0 && PySet_Add(ck->warned, key) == 0) {
+            if (chkpt_once(ck->no_retry, key) == 1) {
                 const char *label = PyUnicode_Check(PyTuple_GET_ITEM(cur, 1))
                     ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(cur, 1)) : NULL;
                 chkpt_warn("%s took longer than %.1f s to pickle: it is left out "
@@ -446,9 +454,7 @@ report_death(CheckpointObject *ck, writer_job *j, int status)
                && chkpt_monotonic() - j->started
                   >= CHKPT_SNAPSHOT_TIME_BUDGET + CHKPT_WRITER_IO_SECONDS;
     const char *key = late ? " writer deadline" : " writer died";
-    PyObject *k = PyUnicode_FromString(key);
-    int seen = k ? PySet_Contains(ck->warned, k) : -1;
-    if (seen == 0 && PySet_Add(ck->warned, k) == 0) {
+    if (chkpt_once_str(ck->warned_once, key) == 1) {
         if (late) {
             chkpt_warn("a snapshot took longer than %d s to write and was given up",
                        (int)(CHKPT_SNAPSHOT_TIME_BUDGET + CHKPT_WRITER_IO_SECONDS));
@@ -463,7 +469,6 @@ report_death(CheckpointObject *ck, writer_job *j, int status)
                        "with status %d", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
         }
     }
-    Py_XDECREF(k);
     PyErr_Clear();
 }
 
@@ -977,6 +982,16 @@ deferred_copy(PyObject *d)
     return out;
 }
 
+/* The keys of set that were not in before, as a list. */
+static PyObject *
+set_added(PyObject *set, PyObject *before)
+{
+    PyObject *d = set && before ? PyNumber_Subtract(set, before) : NULL;
+    PyObject *l = d ? PySequence_List(d) : NULL;
+    Py_XDECREF(d);
+    return l;
+}
+
 /* The `chkpt:` lines the capture wrote to the child's sys.stderr. */
 static PyObject *
 chkpt_lines(PyObject *err)
@@ -1057,6 +1072,8 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
     PyErr_Clear();
 
     PyObject *warned_before = PySet_New(ck->warned);
+    PyObject *once_before = PySet_New(ck->warned_once);
+    PyObject *retry_before = PySet_New(ck->no_retry);
     PyObject *deferred_before = deferred_copy(ck->deferred);
     int store_failed_before = ck->store_failed;
     PyObject *r = chkpt_capture_here(ck, frame, kind, name);
@@ -1072,15 +1089,18 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
     }
     Py_XDECREF(r);
     PyErr_Clear();
-    PyObject *added = warned_before ? PyNumber_Subtract(ck->warned, warned_before) : NULL;
-    PyObject *added_list = added ? PySequence_List(added) : NULL;
+    PyObject *added_list = set_added(ck->warned, warned_before);
+    PyObject *once_list = set_added(ck->warned_once, once_before);
+    PyObject *retry_list = set_added(ck->no_retry, retry_before);
     PyObject *ddelta = deferred_delta(deferred_before, ck->deferred);
     PyObject *lines = chkpt_lines(err);
     PyErr_Clear();
     PyObject *rep = Py_BuildValue(
-        "{s:O,s:O,s:O,s:O,s:i}", "path", path ? path : Py_None,
+        "{s:O,s:O,s:O,s:O,s:O,s:O,s:i}", "path", path ? path : Py_None,
         "lines", lines ? lines : Py_None,
         "warned", added_list ? added_list : Py_None,
+        "warned_once", once_list ? once_list : Py_None,
+        "no_retry", retry_list ? retry_list : Py_None,
         "deferred", ddelta ? ddelta : Py_None,
         "store_failed", ck->store_failed && !store_failed_before);
     if (rep != NULL) {

@@ -227,6 +227,7 @@ try:
     chkpt.load(sys.argv[1], strict=True)
 except chkpt.SnapshotError as e:
     print("STRICT", e)
+    assert isinstance(e.__cause__, ImportError), repr(e.__cause__)
 else:
     raise AssertionError("strict load did not raise")
 '''

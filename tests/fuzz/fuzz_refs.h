@@ -60,38 +60,57 @@ fuzz_find_chunk(const char *dir, char *out)
     return found;
 }
 
-/* Creates the references under base (an existing directory). */
-static int
-fuzz_make_refs(const char *base, fuzz_ref *refs)
+/* What reference k's snapshot holds: stream 0 is FUZZ_INLINE (small enough
+ * to be inline in the manifest), stream 1 fuzz_ref_len(k) bytes made by
+ * fuzz_ref_fill, and the meta is FUZZ_META. */
+#define FUZZ_INLINE "tiny inline"
+#define FUZZ_META "{\"ref\": 1}"
+
+static size_t
+fuzz_ref_len(int k)
 {
     /* Reference 1 is two pages and a bit: whole pages mapped, tail read;
        small enough for libFuzzer's input size limit. */
     static const size_t lens[NREFS] = {100, 8192 + 100, CHKPT_CHUNK_SIZE};
+    return lens[k];
+}
+
+static void
+fuzz_ref_fill(int k, unsigned char *data)
+{
+    for (size_t i = 0; i < fuzz_ref_len(k); i++) {
+        data[i] = (unsigned char)(k == 2 ? i % 7 : (i * 2654435761u) >> 11);
+    }
+}
+
+/* Creates the references under base (an existing directory). */
+static int
+fuzz_make_refs(const char *base, fuzz_ref *refs)
+{
     static const int levels[NREFS] = {0, 0, 3};
     char err[CHKPT_ERRLEN];
 
     for (int k = 0; k < NREFS; k++) {
         char dir[PATH_MAX];
-        unsigned char *data = malloc(lens[k]);
+        size_t len = fuzz_ref_len(k);
+        unsigned char *data = malloc(len);
         chkpt_store *s;
         chkpt_snapwriter *w;
-        const char *meta = "{\"ref\": 1}";
 
         if (data == NULL) {
             return -1;
         }
-        for (size_t i = 0; i < lens[k]; i++) {
-            data[i] = (unsigned char)(k == 2 ? i % 7 : (i * 2654435761u) >> 11);
-        }
+        fuzz_ref_fill(k, data);
         snprintf(dir, sizeof(dir), "%s/ref%d", base, k);
         if (chkpt_store_open(dir, 1, &s, err, sizeof(err)) < 0
             || (w = chkpt_snap_begin(s, levels[k], err, sizeof(err))) == NULL
-            || chkpt_snap_add_stream(w, "tiny inline", 11, 0, err,
-                                     sizeof(err)) < 0
-            || chkpt_snap_add_stream(w, data, lens[k], CHKPT_STREAM_SHARED,
+            || chkpt_snap_add_stream(w, FUZZ_INLINE, strlen(FUZZ_INLINE), 0,
                                      err, sizeof(err)) < 0
-            || chkpt_snap_commit(w, meta, strlen(meta), refs[k].manifest,
-                                 PATH_MAX, err, sizeof(err)) < 0
+            || chkpt_snap_add_stream(w, data, len, CHKPT_STREAM_SHARED,
+                                     err, sizeof(err)) < 0
+            || chkpt_snap_commit(w, FUZZ_META, strlen(FUZZ_META),
+                                 refs[k].manifest, PATH_MAX, err,
+                                 sizeof(err)) < 0
             || fuzz_find_chunk(dir, refs[k].chunk) < 0) {
             fprintf(stderr, "fuzz_make_refs: %s\n", err);
             free(data);
