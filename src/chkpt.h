@@ -29,6 +29,12 @@
  *     budget (chkpt_hooks_budget_*), which the timer thread in hooks.c
  *     enforces with the snapshot timer under one lock. The pair is broken
  *     when the timer moves to a file of its own below both.
+ *     writer.c     takes each snapshot in a clone child of the script's
+ *                  process (writer.h): spawning, the child's work, reaping,
+ *                  deadlines, results back to the parent. A second mutual
+ *                  pair with capture.c: chkpt_capture() hands the snapshot
+ *                  to the writer, whose child runs chkpt_capture_here();
+ *                  in the child, hooks.c's budgets are the writer's timers
  *     load.c       reads snapshots back: listing, loading, resolving the
  *                  script's own classes (live, or rebuilt through
  *                  rebuild.c); the Unloadable type
