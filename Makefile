@@ -15,7 +15,7 @@ ifeq ($(strip $(FOUND_PYTHONS)),)
 FOUND_PYTHONS := $(shell command -v python3)
 endif
 VENV_DIR ?= .venv
-PIP_PACKAGES := setuptools wheel numpy pandas pytest pytest-xdist pytest-timeout hypothesis
+PIP_PACKAGES := setuptools wheel numpy pandas pytest pytest-xdist pytest-timeout hypothesis cloudpickle
 # CI builds with warnings as errors.
 export CHKPT_WERROR ?= 1
 

@@ -31,7 +31,8 @@ class Checkpoint:
         """The Checkpoint of the running script; AssertionError when the
         script is not run under chkpt."""
     def track(self, obj: _T, /) -> _T:
-        """Always capture this object (by identity), whatever its size."""
+        """Always capture this object (by identity), whatever its size, even
+        a function or class of the script."""
     def untrack(self, obj: object, /) -> None: ...
     def track_library(self, name: str, /) -> None:
         """Treat objects of types from this module (prefix) as salient."""

@@ -796,8 +796,8 @@ capture_open_store(capture_ctx *c)
 }
 
 /* Appends to c->candidates the (name, object) pairs of items that are not
- * excluded (definitions, machinery) nor named already (a global shadowed
- * by a local). */
+ * excluded (definitions, machinery; unless tracked) nor named already (a
+ * global shadowed by a local). */
 static int
 select_from(capture_ctx *c, PyObject *items, PyObject *names_seen)
 {
@@ -808,7 +808,8 @@ select_from(capture_ctx *c, PyObject *items, PyObject *names_seen)
         }
         PyObject *vname = PyTuple_GET_ITEM(pair, 0);
         PyObject *obj = PyTuple_GET_ITEM(pair, 1);
-        if (chkpt_is_excluded(c->st, vname, obj)) {
+        if (chkpt_is_excluded(c->st, vname, obj)
+            && !chkpt_is_tracked_anyway(c->ck, vname, obj)) {
             continue;
         }
         int dup = PySet_Contains(names_seen, vname);
@@ -1202,6 +1203,7 @@ capture_build_meta(capture_ctx *c)
     if (bad) {
         return -1;
     }
+    chkpt_syspath_meta(c->ck, meta);
     PyObject *json = PyObject_CallMethod(c->st->json_module, "dumps", "O", meta);
     if (json == NULL) {
         return -1;

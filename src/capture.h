@@ -44,6 +44,9 @@ int chkpt_pickler_init(PyObject *module);
 
 /* Never captured: definitions and machinery rather than data. */
 int chkpt_is_excluded(chkpt_state *st, PyObject *name, PyObject *obj);
+/* Captured all the same: passed to track() (a function or class of the
+ * script), under a name that is not __dunder__. Never raises. */
+int chkpt_is_tracked_anyway(CheckpointObject *ck, PyObject *name, PyObject *obj);
 /* Is tp from a tracked library (Checkpoint.track_library)? */
 int chkpt_is_library_type(CheckpointObject *ck, PyTypeObject *tp);
 /* 1 salient, 0 not, -1 error; seen is a scratch set. */

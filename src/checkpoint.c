@@ -23,6 +23,7 @@ checkpoint_traverse(CheckpointObject *self, visitproc visit, void *arg)
     Py_VISIT(self->main_module);
     Py_VISIT(self->sources);
     Py_VISIT(self->deferred);
+    Py_VISIT(self->start_path);
     return 0;
 }
 
@@ -41,6 +42,7 @@ checkpoint_clear(CheckpointObject *self)
     Py_CLEAR(self->main_module);
     Py_CLEAR(self->sources);
     Py_CLEAR(self->deferred);
+    Py_CLEAR(self->start_path);
     return 0;
 }
 
@@ -99,6 +101,7 @@ chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli)
     ck->hooks = NULL;
     ck->writer = NULL;
     ck->deferred = NULL;
+    ck->start_path = NULL;
     PyObject_GC_Track(ck);
     if (ck->tracked == NULL || ck->libraries == NULL || ck->warned == NULL
         || ck->warned_once == NULL || ck->no_retry == NULL
@@ -381,7 +384,8 @@ static PyMethodDef checkpoint_methods[] = {
      "Return the Checkpoint of the running script; AssertionError when the "
      "script is not run under chkpt."},
     {"track", (PyCFunction)checkpoint_track, METH_O,
-     "Always capture this object (by identity), whatever its size; returns it."},
+     "Always capture this object (by identity), whatever its size, even a "
+     "function or class of the script; returns it."},
     {"untrack", (PyCFunction)checkpoint_untrack, METH_O,
      "Stop tracking an object passed to track()."},
     {"track_library", (PyCFunction)checkpoint_track_library, METH_O,

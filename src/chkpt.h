@@ -18,6 +18,8 @@
  *     rebuild.c    rebuilds the script's own modules from the sources a
  *                  snapshot keeps (the AST filter, the rebuilt __import__),
  *                  for load.c
+ *     syspath.c    the sys.path entries the script added: recorded in each
+ *                  snapshot, appended again when loading
  *   4 capture.c    takes a snapshot of a frame, step by step (capture_ctx):
  *                  selects its variables, pickles them (protocol 5,
  *                  out-of-band buffers), writes them to the store
@@ -113,6 +115,7 @@ typedef struct {
     PyObject *args;               /* list of str: the script's arguments, or
                                      the verb's remaining arguments (owned) */
     long keep;                    /* gc --keep N, -1 if not given */
+    int portable;                 /* export --portable */
 } chkpt_cli;
 
 void chkpt_cli_clear(chkpt_cli *cli);
@@ -151,6 +154,8 @@ typedef struct {
     PyObject *deferred;           /* capture.c: dict name -> [message, count]
                                      of variables that could not be saved,
                                      reported at exit (or at once with -v) */
+    PyObject *start_path;         /* syspath.c: sys.path (tuple) as python
+                                     set it up for the script, or NULL */
 } CheckpointObject;
 
 static inline chkpt_state *
@@ -233,6 +238,18 @@ PyObject *chkpt_rebuild_module(PyObject *module, PyObject *group,
  * or NULL with no exception when nothing explains it. */
 PyObject *chkpt_rebuild_reason(PyObject *module, PyObject *group,
                                PyObject *name, PyObject *qualname);
+/* syspath.c: the sys.path entries the script added (meta "sys_path") */
+/* Notes sys.path as the script starts with it (once; never raises). */
+void chkpt_syspath_note_start(CheckpointObject *ck);
+/* Sets meta["sys_path"] when the script added entries (never raises). */
+void chkpt_syspath_meta(CheckpointObject *ck, PyObject *meta);
+/* Appends the snapshot's recorded entries that still exist and are not on
+ * sys.path yet (never raises; a pending exception stays). */
+void chkpt_syspath_extend(PyObject *meta);
+/* Why top-level module `top` cannot be imported, knowing the entries the
+ * script added: None when it is found in one that exists, else the reason
+ * (saying which directories are gone). NULL with an exception on error. */
+PyObject *chkpt_syspath_missing(PyObject *meta, PyObject *top);
 
 /* load.c */
 extern PyType_Spec chkpt_unloadable_spec;

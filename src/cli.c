@@ -3,7 +3,8 @@
  *   python -m chkpt [options] [--] script.py [args...]
  *   python -m chkpt [options] -m package.module [args...]
  *   python -m chkpt ls [DIR] | show SNAPSHOT | explore SNAPSHOT
- *                 | export SNAPSHOT OUT.pkl | verify [DIR] | gc [DIR] --keep N
+ *                 | export [--portable] SNAPSHOT OUT.pkl | verify [DIR]
+ *                 | gc [DIR] --keep N
  *
  * Parsing follows argparse conventions (`-f 5`, `-f5`, `--frequency=5`,
  * `--frequency 5`, bundled `-vv`, unique prefixes of long options), but
@@ -24,7 +25,7 @@ static const char usage_text[] =
 "       python -m chkpt ls [DIR]\n"
 "       python -m chkpt show SNAPSHOT\n"
 "       python -m chkpt explore SNAPSHOT\n"
-"       python -m chkpt export SNAPSHOT OUT.pkl\n"
+"       python -m chkpt export [--portable] SNAPSHOT OUT.pkl\n"
 "       python -m chkpt verify [DIR]\n"
 "       python -m chkpt gc [DIR] --keep N\n";
 
@@ -74,8 +75,11 @@ static const char help_text[] =
 "  ls [DIR]              list the snapshots, oldest first\n"
 "  show SNAPSHOT         print what a snapshot holds\n"
 "  explore SNAPSHOT      open an interactive console with its variables\n"
-"  export SNAPSHOT OUT.pkl\n"
-"                        write its variables as one plain pickle file\n"
+"  export [--portable] SNAPSHOT OUT.pkl\n"
+"                        write its variables as one plain pickle file;\n"
+"                        --portable carries the script's classes and\n"
+"                        functions inside it (needs cloudpickle), so that\n"
+"                        pickle.load opens it without chkpt or the script\n"
 "  verify [DIR]          check every snapshot and chunk for damage\n"
 "  gc [DIR] --keep N     keep the newest N snapshots, delete the rest and\n"
 "                        the data no remaining snapshot uses\n"
@@ -126,7 +130,7 @@ usage_error(const char *fmt, ...)
 typedef enum {
     OPT_HELP, OPT_VERSION, OPT_MODULE, OPT_MIN_OBJ_SIZE, OPT_OUTPUT_DIR,
     OPT_FREQUENCY, OPT_VERBOSE, OPT_COMPRESS, OPT_MAX_STORE_SIZE,
-    OPT_MAX_PICKLE_SIZE, OPT_KEEP
+    OPT_MAX_PICKLE_SIZE, OPT_KEEP, OPT_PORTABLE
 } opt_id;
 
 typedef struct {
@@ -149,6 +153,7 @@ static const opt_def options[] = {
     {OPT_MAX_STORE_SIZE, 0, "max-store-size", 1, "--max-store-size"},
     {OPT_MAX_PICKLE_SIZE, 0, "max-pickle-size", 1, "--max-pickle-size"},
     {OPT_KEEP, 0, "keep", 1, "--keep"},
+    {OPT_PORTABLE, 0, "portable", 0, "--portable"},     /* export only */
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
 
@@ -375,6 +380,9 @@ apply_value(chkpt_cli *cli, parser *p, const opt_def *opt, PyObject *value,
         return number_value(opt, v, 1, 0, LLONG_MAX, &cli->max_store_size);
     case OPT_MAX_PICKLE_SIZE:
         return number_value(opt, v, 1, 1, LLONG_MAX, &cli->max_pickle_size);
+    case OPT_PORTABLE:
+        cli->portable = 1;
+        return 0;
     case OPT_KEEP:
         rc = number_value(opt, v, 0, 0, LONG_MAX, &n);
         if (rc == 0) {
@@ -386,8 +394,8 @@ apply_value(chkpt_cli *cli, parser *p, const opt_def *opt, PyObject *value,
 }
 
 /* Parses the option at p->i (which starts with '-' and is not "-" or
- * "--"). allow_keep: whether --keep is valid here. Returns 0, a usage exit
- * status, or -1 with an exception. */
+ * "--"). verb: the one being parsed (--keep is gc's, --portable export's).
+ * Returns 0, a usage exit status, or -1 with an exception. */
 /* The value of an option that takes one: attached to it (`--opt=V`,
  * `-oV`: attached != NULL) or the next argument. Returns 0 with a new
  * reference in *value, a usage exit status, or -1 with an exception. */
@@ -408,7 +416,7 @@ option_value(parser *p, const opt_def *opt, const char *attached,
 }
 
 static int
-parse_option(chkpt_cli *cli, parser *p, int allow_keep, int allow_run)
+parse_option(chkpt_cli *cli, parser *p, chkpt_verb verb, int allow_run)
 {
     const char *arg = arg_at(p, p->i);
     p->i++;
@@ -419,11 +427,14 @@ parse_option(chkpt_cli *cli, parser *p, int allow_keep, int allow_run)
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
         int ambiguous;
         const opt_def *opt = find_long(name, len, &ambiguous);
-        if (opt != NULL && opt->id == OPT_KEEP && !allow_keep) {
+        if (opt != NULL && ((opt->id == OPT_KEEP && verb != CHKPT_VERB_GC)
+                            || (opt->id == OPT_PORTABLE
+                                && verb != CHKPT_VERB_EXPORT))) {
             opt = NULL;
         }
         if (opt != NULL && !allow_run && opt->id != OPT_HELP
-            && opt->id != OPT_KEEP && opt->id != OPT_OUTPUT_DIR) {
+            && opt->id != OPT_KEEP && opt->id != OPT_PORTABLE
+            && opt->id != OPT_OUTPUT_DIR) {
             opt = NULL;
         }
         if (opt == NULL) {
@@ -512,7 +523,8 @@ list_tail(PyObject *argv, Py_ssize_t from, PyObject **out)
     return 0;
 }
 
-/* The arguments after a verb: positionals, --keep (gc), -o, -h. */
+/* The arguments after a verb: positionals, --keep (gc), --portable
+ * (export), -o, -h. */
 static int
 parse_verb_args(chkpt_cli *cli, parser *p, size_t vi)
 {
@@ -530,7 +542,7 @@ parse_verb_args(chkpt_cli *cli, parser *p, size_t vi)
             continue;
         }
         if (!only_pos && a[0] == '-' && a[1] != '\0') {
-            r = parse_option(cli, p, verbs[vi].verb == CHKPT_VERB_GC, 0);
+            r = parse_option(cli, p, verbs[vi].verb, 0);
             if (r != 0) {
                 goto done;
             }
@@ -627,7 +639,7 @@ parse_args(chkpt_cli *cli, parser *pp, int *done)
             break;
         }
         if (a[0] == '-' && a[1] != '\0') {
-            r = parse_option(cli, &p, 0, 1);
+            r = parse_option(cli, &p, CHKPT_VERB_RUN, 1);
             if (r != 0) {
                 return r;
             }
@@ -735,6 +747,7 @@ chkpt_main(PyObject *module, PyObject *argv)
         .is_module = 0,
         .args = NULL,
         .keep = -1,
+        .portable = 0,
     };
     int done;
     int r = parse_command_line(&cli, argv, &done);

@@ -1251,6 +1251,7 @@ chkpt_load(PyObject *module, PyObject *snapshot, PyObject *names, int strict)
         || (r = open_snapshot(module, path, &meta)) == NULL) {
         goto done;
     }
+    chkpt_syspath_extend(meta);     /* modules from the script's own entries */
     PyObject *vars = chkpt_dict_get(meta, "variables");
     PyObject *sources = chkpt_dict_get(meta, "sources");
     if (vars == NULL || !PyList_Check(vars)) {
@@ -1278,10 +1279,11 @@ done:
     return result;
 }
 
-/* For check_class: is the top-level package of modname installed? NULL
- * if so (or unknown), else the reason. */
+/* For check_class: is the top-level package of modname installed (or in
+ * a directory the script added to sys.path)? NULL if so (or unknown), else
+ * the reason. */
 static PyObject *
-not_installed(PyObject *modname)
+not_installed(PyObject *meta, PyObject *modname)
 {
     /* find_spec of the top-level package: nothing imported */
     PyObject *dot = PyUnicode_FromString(".");
@@ -1299,7 +1301,10 @@ not_installed(PyObject *modname)
                               : NULL;
         Py_XDECREF(util);
         if (spec == Py_None) {
-            res = PyUnicode_FromFormat("module %R is not installed", top);
+            res = chkpt_syspath_missing(meta, top);
+            if (res == Py_None) {
+                Py_CLEAR(res);      /* found where the script found it */
+            }
         }
         Py_XDECREF(spec);
     }
@@ -1320,10 +1325,12 @@ chkpt_check_class(PyObject *module, PyObject *snapshot_path, PyObject *meta,
     PyErr_Clear();
     PyObject *res = NULL;
     if (!ours) {
-        res = not_installed(modname);
+        res = not_installed(meta, modname);
         return res ? res : Py_NewRef(Py_None);
     }
-    /* the script's own: rebuild (definitions only) and look it up */
+    /* the script's own: rebuild (definitions only) and look it up, with
+     * the imports load would find */
+    chkpt_syspath_extend(meta);
     PyObject *mt = NULL;
     chkpt_snapreader *r = open_snapshot(module, snapshot_path, &mt);
     if (r == NULL) {

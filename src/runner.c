@@ -376,6 +376,7 @@ leave_bottom(bottom_state *b)
 static void
 hooks_install(CheckpointObject *ck)
 {
+    chkpt_syspath_note_start(ck);      /* the script starts here */
     if (chkpt_hooks_install(ck) < 0) {
         chkpt_warn_exc("automatic snapshots are off");
     }

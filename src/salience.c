@@ -1,5 +1,6 @@
 /* salience.c: which of a frame's variables a snapshot holds. Definitions
- * and machinery never (chkpt_is_excluded); tracked objects and the
+ * and machinery never (chkpt_is_excluded), unless tracked
+ * (chkpt_is_tracked_anyway); tracked objects and the
  * objects of tracked libraries always; the others when their estimated
  * size reaches --min-obj-size (chkpt_is_salient). And which code is the
  * script's own (chkpt_is_script_code), which decides the frame. Part of
@@ -99,6 +100,24 @@ chkpt_is_excluded(chkpt_state *st, PyObject *name, PyObject *obj)
                      || PyUnicode_CompareWithASCIIString(mod, "typing_extensions") == 0);
     Py_DECREF(mod);
     return typing;
+}
+
+/* Tracked objects are the script's explicit wish: captured even when they
+ * are definitions (a function or class of the script), which automatic
+ * salience never picks; one that cannot be pickled (a module) is then
+ * reported like any other. Names that are not identifiers or are
+ * __dunder__ stay out. 1 tracked, 0 not (never an error). */
+int
+chkpt_is_tracked_anyway(CheckpointObject *ck, PyObject *name, PyObject *obj)
+{
+    if (!PyUnicode_Check(name) || is_dunder(name)) {
+        return 0;
+    }
+    PyObject *key = PyLong_FromVoidPtr(obj);
+    PyObject *t = key ? PyDict_GetItemWithError(ck->tracked, key) : NULL;
+    Py_XDECREF(key);
+    PyErr_Clear();
+    return t == obj;
 }
 
 /* Is tp from one of the tracked libraries (prefix match on __module__)? */

@@ -780,7 +780,8 @@ note_own_refs(PyObject *name, PyObject *refs)
         if (j != NULL) {
             chkpt_warn_py("note: '%U' refers to the script's own %U: "
                           "pickle.load resolves them where those "
-                          "modules define them (e.g. in the script)",
+                          "modules define them (e.g. in the script); "
+                          "export --portable carries them in the file",
                           name, j);
             Py_DECREF(j);
         }
@@ -870,7 +871,8 @@ exportable(PyObject *module, PyObject *ptype, PyObject *io, PyObject *ns,
     return 0;
 }
 
-/* Pickles good into tmp, then renames it to out (tmp removed on failure). */
+/* Pickles good (what export writes) into tmp, then renames it to out (tmp
+ * removed on failure). */
 static int
 write_export(PyObject *ptype, PyObject *io, PyObject *os, PyObject *good,
              PyObject *tmp, PyObject *out)
@@ -919,6 +921,125 @@ write_export(PyObject *ptype, PyObject *io, PyObject *os, PyObject *good,
     return rc;
 }
 
+/* ---- export --portable ---- */
+
+/* cloudpickle, an optional dependency: NULL with an exception, or NULL
+ * without one after the one-line error saying how to get it. */
+static PyObject *
+portable_import(void)
+{
+    PyObject *cp = PyImport_ImportModule("cloudpickle");
+    if (cp == NULL && PyErr_ExceptionMatches(PyExc_ImportError)) {
+        PyErr_Clear();
+        chkpt_warn("error: export --portable needs the cloudpickle package "
+                   "(pip install cloudpickle)");
+    }
+    return cp;
+}
+
+/* The pickler of export --portable: cloudpickle's, with every module
+ * rebuilt from the snapshot's sources (load made them) registered to be
+ * pickled by value, so the script's classes and functions travel inside
+ * the file and plain pickle.load opens it without chkpt or the script;
+ * every other module (numpy, ...) is named, as by pickle. */
+static PyObject *
+portable_pickler_type(PyObject *cloudpickle)
+{
+    PyObject *reg = PyObject_GetAttrString(cloudpickle, "register_pickle_by_value");
+    PyObject *mods = reg ? PyDict_Values(PyImport_GetModuleDict()) : NULL;
+    if (mods == NULL) {
+        Py_XDECREF(reg);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(mods); i++) {
+        PyObject *m = PyList_GET_ITEM(mods, i);
+        if (!PyModule_Check(m) || !PyObject_HasAttrString(m, "__chkpt_source_module__")) {
+            continue;
+        }
+        PyObject *r = PyObject_CallOneArg(reg, m);
+        if (r == NULL) {
+            Py_DECREF(mods);
+            Py_DECREF(reg);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    Py_DECREF(mods);
+    Py_DECREF(reg);
+    return PyObject_GetAttrString(cloudpickle, "Pickler");
+}
+
+/* An object that pickles as the call `fn(*args)`: an instance of a
+ * throwaway class whose __reduce__ gives r = (fn, args). */
+static PyObject *
+call_on_load(PyObject *r)
+{
+    PyObject *operator = PyImport_ImportModule("operator");
+    PyObject *get = operator ? PyObject_CallMethod(operator, "attrgetter", "s",
+                                                   "_chkpt_reduce") : NULL;
+    PyObject *meth = get ? PyInstanceMethod_New(get) : NULL;
+    PyObject *ns = meth ? Py_BuildValue("{s:O}", "__reduce__", meth) : NULL;
+    PyObject *cls = ns ? PyObject_CallFunction((PyObject *)&PyType_Type, "s()O",
+                                               "CallOnLoad", ns) : NULL;
+    PyObject *obj = cls ? PyObject_CallNoArgs(cls) : NULL;
+    if (obj != NULL && PyObject_SetAttrString(obj, "_chkpt_reduce", r) < 0) {
+        Py_CLEAR(obj);
+    }
+    Py_XDECREF(operator);
+    Py_XDECREF(get);
+    Py_XDECREF(meth);
+    Py_XDECREF(ns);
+    Py_XDECREF(cls);
+    return obj;
+}
+
+/* What export --portable dumps: `good` behind a check of the Python
+ * version, run by pickle.load before any of the data is read, since the
+ * functions cloudpickle carries are bytecode of this version (another one
+ * fails or even crashes the interpreter when they are called). Pickles as
+ * operator.getitem((exec(CHECK), good), 1): plain stdlib names only. */
+static PyObject *
+portable_guarded(PyObject *good)
+{
+    PyObject *sys = PyImport_ImportModule("sys");
+    PyObject *vi = sys ? PyObject_GetAttrString(sys, "version_info") : NULL;
+    Py_XDECREF(sys);
+    if (vi == NULL) {
+        return NULL;
+    }
+    long major = PyLong_AsLong(PyTuple_GetItem(vi, 0));
+    long minor = PyLong_AsLong(PyTuple_GetItem(vi, 1));
+    Py_DECREF(vi);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *src = PyUnicode_FromFormat(
+        "import sys\n"
+        "if sys.version_info[:2] != (%ld, %ld):\n"
+        "    raise RuntimeError('this pickle was written by chkpt export --portable "
+        "on Python %ld.%ld; its functions are bytecode of that version: open it "
+        "with Python %ld.%ld, not %%d.%%d' %% sys.version_info[:2])\n",
+        major, minor, major, minor, major, minor);
+    PyObject *builtins = PyImport_ImportModule("builtins");
+    PyObject *exec = builtins ? PyObject_GetAttrString(builtins, "exec") : NULL;
+    PyObject *r = src && exec ? Py_BuildValue("(O(O))", exec, src) : NULL;
+    PyObject *guard = r ? call_on_load(r) : NULL;
+    PyObject *operator = guard ? PyImport_ImportModule("operator") : NULL;
+    PyObject *getitem = operator ? PyObject_GetAttrString(operator, "getitem") : NULL;
+    PyObject *top_r = getitem ? Py_BuildValue("(O((OO)i))", getitem, guard, good, 1)
+                              : NULL;
+    PyObject *top = top_r ? call_on_load(top_r) : NULL;
+    Py_XDECREF(src);
+    Py_XDECREF(builtins);
+    Py_XDECREF(exec);
+    Py_XDECREF(r);
+    Py_XDECREF(guard);
+    Py_XDECREF(operator);
+    Py_XDECREF(getitem);
+    Py_XDECREF(top_r);
+    return top;
+}
+
 int
 chkpt_verb_export(PyObject *module, chkpt_cli *cli)
 {
@@ -928,25 +1049,37 @@ chkpt_verb_export(PyObject *module, chkpt_cli *cli)
         return 2;
     }
     PyObject *out = PyList_GET_ITEM(cli->args, 0);
+    /* asked for before anything is loaded */
+    PyObject *cloudpickle = cli->portable ? portable_import() : NULL;
+    if (cli->portable && cloudpickle == NULL) {
+        return PyErr_Occurred() ? fail() : 1;
+    }
     PyObject *arg = snapshot_arg(module, cli);
     if (arg == NULL) {
+        Py_XDECREF(cloudpickle);
         return -1;
     }
     PyObject *ns = chkpt_load(module, arg, Py_None, 0);
     Py_DECREF(arg);
     if (ns == NULL) {
+        Py_XDECREF(cloudpickle);
         return fail();
     }
     int rc = 0;
     PyObject *good = PyDict_New();
-    PyObject *ptype = export_pickler_type(module, st->pickle_module);
+    PyObject *ptype = cloudpickle ? portable_pickler_type(cloudpickle)
+                                  : export_pickler_type(module, st->pickle_module);
+    Py_XDECREF(cloudpickle);
     PyObject *io = PyImport_ImportModule("io");
     PyObject *os = PyImport_ImportModule("os");
     PyObject *tmp = PyUnicode_FromFormat("%S.tmp", out);
+    PyObject *dumped = NULL;    /* good, behind a version check if portable */
     Py_ssize_t nbad = 0;
     if (good == NULL || ptype == NULL || io == NULL || os == NULL || tmp == NULL
         || exportable(module, ptype, io, ns, good, &nbad) < 0
-        || write_export(ptype, io, os, good, tmp, out) < 0) {
+        || (dumped = cli->portable ? portable_guarded(good)
+                                   : Py_NewRef(good)) == NULL
+        || write_export(ptype, io, os, dumped, tmp, out) < 0) {
         rc = -1;
     }
     if (rc == 0) {
@@ -958,6 +1091,7 @@ chkpt_verb_export(PyObject *module, chkpt_cli *cli)
             rc = outf("\n");
         }
     }
+    Py_XDECREF(dumped);
     Py_XDECREF(good);
     Py_XDECREF(ptype);
     Py_XDECREF(io);

@@ -23,4 +23,5 @@ export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 "$py" -m pytest -q -n 2 -p no:cacheprovider \
   tests/test_api.py tests/test_capture.py tests/test_load_anywhere.py tests/test_verbs.py \
-  tests/test_cli.py tests/test_hostile.py tests/test_store_robustness.py
+  tests/test_cli.py tests/test_hostile.py tests/test_store_robustness.py \
+  tests/test_tracked.py

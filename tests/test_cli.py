@@ -57,7 +57,8 @@ def test_help(flag, job):
                  "-f MS, --frequency MS", "-v, --verbose", "--compress LEVEL",
                  "-h, --help", "--version", "-m MODULE",
                  "ls [DIR]", "show SNAPSHOT", "explore SNAPSHOT",
-                 "export SNAPSHOT OUT.pkl", "verify [DIR]", "gc [DIR] --keep N",
+                 "export [--portable] SNAPSHOT OUT.pkl", "verify [DIR]",
+                 "gc [DIR] --keep N",
                  "K, M and G", "0: every", "-1: only", "Default: 1M",
                  "./checkpoints", "0: at every executed line", "-1: only",
                  "zstd", "--"]:
