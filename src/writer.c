@@ -904,19 +904,11 @@ child_signals(CheckpointObject *ck, writer_state *w)
     sigprocmask(SIG_UNBLOCK, &set, NULL);
 }
 
-/* fds 0-2 to /dev/null: what a __repr__ writes at C level goes nowhere. */
+/* sys.stdout and sys.stderr to buffers: the capture's own lines are
+ * relayed to the parent, the rest is dropped. */
 static void
 child_stdio(writer_state *w, PyObject **out, PyObject **err)
 {
-    int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (fd >= 0) {
-        dup2(fd, 0);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        if (fd > 2) {
-            close(fd);
-        }
-    }
     *out = PyObject_CallNoArgs(w->stringio);
     *err = PyObject_CallNoArgs(w->stringio);
     if (*out == NULL || *err == NULL || PySys_SetObject("stdout", *out) < 0
@@ -1049,6 +1041,9 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
     j->pid = -1;                /* marks the child's own job */
     w->hard_deadline = chkpt_monotonic() + CHKPT_SNAPSHOT_TIME_BUDGET
                        + CHKPT_WRITER_IO_SECONDS;
+    /* first, with nothing but system calls: whatever happens next (a lock
+     * another thread held at the clone), the child ends by its deadline */
+    arm_hard_deadline(w);
     /* the kernel's OOM killer takes this process before the script */
     int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
     if (fd >= 0) {
@@ -1056,11 +1051,16 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
         (void)n;
         close(fd);
     }
-    PyGC_Disable();
-    child_signals(ck, w);
-    arm_hard_deadline(w);
-    PyObject *out = NULL, *err = NULL;
-    child_stdio(w, &out, &err);
+    /* fds 0-2 to /dev/null: what anything writes at C level goes nowhere */
+    fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (fd >= 0) {
+        dup2(fd, 0);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        if (fd > 2) {
+            close(fd);
+        }
+    }
     /* The GIL, the import lock and the thread states as after a fork: the
      * GIL's lock and condition variables may have been held or waited on
      * by other threads of the script at the clone, and a GIL drop request
@@ -1070,6 +1070,10 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
      * process), with stdio already going nowhere. */
     PyOS_AfterFork_Child();
     PyErr_Clear();
+    PyGC_Disable();
+    child_signals(ck, w);
+    PyObject *out = NULL, *err = NULL;
+    child_stdio(w, &out, &err);
 
     PyObject *warned_before = PySet_New(ck->warned);
     PyObject *once_before = PySet_New(ck->warned_once);
