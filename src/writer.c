@@ -55,6 +55,7 @@
 #define PAGE_SIZE_BYTES (4u << 20)      /* shared with one child, reused */
 #define CUR_MAX 4000                    /* the object being pickled */
 #define CHILD_KILL_GRACE 2.0            /* after an object's budget: SIGKILL */
+#define CHILD_SETUP_SECONDS 10.0        /* the child's set-up, before its capture */
 
 /* What a child shares with its parent. Read by the parent only after the
  * child has ended (waitpid orders the accesses). */
@@ -1042,8 +1043,10 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
     w->hard_deadline = chkpt_monotonic() + CHKPT_SNAPSHOT_TIME_BUDGET
                        + CHKPT_WRITER_IO_SECONDS;
     /* first, with nothing but system calls: whatever happens next (a lock
-     * another thread held at the clone), the child ends by its deadline */
+     * another thread held at the clone), the child ends by its deadline,
+     * CHILD_SETUP_SECONDS for what comes before the capture */
     arm_hard_deadline(w);
+    arm_kill(w, chkpt_monotonic() + CHILD_SETUP_SECONDS);
     /* the kernel's OOM killer takes this process before the script */
     int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
     if (fd >= 0) {
@@ -1068,8 +1071,15 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
      * This also drops signals tripped before the clone and runs the
      * after-fork-in-child callbacks, here only (never in the script's
      * process), with stdio already going nowhere. */
+#if PY_VERSION_HEX >= 0x030D0000
+    /* 3.13's releases the locks PyOS_BeforeFork takes (import lock, the
+     * runtime's): take them here, in the child (its before-fork callbacks
+     * run here too, never in the script's process) */
+    PyOS_BeforeFork();
+#endif
     PyOS_AfterFork_Child();
     PyErr_Clear();
+    arm_kill(w, 0);             /* set up: the deadline of the whole child */
     PyGC_Disable();
     child_signals(ck, w);
     PyObject *out = NULL, *err = NULL;
