@@ -3,8 +3,18 @@
  * table of module-level functions, each a dispatch to the part it names.
  * The top of the layering (chkpt.h): it may call every part. */
 #include "chkpt.h"
+#include "writer.h"
 
 /* ---- module functions ---- */
+
+/* In the running script, the snapshots it took are listed and loaded once
+ * written: "the newest snapshot" is then the one it took last. */
+static int
+wait_for_own_snapshots(PyObject *module)
+{
+    PyObject *ck = chkpt_get_state(module)->singleton;
+    return ck != NULL ? chkpt_writer_wait((CheckpointObject *)ck) : 0;
+}
 
 static PyObject *
 mod_main(PyObject *module, PyObject *argv)
@@ -22,6 +32,9 @@ mod_load(PyObject *module, PyObject *args, PyObject *kwds)
                                      &snapshot, &names, &strict)) {
         return NULL;
     }
+    if (wait_for_own_snapshots(module) < 0) {
+        return NULL;
+    }
     return chkpt_load(module, snapshot, names, strict);
 }
 
@@ -31,6 +44,9 @@ mod_snapshots(PyObject *module, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {"dir", NULL};
     PyObject *dir = Py_None;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:snapshots", kwlist, &dir)) {
+        return NULL;
+    }
+    if (wait_for_own_snapshots(module) < 0) {
         return NULL;
     }
     return chkpt_snapshots(module, dir);

@@ -35,13 +35,13 @@
  */
 #include "writer.h"
 #include "base.h"
-#include <marshal.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -64,8 +64,8 @@ typedef struct {
     uint32_t len;               /* bytes of report */
     uint32_t cur_len;           /* bytes of cur, 0 outside an object */
     uint32_t budget_ms;         /* the budget of the object in cur */
-    char cur[CUR_MAX];          /* marshal of (no-retry key, label) */
-    char report[];              /* marshal of the report dict */
+    char cur[CUR_MAX];          /* JSON of [no-retry key, label] */
+    char report[];              /* JSON of the report dict */
 } child_page;
 
 #define REPORT_MAX (PAGE_SIZE_BYTES - sizeof(child_page))
@@ -355,6 +355,39 @@ adopt_after_fork(writer_state *w)
 /* ------------------------------------------------------------------ */
 /* the parent: reaping                                                   */
 
+/* The child's report travels as JSON (marshal.loads would be an audit
+ * event the script's own hooks could see). Lists inside come back as
+ * tuples, so that the keys of the warn-once sets are hashable again. */
+static PyObject *
+as_tuples(PyObject *o)
+{
+    if (PyList_Check(o) && PyList_GET_SIZE(o) > 0
+        && PyUnicode_Check(PyList_GET_ITEM(o, 0))) {
+        return PyList_AsTuple(o);
+    }
+    return Py_NewRef(o);
+}
+
+static PyObject *
+json_read(CheckpointObject *ck, const char *buf, uint32_t len)
+{
+    chkpt_state *st = chkpt_get_state(ck->module);
+    PyObject *s = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)len, "surrogatepass");
+    PyObject *o = s ? PyObject_CallMethod(st->json_module, "loads", "O", s) : NULL;
+    Py_XDECREF(s);
+    return o;
+}
+
+static PyObject *
+json_write(CheckpointObject *ck, PyObject *o)
+{
+    chkpt_state *st = chkpt_get_state(ck->module);
+    PyObject *s = PyObject_CallMethod(st->json_module, "dumps", "O", o);
+    PyObject *b = s ? PyUnicode_AsEncodedString(s, "utf-8", "surrogatepass") : NULL;
+    Py_XDECREF(s);
+    return b;
+}
+
 /* Applies the child's report: its lines, its warn-once state. */
 static void
 apply_report(CheckpointObject *ck, PyObject *rep, PyObject **path)
@@ -392,13 +425,13 @@ apply_report(CheckpointObject *ck, PyObject *rep, PyObject **path)
     if (deferred != NULL && PyList_Check(deferred)) {
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(deferred); i++) {
             PyObject *e = PyList_GET_ITEM(deferred, i);
-            if (!PyTuple_Check(e) || PyTuple_GET_SIZE(e) != 3) {
+            if (!PyList_Check(e) || PyList_GET_SIZE(e) != 3) {
                 continue;
             }
-            long n = PyLong_AsLong(PyTuple_GET_ITEM(e, 2));
+            long n = PyLong_AsLong(PyList_GET_ITEM(e, 2));
             for (long k = 0; k < n; k++) {
-                if (chkpt_capture_report_unsaved(ck, PyTuple_GET_ITEM(e, 0),
-                                                 PyTuple_GET_ITEM(e, 1)) < 0) {
+                if (chkpt_capture_report_unsaved(ck, PyList_GET_ITEM(e, 0),
+                                                 PyList_GET_ITEM(e, 1)) < 0) {
                     break;
                 }
             }
@@ -414,9 +447,11 @@ apply_report(CheckpointObject *ck, PyObject *rep, PyObject **path)
         PyObject *added = sets[k][0];
         for (Py_ssize_t i = 0; added != NULL && PyList_Check(added)
                  && i < PyList_GET_SIZE(added); i++) {
-            if (PySet_Add(sets[k][1], PyList_GET_ITEM(added, i)) < 0) {
+            PyObject *key = as_tuples(PyList_GET_ITEM(added, i));
+            if (PySet_Add(sets[k][1], key) < 0) {
                 PyErr_Clear();
             }
+            Py_DECREF(key);
         }
     }
     if (failed != NULL && PyObject_IsTrue(failed) == 1) {
@@ -436,12 +471,14 @@ report_death(CheckpointObject *ck, writer_job *j, int status)
     int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
     if ((sig == SIGALRM || sig == SIGKILL) && pg->cur_len > 0 && pg->cur_len <= CUR_MAX) {
         /* out of time on one object: leave it out from now on */
-        PyObject *cur = PyMarshal_ReadObjectFromString(pg->cur, pg->cur_len);
-        if (cur != NULL && PyTuple_Check(cur) && PyTuple_GET_SIZE(cur) == 2) {
-            PyObject *key = PyTuple_GET_ITEM(cur, 0);
-            if (chkpt_once(ck->no_retry, key) == 1) {
-                const char *label = PyUnicode_Check(PyTuple_GET_ITEM(cur, 1))
-                    ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(cur, 1)) : NULL;
+        PyObject *cur = json_read(ck, pg->cur, pg->cur_len);
+        if (cur != NULL && PyList_Check(cur) && PyList_GET_SIZE(cur) == 2) {
+            PyObject *key = as_tuples(PyList_GET_ITEM(cur, 0));
+            int first = chkpt_once(ck->no_retry, key);
+            Py_DECREF(key);
+            if (first == 1) {
+                const char *label = PyUnicode_Check(PyList_GET_ITEM(cur, 1))
+                    ? PyUnicode_AsUTF8(PyList_GET_ITEM(cur, 1)) : NULL;
                 chkpt_warn("%s took longer than %.1f s to pickle: it is left out "
                            "of the next snapshots (this one was given up)",
                            label ? label : "a variable", pg->budget_ms / 1000.0);
@@ -483,7 +520,7 @@ finish_job(CheckpointObject *ck, writer_job *j, int status)
     PyObject *path = NULL;
     child_page *pg = j->page;
     if (pg->done && pg->len > 0 && pg->len <= REPORT_MAX) {
-        PyObject *rep = PyMarshal_ReadObjectFromString(pg->report, pg->len);
+        PyObject *rep = json_read(ck, pg->report, pg->len);
         if (rep != NULL && PyDict_Check(rep)) {
             apply_report(ck, rep, &path);
         }
@@ -616,30 +653,26 @@ chkpt_writer_finish(CheckpointObject *ck)
         return;
     }
     adopt_after_fork(w);
-    if (in_flight(w) == 0) {
-        return;
-    }
     chkpt_saved_error saved;
     chkpt_error_save(&saved);
-    int r = wait_jobs(ck, w, NULL, 0,
-                      chkpt_monotonic() + CHKPT_WRITER_EXIT_TIMEOUT, 1);
-    if (r <= 0) {
-        PyErr_Clear();
-        chkpt_warn("%d snapshot(s) still being written at exit%s; they finish "
-                   "on their own", in_flight(w),
-                   r == 0 ? " after waiting the exit timeout" : "");
-        /* let them: their info objects are settled as not known */
-        for (int i = 0; i < CHKPT_WRITER_MAX_CHILDREN; i++) {
-            if (w->jobs[i].pid != 0) {
-                w->jobs[i].pid = 0;
-                pending_settle(&w->jobs[i], Py_None);
-            }
+    if (in_flight(w) > 0) {
+        int r = wait_jobs(ck, w, NULL, 0,
+                          chkpt_monotonic() + CHKPT_WRITER_EXIT_TIMEOUT, 1);
+        if (r <= 0) {
+            PyErr_Clear();
+            chkpt_warn("%d snapshot(s) still being written at exit%s; they "
+                       "finish on their own", in_flight(w),
+                       r == 0 ? " after waiting the exit timeout" : "");
         }
     }
     if (w->skipped > 0 && ck->verbosity > 0) {
         chkpt_warn("%llu automatic snapshot(s) skipped: %d were being written",
                    w->skipped, CHKPT_WRITER_MAX_CHILDREN);
     }
+    /* the state's type refers to the module, whose state refers to ck: a
+     * cycle through C that would keep the script's __main__ alive past its
+     * normal teardown (its objects finalized after sys is gone) */
+    chkpt_writer_free(ck);
     chkpt_error_restore(&saved);
 }
 
@@ -653,7 +686,7 @@ chkpt_writer_free(CheckpointObject *ck)
     ck->writer = NULL;
     for (int i = 0; i < CHKPT_WRITER_MAX_CHILDREN; i++) {
         writer_job *j = &w->jobs[i];
-        Py_CLEAR(j->info);
+        pending_settle(j, Py_None);     /* not known: still being written */
         if (j->page != NULL) {
             munmap(j->page, PAGE_SIZE_BYTES);
         }
@@ -838,7 +871,7 @@ chkpt_writer_child_object(CheckpointObject *ck, PyObject *key, PyObject *label)
         return;
     }
     PyObject *t = PyTuple_Pack(2, key, label);
-    PyObject *b = t ? PyMarshal_WriteObjectToString(t, Py_MARSHAL_VERSION) : NULL;
+    PyObject *b = t ? json_write(ck, t) : NULL;
     Py_XDECREF(t);
     if (b != NULL && PyBytes_GET_SIZE(b) <= CUR_MAX) {
         memcpy(j->page->cur, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
@@ -1009,10 +1042,10 @@ chkpt_lines(PyObject *err)
 
 /* Writes the report; a report too big for the page loses its lines first. */
 static void
-child_report(writer_job *j, PyObject *rep)
+child_report(CheckpointObject *ck, writer_job *j, PyObject *rep)
 {
     for (int attempt = 0; attempt < 2; attempt++) {
-        PyObject *b = PyMarshal_WriteObjectToString(rep, Py_MARSHAL_VERSION);
+        PyObject *b = json_write(ck, rep);
         if (b != NULL && (size_t)PyBytes_GET_SIZE(b) <= REPORT_MAX) {
             memcpy(j->page->report, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
             j->page->len = (uint32_t)PyBytes_GET_SIZE(b);
@@ -1047,6 +1080,11 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
      * CHILD_SETUP_SECONDS for what comes before the capture */
     arm_hard_deadline(w);
     arm_kill(w, chkpt_monotonic() + CHILD_SETUP_SECONDS);
+    /* the script killed (kill -9): its snapshot in flight goes with it */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != w->owner) {
+        _exit(4);
+    }
     /* the kernel's OOM killer takes this process before the script */
     int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
     if (fd >= 0) {
@@ -1118,7 +1156,7 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
         "deferred", ddelta ? ddelta : Py_None,
         "store_failed", ck->store_failed && !store_failed_before);
     if (rep != NULL) {
-        child_report(j, rep);
+        child_report(ck, j, rep);
     }
     _exit(rep != NULL ? 0 : 3);
 }

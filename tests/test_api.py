@@ -294,15 +294,15 @@ def test_max_store_size_rejects_a_bad_value(tmp_path):
 
 def test_a_forked_child_takes_no_automatic_snapshots(tmp_path):
     proc = run(tmp_path, """
-        import os
+        import os, time
         data = [0.5] * 100
         pid = os.fork()
         if pid == 0:
             for i in range(20):
-                data[0] = i
+                data[0] = i; time.sleep(0.05)
             os._exit(0)
         os.waitpid(pid, 0)
-        data[1] = 1
+        data[1] = 1; time.sleep(0.5)
         print(pid)
     """, "-f", "0", "-z", "0")
     child = proc.stdout.strip()
