@@ -327,7 +327,8 @@ def test_cases_cover_signal_deaths_and_tracebacks(tmp_path):
 @pytest.mark.parametrize("mode,script,least", [
     # every line where no snapshot is being written: a fast script gets few
     ("every_line", "pickling.py", 1),
-    ("snapshot", "cpu_bound.py", 3),
+    # one snapshot written at a time, auto ones due meanwhile skipped
+    ("snapshot", "cpu_bound.py", 2),
 ])
 def test_snapshot_modes_really_snapshot(mode, script, least, tmp_path):
     """The automatic snapshots do happen while the scripts run, so the
