@@ -1193,7 +1193,7 @@ capture_build_meta(capture_ctx *c)
         || set_item(meta, "python", python_version()) < 0
         || set_item(meta, "chkpt", PyUnicode_FromString(CHKPT_VERSION)) < 0
         || set_item(meta, "seq", PyLong_FromUnsignedLongLong(ck->seq + 1)) < 0
-        || set_item(meta, "pid", PyLong_FromLong((long)getpid())) < 0
+        || set_item(meta, "pid", PyLong_FromLong((long)chkpt_writer_script_pid())) < 0
         || PyDict_SetItemString(meta, "argv", argv ? argv : Py_None) < 0
         || set_item(meta, "size", PyLong_FromLongLong(c->total_size)) < 0
         || PyDict_SetItemString(meta, "variables", c->vars_meta) < 0

@@ -22,13 +22,20 @@
  *
  * -f 0 keeps the hook armed for good (a snapshot per executed line of the
  * script); -f -1 never arms it (manual snapshots only).
+ *
+ * The timer thread blocks every signal, and is not alive while the script's
+ * own os.fork() or os.forkpty() runs (see "the script's own fork").
  */
 #include "chkpt.h"
 #include "writer.h"
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,12 +44,16 @@
 typedef struct {
     CheckpointObject *ck;          /* strong ref while installed */
     pthread_t thread;
-    int thread_started;
+    int thread_started;            /* main thread: a timer thread runs */
+    pid_t timer_tid;               /* its kernel id (set by it, read after join) */
     pthread_mutex_t mutex;
     pthread_cond_t cond;
     int stop;                      /* under mutex */
     int restart;                   /* under mutex: a snapshot just ended */
     long long period_ms;           /* under mutex: 0 = no timer */
+    long long tick_period;         /* under mutex: the period next_tick is for */
+    double next_tick;              /* under mutex: monotonic s, 0 = none; kept
+                                      while the timer is stopped for a fork */
     atomic_int pending;            /* pending calls queued, not yet run */
     atomic_int arm_pending;        /* an arming request is queued */
     double budget_deadline;        /* under mutex: monotonic s, 0 = none */
@@ -511,7 +522,7 @@ post_request(hooks_state *h, int (*func)(void *))
 static void
 restart_period(hooks_state *h)
 {
-    if (h == NULL || !h->thread_started || in_forked_child(h)) {
+    if (h == NULL || in_forked_child(h)) {
         return;
     }
     pthread_mutex_lock(&h->mutex);
@@ -524,17 +535,17 @@ static void *
 timer_main(void *arg)
 {
     hooks_state *h = (hooks_state *)arg;
-    double next_tick = 0;
-    long long period = -1;
     pthread_mutex_lock(&h->mutex);
+    h->timer_tid = (pid_t)syscall(SYS_gettid);
     while (!h->stop) {
         double now = chkpt_monotonic();
-        if (h->period_ms != period || h->restart) {     /* start over */
-            period = h->period_ms;
+        if (h->period_ms != h->tick_period || h->restart) {  /* start over */
+            h->tick_period = h->period_ms;
             h->restart = 0;
-            next_tick = period > 0 ? now + (double)period / 1000.0 : 0;
+            h->next_tick = h->tick_period > 0
+                           ? now + (double)h->tick_period / 1000.0 : 0;
         }
-        double wake = next_tick;
+        double wake = h->next_tick;
         if (h->budget_deadline > 0 && (wake == 0 || h->budget_deadline < wake)) {
             wake = h->budget_deadline;
         }
@@ -560,13 +571,184 @@ timer_main(void *arg)
             atomic_store(&h->fired_gen, atomic_load(&h->budget_gen));
             post_request(h, pending_interrupt);
         }
-        if (next_tick > 0 && now >= next_tick) {
-            next_tick = now + (double)period / 1000.0;
+        if (h->next_tick > 0 && now >= h->next_tick) {
+            h->next_tick = now + (double)h->tick_period / 1000.0;
             post_request(h, pending_arm);
         }
     }
     pthread_mutex_unlock(&h->mutex);
     return NULL;
+}
+
+/* Starts the timer thread with every signal blocked, so that a signal sent
+ * to the process goes to a thread of the script as under python (its
+ * sigwait(), its handler, the default action), never to ours. Main thread. */
+static int
+start_timer(hooks_state *h)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    h->stop = 0;                    /* no timer thread runs: no lock needed */
+    int rc = pthread_create(&h->thread, NULL, timer_main, h);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        return -1;
+    }
+    h->thread_started = 1;
+    return 0;
+}
+
+/* pthread_join returns as soon as the thread's stack is free; the kernel
+ * still counts the thread (in /proc/self/stat, which os.fork() reads) for a
+ * few microseconds more, until it is reaped. Waits for that, 100 ms at
+ * most; without /proc there is nothing to wait for. GIL released. */
+static void
+wait_thread_reaped(pid_t tid)
+{
+    if (tid <= 0) {
+        return;
+    }
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/task/%ld", (long)tid);
+    struct stat st;
+    struct timespec pause = {0, 10000};
+    double give_up = chkpt_monotonic() + 0.1;
+    while (stat(path, &st) == 0 && chkpt_monotonic() < give_up) {
+        nanosleep(&pause, NULL);
+        if (pause.tv_nsec < 1000000L) {
+            pause.tv_nsec *= 2;
+        }
+    }
+}
+
+/* Ends the timer thread; bounded: the thread waits on nothing but the
+ * mutex, the condition and, to post a request, the GIL, which is released
+ * meanwhile. GIL held, mutex not held. */
+static void
+stop_timer(hooks_state *h, int until_reaped)
+{
+    if (!h->thread_started) {
+        return;
+    }
+    pthread_mutex_lock(&h->mutex);
+    h->stop = 1;
+    pthread_cond_signal(&h->cond);
+    pthread_mutex_unlock(&h->mutex);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(h->thread, NULL);
+    if (until_reaped) {
+        wait_thread_reaped(h->timer_tid);
+    }
+    Py_END_ALLOW_THREADS
+    h->thread_started = 0;
+}
+
+/* ---- the script's own fork ----
+ *
+ * os.fork() and os.forkpty() (multiprocessing's fork start method calls
+ * the former) count the process's threads once the child exists and, from
+ * 3.12 on, warn when there are more than one (3.12 counts before the
+ * after-in-parent callbacks, 3.13.0 after them); the child gets the
+ * forking thread only. So, for a fork from the main thread, the timer
+ * thread ends before the call and starts again once it has returned, in
+ * the parent: its audit hooks, at-fork callbacks, the fork and the count
+ * all see python's threads only. A refused or failed fork returns too.
+ *
+ * posix's two builtins are wrapped in place: the function objects stay
+ * (os.fork is posix.fork, same name, doc and signature), their method
+ * definitions are copies whose C function calls posix's own between
+ * stopping and restarting the timer. Nothing is registered with
+ * os.register_at_fork and no audit event is raised. */
+
+/* Process-wide, as the function objects they patch (a function object
+ * points at its PyMethodDef for life): posix's own definitions, and the
+ * copies that call the wrappers. Set once, with the GIL held. */
+static PyMethodDef *posix_fork_def, *posix_forkpty_def;
+static PyMethodDef fork_def, forkpty_def;
+
+static PyObject *
+around_fork(PyMethodDef *posix_def, PyObject *self, PyObject *unused)
+{
+    CheckpointObject *ck = running_checkpoint();
+    hooks_state *h = ck ? (hooks_state *)ck->hooks : NULL;
+    int paused = 0;
+    if (h != NULL && h->thread_started && atomic_load(&h->active)
+        && !in_forked_child(h)
+        && PyThread_get_thread_ident() == h->main_thread) {
+        /* from another thread python warns anyway: two threads */
+        stop_timer(h, 1);
+        paused = 1;
+    }
+    PyObject *r = posix_def->ml_meth(self, unused);
+    /* (the run cannot end while its main thread is in here) */
+    if (paused && ck->hooks == h && atomic_load(&h->active)
+        && !in_forked_child(h)) {
+        if (start_timer(h) < 0) {
+            chkpt_saved_error saved;
+            chkpt_error_save(&saved);
+            chkpt_warn("cannot restart the timer thread after a fork; "
+                       "automatic snapshots are off");
+            chkpt_error_restore(&saved);
+        }
+    }
+    return r;
+}
+
+static PyObject *
+fork_wrapper(PyObject *self, PyObject *unused)
+{
+    return around_fork(posix_fork_def, self, unused);
+}
+
+static PyObject *
+forkpty_wrapper(PyObject *self, PyObject *unused)
+{
+    return around_fork(posix_forkpty_def, self, unused);
+}
+
+static void
+wrap_one(PyObject *posix, const char *name, PyMethodDef **posix_def,
+         PyMethodDef *copy, PyCFunction wrapper)
+{
+    PyObject *fn = PyObject_GetAttrString(posix, name);
+    if (fn == NULL) {
+        PyErr_Clear();          /* not on this platform */
+        return;
+    }
+    PyCFunctionObject *f = (PyCFunctionObject *)fn;
+    /* posix's own builtin, as 3.11-3.13 define it, and not wrapped yet */
+    if (PyCFunction_Check(fn) && f->m_self == posix
+        && f->m_ml->ml_flags == METH_NOARGS && f->m_ml != copy) {
+        *posix_def = f->m_ml;
+        *copy = *f->m_ml;
+        copy->ml_meth = wrapper;
+        f->m_ml = copy;
+    }
+    Py_DECREF(fn);
+}
+
+/* Once per process, like the audit hook: the wrappers find the running
+ * Checkpoint themselves and do nothing more when there is none. */
+static void
+wrap_fork(void)
+{
+    static int wrapped;         /* under the GIL */
+    if (wrapped) {
+        return;
+    }
+    wrapped = 1;
+    PyObject *name = PyUnicode_FromString("posix");
+    PyObject *posix = name ? PyImport_GetModule(name) : NULL;
+    Py_XDECREF(name);
+    if (posix == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    wrap_one(posix, "fork", &posix_fork_def, &fork_def, fork_wrapper);
+    wrap_one(posix, "forkpty", &posix_forkpty_def, &forkpty_def,
+             forkpty_wrapper);
+    Py_DECREF(posix);
 }
 
 void
@@ -576,7 +758,7 @@ chkpt_hooks_budget_start(CheckpointObject *ck, double seconds)
     if (chkpt_writer_child_budget(ck, seconds)) {
         return;                 /* a writer child: its timer ends it */
     }
-    if (h == NULL || in_forked_child(h) || !h->thread_started || seconds <= 0) {
+    if (h == NULL || in_forked_child(h) || seconds <= 0) {
         return;
     }
     pthread_mutex_lock(&h->mutex);
@@ -593,7 +775,7 @@ chkpt_hooks_budget_stop(CheckpointObject *ck)
     if (chkpt_writer_child_budget(ck, 0)) {
         return;
     }
-    if (h == NULL || in_forked_child(h) || !h->thread_started) {
+    if (h == NULL || in_forked_child(h)) {
         return;
     }
     pthread_mutex_lock(&h->mutex);
@@ -651,6 +833,7 @@ chkpt_hooks_install(CheckpointObject *ck)
     pthread_mutex_init(&h->mutex, NULL);
     pthread_cond_init(&h->cond, NULL);
     h->period_ms = timer_period(ck);
+    h->tick_period = -1;
     ck->hooks = h;
 #if USE_MONITORING
     if (monitoring_install(h) < 0) {
@@ -660,12 +843,10 @@ chkpt_hooks_install(CheckpointObject *ck)
     }
 #endif
     add_audit_hook();
-    if (pthread_create(&h->thread, NULL, timer_main, h) != 0) {
+    wrap_fork();
+    if (start_timer(h) < 0) {
         chkpt_warn("cannot start the timer thread; automatic snapshots "
                    "every %lld ms are off", ck->frequency_ms);
-    }
-    else {
-        h->thread_started = 1;
     }
     if (ck->frequency_ms == 0) {
         arm(h);
@@ -684,17 +865,7 @@ chkpt_hooks_uninstall(CheckpointObject *ck)
      * been held by the parent's timer thread at the fork */
     int child = in_forked_child(h);
     atomic_store(&h->active, 0);
-    if (h->thread_started) {
-        pthread_mutex_lock(&h->mutex);
-        h->stop = 1;
-        pthread_cond_signal(&h->cond);
-        pthread_mutex_unlock(&h->mutex);
-        /* the timer thread takes the GIL to post its request: release it
-         * while waiting for the thread to end */
-        Py_BEGIN_ALLOW_THREADS
-        pthread_join(h->thread, NULL);
-        Py_END_ALLOW_THREADS
-    }
+    stop_timer(h, 0);
     disarm(h);
 #if USE_MONITORING
     monitoring_uninstall(h);

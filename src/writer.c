@@ -105,6 +105,12 @@ chkpt_in_writer_child(void)
     return writer_child_process;
 }
 
+pid_t
+chkpt_writer_script_pid(void)
+{
+    return writer_child_process ? getppid() : getpid();
+}
+
 /* ------------------------------------------------------------------ */
 /* PendingInfo: the SnapshotInfo that snapshot() returns at once        */
 

@@ -39,6 +39,8 @@ int chkpt_writer_wait(CheckpointObject *ck);
 void chkpt_writer_finish(CheckpointObject *ck);
 void chkpt_writer_free(CheckpointObject *ck);
 
+/* The pid of the script's process (the parent, in a writer child). */
+pid_t chkpt_writer_script_pid(void);
 /* In a writer child, the time budgets of hooks.c are a timer that ends
  * the child: returns 1 there (seconds <= 0 stops the budget), 0 elsewhere. */
 int chkpt_writer_child_budget(CheckpointObject *ck, double seconds);
