@@ -86,11 +86,13 @@ class Unloadable:
     def error(self) -> str | None: ...
 
 def load(snapshot: _SnapshotRef, names: Iterable[str] | str | None = None, *,
-         strict: bool = False) -> dict[str, Any]:
+         strict: bool = False, frame: int | None = None) -> dict[str, Any]:
     """The variables of a snapshot (a SnapshotInfo, a manifest path, or a store
     directory meaning its newest snapshot). names: only those (the others'
     data is not read; KeyError for an unknown one). A variable that cannot be
-    rebuilt is an Unloadable (one warning), or SnapshotError with strict=True."""
+    rebuilt is an Unloadable (one warning), or SnapshotError with strict=True.
+    frame: for a crash snapshot, the index in meta['traceback'] of the frame
+    whose locals (over its module's globals) to give; None: the failing one."""
 
 def snapshots(dir: str | bytes | os.PathLike[str] | os.PathLike[bytes] | None = None
               ) -> list[SnapshotInfo]:

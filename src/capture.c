@@ -711,10 +711,14 @@ typedef struct {
     PyObject *name;               /* borrowed: the snapshot's name, or NULL */
     int manual;
     double t_start;               /* monotonic: the snapshot's time budget */
+    /* chkpt_capture_values: the values to save instead of a frame's */
+    PyObject *entries;            /* borrowed: list of (name, object, extra) */
+    PyObject *extra_meta;         /* borrowed: merged into the meta, or NULL */
     /* capture_select */
     PyFrameObject *frame;         /* NULL: manual, outside the script's code */
     PyObject *candidates;         /* list of (name, object): locals first,
-                                     then globals not shadowed by a local */
+                                     then globals not shadowed by a local;
+                                     with entries, (name, object, extra) */
     /* capture_pickle */
     PyObject *pickler_cls, *kwargs, *reprobj;
     chkpt_bufvec bufs;                  /* out-of-band buffers (exports held) */
@@ -831,6 +835,20 @@ capture_select(capture_ctx *c)
     if (c->candidates == NULL) {
         return -1;
     }
+    if (c->entries != NULL) {
+        /* explicit values: all of them but definitions and machinery;
+         * names repeat, one scope (frame, module) each */
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(c->entries); k++) {
+            PyObject *e = PyList_GET_ITEM(c->entries, k);
+            if (PyTuple_Check(e) && PyTuple_GET_SIZE(e) == 3
+                && !chkpt_is_excluded(c->st, PyTuple_GET_ITEM(e, 0),
+                                      PyTuple_GET_ITEM(e, 1))
+                && PyList_Append(c->candidates, e) < 0) {
+                return -1;
+            }
+        }
+        return 0;
+    }
     if (c->frame == NULL) {
         return 0;
     }
@@ -904,12 +922,15 @@ record_unsaved(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *pk,
     return bad ? -1 : 0;
 }
 
+static int merge_extra(PyObject *vm, PyObject *extra);
+
 /* The variable was pickled into pk, its buffers are c->bufs from index
  * first on: adds them to the streams and its entry to the meta. Stops the
  * variable's budget once its Python code (repr) has run. */
 static int
 record_pickled(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *pk,
-               Py_ssize_t first, PyObject *tname)
+               Py_ssize_t first, PyObject *tname, PyObject *extra,
+               PyObject *standin, int no_repr)
 {
     CheckpointObject *ck = c->ck;
     long long vsize = PyBytes_GET_SIZE(pk);
@@ -934,7 +955,10 @@ record_pickled(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *pk,
         vsize += c->bufs.views[b].len;
     }
     PyObject *refs = bad ? NULL : pickle_module_refs(pk);
-    PyObject *rep = refs ? short_repr(ck, c->reprobj, obj) : NULL;
+    /* no_repr: no more Python code of obj's may run (its budget is gone) */
+    PyObject *rep = refs == NULL ? NULL
+        : no_repr ? PyUnicode_FromFormat("<%s object>", short_type_name(Py_TYPE(obj)))
+        : short_repr(ck, c->reprobj, obj);
     chkpt_hooks_budget_stop(ck);
     PyObject *tmod = rep ? PyObject_GetAttrString((PyObject *)Py_TYPE(obj),
                                                   "__module__") : NULL;
@@ -945,6 +969,11 @@ record_pickled(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *pk,
         "{s:O,s:O,s:O,s:L,s:O,s:O,s:O,s:O}", "name", vname, "type", tname,
         "type_module", tmod, "size", vsize, "repr", rep, "pickle", pidx,
         "buffers", bidx, "module_refs", refs) : NULL;
+    if (vm != NULL && ((standin != NULL
+                        && PyDict_SetItemString(vm, "standin", standin) < 0)
+                       || (extra != NULL && merge_extra(vm, extra) < 0))) {
+        Py_CLEAR(vm);
+    }
     Py_XDECREF(tmod);
     Py_XDECREF(rep);
     Py_XDECREF(refs);
@@ -1000,20 +1029,174 @@ variable_budget(capture_ctx *c, PyObject *vname, PyObject *obj, double *budget)
     return 1;
 }
 
+/* Sets the keys of extra in a variable's meta entry, after removing the
+ * scope keys an alias copied from its first name's entry. same_as names a
+ * variable of the same scope (a frame's locals, a module's globals): an
+ * alias of another scope's value keeps only its copy of the streams. */
+static int
+merge_extra(PyObject *vm, PyObject *extra)
+{
+    static const char *const scoped[] = {"frame", "globals", NULL};
+    int other_scope = 0;
+    for (int k = 0; scoped[k]; k++) {
+        PyObject *key = PyUnicode_FromString(scoped[k]);
+        PyObject *was = key ? PyDict_GetItemWithError(vm, key) : NULL;
+        PyObject *now = key ? PyDict_GetItemWithError(extra, key) : NULL;
+        if (key == NULL || PyErr_Occurred()) {
+            Py_XDECREF(key);
+            return -1;
+        }
+        if (was != now && (was == NULL || now == NULL
+                           || PyObject_RichCompareBool(was, now, Py_EQ) != 1)) {
+            other_scope = 1;
+        }
+        int bad = was != NULL && PyDict_DelItem(vm, key) < 0;
+        Py_DECREF(key);
+        if (bad) {
+            return -1;
+        }
+    }
+    if (other_scope && PyDict_GetItemString(vm, "same_as") != NULL
+        && PyDict_DelItemString(vm, "same_as") < 0) {
+        return -1;
+    }
+    return PyDict_Update(vm, extra);
+}
+
+/* The pickle of a chkpt.Unloadable standing in for obj, which could not be
+ * pickled: its type's module and qualname, and as error why, with its repr
+ * (rep NULL when no Python code of obj's may run any more). */
+static PyObject *
+standin_pickle(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *why,
+               PyObject *rep)
+{
+    PyObject *tp = (PyObject *)Py_TYPE(obj);
+    PyObject *mod = PyObject_GetAttrString(tp, "__module__");
+    PyObject *qual = mod ? PyObject_GetAttrString(tp, "__qualname__") : NULL;
+    if (qual == NULL || !PyUnicode_Check(mod) || !PyUnicode_Check(qual)) {
+        PyErr_Clear();
+        Py_XSETREF(mod, PyUnicode_FromString("builtins"));
+        Py_XSETREF(qual, PyUnicode_FromString(Py_TYPE(obj)->tp_name));
+    }
+    PyObject *err = rep ? PyUnicode_FromFormat("%U; its repr: %U", why, rep)
+                        : Py_NewRef(why);
+    PyObject *s = mod && qual && err
+        ? PyObject_CallFunction((PyObject *)c->st->Unloadable_Type, "OOOO", vname,
+                                mod, qual, err)
+        : NULL;
+    Py_XDECREF(mod);
+    Py_XDECREF(qual);
+    Py_XDECREF(err);
+    if (s == NULL) {
+        return NULL;
+    }
+    int over;
+    PyObject *pk = chkpt_pickle_bounded(c->st, c->pickler_cls, c->kwargs, s,
+                                        LLONG_MAX, LLONG_MAX, &over);
+    Py_DECREF(s);
+    return pk;
+}
+
+/* One of chkpt_capture_values' values: saved whatever its size, as a
+ * stand-in keeping its type and repr when it cannot be pickled (or its
+ * budget, or the snapshot's, is gone), so that no value loses the
+ * snapshot. 0 done, -1 error (an exception for the script among them). */
+static int
+capture_value(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *extra)
+{
+    CheckpointObject *ck = c->ck;
+    const char *gave_up = NULL;
+    double left = CHKPT_SNAPSHOT_TIME_BUDGET - (chkpt_monotonic() - c->t_start);
+    PyObject *slow_key = no_retry_key(vname, obj);
+    int slow = slow_key ? PySet_Contains(ck->no_retry, slow_key) : -1;
+    Py_XDECREF(slow_key);
+    if (slow < 0) {
+        return -1;
+    }
+    if (left <= 0) {
+        gave_up = "the snapshot's time budget was used up";
+    }
+    else if (slow) {
+        gave_up = "not tried again: it failed before";
+    }
+    Py_ssize_t first = c->bufs.n;
+    int over = 0;
+    PyObject *pk = NULL;
+    if (gave_up == NULL) {
+        chkpt_hooks_budget_start(ck, left < VARIABLE_BUDGET_S ? left : VARIABLE_BUDGET_S);
+        pk = chkpt_pickle_bounded(c->st, c->pickler_cls, c->kwargs, obj,
+                                  ck->max_pickle_size - c->inband,
+                                  ck->max_pickle_size, &over);
+    }
+    PyObject *tname = type_name(Py_TYPE(obj));
+    if (tname == NULL) {
+        chkpt_hooks_budget_stop(ck);
+        Py_XDECREF(pk);
+        return -1;
+    }
+    PyObject *why = NULL;
+    if (pk == NULL || !PyBytes_Check(pk)) {
+        chkpt_bufvec_truncate(&c->bufs, first);
+        if (gave_up == NULL && pk == NULL && script_exception_pending()) {
+            chkpt_hooks_budget_stop(ck);
+            Py_DECREF(tname);
+            return -1;          /* Ctrl-C meanwhile: the script's */
+        }
+        if (gave_up != NULL) {
+            why = PyUnicode_FromString(gave_up);
+        }
+        else {
+            if (pk != NULL) {
+                Py_CLEAR(pk);
+                PyErr_SetString(PyExc_TypeError, "the pickler gave no bytes");
+            }
+            PyObject *msg = chkpt_describe_pending();
+            PyErr_Clear();
+            why = msg ? PyUnicode_FromFormat("could not be pickled (%U)", msg)
+                      : PyUnicode_FromString("could not be pickled");
+            Py_XDECREF(msg);
+        }
+        PyObject *rep = why && gave_up == NULL ? short_repr(ck, c->reprobj, obj)
+                                               : NULL;
+        pk = why && (rep || gave_up) ? standin_pickle(c, vname, obj, why, rep) : NULL;
+        Py_XDECREF(rep);
+        if (pk == NULL) {
+            chkpt_hooks_budget_stop(ck);
+            Py_XDECREF(why);
+            Py_DECREF(tname);
+            return -1;
+        }
+    }
+    int r = record_pickled(c, vname, obj, pk, first, tname, extra, why,
+                           gave_up != NULL);
+    Py_XDECREF(why);
+    Py_DECREF(tname);
+    Py_DECREF(pk);
+    return r;
+}
+
 /* One variable: an alias of one saved already, or measured and, when
  * salient, pickled. 0 done (saved or not), -1 error (an exception for the
  * script among them). Python code run for it gets VARIABLE_BUDGET_S within
  * what is left of the snapshot's budget; the budget is stopped on every
  * path out. */
 static int
-capture_variable(capture_ctx *c, PyObject *vname, PyObject *obj)
+capture_variable(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *extra)
 {
     CheckpointObject *ck = c->ck;
     /* bound to an object saved under an earlier name: load gives the same
      * object for both (`train = df`), pickled once */
     int alias = add_alias(c->pickled, c->vars_meta, vname, obj);
+    if (alias > 0 && extra != NULL) {
+        alias = merge_extra(PyList_GET_ITEM(c->vars_meta,
+                                            PyList_GET_SIZE(c->vars_meta) - 1),
+                            extra) < 0 ? -1 : 1;
+    }
     if (alias != 0) {
         return alias < 0 ? -1 : 0;
+    }
+    if (c->entries != NULL) {
+        return capture_value(c, vname, obj, extra);
     }
     double budget = 0;
     int go = variable_budget(c, vname, obj, &budget);
@@ -1061,7 +1244,7 @@ capture_variable(capture_ctx *c, PyObject *vname, PyObject *obj)
         r = record_unsaved(c, vname, obj, pk, over, tname);
     }
     else {
-        r = record_pickled(c, vname, obj, pk, first, tname);
+        r = record_pickled(c, vname, obj, pk, first, tname, NULL, NULL, 0);
     }
     Py_XDECREF(tname);
     Py_XDECREF(pk);
@@ -1094,8 +1277,9 @@ capture_pickle(capture_ctx *c)
     chkpt_slotnames_install(&c->slotpatch);
     for (Py_ssize_t k = 0; k < PyList_GET_SIZE(c->candidates); k++) {
         PyObject *pair = PyList_GET_ITEM(c->candidates, k);
-        if (capture_variable(c, PyTuple_GET_ITEM(pair, 0),
-                             PyTuple_GET_ITEM(pair, 1)) < 0) {
+        if (capture_variable(c, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1),
+                             PyTuple_GET_SIZE(pair) == 3
+                             ? PyTuple_GET_ITEM(pair, 2) : NULL) < 0) {
             return -1;
         }
     }
@@ -1200,7 +1384,7 @@ capture_build_meta(capture_ctx *c)
         || PyDict_SetItemString(meta, "skipped", c->skipped) < 0
         || PyDict_SetItemString(meta, "sources", c->src_meta) < 0;
     Py_XDECREF(fn_obj);
-    if (bad) {
+    if (bad || (c->extra_meta != NULL && PyDict_Update(meta, c->extra_meta) < 0)) {
         return -1;
     }
     chkpt_syspath_meta(c->ck, meta);
@@ -1323,14 +1507,15 @@ capture_publish(capture_ctx *c)
  * nothing was written, NULL on an error. */
 static PyObject *
 capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
-             PyObject *name, int manual)
+             PyObject *name, int manual, PyObject *entries, PyObject *extra_meta)
 {
     capture_ctx c = {
         .ck = ck, .st = chkpt_get_state(ck->module), .kind = kind,
         .name = name, .manual = manual, .t_start = chkpt_monotonic(),
+        .entries = entries, .extra_meta = extra_meta,
     };
-    c.frame = pick_frame(ck, given);
-    if (c.frame == NULL) {
+    c.frame = entries ? NULL : pick_frame(ck, given);
+    if (c.frame == NULL && entries == NULL) {
         if (PyErr_Occurred()) {
             return NULL;
         }
@@ -1347,7 +1532,7 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     if (capture_select(&c) < 0 || capture_pickle(&c) < 0) {
         goto done;
     }
-    if (!manual && PyList_GET_SIZE(c.vars_meta) == 0) {
+    if (!manual && entries == NULL && PyList_GET_SIZE(c.vars_meta) == 0) {
         result = Py_NewRef(Py_None);     /* nothing salient: nothing written */
         goto done;
     }
@@ -1398,7 +1583,29 @@ chkpt_capture_here(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
     int manual = strcmp(kind, "manual") == 0;
     ck->in_snapshot = 1;
     chkpt_hooks_budget_start(ck, CHKPT_SNAPSHOT_TIME_BUDGET);
-    PyObject *r = capture_impl(ck, frame, kind, name, manual);
+    PyObject *r = capture_impl(ck, frame, kind, name, manual, NULL, NULL);
+    chkpt_hooks_budget_stop(ck);
+    ck->in_snapshot = 0;
+    if (r == NULL) {
+        if (script_exception_pending()) {
+            return NULL;
+        }
+        chkpt_warn_exc("snapshot failed");
+        Py_RETURN_NONE;
+    }
+    return r;
+}
+
+PyObject *
+chkpt_capture_values(CheckpointObject *ck, const char *kind, PyObject *entries,
+                     PyObject *extra_meta)
+{
+    if (ck->in_snapshot || ck->store_failed) {
+        Py_RETURN_NONE;
+    }
+    ck->in_snapshot = 1;
+    chkpt_hooks_budget_start(ck, CHKPT_SNAPSHOT_TIME_BUDGET);
+    PyObject *r = capture_impl(ck, NULL, kind, NULL, 0, entries, extra_meta);
     chkpt_hooks_budget_stop(ck);
     ck->in_snapshot = 0;
     if (r == NULL) {

@@ -101,6 +101,10 @@ chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli)
     ck->hooks = NULL;
     ck->writer = NULL;
     ck->deferred = NULL;
+    ck->signal_deadline_ms = cli->signal_deadline_ms > 0
+                             ? cli->signal_deadline_ms
+                             : CHKPT_DEFAULT_SIGNAL_DEADLINE_MS;
+    ck->signals = NULL;
     ck->start_path = NULL;
     PyObject_GC_Track(ck);
     if (ck->tracked == NULL || ck->libraries == NULL || ck->warned == NULL

@@ -43,8 +43,14 @@
  *   5 checkpoint.c the Checkpoint type: the running engine as the script
  *                  sees it; snapshot() and a new frequency dispatch to
  *                  capture and hooks
+ *     crash.c      the snapshot of an uncaught exception: every frame of the
+ *                  script in its traceback (over capture)
+ *     signals.c    snapshots on SIGTERM and SIGUSR1, the --signal-deadline
+ *                  watchdog (over capture)
  *   6 runner.c     runs the script or module exactly as `python` would
  *     verbs.c      ls, show, explore, export, verify, gc (over load.c)
+ *     debug.c      `debug`: pdb post-mortem on a crash snapshot's frames,
+ *                  rebuilt as real frames (over load.c)
  *   7 cli.c        option parsing and verb dispatch for `python -m chkpt`
  *   8 module.c     creates the module: state, types, the module functions
  */
@@ -75,6 +81,10 @@
 /* Seconds one snapshot may spend running Python code (__reduce__ and the
  * like) before the object at hand is given up on. */
 #define CHKPT_SNAPSHOT_TIME_BUDGET 30.0
+/* Milliseconds a SIGTERM/SIGINT snapshot may take before chkpt gives up and
+ * the process ends as it would have: well inside the 30 s that Slurm and
+ * Kubernetes leave between SIGTERM and SIGKILL. */
+#define CHKPT_DEFAULT_SIGNAL_DEADLINE_MS 20000LL
 
 /* Per-module state (PEP 489/573). No mutable C globals anywhere else. */
 typedef struct {
@@ -98,7 +108,8 @@ typedef struct {
 /* Parsed command line (cli.c). */
 typedef enum {
     CHKPT_VERB_RUN = 0, CHKPT_VERB_LS, CHKPT_VERB_SHOW, CHKPT_VERB_EXPLORE,
-    CHKPT_VERB_EXPORT, CHKPT_VERB_VERIFY, CHKPT_VERB_GC, CHKPT_VERB_HELP
+    CHKPT_VERB_EXPORT, CHKPT_VERB_VERIFY, CHKPT_VERB_GC, CHKPT_VERB_HELP,
+    CHKPT_VERB_DEBUG
 } chkpt_verb;
 
 typedef struct {
@@ -115,6 +126,7 @@ typedef struct {
     PyObject *args;               /* list of str: the script's arguments, or
                                      the verb's remaining arguments (owned) */
     long keep;                    /* gc --keep N, -1 if not given */
+    long long signal_deadline_ms; /* --signal-deadline: ms */
     int portable;                 /* export --portable */
 } chkpt_cli;
 
@@ -154,6 +166,8 @@ typedef struct {
     PyObject *deferred;           /* capture.c: dict name -> [message, count]
                                      of variables that could not be saved,
                                      reported at exit (or at once with -v) */
+    long long signal_deadline_ms; /* signals.c: time a signal snapshot may take */
+    void *signals;                /* signals.c private state */
     PyObject *start_path;         /* syspath.c: sys.path (tuple) as python
                                      set it up for the script, or NULL */
 } CheckpointObject;
@@ -213,6 +227,14 @@ int chkpt_capture_report_unsaved(CheckpointObject *ck, PyObject *vname,
 /* Called from module init: creates capture's types, imports what a
  * snapshot needs. */
 int chkpt_capture_init(PyObject *module);
+/* capture.c: a snapshot of explicit values instead of a frame's salient
+ * variables (crash snapshots): entries is a list of (name, value, extra),
+ * extra a dict merged into the variable's meta entry; every value is saved,
+ * one that cannot be pickled as a chkpt.Unloadable stand-in keeping its
+ * type and repr (meta key "standin"); extra_meta's keys are merged into the
+ * snapshot's meta. Returns as chkpt_capture does. */
+PyObject *chkpt_capture_values(CheckpointObject *ck, const char *kind,
+                               PyObject *entries, PyObject *extra_meta);
 
 /* pickler.c (the rest of it in capture.h) */
 /* --max-pickle-size when not given: a quarter of physical memory. */
@@ -222,6 +244,24 @@ long long chkpt_default_max_pickle_size(void);
 /* Is this code object the script's own (main script or a sibling module)? */
 int chkpt_is_script_code(CheckpointObject *ck, PyCodeObject *code);
 
+/* crash.c (layer 5, over capture): with an exception pending (the script's
+ * uncaught one), writes the 'crash' snapshot ('signal' for a
+ * KeyboardInterrupt); the exception stays pending, untouched. */
+void chkpt_crash_snapshot(CheckpointObject *ck);
+
+/* signals.c (layer 5, over capture): handlers for SIGTERM and SIGUSR1
+ * where python's default disposition is in place, for the time the script
+ * runs. */
+void chkpt_signals_install(CheckpointObject *ck);
+void chkpt_signals_uninstall(CheckpointObject *ck);
+/* The --signal-deadline watchdog around a snapshot taken for signum: past
+ * it, the process dies by signum (its default disposition). */
+void chkpt_signals_deadline_start(CheckpointObject *ck, int signum);
+void chkpt_signals_deadline_stop(CheckpointObject *ck);
+
+/* debug.c (layer 6, over load): `python -m chkpt debug SNAPSHOT`; the exit
+ * status or -1. */
+int chkpt_verb_debug(PyObject *module, chkpt_cli *cli);
 /* rebuild.c (called by load.c only) */
 /* Creates the RebuildGroup type; called by chkpt_load_init. */
 int chkpt_rebuild_init(PyObject *module);
@@ -257,6 +297,14 @@ extern PyType_Spec chkpt_unloadable_spec;
 int chkpt_load_init(PyObject *module);
 PyObject *chkpt_load(PyObject *module, PyObject *snapshot, PyObject *names,
                      int strict);
+/* chkpt_load with a choice of a crash snapshot's scope: NULL or None the
+ * failing frame, an int a frame (index in meta["traceback"]) with its
+ * module's globals, ("locals", i) frame i's locals only, ("globals", name)
+ * module name's globals only. Other snapshots ignore it. */
+PyObject *chkpt_load_scope(PyObject *module, PyObject *snapshot, PyObject *names,
+                           int strict, PyObject *scope);
+/* {module name: module rebuilt from the snapshot's sources} (debug). */
+PyObject *chkpt_rebuilt_modules(PyObject *module, PyObject *snapshot);
 PyObject *chkpt_snapshots(PyObject *module, PyObject *dir);
 /* Resolves a SnapshotInfo, a path to a manifest, or a path to a store dir
  * (meaning its newest snapshot) to a manifest path (new ref) or NULL with

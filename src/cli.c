@@ -27,7 +27,8 @@ static const char usage_text[] =
 "       python -m chkpt explore SNAPSHOT\n"
 "       python -m chkpt export [--portable] SNAPSHOT OUT.pkl\n"
 "       python -m chkpt verify [DIR]\n"
-"       python -m chkpt gc [DIR] --keep N\n";
+"       python -m chkpt gc [DIR] --keep N\n"
+"       python -m chkpt debug SNAPSHOT\n";
 
 static const char help_text[] =
 "\n"
@@ -70,6 +71,9 @@ static const char help_text[] =
 "                        they are written (array data, saved without a copy,\n"
 "                        does not count): a variable that would go over is\n"
 "                        skipped with a warning. Default: a quarter of RAM\n"
+"  --signal-deadline MS  how long the snapshot chkpt takes on SIGTERM or\n"
+"                        SIGINT may last before chkpt gives up and the\n"
+"                        process ends as it would have. Default: %lld\n"
 "\n"
 "verbs (work on a snapshot directory, default ./checkpoints):\n"
 "  ls [DIR]              list the snapshots, oldest first\n"
@@ -83,6 +87,7 @@ static const char help_text[] =
 "  verify [DIR]          check every snapshot and chunk for damage\n"
 "  gc [DIR] --keep N     keep the newest N snapshots, delete the rest and\n"
 "                        the data no remaining snapshot uses\n"
+"  debug SNAPSHOT        pdb post-mortem on a crash snapshot's frames\n"
 "\n"
 "A SNAPSHOT is the path of a snapshot (as `ls` prints it) or a snapshot\n"
 "directory, meaning its newest snapshot.\n"
@@ -130,7 +135,7 @@ usage_error(const char *fmt, ...)
 typedef enum {
     OPT_HELP, OPT_VERSION, OPT_MODULE, OPT_MIN_OBJ_SIZE, OPT_OUTPUT_DIR,
     OPT_FREQUENCY, OPT_VERBOSE, OPT_COMPRESS, OPT_MAX_STORE_SIZE,
-    OPT_MAX_PICKLE_SIZE, OPT_KEEP, OPT_PORTABLE
+    OPT_MAX_PICKLE_SIZE, OPT_KEEP, OPT_PORTABLE, OPT_SIGNAL_DEADLINE
 } opt_id;
 
 typedef struct {
@@ -153,6 +158,7 @@ static const opt_def options[] = {
     {OPT_MAX_STORE_SIZE, 0, "max-store-size", 1, "--max-store-size"},
     {OPT_MAX_PICKLE_SIZE, 0, "max-pickle-size", 1, "--max-pickle-size"},
     {OPT_KEEP, 0, "keep", 1, "--keep"},
+    {OPT_SIGNAL_DEADLINE, 0, "signal-deadline", 1, "--signal-deadline"},
     {OPT_PORTABLE, 0, "portable", 0, "--portable"},     /* export only */
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -380,6 +386,8 @@ apply_value(chkpt_cli *cli, parser *p, const opt_def *opt, PyObject *value,
         return number_value(opt, v, 1, 0, LLONG_MAX, &cli->max_store_size);
     case OPT_MAX_PICKLE_SIZE:
         return number_value(opt, v, 1, 1, LLONG_MAX, &cli->max_pickle_size);
+    case OPT_SIGNAL_DEADLINE:
+        return number_value(opt, v, 0, 1, 3600000, &cli->signal_deadline_ms);
     case OPT_PORTABLE:
         cli->portable = 1;
         return 0;
@@ -505,11 +513,13 @@ static const struct {
     {"export", CHKPT_VERB_EXPORT, 2, 2},
     {"verify", CHKPT_VERB_VERIFY, 0, 1},
     {"gc", CHKPT_VERB_GC, 0, 1},
+    {"debug", CHKPT_VERB_DEBUG, 1, 1},
 };
 #define N_VERBS (sizeof(verbs) / sizeof(verbs[0]))
 
 static const char *verb_required[] = {
-    NULL, NULL, "SNAPSHOT", "SNAPSHOT", "SNAPSHOT, OUT.pkl", NULL, NULL, NULL
+    NULL, NULL, "SNAPSHOT", "SNAPSHOT", "SNAPSHOT, OUT.pkl", NULL, NULL, NULL,
+    "SNAPSHOT"
 };
 
 static int
@@ -678,7 +688,8 @@ parse_args(chkpt_cli *cli, parser *pp, int *done)
 finished:
     if (p.help) {
         char buf[sizeof(help_text) + 64];
-        snprintf(buf, sizeof(buf), help_text, CHKPT_DEFAULT_FREQUENCY_MS);
+        snprintf(buf, sizeof(buf), help_text, CHKPT_DEFAULT_FREQUENCY_MS,
+                 CHKPT_DEFAULT_SIGNAL_DEADLINE_MS);
         if (write_stdout(usage_text) < 0 || write_stdout(buf) < 0) {
             return -1;
         }
@@ -747,6 +758,7 @@ chkpt_main(PyObject *module, PyObject *argv)
         .is_module = 0,
         .args = NULL,
         .keep = -1,
+        .signal_deadline_ms = CHKPT_DEFAULT_SIGNAL_DEADLINE_MS,
         .portable = 0,
     };
     int done;
@@ -782,6 +794,7 @@ chkpt_main(PyObject *module, PyObject *argv)
     case CHKPT_VERB_EXPORT: status = chkpt_verb_export(module, &cli); break;
     case CHKPT_VERB_VERIFY: status = chkpt_verb_verify(module, &cli); break;
     case CHKPT_VERB_GC: status = chkpt_verb_gc(module, &cli); break;
+    case CHKPT_VERB_DEBUG: status = chkpt_verb_debug(module, &cli); break;
     default: status = 0; break;
     }
     if (status >= 0) {

@@ -1237,15 +1237,107 @@ load_variables(PyObject *module, load_ctx *ctx, PyObject *vars,
     return result;
 }
 
+/* The int at key of dict d, or -1. */
+static Py_ssize_t
+int_at(PyObject *d, const char *key)
+{
+    PyObject *v = chkpt_dict_get(d, key);
+    return v && PyLong_Check(v) ? PyLong_AsSsize_t(v) : -1;
+}
+
+/* The variables of a crash snapshot's scope (chkpt_load_scope), in their
+ * order: the chosen frame's locals come after, so over, its module's
+ * globals. A snapshot without a traceback: all of them. New reference. */
+static PyObject *
+select_scope(PyObject *path, PyObject *meta, PyObject *vars, PyObject *scope)
+{
+    PyObject *tb = chkpt_dict_get(meta, "traceback");
+    if (tb == NULL || !PyList_Check(tb)) {
+        if (scope != NULL && scope != Py_None) {
+            PyErr_Format(PyExc_ValueError, "%U has no frames (only crash "
+                         "snapshots and Ctrl-C ones have)", path);
+            return NULL;
+        }
+        return Py_NewRef(vars);
+    }
+    Py_ssize_t frame = -1;
+    PyObject *mod = NULL;
+    int want_locals = 1, want_globals = 1;
+    if (scope == NULL || scope == Py_None) {
+        frame = int_at(meta, "frame");
+    }
+    else if (PyLong_Check(scope)) {
+        frame = PyLong_AsSsize_t(scope);
+        if (frame == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    else if (PyTuple_Check(scope) && PyTuple_GET_SIZE(scope) == 2
+             && PyUnicode_Check(PyTuple_GET_ITEM(scope, 0))) {
+        PyObject *what = PyTuple_GET_ITEM(scope, 0);
+        want_locals = PyUnicode_CompareWithASCIIString(what, "locals") == 0;
+        want_globals = !want_locals;
+        if (want_locals) {
+            frame = PyLong_Check(PyTuple_GET_ITEM(scope, 1))
+                    ? PyLong_AsSsize_t(PyTuple_GET_ITEM(scope, 1)) : -1;
+        }
+        else {
+            mod = PyTuple_GET_ITEM(scope, 1);
+        }
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError, "frame must be an int or None");
+        return NULL;
+    }
+    if (mod == NULL) {
+        PyObject *fe = frame >= 0 && frame < PyList_GET_SIZE(tb)
+                       ? PyList_GET_ITEM(tb, frame) : NULL;
+        if (chkpt_dict_get(fe, "saved") != Py_True) {
+            PyErr_Format(PyExc_ValueError, "frame %zd of %U has no saved "
+                         "variables (see its meta['traceback'])", frame, path);
+            return NULL;
+        }
+        mod = chkpt_dict_get(fe, "module");
+    }
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t i = 0; out != NULL && i < PyList_GET_SIZE(vars); i++) {
+        PyObject *var = PyList_GET_ITEM(vars, i);
+        PyObject *g = chkpt_dict_get(var, "globals");
+        Py_ssize_t f = int_at(var, "frame");
+        int keep;
+        if (g != NULL) {
+            keep = want_globals && mod != NULL
+                   && PyObject_RichCompareBool(g, mod, Py_EQ) == 1;
+        }
+        else if (f >= 0) {
+            keep = want_locals && f == frame;
+        }
+        else {
+            keep = 1;
+        }
+        if (keep && PyList_Append(out, var) < 0) {
+            Py_CLEAR(out);
+        }
+    }
+    return out;
+}
+
 PyObject *
 chkpt_load(PyObject *module, PyObject *snapshot, PyObject *names, int strict)
+{
+    return chkpt_load_scope(module, snapshot, names, strict, NULL);
+}
+
+PyObject *
+chkpt_load_scope(PyObject *module, PyObject *snapshot, PyObject *names,
+                 int strict, PyObject *scope)
 {
     PyObject *path = chkpt_resolve_snapshot(module, snapshot);
     if (path == NULL) {
         return NULL;
     }
     PyObject *filter = names_filter(names);
-    PyObject *meta = NULL, *result = NULL;
+    PyObject *meta = NULL, *result = NULL, *selected = NULL;
     chkpt_snapreader *r = NULL;
     if (filter == NULL || check_owner(module, path) < 0
         || (r = open_snapshot(module, path, &meta)) == NULL) {
@@ -1261,6 +1353,12 @@ chkpt_load(PyObject *module, PyObject *snapshot, PyObject *names, int strict)
     if (sources == NULL || !PyDict_Check(sources)) {
         sources = NULL;
     }
+    /* a crash snapshot: one frame's variables */
+    selected = select_scope(path, meta, vars, scope);
+    if (selected == NULL) {
+        goto done;
+    }
+    vars = selected;
     if (check_names(filter, vars, path) < 0) {
         goto done;
     }
@@ -1274,7 +1372,55 @@ done:
         chkpt_snap_close(r);
     }
     Py_XDECREF(meta);
+    Py_XDECREF(selected);
     Py_XDECREF(filter);
+    Py_DECREF(path);
+    return result;
+}
+
+/* The snapshot's modules rebuilt from its sources (the same, cached ones
+ * that loading its variables resolves classes in), for `debug`. */
+PyObject *
+chkpt_rebuilt_modules(PyObject *module, PyObject *snapshot)
+{
+    PyObject *path = chkpt_resolve_snapshot(module, snapshot);
+    if (path == NULL) {
+        return NULL;
+    }
+    PyObject *meta = NULL, *result = NULL;
+    chkpt_snapreader *r = NULL;
+    if (check_owner(module, path) < 0
+        || (r = open_snapshot(module, path, &meta)) == NULL) {
+        Py_DECREF(path);
+        return NULL;
+    }
+    chkpt_syspath_extend(meta);
+    PyObject *sources = chkpt_dict_get(meta, "sources");
+    if (sources != NULL && !PyDict_Check(sources)) {
+        sources = NULL;
+    }
+    load_ctx ctx;
+    PyObject *group = NULL;
+    if (ctx_init(&ctx, module, r, meta, path, sources) == 0) {
+        /* never the running script's live modules: debug runs elsewhere */
+        Py_SETREF(ctx.live, PyDict_New());
+        group = ctx.live ? ctx_group(module, &ctx) : NULL;
+        result = group ? PyDict_New() : NULL;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *name, *ent;
+    while (result != NULL && sources != NULL && PyDict_Next(sources, &pos, &name, &ent)) {
+        PyObject *m = chkpt_rebuild_module(module, group, name);
+        if (m == NULL || PyDict_SetItem(result, name, m) < 0) {
+            Py_XDECREF(m);
+            Py_CLEAR(result);
+            break;
+        }
+        Py_DECREF(m);
+    }
+    ctx_clear(&ctx);
+    chkpt_snap_close(r);
+    Py_XDECREF(meta);
     Py_DECREF(path);
     return result;
 }

@@ -25,17 +25,21 @@ mod_main(PyObject *module, PyObject *argv)
 static PyObject *
 mod_load(PyObject *module, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"snapshot", "names", "strict", NULL};
-    PyObject *snapshot, *names = Py_None;
+    static char *kwlist[] = {"snapshot", "names", "strict", "frame", NULL};
+    PyObject *snapshot, *names = Py_None, *frame = Py_None;
     int strict = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$p:load", kwlist,
-                                     &snapshot, &names, &strict)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$pO:load", kwlist,
+                                     &snapshot, &names, &strict, &frame)) {
+        return NULL;
+    }
+    if (frame != Py_None && !PyLong_Check(frame)) {
+        PyErr_SetString(PyExc_TypeError, "load(): frame must be an int or None");
         return NULL;
     }
     if (wait_for_own_snapshots(module) < 0) {
         return NULL;
     }
-    return chkpt_load(module, snapshot, names, strict);
+    return chkpt_load_scope(module, snapshot, names, strict, frame);
 }
 
 static PyObject *
@@ -56,7 +60,10 @@ static PyMethodDef module_methods[] = {
     {"main", mod_main, METH_O,
      "main(argv): the command line of `python -m chkpt`; returns the exit status."},
     {"load", (PyCFunction)(void (*)(void))mod_load, METH_VARARGS | METH_KEYWORDS,
-     "load(snapshot, names=None, *, strict=False) -> dict of variables."},
+     "load(snapshot, names=None, *, strict=False, frame=None) -> dict of "
+     "variables.\n\nframe: for a crash snapshot, the index in "
+     "meta['traceback'] of the frame whose locals (over its module's globals) "
+     "to give; None, the failing frame."},
     {"snapshots", (PyCFunction)(void (*)(void))mod_snapshots,
      METH_VARARGS | METH_KEYWORDS,
      "snapshots(dir=None) -> list of SnapshotInfo, oldest first."},

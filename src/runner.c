@@ -380,11 +380,16 @@ hooks_install(CheckpointObject *ck)
     if (chkpt_hooks_install(ck) < 0) {
         chkpt_warn_exc("automatic snapshots are off");
     }
+    chkpt_signals_install(ck);
 }
 
+/* Called as the script's code returned: an uncaught exception gets its
+ * crash snapshot here, before anything is printed. */
 static void
 hooks_uninstall(CheckpointObject *ck)
 {
+    chkpt_crash_snapshot(ck);
+    chkpt_signals_uninstall(ck);
     chkpt_saved_error saved;
     chkpt_error_save(&saved);
     chkpt_writer_finish(ck);    /* the last snapshot durable */

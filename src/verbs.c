@@ -143,6 +143,52 @@ str_or(PyObject *v, const char *dflt)
     return PyObject_Str(v);
 }
 
+/* ls's NAME column: the snapshot's name; for a crash snapshot without one,
+ * "!" and its exception, so that crashes stand out. */
+static PyObject *
+name_column(PyObject *meta)
+{
+    PyObject *name = chkpt_dict_get(meta, "name");
+    PyObject *exc = chkpt_dict_get(meta, "exception");
+    if ((name == NULL || name == Py_None) && exc != NULL && PyUnicode_Check(exc)) {
+        if (PyUnicode_GET_LENGTH(exc) > 40) {
+            PyObject *head = PyUnicode_Substring(exc, 0, 37);
+            PyObject *r = head ? PyUnicode_FromFormat("! %U...", head) : NULL;
+            Py_XDECREF(head);
+            return r;
+        }
+        return PyUnicode_FromFormat("! %U", exc);
+    }
+    return str_or(name, "-");
+}
+
+/* show's VARIABLE column: in a crash snapshot, a frame's local is
+ * "name (function)" and a global "name (module)". */
+static PyObject *
+scoped_name(PyObject *meta, PyObject *var)
+{
+    PyObject *name = chkpt_dict_get(var, "name");
+    PyObject *frame = chkpt_dict_get(var, "frame");
+    PyObject *glb = chkpt_dict_get(var, "globals");
+    PyObject *tb = chkpt_dict_get(meta, "traceback");
+    if (name == NULL || !PyUnicode_Check(name)) {
+        return PyUnicode_FromString("?");
+    }
+    if (frame != NULL && PyLong_Check(frame) && tb != NULL && PyList_Check(tb)) {
+        Py_ssize_t i = PyLong_AsSsize_t(frame);
+        PyObject *fe = i >= 0 && i < PyList_GET_SIZE(tb) ? PyList_GET_ITEM(tb, i) : NULL;
+        PyErr_Clear();
+        PyObject *q = chkpt_dict_get(fe, "qualname");
+        if (q != NULL) {
+            return PyUnicode_FromFormat("%U (%S #%zd)", name, q, i);
+        }
+    }
+    if (glb != NULL && glb != Py_None) {
+        return PyUnicode_FromFormat("%U (%S)", name, glb);
+    }
+    return Py_NewRef(name);
+}
+
 /* Prints rows (lists of str) as aligned columns; the last column is not
  * padded. */
 static int
@@ -378,7 +424,7 @@ chkpt_verb_ls(PyObject *module, chkpt_cli *cli)
         }
         PyObject *vars = chkpt_dict_get(meta, "variables");
         rc = add_row(rows, 7, snapshot_id(path), local_time(chkpt_dict_get(meta, "time")),
-                     str_or(chkpt_dict_get(meta, "kind"), "?"), str_or(chkpt_dict_get(meta, "name"), "-"),
+                     str_or(chkpt_dict_get(meta, "kind"), "?"), name_column(meta),
                      where_of(meta), size_of(chkpt_dict_get(meta, "size")),
                      variable_names(vars));
         Py_DECREF(meta);
@@ -507,6 +553,11 @@ chkpt_verb_show(PyObject *module, chkpt_cli *cli)
                   chkpt_dict_get(meta, "chkpt") ? chkpt_dict_get(meta, "chkpt") : Py_None, size,
                   vars && PyList_Check(vars) ? PyList_GET_SIZE(vars) : 0);
     }
+    /* a crash snapshot: the traceback python printed */
+    PyObject *tbtext = chkpt_dict_get(meta, "exception_text");
+    if (rc == 0 && tbtext != NULL && PyUnicode_Check(tbtext)) {
+        rc = outf("\n%U\n", tbtext);
+    }
     PyObject *sources = chkpt_dict_get(meta, "sources");
     if (rc == 0 && sources && PyDict_Check(sources) && PyDict_GET_SIZE(sources) > 0) {
         PyObject *keys = PyDict_Keys(sources);
@@ -539,13 +590,16 @@ chkpt_verb_show(PyObject *module, chkpt_cli *cli)
             break;
         }
         PyObject *same = chkpt_dict_get(var, "same_as");
-        PyObject *note = why != Py_None
+        PyObject *standin = chkpt_dict_get(var, "standin");
+        PyObject *note = standin != NULL && PyUnicode_Check(standin)
+            ? PyUnicode_FromFormat("(saved as a stand-in: %U)", standin)
+            : why != Py_None
             ? PyUnicode_FromFormat("! cannot load: %U", why)
             : same != NULL && PyUnicode_Check(same)
             ? PyUnicode_FromFormat("(same object as %U)", same)
             : PyUnicode_FromString("");
         Py_DECREF(why);
-        rc = add_row(rows, 5, str_or(chkpt_dict_get(var, "name"), "?"),
+        rc = add_row(rows, 5, scoped_name(meta, var),
                      str_or(chkpt_dict_get(var, "type"), "?"), size_of(chkpt_dict_get(var, "size")),
                      str_or(chkpt_dict_get(var, "repr"), ""), note);
     }

@@ -1288,5 +1288,10 @@ chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
     ck->seq++;
     ck->last_snapshot = chkpt_monotonic();
     *handled = 1;
+    if (strcmp(kind, "signal") == 0) {
+        /* the process ends right after a SIGTERM snapshot (signals.c),
+         * which would take the child with it: written before returning */
+        wait_jobs(ck, w, info, 0, 0, 0);
+    }
     return info;
 }

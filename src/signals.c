@@ -1,0 +1,327 @@
+/* signals.c: snapshots on SIGTERM, SIGUSR1 and Ctrl-C.
+ *
+ * SIGTERM and SIGUSR1: where their disposition is python's default
+ * (SIG_DFL) when the script starts, chkpt installs a handler through
+ * python's own signal machinery (signal.signal): python's C handler only
+ * trips a flag, and python calls ours on the main thread at its next safe
+ * point (also from inside time.sleep and other interrupted calls). It takes
+ * a 'signal' snapshot of the innermost frame running the script's code (as
+ * an automatic snapshot), then for SIGTERM ends the process by SIGTERM
+ * exactly as the default disposition would have (no flush, no atexit);
+ * after SIGUSR1 the script goes on. The handler object compares and hashes
+ * equal to SIG_DFL, so that signal.getsignal() and signal.signal() give the
+ * script Handlers.SIG_DFL as under plain python; a handler the script
+ * installs replaces it as it would replace SIG_DFL.
+ *
+ * SIGINT keeps python's own default_int_handler: its KeyboardInterrupt,
+ * when uncaught, gets a 'signal' snapshot from crash.c (the frames of the
+ * traceback, of that moment) before python prints it and dies by SIGINT.
+ *
+ * One signal snapshot at a time: a SIGTERM that arrives during one (its
+ * handler re-entered from Python code the capture runs) is remembered and
+ * honoured once it is written; anything else re-entering is ignored (a
+ * Ctrl-C raises its KeyboardInterrupt through the capture, which stops and
+ * writes nothing). A watchdog thread ends the process as it would have
+ * ended once the deadline (--signal-deadline) passes. The store publishes
+ * a snapshot atomically: a SIGKILL at any point leaves the store
+ * consistent (docs/FORMAT.md).
+ */
+#include "chkpt.h"
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct {
+    PyTypeObject *handler_type;
+    PyObject *handler;              /* the HandlerObject installed */
+    int installed_term, installed_usr1;
+    int busy;                       /* a signal snapshot in flight */
+    int term_pending;               /* SIGTERM arrived during it */
+    /* the deadline watchdog */
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    pthread_t thread;
+    int thread_running;
+    int done;                       /* the snapshot finished: stand down */
+    int signum;
+    long long deadline_ms;
+    pid_t pid;                      /* the process that installed them */
+} signals_state;
+
+/* Ends the process by signum with its default disposition, as python
+ * would have ended without a handler. */
+static void
+die_by(int signum)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    sigaction(signum, &sa, NULL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, signum);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    kill(getpid(), signum);
+    /* a default disposition of SIGTERM/SIGINT ends the process at once */
+    _exit(128 + signum);
+}
+
+static void *
+watchdog_main(void *arg)
+{
+    signals_state *s = (signals_state *)arg;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += s->deadline_ms / 1000;
+    until.tv_nsec += (s->deadline_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&s->mutex);
+    int rc = 0;
+    while (!s->done && rc != ETIMEDOUT) {
+        rc = pthread_cond_timedwait(&s->cond, &s->mutex, &until);
+    }
+    int give_up = !s->done;
+    pthread_mutex_unlock(&s->mutex);
+    if (give_up) {
+        static const char msg[] = "chkpt: the signal snapshot did not finish "
+                                  "within --signal-deadline; not written\n";
+        ssize_t w = write(2, msg, sizeof(msg) - 1);
+        (void)w;
+        die_by(s->signum);
+    }
+    return NULL;
+}
+
+static void
+watchdog_start(signals_state *s, int signum, long long ms)
+{
+    pthread_mutex_lock(&s->mutex);
+    s->done = 0;
+    s->signum = signum;
+    s->deadline_ms = ms;
+    pthread_mutex_unlock(&s->mutex);
+    /* the watchdog blocks every signal: python's handlers must keep
+     * running on the main thread, woken by the signals sent to the process */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    s->thread_running = pthread_create(&s->thread, NULL, watchdog_main, s) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+static void
+watchdog_stop(signals_state *s)
+{
+    if (!s->thread_running) {
+        return;
+    }
+    pthread_mutex_lock(&s->mutex);
+    s->done = 1;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->mutex);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(s->thread, NULL);
+    Py_END_ALLOW_THREADS
+    s->thread_running = 0;
+}
+
+/* ---- the handler object ---- */
+
+static PyObject *
+handler_call(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    int signum;
+    PyObject *frame;
+    if (!PyArg_ParseTuple(args, "iO:chkpt signal handler", &signum, &frame)) {
+        return NULL;
+    }
+    PyObject *module = PyType_GetModule(Py_TYPE(self));
+    chkpt_state *st = module ? chkpt_get_state(module) : NULL;
+    if (st == NULL || st->singleton == NULL) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    CheckpointObject *ck = (CheckpointObject *)st->singleton;
+    signals_state *s = (signals_state *)ck->signals;
+    if (s == NULL) {
+        Py_RETURN_NONE;
+    }
+    if (getpid() != s->pid) {
+        /* a forked child (multiprocessing's workers): the default
+         * disposition it inherited from the script, no snapshot */
+        die_by(signum);
+    }
+    if (s->busy) {
+        /* re-entered from Python code the capture runs */
+        if (signum == SIGTERM) {
+            s->term_pending = 1;
+        }
+        Py_RETURN_NONE;
+    }
+    s->busy = 1;
+    if (signum == SIGTERM) {
+        watchdog_start(s, signum, ck->signal_deadline_ms);
+    }
+    PyObject *name = PyUnicode_FromString(signum == SIGTERM ? "SIGTERM" : "SIGUSR1");
+    PyObject *r = name ? chkpt_capture(ck, NULL, "signal", name) : NULL;
+    Py_XDECREF(name);
+    watchdog_stop(s);
+    s->busy = 0;
+    if (signum == SIGTERM || s->term_pending) {
+        /* whatever the capture gave: python would be gone already */
+        PyErr_Clear();
+        die_by(SIGTERM);
+    }
+    if (r == NULL) {
+        return NULL;        /* a KeyboardInterrupt that came meanwhile */
+    }
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
+/* The handler is an int equal to SIG_DFL (a callable subclass of int):
+ * signal.getsignal() and signal.signal() turn it into Handlers.SIG_DFL as
+ * they turn python's own default, while python's C code, which recognises
+ * SIG_DFL only as an exact int, calls it. It holds nothing: the running
+ * Checkpoint is the module's singleton. */
+static PyType_Slot handler_slots[] = {
+    {Py_tp_doc, "chkpt's handler of SIGTERM and SIGUSR1 (stands for SIG_DFL)."},
+    {Py_tp_call, handler_call},
+    {0, NULL}
+};
+
+static PyType_Spec handler_spec = {
+    .name = "chkpt._chkpt.SignalHandler",
+    .basicsize = 0,
+    .itemsize = 0,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = handler_slots,
+};
+
+/* ---- installing ---- */
+
+/* _signal.getsignal(signum) is exactly SIG_DFL (python's default): 1, 0
+ * or -1 with an exception. */
+static int
+is_default(PyObject *sigmod, int signum, PyObject *mine)
+{
+    PyObject *h = PyObject_CallMethod(sigmod, "getsignal", "i", signum);
+    if (h == NULL) {
+        return -1;
+    }
+    int r = PyLong_CheckExact(h) && h != mine
+            && PyLong_AsLong(h) == (long)(intptr_t)SIG_DFL;
+    Py_DECREF(h);
+    return PyErr_Occurred() ? -1 : r;
+}
+
+static int
+set_handler(PyObject *sigmod, int signum, PyObject *h)
+{
+    PyObject *old = PyObject_CallMethod(sigmod, "signal", "iO", signum, h);
+    Py_XDECREF(old);
+    return old == NULL ? -1 : 0;
+}
+
+void
+chkpt_signals_install(CheckpointObject *ck)
+{
+    signals_state *s = (signals_state *)ck->signals;
+    if (s == NULL) {
+        s = PyMem_Calloc(1, sizeof(*s));
+        if (s == NULL) {
+            return;
+        }
+        pthread_mutex_init(&s->mutex, NULL);
+        pthread_cond_init(&s->cond, NULL);
+        ck->signals = s;
+    }
+    PyObject *sigmod = PyImport_ImportModule("_signal");
+    if (sigmod == NULL) {
+        chkpt_warn_exc("no snapshots on signals");
+        return;
+    }
+    s->pid = getpid();
+    if (s->handler == NULL) {
+        s->handler_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+            ck->module, &handler_spec, (PyObject *)&PyLong_Type);
+        PyObject *h = s->handler_type
+                      ? PyObject_CallFunction((PyObject *)s->handler_type, "l",
+                                              (long)(intptr_t)SIG_DFL) : NULL;
+        if (h == NULL) {
+            Py_DECREF(sigmod);
+            chkpt_warn_exc("no snapshots on signals");
+            return;
+        }
+        s->handler = h;
+    }
+    int d = is_default(sigmod, SIGTERM, s->handler);
+    s->installed_term = d == 1 && set_handler(sigmod, SIGTERM, s->handler) == 0;
+    d = d < 0 ? -1 : is_default(sigmod, SIGUSR1, s->handler);
+    s->installed_usr1 = d == 1 && set_handler(sigmod, SIGUSR1, s->handler) == 0;
+    if (PyErr_Occurred()) {
+        chkpt_warn_exc("no snapshots on signals");
+    }
+    Py_DECREF(sigmod);
+}
+
+void
+chkpt_signals_uninstall(CheckpointObject *ck)
+{
+    signals_state *s = (signals_state *)ck->signals;
+    if (s == NULL || s->handler == NULL) {
+        return;
+    }
+    chkpt_saved_error saved;
+    chkpt_error_save(&saved);
+    PyObject *sigmod = PyImport_ImportModule("_signal");
+    int sigs[2] = {s->installed_term ? SIGTERM : 0, s->installed_usr1 ? SIGUSR1 : 0};
+    for (int k = 0; k < 2 && sigmod != NULL; k++) {
+        if (sigs[k] == 0) {
+            continue;
+        }
+        /* still ours: python's default again (the script's own stays) */
+        PyObject *h = PyObject_CallMethod(sigmod, "getsignal", "i", sigs[k]);
+        if (h == s->handler) {
+            PyObject *dfl = PyLong_FromLong((long)(intptr_t)SIG_DFL);
+            if (dfl == NULL || set_handler(sigmod, sigs[k], dfl) < 0) {
+                PyErr_Clear();
+            }
+            Py_XDECREF(dfl);
+        }
+        Py_XDECREF(h);
+    }
+    s->installed_term = s->installed_usr1 = 0;
+    /* nothing of chkpt's must keep the module (and through its singleton
+     * the script's __main__) alive into python's finalization */
+    Py_CLEAR(s->handler);
+    Py_CLEAR(s->handler_type);
+    Py_XDECREF(sigmod);
+    PyErr_Clear();
+    chkpt_error_restore(&saved);
+}
+
+void
+chkpt_signals_deadline_start(CheckpointObject *ck, int signum)
+{
+    signals_state *s = (signals_state *)ck->signals;
+    if (s != NULL && !s->thread_running) {
+        watchdog_start(s, signum, ck->signal_deadline_ms);
+    }
+}
+
+void
+chkpt_signals_deadline_stop(CheckpointObject *ck)
+{
+    signals_state *s = (signals_state *)ck->signals;
+    if (s != NULL) {
+        watchdog_stop(s);
+    }
+}
