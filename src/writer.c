@@ -936,8 +936,19 @@ child_signals(CheckpointObject *ck, writer_state *w)
     Py_XDECREF(fn);
     Py_XDECREF(signal);
     PyErr_Clear();
+    /* Signals are for the script (a ^C, a SIGTERM to its process group,
+     * one a __reduce__ sends to "itself"): the child ignores them, and
+     * dies with the script (PR_SET_PDEATHSIG). Faults keep their default,
+     * and SIGALRM is the budget's. */
     sa.sa_handler = SIG_IGN;
-    sigaction(SIGINT, &sa, NULL);      /* Ctrl-C is for the script */
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP || sig == SIGALRM || sig == SIGCHLD
+            || sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL
+            || sig == SIGABRT || sig == SIGTRAP || sig == SIGSYS || sig == SIGCONT) {
+            continue;
+        }
+        sigaction(sig, &sa, NULL);
+    }
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGALRM);
