@@ -18,6 +18,7 @@
  */
 #include "capture.h"
 #include "pickle_refs.h"
+#include "writer.h"
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -93,8 +94,9 @@ raised_by_signal_handler(void)
 static int
 script_exception_pending(void)
 {
-    if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_Exception)) {
-        return 0;
+    if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_Exception)
+        || chkpt_in_writer_child()) {
+        return 0;       /* in a writer child there is no script to stop */
     }
     if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
         return 1;
@@ -1207,6 +1209,18 @@ capture_variable(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *extra
     if (go <= 0) {
         return go;
     }
+    if (chkpt_in_writer_child()) {
+        /* if the child dies on it, its parent leaves it out from then on */
+        PyObject *label = PyUnicode_FromFormat("variable '%U' (%s)", vname,
+                                               Py_TYPE(obj)->tp_name);
+        PyObject *key = label ? no_retry_key(vname, obj) : NULL;
+        if (key != NULL) {
+            chkpt_writer_child_object(ck, key, label);
+        }
+        Py_XDECREF(label);
+        Py_XDECREF(key);
+        PyErr_Clear();
+    }
     chkpt_hooks_budget_start(ck, budget);
     int sal = chkpt_is_salient(ck, obj, c->measure_seen);
     if (sal <= 0) {
@@ -1369,7 +1383,7 @@ capture_build_meta(capture_ctx *c)
         || set_item(meta, "python", python_version()) < 0
         || set_item(meta, "chkpt", PyUnicode_FromString(CHKPT_VERSION)) < 0
         || set_item(meta, "seq", PyLong_FromUnsignedLongLong(ck->seq + 1)) < 0
-        || set_item(meta, "pid", PyLong_FromLong((long)getpid())) < 0
+        || set_item(meta, "pid", PyLong_FromLong((long)chkpt_writer_script_pid())) < 0
         || PyDict_SetItemString(meta, "argv", argv ? argv : Py_None) < 0
         || set_item(meta, "size", PyLong_FromLongLong(c->total_size)) < 0
         || PyDict_SetItemString(meta, "variables", c->vars_meta) < 0
@@ -1545,17 +1559,36 @@ done:
     return result;
 }
 
+int
+chkpt_capture_report_unsaved(CheckpointObject *ck, PyObject *vname, PyObject *msg)
+{
+    return report_unsaved(ck, vname, msg);
+}
+
 PyObject *
 chkpt_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
               PyObject *name)
 {
-    if (ck->in_snapshot) {
+    if (ck->in_snapshot || ck->store_failed) {
         Py_RETURN_NONE;        /* re-entered from a __reduce__ or repr */
     }
-    int manual = strcmp(kind, "manual") == 0;
-    if (ck->store_failed) {
+    /* in a child process (writer.c), unless it cannot be had */
+    int handled = 0;
+    PyObject *r = chkpt_writer_capture(ck, frame, kind, name, &handled);
+    if (handled) {
+        return r;
+    }
+    return chkpt_capture_here(ck, frame, kind, name);
+}
+
+PyObject *
+chkpt_capture_here(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
+                   PyObject *name)
+{
+    if (ck->in_snapshot || ck->store_failed) {
         Py_RETURN_NONE;
     }
+    int manual = strcmp(kind, "manual") == 0;
     ck->in_snapshot = 1;
     chkpt_hooks_budget_start(ck, CHKPT_SNAPSHOT_TIME_BUDGET);
     PyObject *r = capture_impl(ck, frame, kind, name, manual, NULL, NULL);

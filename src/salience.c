@@ -85,7 +85,7 @@ chkpt_is_excluded(chkpt_state *st, PyObject *name, PyObject *obj)
         || tp == &PyWrapperDescr_Type || tp == &PyClassMethodDescr_Type) {
         return 1;
     }
-    if (tp == st->Checkpoint_Type || tp == st->SnapshotInfo_Type
+    if (tp == st->Checkpoint_Type || PyType_IsSubtype(tp, st->SnapshotInfo_Type)
         || tp == st->Unloadable_Type) {
         return 1;
     }
