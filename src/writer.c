@@ -89,6 +89,13 @@ typedef struct {
     PyTypeObject *PendingInfo_Type;
     PyObject *stringio;         /* io.StringIO, fetched before any child */
     unsigned long long skipped; /* automatic snapshots skipped: all busy */
+    /* -f 0: a due snapshot skipped while the others were written is
+     * coalesced; the next line after a child ended takes it, and the last
+     * one is taken from the script's module frame at its end (its locals
+     * are the module's globals: holding it keeps nothing alive) */
+    double coalesced_at;        /* monotonic; 0: none pending */
+    PyFrameObject *main_frame;  /* the script's bottom frame, or NULL */
+    int main_frame_seen;        /* looked for it once */
     int warned_memory;
     int warned_clone;
 } writer_state;
@@ -356,6 +363,7 @@ adopt_after_fork(writer_state *w)
         }
     }
     w->owner = getpid();
+    w->coalesced_at = 0;        /* the parent's request, not this process's */
 }
 
 /* ------------------------------------------------------------------ */
@@ -651,6 +659,40 @@ chkpt_writer_wait(CheckpointObject *ck)
     return wait_jobs(ck, w, NULL, 0, 0, 1) < 0 ? -1 : 0;
 }
 
+static void note_main_frame(CheckpointObject *ck, writer_state *w,
+                            PyFrameObject *frame);
+
+/* At the end of a -f 0 run, the snapshot coalesced while the last child
+ * was written (nothing else was taken after it): from the script's module
+ * frame, once every child in flight ended (the end waits for them anyway).
+ * Nothing is done when nothing was coalesced. */
+static void
+take_coalesced(CheckpointObject *ck, writer_state *w)
+{
+    if (w->coalesced_at == 0 || w->main_frame == NULL
+        || ck->frequency_ms != 0 || ck->last_snapshot > w->coalesced_at
+        || in_flight(w) > 0) {
+        return;
+    }
+    w->coalesced_at = 0;
+    PyObject *r = chkpt_capture(ck, w->main_frame, "auto", NULL);
+    if (r == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    Py_DECREF(r);
+    if (in_flight(w) > 0) {
+        int rc = wait_jobs(ck, w, NULL, 0,
+                           chkpt_monotonic() + CHKPT_WRITER_EXIT_TIMEOUT, 1);
+        if (rc <= 0) {
+            PyErr_Clear();
+            chkpt_warn("%d snapshot(s) still being written at exit%s; they "
+                       "finish on their own", in_flight(w),
+                       rc == 0 ? " after waiting the exit timeout" : "");
+        }
+    }
+}
+
 void
 chkpt_writer_finish(CheckpointObject *ck)
 {
@@ -671,6 +713,7 @@ chkpt_writer_finish(CheckpointObject *ck)
                        r == 0 ? " after waiting the exit timeout" : "");
         }
     }
+    take_coalesced(ck, w);
     if (w->skipped > 0 && ck->verbosity > 0) {
         chkpt_warn("%llu automatic snapshot(s) skipped: %d were being written",
                    w->skipped, CHKPT_WRITER_MAX_CHILDREN);
@@ -699,6 +742,7 @@ chkpt_writer_free(CheckpointObject *ck)
     }
     Py_XDECREF(w->PendingInfo_Type);
     Py_XDECREF(w->stringio);
+    Py_XDECREF(w->main_frame);
     PyMem_RawFree(w);
 }
 
@@ -1207,6 +1251,39 @@ free_job(writer_state *w)
     return NULL;
 }
 
+/* Once, at the first -f 0 snapshot: the bottom frame under FRAME, if it
+ * is the script's module code (whose locals are its globals). */
+static void
+note_main_frame(CheckpointObject *ck, writer_state *w, PyFrameObject *frame)
+{
+    w->main_frame_seen = 1;
+    if (frame == NULL) {
+        frame = PyEval_GetFrame();      /* the line's (borrowed) */
+    }
+    if (frame == NULL) {
+        return;
+    }
+    PyFrameObject *cur = (PyFrameObject *)Py_NewRef(frame);
+    for (;;) {
+        PyFrameObject *back = PyFrame_GetBack(cur);
+        if (back == NULL) {
+            break;
+        }
+        Py_DECREF(cur);
+        cur = back;
+    }
+    PyCodeObject *code = PyFrame_GetCode(cur);
+    int mine = chkpt_is_script_code(ck, code);
+    int module = (code->co_flags & CO_OPTIMIZED) == 0;
+    Py_DECREF(code);
+    if (mine && module) {
+        w->main_frame = cur;
+    }
+    else {
+        Py_DECREF(cur);
+    }
+}
+
 /* Say once that snapshots are taken in this process instead. */
 static void
 warn_once(int *flag, const char *msg)
@@ -1232,12 +1309,20 @@ chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
     }
     adopt_after_fork(w);
     int manual = strcmp(kind, "manual") == 0;
+    int every_line = strcmp(kind, "auto") == 0 && ck->frequency_ms == 0;
+    if (every_line && !w->main_frame_seen) {
+        note_main_frame(ck, w, frame);
+    }
     chkpt_writer_poll(ck);
     writer_job *j = free_job(w);
     if (j == NULL || !memory_allows(w)) {
         if (!manual) {
-            /* due while the others are written: this one is skipped */
+            /* due while the others are written: this one is skipped (with
+             * -f 0, coalesced: see take_coalesced) */
             w->skipped++;
+            if (every_line && w->coalesced_at == 0) {
+                w->coalesced_at = chkpt_monotonic();
+            }
             *handled = 1;
             Py_RETURN_NONE;
         }
@@ -1295,6 +1380,7 @@ chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
     }
     j->pid = (pid_t)pid;
     j->started = chkpt_monotonic();
+    w->coalesced_at = 0;        /* this one covers any request before it */
     j->info = Py_NewRef(info);
     ck->seq++;
     ck->last_snapshot = chkpt_monotonic();
