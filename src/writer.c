@@ -95,7 +95,6 @@ typedef struct {
      * are the module's globals: holding it keeps nothing alive) */
     double coalesced_at;        /* monotonic; 0: none pending */
     PyFrameObject *main_frame;  /* the script's bottom frame, or NULL */
-    int main_frame_seen;        /* looked for it once */
     int warned_memory;
     int warned_clone;
 } writer_state;
@@ -1251,36 +1250,32 @@ free_job(writer_state *w)
     return NULL;
 }
 
-/* Once, at the first -f 0 snapshot: the bottom frame under FRAME, if it
- * is the script's module code (whose locals are its globals). */
+/* The outermost frame under FRAME that runs the script's __main__ module
+ * code (below it: runpy's, for -m), kept in w->main_frame. */
 static void
 note_main_frame(CheckpointObject *ck, writer_state *w, PyFrameObject *frame)
 {
-    w->main_frame_seen = 1;
     if (frame == NULL) {
         frame = PyEval_GetFrame();      /* the line's (borrowed) */
     }
-    if (frame == NULL) {
-        return;
-    }
-    PyFrameObject *cur = (PyFrameObject *)Py_NewRef(frame);
-    for (;;) {
-        PyFrameObject *back = PyFrame_GetBack(cur);
-        if (back == NULL) {
-            break;
+    PyFrameObject *cur = (PyFrameObject *)Py_XNewRef(frame);
+    while (cur != NULL) {
+        PyCodeObject *code = PyFrame_GetCode(cur);
+        int module = (code->co_flags & CO_OPTIMIZED) == 0
+                     && chkpt_is_script_code(ck, code);
+        Py_DECREF(code);
+        if (module) {
+            PyObject *g = PyFrame_GetGlobals(cur);
+            PyObject *n = g ? PyDict_GetItemString(g, "__name__") : NULL;
+            if (n != NULL && PyUnicode_Check(n)
+                && PyUnicode_CompareWithASCIIString(n, "__main__") == 0) {
+                Py_XSETREF(w->main_frame, (PyFrameObject *)Py_NewRef(cur));
+            }
+            Py_XDECREF(g);
         }
+        PyFrameObject *back = PyFrame_GetBack(cur);
         Py_DECREF(cur);
         cur = back;
-    }
-    PyCodeObject *code = PyFrame_GetCode(cur);
-    int mine = chkpt_is_script_code(ck, code);
-    int module = (code->co_flags & CO_OPTIMIZED) == 0;
-    Py_DECREF(code);
-    if (mine && module) {
-        w->main_frame = cur;
-    }
-    else {
-        Py_DECREF(cur);
     }
 }
 
@@ -1310,11 +1305,14 @@ chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
     adopt_after_fork(w);
     int manual = strcmp(kind, "manual") == 0;
     int every_line = strcmp(kind, "auto") == 0 && ck->frequency_ms == 0;
-    if (every_line && !w->main_frame_seen) {
-        note_main_frame(ck, w, frame);
-    }
     chkpt_writer_poll(ck);
     writer_job *j = free_job(w);
+    if (every_line && w->main_frame == NULL
+        && (j != NULL || w->coalesced_at == 0)) {
+        /* looked for as a child starts or a first request is coalesced,
+         * not at every line */
+        note_main_frame(ck, w, frame);
+    }
     if (j == NULL || !memory_allows(w)) {
         if (!manual) {
             /* due while the others are written: this one is skipped (with
