@@ -659,7 +659,7 @@ chkpt_writer_wait(CheckpointObject *ck)
 }
 
 static void note_main_frame(CheckpointObject *ck, writer_state *w,
-                            PyFrameObject *frame);
+                            PyFrameObject *frame, int walk);
 
 /* At the end of a -f 0 run, the snapshot coalesced while the last child
  * was written (nothing else was taken after it): from the script's module
@@ -1253,7 +1253,8 @@ free_job(writer_state *w)
 /* The outermost frame under FRAME that runs the script's __main__ module
  * code (below it: runpy's, for -m), kept in w->main_frame. */
 static void
-note_main_frame(CheckpointObject *ck, writer_state *w, PyFrameObject *frame)
+note_main_frame(CheckpointObject *ck, writer_state *w, PyFrameObject *frame,
+                int walk)
 {
     if (frame == NULL) {
         frame = PyEval_GetFrame();      /* the line's (borrowed) */
@@ -1273,7 +1274,7 @@ note_main_frame(CheckpointObject *ck, writer_state *w, PyFrameObject *frame)
             }
             Py_XDECREF(g);
         }
-        PyFrameObject *back = PyFrame_GetBack(cur);
+        PyFrameObject *back = walk ? PyFrame_GetBack(cur) : NULL;
         Py_DECREF(cur);
         cur = back;
     }
@@ -1307,11 +1308,10 @@ chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
     int every_line = strcmp(kind, "auto") == 0 && ck->frequency_ms == 0;
     chkpt_writer_poll(ck);
     writer_job *j = free_job(w);
-    if (every_line && w->main_frame == NULL
-        && (j != NULL || w->coalesced_at == 0)) {
-        /* looked for as a child starts or a first request is coalesced,
-         * not at every line */
-        note_main_frame(ck, w, frame);
+    if (every_line && w->main_frame == NULL) {
+        /* the whole stack as a child starts, the line's own frame only
+         * otherwise (at most until it is found) */
+        note_main_frame(ck, w, frame, j != NULL);
     }
     if (j == NULL || !memory_allows(w)) {
         if (!manual) {
