@@ -49,7 +49,7 @@ small = mylib.Blob(1000)
 before = ck.snapshot("before")
 ck.track_library("mylib")
 after = ck.snapshot("after")
-print(before and sorted(before.variables), sorted(after.variables))
+print(bool(before), before.path, before.variables, sorted(after.variables))
 '''
 
 
@@ -60,7 +60,8 @@ def test_track_library_makes_its_big_objects_salient(tmp_path):
     write(tmp_path / "s.py", TRACK_LIBRARY)
     r = run_chkpt(["-f", "-1", "-z", "1M", "-o", "out", "s.py"], tmp_path,
                   check=0)
-    assert r.stdout.split("\n")[0] == "None ['big']", r.stdout + r.stderr
+    assert r.stdout.split("\n")[0] == "False None [] ['big']", \
+        r.stdout + r.stderr
     assert chkpt_lines(r.stderr) == []
     data = chkpt.load(str(tmp_path / "out"))
     assert len(data["big"].payload) == 3 << 20
@@ -89,15 +90,20 @@ def test_pandas_objects_are_salient_at_the_default_threshold(tmp_path):
     assert data["frame"]["b"].iloc[-1] == 1.0 and len(data["series"]) == 300_000
 
 
-def test_snapshot_returns_none_when_nothing_is_salient(tmp_path):
+def test_snapshot_is_false_when_nothing_is_salient(tmp_path):
+    """The README: the SnapshotInfo ck.snapshot() returns is false, with
+    path None, when nothing was written; nothing salient is no failure (no
+    chkpt: line), and nothing is written."""
     write(tmp_path / "s.py", '''
         from chkpt import Checkpoint
         ck = Checkpoint.get_global_singleton()
         x = [1, 2, 3]
-        print(ck.snapshot("nothing"))
+        info = ck.snapshot("nothing")
+        print(bool(info), info.path, info.variables)
     ''')
     r = run_chkpt(["-f", "-1", "-z", "-1", "s.py"], tmp_path, check=0)
-    assert r.stdout == "None\n" and chkpt_lines(r.stderr) == []
+    assert r.stdout == "False None []\n", r.stdout + r.stderr
+    assert chkpt_lines(r.stderr) == []
     assert not list(tmp_path.glob("checkpoints/snapshots/*"))
 
 
