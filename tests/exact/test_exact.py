@@ -348,7 +348,7 @@ NO_SNAPSHOT = {
                                           "most runs see a snapshot, not all"},
     **{name: {"snapshot": "it runs for some 30 ms: on a loaded machine the "
                           "timer's first tick can come after its end"}
-       for name in ("recursion_limit", "recursion_uncaught")},
+       for name in ("recursion_limit", "recursion_uncaught", "introspection")},
     "warning_inside_a_line": {"snapshot": "its one salient variable is a "
                                           "lock, which cannot be saved (the "
                                           "point of the case): nothing to "
