@@ -349,7 +349,7 @@ NO_SNAPSHOT = {
                                           "most runs see a snapshot, not all"},
     **{name: {"snapshot": "it runs for some 30 ms: on a loaded machine the "
                           "timer's first tick can come after its end"}
-       for name in ("recursion_limit", "recursion_uncaught")},
+       for name in ("recursion_limit", "recursion_uncaught", "introspection")},
     # -f 0: the first line's snapshot starts with nothing bound yet; the
     # lines run while it is written are coalesced into one taken at the end
     # of the script's code, which these scripts never reach or which finds
