@@ -349,6 +349,10 @@ NO_SNAPSHOT = {
     **{name: {"snapshot": "it runs for some 30 ms: on a loaded machine the "
                           "timer's first tick can come after its end"}
        for name in ("recursion_limit", "recursion_uncaught", "introspection")},
+    "fork_forkpty": {"snapshot": "its own lines take a few ms around a "
+                                 "blocking read of the child's pty: the "
+                                 "first 1 ms tick often comes while it is "
+                                 "blocked (every_line snapshots it)"},
     "warning_inside_a_line": {"snapshot": "its one salient variable is a "
                                           "lock, which cannot be saved (the "
                                           "point of the case): nothing to "
