@@ -1545,20 +1545,20 @@ done:
     return result;
 }
 
-PyObject *
-chkpt_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
-              PyObject *name)
+/* Runs one capture under the snapshot budget, once at a time: chkpt's
+ * own failures become one warning and None; an exception of the script's
+ * (Ctrl-C) is passed on. */
+static PyObject *
+run_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
+            PyObject *name, int manual, PyObject *entries, PyObject *extra_meta)
 {
-    if (ck->in_snapshot) {
+    if (ck->in_snapshot || ck->store_failed) {
         Py_RETURN_NONE;        /* re-entered from a __reduce__ or repr */
-    }
-    int manual = strcmp(kind, "manual") == 0;
-    if (ck->store_failed) {
-        Py_RETURN_NONE;
     }
     ck->in_snapshot = 1;
     chkpt_hooks_budget_start(ck, CHKPT_SNAPSHOT_TIME_BUDGET);
-    PyObject *r = capture_impl(ck, frame, kind, name, manual, NULL, NULL);
+    PyObject *r = capture_impl(ck, frame, kind, name, manual, entries,
+                               extra_meta);
     chkpt_hooks_budget_stop(ck);
     ck->in_snapshot = 0;
     if (r == NULL) {
@@ -1572,23 +1572,16 @@ chkpt_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
 }
 
 PyObject *
+chkpt_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
+              PyObject *name)
+{
+    return run_capture(ck, frame, kind, name, strcmp(kind, "manual") == 0,
+                       NULL, NULL);
+}
+
+PyObject *
 chkpt_capture_values(CheckpointObject *ck, const char *kind, PyObject *entries,
                      PyObject *extra_meta)
 {
-    if (ck->in_snapshot || ck->store_failed) {
-        Py_RETURN_NONE;
-    }
-    ck->in_snapshot = 1;
-    chkpt_hooks_budget_start(ck, CHKPT_SNAPSHOT_TIME_BUDGET);
-    PyObject *r = capture_impl(ck, NULL, kind, NULL, 0, entries, extra_meta);
-    chkpt_hooks_budget_stop(ck);
-    ck->in_snapshot = 0;
-    if (r == NULL) {
-        if (script_exception_pending()) {
-            return NULL;
-        }
-        chkpt_warn_exc("snapshot failed");
-        Py_RETURN_NONE;
-    }
-    return r;
+    return run_capture(ck, NULL, kind, NULL, 0, entries, extra_meta);
 }
