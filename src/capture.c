@@ -1565,12 +1565,38 @@ chkpt_capture_report_unsaved(CheckpointObject *ck, PyObject *vname, PyObject *ms
     return report_unsaved(ck, vname, msg);
 }
 
+/* Runs one capture under the snapshot budget, once at a time: chkpt's
+ * own failures become one warning and None; an exception of the script's
+ * (Ctrl-C) is passed on. */
+static PyObject *
+run_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
+            PyObject *name, int manual, PyObject *entries, PyObject *extra_meta)
+{
+    if (ck->in_snapshot || ck->store_failed) {
+        Py_RETURN_NONE;        /* re-entered from a __reduce__ or repr */
+    }
+    ck->in_snapshot = 1;
+    chkpt_hooks_budget_start(ck, CHKPT_SNAPSHOT_TIME_BUDGET);
+    PyObject *r = capture_impl(ck, frame, kind, name, manual, entries,
+                               extra_meta);
+    chkpt_hooks_budget_stop(ck);
+    ck->in_snapshot = 0;
+    if (r == NULL) {
+        if (script_exception_pending()) {
+            return NULL;
+        }
+        chkpt_warn_exc("snapshot failed");
+        Py_RETURN_NONE;
+    }
+    return r;
+}
+
 PyObject *
 chkpt_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
               PyObject *name)
 {
     if (ck->in_snapshot || ck->store_failed) {
-        Py_RETURN_NONE;        /* re-entered from a __reduce__ or repr */
+        Py_RETURN_NONE;
     }
     /* in a child process (writer.c), unless it cannot be had */
     int handled = 0;
@@ -1585,43 +1611,13 @@ PyObject *
 chkpt_capture_here(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
                    PyObject *name)
 {
-    if (ck->in_snapshot || ck->store_failed) {
-        Py_RETURN_NONE;
-    }
-    int manual = strcmp(kind, "manual") == 0;
-    ck->in_snapshot = 1;
-    chkpt_hooks_budget_start(ck, CHKPT_SNAPSHOT_TIME_BUDGET);
-    PyObject *r = capture_impl(ck, frame, kind, name, manual, NULL, NULL);
-    chkpt_hooks_budget_stop(ck);
-    ck->in_snapshot = 0;
-    if (r == NULL) {
-        if (script_exception_pending()) {
-            return NULL;
-        }
-        chkpt_warn_exc("snapshot failed");
-        Py_RETURN_NONE;
-    }
-    return r;
+    return run_capture(ck, frame, kind, name, strcmp(kind, "manual") == 0,
+                       NULL, NULL);
 }
 
 PyObject *
 chkpt_capture_values(CheckpointObject *ck, const char *kind, PyObject *entries,
                      PyObject *extra_meta)
 {
-    if (ck->in_snapshot || ck->store_failed) {
-        Py_RETURN_NONE;
-    }
-    ck->in_snapshot = 1;
-    chkpt_hooks_budget_start(ck, CHKPT_SNAPSHOT_TIME_BUDGET);
-    PyObject *r = capture_impl(ck, NULL, kind, NULL, 0, entries, extra_meta);
-    chkpt_hooks_budget_stop(ck);
-    ck->in_snapshot = 0;
-    if (r == NULL) {
-        if (script_exception_pending()) {
-            return NULL;
-        }
-        chkpt_warn_exc("snapshot failed");
-        Py_RETURN_NONE;
-    }
-    return r;
+    return run_capture(ck, NULL, kind, NULL, 0, entries, extra_meta);
 }

@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -70,6 +71,23 @@ die_by(int signum)
     _exit(128 + signum);
 }
 
+/* Past the deadline: one line, then the end the signal would have been.
+ * The watchdog thread and the arrival timer may both get here at about
+ * the same moment; the line is written once (a lock-free flag: this runs
+ * in a signal handler too). */
+static void
+give_up_and_die(int signum)
+{
+    static atomic_flag said = ATOMIC_FLAG_INIT;
+    if (!atomic_flag_test_and_set(&said)) {
+        static const char msg[] = "chkpt: the signal snapshot did not finish "
+                                  "within --signal-deadline; not written\n";
+        ssize_t w = write(2, msg, sizeof(msg) - 1);
+        (void)w;
+    }
+    die_by(signum);
+}
+
 /* ---- the OS-level layer under python's handler ----
  *
  * Python's own C handler only trips a flag; the snapshot (and the death
@@ -100,11 +118,7 @@ layer_handler(int signum, siginfo_t *info, void *uctx)
     }
     if (info != NULL && info->si_code == SI_TIMER) {
         /* the deadline armed when the SIGTERM arrived has passed */
-        static const char msg[] = "chkpt: the signal snapshot did not finish "
-                                  "within --signal-deadline; not written\n";
-        ssize_t w = write(2, msg, sizeof(msg) - 1);
-        (void)w;
-        die_by(signum);
+        give_up_and_die(signum);
     }
     if (signum == SIGTERM && deadline_timer_ok) {
         struct itimerspec its;
@@ -199,11 +213,7 @@ watchdog_main(void *arg)
     int give_up = !s->done;
     pthread_mutex_unlock(&s->mutex);
     if (give_up) {
-        static const char msg[] = "chkpt: the signal snapshot did not finish "
-                                  "within --signal-deadline; not written\n";
-        ssize_t w = write(2, msg, sizeof(msg) - 1);
-        (void)w;
-        die_by(s->signum);
+        give_up_and_die(s->signum);
     }
     return NULL;
 }

@@ -365,6 +365,10 @@ NO_SNAPSHOT = {
     "unittest_main": {"snapshot": BRIEF_ONLY, "every_line": "its only variables "
                       "are test cases, which hold the runner's stream "
                       "(cannot be saved): nothing to write"},
+    "fork_forkpty": {"snapshot": "its own lines take a few ms around a "
+                                 "blocking read of the child's pty: the "
+                                 "first 1 ms tick often comes while it is "
+                                 "blocked (every_line snapshots it)"},
     "warning_inside_a_line": {"snapshot": "its one salient variable is a "
                                           "lock, which cannot be saved (the "
                                           "point of the case): nothing to "
