@@ -58,14 +58,16 @@ venvs: deps
 	  fi; \
 	done
 
-# pytest last, so its summary closes the output
+# pytest last, so its summary closes the output; -rs lists every skipped
+# test with its reason, so a green run says what it did not test
 test: build test-c test-fuzz test-asan test-python
 
 test-python: build
 	@status=0; for py in $(FOUND_PYTHONS); do \
 	  v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
 	  echo "=== pytest on python $$v ==="; \
-	  $(VENV_DIR)/$$v/bin/python -m pytest -q -n 2 -p no:cacheprovider tests || status=1; \
+	  CHKPT_TEST_VENVS=$(abspath $(VENV_DIR)) \
+	    $(VENV_DIR)/$$v/bin/python -m pytest -q -rs -n 2 -p no:cacheprovider tests || status=1; \
 	done; exit $$status
 
 test-c: deps

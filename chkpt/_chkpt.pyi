@@ -37,8 +37,12 @@ class Checkpoint:
     def track_library(self, name: str, /) -> None:
         """Treat objects of types from this module (prefix) as salient."""
     def snapshot(self, name: str | None = None) -> SnapshotInfo | None:
-        """Snapshot of the caller's variables now; None when nothing was saved
-        (the store is unusable, or a snapshot is already being taken)."""
+        """Snapshot of the caller's variables, written by a child process:
+        returns at once a SnapshotInfo that waits for it when read, false
+        (path None) when nothing was written (nothing salient, or it
+        failed); None when no child was started and nothing was written (the
+        store is unusable, a snapshot is already being taken in this
+        process, or no child could be had and nothing was salient)."""
     def wait(self) -> None:
         """Return once every snapshot taken so far is durable."""
 

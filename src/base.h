@@ -32,8 +32,6 @@ void chkpt_warn(const char *fmt, ...) CHKPT_PRINTF(1, 2);
 /* PyUnicode_FromFormat formats (%U, %S, %R, ...): for Python objects. The
  * compiler cannot check these; the name says which format it takes. */
 void chkpt_warn_py(const char *pyfmt, ...);
-/* The old name of chkpt_warn_py, kept until every part says chkpt_warn_py. */
-#define chkpt_warn_fmt chkpt_warn_py
 /* "what: ExcType: message" of the pending exception, which is cleared. */
 void chkpt_warn_exc(const char *what);
 

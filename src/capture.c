@@ -18,6 +18,7 @@
  */
 #include "capture.h"
 #include "pickle_refs.h"
+#include "writer.h"
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -93,8 +94,9 @@ raised_by_signal_handler(void)
 static int
 script_exception_pending(void)
 {
-    if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_Exception)) {
-        return 0;
+    if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_Exception)
+        || chkpt_in_writer_child()) {
+        return 0;       /* in a writer child there is no script to stop */
     }
     if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
         return 1;
@@ -509,7 +511,13 @@ collect_sources(CheckpointObject *ck, PyObject *src_bytes, PyObject *src_paths)
         PyErr_Clear();
         if (take) {
             PyObject *b = source_of(ck, file);
-            if (b == NULL) {
+            if (b == NULL && PyErr_ExceptionMatches(PyExc_NotADirectoryError)) {
+                /* the script is a zip application: its modules' sources
+                   are in the archive, not files (a warning here would
+                   come at every snapshot) */
+                PyErr_Clear();
+            }
+            else if (b == NULL) {
                 chkpt_warn_exc("cannot keep a sibling module's source");
             }
             else {
@@ -1236,6 +1244,18 @@ capture_variable(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *extra
     if (go <= 0) {
         return go;
     }
+    if (chkpt_in_writer_child()) {
+        /* if the child dies on it, its parent leaves it out from then on */
+        PyObject *label = PyUnicode_FromFormat("variable '%U' (%s)", vname,
+                                               Py_TYPE(obj)->tp_name);
+        PyObject *key = label ? no_retry_key(vname, obj) : NULL;
+        if (key != NULL) {
+            chkpt_writer_child_object(ck, key, label);
+        }
+        Py_XDECREF(label);
+        Py_XDECREF(key);
+        PyErr_Clear();
+    }
     chkpt_hooks_budget_start(ck, budget);
     int sal = chkpt_is_salient(ck, obj, c->measure_seen);
     if (sal <= 0) {
@@ -1398,7 +1418,7 @@ capture_build_meta(capture_ctx *c)
         || set_item(meta, "python", python_version()) < 0
         || set_item(meta, "chkpt", PyUnicode_FromString(CHKPT_VERSION)) < 0
         || set_item(meta, "seq", PyLong_FromUnsignedLongLong(ck->seq + 1)) < 0
-        || set_item(meta, "pid", PyLong_FromLong((long)getpid())) < 0
+        || set_item(meta, "pid", PyLong_FromLong((long)chkpt_writer_script_pid())) < 0
         || PyDict_SetItemString(meta, "argv", argv ? argv : Py_None) < 0
         || set_item(meta, "size", PyLong_FromLongLong(c->total_size)) < 0
         || PyDict_SetItemString(meta, "variables", c->vars_meta) < 0
@@ -1553,8 +1573,10 @@ capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
     if (capture_select(&c) < 0 || capture_pickle(&c) < 0) {
         goto done;
     }
-    if (!manual && entries == NULL && PyList_GET_SIZE(c.vars_meta) == 0) {
-        result = Py_NewRef(Py_None);     /* nothing salient: nothing written */
+    if (entries == NULL && PyList_GET_SIZE(c.vars_meta) == 0) {
+        /* nothing salient: nothing written, and snapshot() gives None
+           (given entries are written as given) */
+        result = Py_NewRef(Py_None);
         goto done;
     }
     if (capture_add_sources(&c) < 0 || capture_build_meta(&c) < 0) {
@@ -1572,20 +1594,26 @@ done:
     return result;
 }
 
-PyObject *
-chkpt_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
-              PyObject *name)
+int
+chkpt_capture_report_unsaved(CheckpointObject *ck, PyObject *vname, PyObject *msg)
 {
-    if (ck->in_snapshot) {
+    return report_unsaved(ck, vname, msg);
+}
+
+/* Runs one capture under the snapshot budget, once at a time: chkpt's
+ * own failures become one warning and None; an exception of the script's
+ * (Ctrl-C) is passed on. */
+static PyObject *
+run_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
+            PyObject *name, int manual, PyObject *entries, PyObject *extra_meta)
+{
+    if (ck->in_snapshot || ck->store_failed) {
         Py_RETURN_NONE;        /* re-entered from a __reduce__ or repr */
-    }
-    int manual = strcmp(kind, "manual") == 0;
-    if (ck->store_failed) {
-        Py_RETURN_NONE;
     }
     ck->in_snapshot = 1;
     chkpt_hooks_budget_start(ck, CHKPT_SNAPSHOT_TIME_BUDGET);
-    PyObject *r = capture_impl(ck, frame, kind, name, manual, NULL, NULL);
+    PyObject *r = capture_impl(ck, frame, kind, name, manual, entries,
+                               extra_meta);
     chkpt_hooks_budget_stop(ck);
     ck->in_snapshot = 0;
     if (r == NULL) {
@@ -1599,23 +1627,32 @@ chkpt_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
 }
 
 PyObject *
-chkpt_capture_values(CheckpointObject *ck, const char *kind, PyObject *entries,
-                     PyObject *extra_meta)
+chkpt_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
+              PyObject *name)
 {
     if (ck->in_snapshot || ck->store_failed) {
         Py_RETURN_NONE;
     }
-    ck->in_snapshot = 1;
-    chkpt_hooks_budget_start(ck, CHKPT_SNAPSHOT_TIME_BUDGET);
-    PyObject *r = capture_impl(ck, NULL, kind, NULL, 0, entries, extra_meta);
-    chkpt_hooks_budget_stop(ck);
-    ck->in_snapshot = 0;
-    if (r == NULL) {
-        if (script_exception_pending()) {
-            return NULL;
-        }
-        chkpt_warn_exc("snapshot failed");
-        Py_RETURN_NONE;
+    /* in a child process (writer.c), unless it cannot be had */
+    int handled = 0;
+    PyObject *r = chkpt_writer_capture(ck, frame, kind, name, &handled);
+    if (handled) {
+        return r;
     }
-    return r;
+    return chkpt_capture_here(ck, frame, kind, name);
+}
+
+PyObject *
+chkpt_capture_here(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
+                   PyObject *name)
+{
+    return run_capture(ck, frame, kind, name, strcmp(kind, "manual") == 0,
+                       NULL, NULL);
+}
+
+PyObject *
+chkpt_capture_values(CheckpointObject *ck, const char *kind, PyObject *entries,
+                     PyObject *extra_meta)
+{
+    return run_capture(ck, NULL, kind, NULL, 0, entries, extra_meta);
 }

@@ -5,6 +5,7 @@
  * so it sits above them (chkpt.h); the object's layout is in chkpt.h, as
  * every part reads its fields. */
 #include "chkpt.h"
+#include "writer.h"
 
 static int
 checkpoint_traverse(CheckpointObject *self, visitproc visit, void *arg)
@@ -53,6 +54,7 @@ checkpoint_dealloc(CheckpointObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
+    chkpt_writer_free(self);
     if (self->store != NULL) {
         chkpt_store_close(self->store);
         self->store = NULL;
@@ -100,6 +102,7 @@ chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli)
     ck->last_snapshot = chkpt_monotonic();
     ck->in_snapshot = 0;
     ck->hooks = NULL;
+    ck->writer = NULL;
     ck->deferred = NULL;
     ck->signal_deadline_ms = cli->signal_deadline_ms > 0
                              ? cli->signal_deadline_ms
@@ -256,8 +259,10 @@ checkpoint_snapshot(CheckpointObject *self, PyObject *const *args,
 static PyObject *
 checkpoint_wait(CheckpointObject *self, PyObject *Py_UNUSED(ignored))
 {
-    /* Snapshots are written and made durable before snapshot() returns;
-     * a background writer will make this wait for it. */
+    /* snapshots are written by child processes (writer.c) */
+    if (chkpt_writer_wait(self) < 0) {
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 

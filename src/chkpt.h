@@ -31,6 +31,12 @@
  *     budget (chkpt_hooks_budget_*), which the timer thread in hooks.c
  *     enforces with the snapshot timer under one lock. The pair is broken
  *     when the timer moves to a file of its own below both.
+ *     writer.c     takes each snapshot in a clone child of the script's
+ *                  process (writer.h): spawning, the child's work, reaping,
+ *                  deadlines, results back to the parent. A second mutual
+ *                  pair with capture.c: chkpt_capture() hands the snapshot
+ *                  to the writer, whose child runs chkpt_capture_here();
+ *                  in the child, hooks.c's budgets are the writer's timers
  *     load.c       reads snapshots back: listing, loading, resolving the
  *                  script's own classes (live, or rebuilt through
  *                  rebuild.c); the Unloadable type
@@ -161,6 +167,7 @@ typedef struct {
     double last_snapshot;         /* monotonic seconds of the last snapshot */
     int in_snapshot;              /* re-entrancy guard */
     void *hooks;                  /* hooks.c private state */
+    void *writer;                 /* writer.c private state */
     PyObject *deferred;           /* capture.c: dict name -> [message, count]
                                      of variables that could not be saved,
                                      reported at exit (or at once with -v) */
@@ -210,6 +217,9 @@ int chkpt_hooks_reconfigure(CheckpointObject *ck);
 void chkpt_hooks_budget_start(CheckpointObject *ck, double seconds);
 void chkpt_hooks_budget_stop(CheckpointObject *ck);
 
+/* writer.c: is this process a snapshot-writing child? */
+int chkpt_in_writer_child(void);
+
 /* capture.c: snapshot of frame (NULL: the innermost frame running the
  * script's code, else the caller's frame). kind is "auto", "manual", ...
  * Returns a SnapshotInfo, None when nothing was written, or NULL with an
@@ -217,6 +227,13 @@ void chkpt_hooks_budget_stop(CheckpointObject *ck);
  * about and give None. */
 PyObject *chkpt_capture(CheckpointObject *ck, PyFrameObject *frame,
                         const char *kind, PyObject *name);
+/* The snapshot taken in this process (writer.c's children run it). */
+PyObject *chkpt_capture_here(CheckpointObject *ck, PyFrameObject *frame,
+                             const char *kind, PyObject *name);
+/* Notes that vname could not be saved (msg: the whole line), as the capture
+ * does: warned once, or held for the exit report. -1 on a memory error. */
+int chkpt_capture_report_unsaved(CheckpointObject *ck, PyObject *vname,
+                                 PyObject *msg);
 /* Called from module init: creates capture's types, imports what a
  * snapshot needs. */
 int chkpt_capture_init(PyObject *module);

@@ -167,6 +167,10 @@ crash_capture(CheckpointObject *ck, PyObject *exc, const char *kind)
         goto done;
     }
     tb = PyException_GetTraceback(exc);
+    if (tb == NULL) {
+        rc = 0;         /* no traceback (the script did not compile): no snapshot */
+        goto done;
+    }
     while (tb != NULL && tb != Py_None) {
         PyObject *glb, *loc;
         PyObject *e = tb_entry(ck, tb, &glb, &loc);

@@ -33,7 +33,7 @@ debug_error(void)
     PyObject *msg = chkpt_describe_pending();
     PyErr_Clear();
     if (msg != NULL) {
-        chkpt_warn_fmt("error: %U", msg);
+        chkpt_warn_py("error: %U", msg);
         Py_DECREF(msg);
     }
     else {

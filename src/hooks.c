@@ -33,6 +33,7 @@
  * own os.fork() or os.forkpty() runs (see "the script's own fork").
  */
 #include "chkpt.h"
+#include "writer.h"
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -820,6 +821,9 @@ void
 chkpt_hooks_budget_start(CheckpointObject *ck, double seconds)
 {
     hooks_state *h = (hooks_state *)ck->hooks;
+    if (chkpt_writer_child_budget(ck, seconds)) {
+        return;                 /* a writer child: its timer ends it */
+    }
     if (h == NULL || in_forked_child(h) || seconds <= 0) {
         return;
     }
@@ -834,6 +838,9 @@ void
 chkpt_hooks_budget_stop(CheckpointObject *ck)
 {
     hooks_state *h = (hooks_state *)ck->hooks;
+    if (chkpt_writer_child_budget(ck, 0)) {
+        return;
+    }
     if (h == NULL || in_forked_child(h)) {
         return;
     }

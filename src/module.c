@@ -3,8 +3,18 @@
  * table of module-level functions, each a dispatch to the part it names.
  * The top of the layering (chkpt.h): it may call every part. */
 #include "chkpt.h"
+#include "writer.h"
 
 /* ---- module functions ---- */
+
+/* In the running script, the snapshots it took are listed and loaded once
+ * written: "the newest snapshot" is then the one it took last. */
+static int
+wait_for_own_snapshots(PyObject *module)
+{
+    PyObject *ck = chkpt_get_state(module)->singleton;
+    return ck != NULL ? chkpt_writer_wait((CheckpointObject *)ck) : 0;
+}
 
 static PyObject *
 mod_main(PyObject *module, PyObject *argv)
@@ -26,6 +36,9 @@ mod_load(PyObject *module, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "load(): frame must be an int or None");
         return NULL;
     }
+    if (wait_for_own_snapshots(module) < 0) {
+        return NULL;
+    }
     return chkpt_load_scope(module, snapshot, names, strict, frame);
 }
 
@@ -35,6 +48,9 @@ mod_snapshots(PyObject *module, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {"dir", NULL};
     PyObject *dir = Py_None;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:snapshots", kwlist, &dir)) {
+        return NULL;
+    }
+    if (wait_for_own_snapshots(module) < 0) {
         return NULL;
     }
     return chkpt_snapshots(module, dir);

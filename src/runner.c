@@ -32,6 +32,7 @@
  *    that python's main kills the process by SIGINT after finalization.
  */
 #include "chkpt.h"
+#include "writer.h"
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -391,6 +392,7 @@ hooks_uninstall(CheckpointObject *ck)
     chkpt_signals_uninstall(ck);
     chkpt_saved_error saved;
     chkpt_error_save(&saved);
+    chkpt_writer_finish(ck);    /* the last snapshot durable */
     chkpt_hooks_uninstall(ck);
     if (PyErr_Occurred()) {
         PyErr_Clear();

@@ -70,7 +70,10 @@ is_dunder(PyObject *name)
 int
 chkpt_is_excluded(chkpt_state *st, PyObject *name, PyObject *obj)
 {
-    if (!PyUnicode_Check(name) || is_dunder(name)) {
+    /* a compiler-made hidden local such as a generator expression's
+       iterator '.0', which no code can name */
+    if (!PyUnicode_Check(name) || is_dunder(name)
+        || (PyUnicode_GET_LENGTH(name) > 0 && PyUnicode_READ_CHAR(name, 0) == '.')) {
         return 1;
     }
     PyTypeObject *tp = Py_TYPE(obj);
@@ -82,7 +85,7 @@ chkpt_is_excluded(chkpt_state *st, PyObject *name, PyObject *obj)
         || tp == &PyWrapperDescr_Type || tp == &PyClassMethodDescr_Type) {
         return 1;
     }
-    if (tp == st->Checkpoint_Type || tp == st->SnapshotInfo_Type
+    if (tp == st->Checkpoint_Type || PyType_IsSubtype(tp, st->SnapshotInfo_Type)
         || tp == st->Unloadable_Type) {
         return 1;
     }

@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -70,6 +71,128 @@ die_by(int signum)
     _exit(128 + signum);
 }
 
+/* Past the deadline: one line, then the end the signal would have been.
+ * The watchdog thread and the arrival timer may both get here at about
+ * the same moment; the line is written once (a lock-free flag: this runs
+ * in a signal handler too). */
+static void
+give_up_and_die(int signum)
+{
+    static atomic_flag said = ATOMIC_FLAG_INIT;
+    if (!atomic_flag_test_and_set(&said)) {
+        static const char msg[] = "chkpt: the signal snapshot did not finish "
+                                  "within --signal-deadline; not written\n";
+        ssize_t w = write(2, msg, sizeof(msg) - 1);
+        (void)w;
+    }
+    die_by(signum);
+}
+
+/* ---- the OS-level layer under python's handler ----
+ *
+ * Python's own C handler only trips a flag; the snapshot (and the death
+ * after it) waits for the main thread's next bytecode. Two things cannot
+ * wait for that: a forked child of the script (multiprocessing's workers)
+ * must die at once as the default disposition it inherited would make it
+ * (a SIGTERM that lands just before the worker blocks in a semaphore was
+ * otherwise never acted on, and Pool.terminate() waited for it forever),
+ * and the --signal-deadline must count from the signal's arrival, not from
+ * the moment a long C call returns to python. So under python's handler
+ * chkpt installs one of its own, which does those two things and then
+ * calls python's. These statics exist because a signal handler has no
+ * other way to reach its state; they are written only while the handler
+ * is not installed (install/uninstall, on the main thread). */
+static struct sigaction python_action[NSIG];  /* python's C handler */
+static volatile sig_atomic_t layered[NSIG];   /* ours is under python's */
+static pid_t layer_pid;                       /* the script's process */
+static timer_t deadline_timer;                /* SIGTERM's arrival deadline */
+static int deadline_timer_ok;
+static long long layer_deadline_ms;
+
+static void
+layer_handler(int signum, siginfo_t *info, void *uctx)
+{
+    int saved_errno = errno;
+    if (getpid() != layer_pid) {
+        die_by(signum);
+    }
+    if (info != NULL && info->si_code == SI_TIMER) {
+        /* the deadline armed when the SIGTERM arrived has passed */
+        give_up_and_die(signum);
+    }
+    if (signum == SIGTERM && deadline_timer_ok) {
+        struct itimerspec its;
+        memset(&its, 0, sizeof(its));
+        its.it_value.tv_sec = layer_deadline_ms / 1000;
+        its.it_value.tv_nsec = (layer_deadline_ms % 1000) * 1000000L;
+        struct itimerspec old;
+        /* armed once: a second SIGTERM does not push the deadline back */
+        if (timer_gettime(deadline_timer, &old) == 0
+            && old.it_value.tv_sec == 0 && old.it_value.tv_nsec == 0) {
+            timer_settime(deadline_timer, 0, &its, NULL);
+        }
+    }
+    struct sigaction *py = &python_action[signum];
+    if (py->sa_flags & SA_SIGINFO) {
+        py->sa_sigaction(signum, info, uctx);
+    }
+    else if (py->sa_handler != SIG_DFL && py->sa_handler != SIG_IGN) {
+        py->sa_handler(signum);
+    }
+    errno = saved_errno;
+}
+
+/* Puts chkpt's handler under python's for signum (python's must be the
+ * one installed now); 0, or -1 when it could not (python's stays). */
+static int
+layer_install(int signum, long long deadline_ms)
+{
+    if (sigaction(signum, NULL, &python_action[signum]) != 0) {
+        return -1;
+    }
+    layer_pid = getpid();
+    layer_deadline_ms = deadline_ms;
+    if (signum == SIGTERM && !deadline_timer_ok) {
+        struct sigevent sev;
+        memset(&sev, 0, sizeof(sev));
+        sev.sigev_notify = SIGEV_SIGNAL;
+        sev.sigev_signo = SIGTERM;
+        deadline_timer_ok = timer_create(CLOCK_MONOTONIC, &sev,
+                                         &deadline_timer) == 0;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = layer_handler;
+    sa.sa_mask = python_action[signum].sa_mask;
+    sa.sa_flags = (python_action[signum].sa_flags | SA_SIGINFO) & ~SA_RESETHAND;
+    if (sigaction(signum, &sa, NULL) != 0) {
+        return -1;
+    }
+    layered[signum] = 1;
+    return 0;
+}
+
+/* Takes chkpt's handler out from under python's, if it is still there
+ * (a handler the script installed since replaced it already). */
+static void
+layer_uninstall(int signum)
+{
+    if (!layered[signum]) {
+        return;
+    }
+    struct sigaction now;
+    if (sigaction(signum, NULL, &now) == 0 && (now.sa_flags & SA_SIGINFO)
+        && now.sa_sigaction == layer_handler) {
+        sigaction(signum, &python_action[signum], NULL);
+    }
+    if (signum == SIGTERM && deadline_timer_ok) {
+        struct itimerspec off;
+        memset(&off, 0, sizeof(off));
+        timer_settime(deadline_timer, 0, &off, NULL);
+    }
+    layered[signum] = 0;
+}
+
 static void *
 watchdog_main(void *arg)
 {
@@ -90,11 +213,7 @@ watchdog_main(void *arg)
     int give_up = !s->done;
     pthread_mutex_unlock(&s->mutex);
     if (give_up) {
-        static const char msg[] = "chkpt: the signal snapshot did not finish "
-                                  "within --signal-deadline; not written\n";
-        ssize_t w = write(2, msg, sizeof(msg) - 1);
-        (void)w;
-        die_by(s->signum);
+        give_up_and_die(s->signum);
     }
     return NULL;
 }
@@ -266,6 +385,13 @@ chkpt_signals_install(CheckpointObject *ck)
     s->installed_term = d == 1 && set_handler(sigmod, SIGTERM, s->handler) == 0;
     d = d < 0 ? -1 : is_default(sigmod, SIGUSR1, s->handler);
     s->installed_usr1 = d == 1 && set_handler(sigmod, SIGUSR1, s->handler) == 0;
+    /* the layer is best effort: without it python's handler alone runs */
+    if (s->installed_term) {
+        (void)layer_install(SIGTERM, ck->signal_deadline_ms);
+    }
+    if (s->installed_usr1) {
+        (void)layer_install(SIGUSR1, ck->signal_deadline_ms);
+    }
     if (PyErr_Occurred()) {
         chkpt_warn_exc("no snapshots on signals");
     }
@@ -287,6 +413,7 @@ chkpt_signals_uninstall(CheckpointObject *ck)
         if (sigs[k] == 0) {
             continue;
         }
+        layer_uninstall(sigs[k]);
         /* still ours: python's default again (the script's own stays) */
         PyObject *h = PyObject_CallMethod(sigmod, "getsignal", "i", sigs[k]);
         if (h == s->handler) {

@@ -17,6 +17,12 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# tests/asan.sh points CHKPT_TEST_PYTHONPATH at its sanitized build: the
+# tests' own in-process `import chkpt` (chkpt.load, chkpt.snapshots) must
+# get that build too, not the checkout's.
+if os.environ.get("CHKPT_TEST_PYTHONPATH"):
+    sys.path.insert(0, os.environ["CHKPT_TEST_PYTHONPATH"])
+
 # Variables that would make two runs of the same script differ, or make
 # python behave differently from its defaults.
 _DROP = ("PYTHONBREAKPOINT", "PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONSAFEPATH",
@@ -51,7 +57,9 @@ def _run(cmd, cwd, *, input=None, env=None, timeout=120, text=True):
         cmd, cwd=cwd, env=chkpt_env(env), input=input,
         stdin=None if input is not None else subprocess.DEVNULL,
         capture_output=True, text=text, timeout=timeout,
-        errors="replace" if text else None)
+        # undecodable bytes stay distinct (two different ones must not
+        # compare equal as one replacement character)
+        errors="surrogateescape" if text else None)
 
 
 def run_chkpt(args, cwd, *, input=None, env=None, timeout=120, text=True,
@@ -80,6 +88,19 @@ def without_chkpt_lines(stderr):
     """stderr without the lines chkpt itself wrote (they start with chkpt:)."""
     return "".join(l for l in stderr.splitlines(keepends=True)
                    if not l.startswith("chkpt:"))
+
+
+def pytest_sessionstart(session):
+    """Fail at once when the chkpt the tests would import in-process is not
+    the one under test (a sanitized build imported as the plain one would
+    let the in-process loads go unchecked)."""
+    want = os.environ.get("CHKPT_TEST_PYTHONPATH")
+    if want:
+        import chkpt._chkpt
+        got = os.path.realpath(chkpt._chkpt.__file__)
+        if not got.startswith(os.path.realpath(want) + os.sep):
+            raise pytest.UsageError(
+                f"in-process chkpt is {got}, not the build in {want}")
 
 
 @pytest.fixture

@@ -32,6 +32,12 @@ except (ImportError, AssertionError):
 def snap(name=None):
     if ck is not None:
         ck.snapshot(name)
+
+
+def settle():
+    """Until every snapshot so far is written (a child writes them)."""
+    if ck is not None:
+        ck.wait()
 '''
 
 # Lists the store and loads every snapshot listed, in a subprocess; prints
@@ -236,9 +242,27 @@ def test_locks_generators_lambdas_files_sockets(tmp_path):
 # code that never returns: the time budget
 
 
+# The README's figures: 5 s per object, 30 s per snapshot.  MARGIN is what
+# a loaded 2-core machine adds to a budget (the timer thread waking late, the
+# pickling of what follows); no more, so that a budget twice the promised
+# one fails.  The budgets are the writer child's: they bound the time from
+# ck.snapshot() to the snapshot's publication (ck.wait()), while
+# ck.snapshot() itself returns at once (BLOCKED at most).
+OBJECT_BUDGET, SNAPSHOT_BUDGET, MARGIN = 5.0, 30.0, 2.5
+BLOCKED = 0.5
+
+
+def timed_snapshots(tmp_path):
+    """The durations the script under chkpt wrote to took.json."""
+    return json.loads((tmp_path / "took.json").read_text())
+
+
 def test_reduce_that_never_returns_is_given_up_and_others_are_saved(tmp_path):
+    """A __reduce__ that never returns costs its snapshot the 5 s object
+    budget once (the next snapshot does not try it again), and the other
+    variables are saved."""
     body = '''
-    import time
+    import json, time
 
     class Forever:
         def __reduce__(self):
@@ -248,24 +272,82 @@ def test_reduce_that_never_returns_is_given_up_and_others_are_saved(tmp_path):
     before = list(range(50))
     forever = Forever()
     after = {"k": "v"}
+    took, blocked = [], []
     t0 = time.monotonic()
     snap("slow")
-    took = time.monotonic() - t0
-    print("back", took < 20)
+    blocked.append(time.monotonic() - t0)
+    settle()
+    took.append(time.monotonic() - t0)
     after["k"] = "w"
+    t0 = time.monotonic()
     snap("second")          # the budget is per variable: warned only once
+    blocked.append(time.monotonic() - t0)
+    settle()
+    took.append(time.monotonic() - t0)
+    if ck is not None:
+        with open("took.json", "w") as f:
+            json.dump([took, blocked], f)
     print("done", after)
     '''
-    r, warnings, took = compare(tmp_path, body, timeout=90)
+    r, warnings, _ = compare(tmp_path, body, timeout=90)
     assert_warned_once_each(warnings, ["forever"])
     assert "TimeoutError" in warnings[0] or "time" in warnings[0], warnings
-    # 5 s per variable (VARIABLE_BUDGET_S), twice: well under 30 s
-    assert took < 25, took
+    (slow, second), blocked = timed_snapshots(tmp_path)
+    assert OBJECT_BUDGET - 0.5 <= slow <= OBJECT_BUDGET + MARGIN, slow
+    assert second <= MARGIN, second
+    assert max(blocked) <= BLOCKED, blocked
     rep = check_store(tmp_path, "v['after']['k']")
     assert [e["check"] for e in rep] == ["v", "w"]
     for e in rep:
         assert {"before", "after"} <= set(e["variables"])
         assert "forever" not in e["variables"]
+
+
+def test_a_snapshot_stops_at_its_30_s_budget(tmp_path):
+    """Ten objects each taking 4 s (under the object budget) would take
+    40 s: the snapshot stops at 30 s, says so in one line, and what it
+    pickled before is saved."""
+    body = '''
+    import json, time
+
+    class Slow:
+        def __init__(self, i):
+            self.i = i
+        def __reduce__(self):
+            # 4 s in short sleeps: the budget can stop it between two, and
+            # the test costs the machine little CPU
+            end = time.monotonic() + 4.0
+            while time.monotonic() < end:
+                time.sleep(0.01)
+            return (Slow, (self.i,))
+
+    first = [1, 2, 3]
+    slow0, slow1, slow2, slow3, slow4 = (Slow(i) for i in range(5))
+    slow5, slow6, slow7, slow8, slow9 = (Slow(i) for i in range(5, 10))
+    t0 = time.monotonic()
+    snap("budget")
+    blocked = time.monotonic() - t0
+    settle()
+    took = time.monotonic() - t0
+    if ck is not None:
+        with open("took.json", "w") as f:
+            json.dump([took, blocked], f)
+    print("done", first)
+    '''
+    r, warnings, _ = compare(tmp_path, body, timeout=120)
+    took, blocked = timed_snapshots(tmp_path)
+    assert SNAPSHOT_BUDGET - 1 <= took <= SNAPSHOT_BUDGET + MARGIN, took
+    assert blocked <= BLOCKED, blocked
+    # one line for the budget; one for the object it cut short, if any
+    budget = [w for w in warnings if "time budget (30 s) is used up" in w]
+    assert len(budget) == 1, warnings
+    cut = [w for w in warnings if w not in budget]
+    assert len(cut) <= 1 and all("TimeoutError" in w for w in cut), warnings
+    rep = check_store(tmp_path)
+    assert len(rep) == 1
+    saved = set(rep[0]["variables"])
+    assert "first" in saved
+    assert 5 <= len(saved & {f"slow{i}" for i in range(10)}) <= 8, saved
 
 
 def test_repr_that_never_returns_raises_or_is_enormous(tmp_path):
@@ -290,14 +372,20 @@ def test_repr_that_never_returns_raises_or_is_enormous(tmp_path):
             while True:
                 pass
 
+    import json, time
     a = ReprRaises()
     b = ReprHuge()
     c = ReprForever()
+    t0 = time.monotonic()
     snap()
+    if ck is not None:
+        with open("took.json", "w") as f:
+            json.dump([time.monotonic() - t0], f)
     print("done", a.x, b.x, c.x)
     '''
-    r, warnings, took = compare(tmp_path, body, timeout=90)
-    assert took < 25, took
+    r, warnings, _ = compare(tmp_path, body, timeout=90)
+    took, = timed_snapshots(tmp_path)
+    assert took <= OBJECT_BUDGET + MARGIN, took
     rep = check_store(tmp_path, "(v['a'].x, v['b'].x)")
     assert len(rep) == 1
     assert rep[0]["check"] == [1, 2]
@@ -313,6 +401,8 @@ def test_never_returning_reduce_in_a_tight_loop_with_f0(tmp_path):
     the 5 s budget again at every executed line)."""
     import subprocess
     body = '''
+    import time
+
     class Slow:
         def __reduce__(self):
             while True:
@@ -321,7 +411,7 @@ def test_never_returning_reduce_in_a_tight_loop_with_f0(tmp_path):
     slow = Slow()
     total = 0
     for i in range(20):
-        total += i
+        total += i; time.sleep(0.5)     # each line: time for a snapshot
     print(total)
     '''
     try:
@@ -330,6 +420,9 @@ def test_never_returning_reduce_in_a_tight_loop_with_f0(tmp_path):
     except subprocess.TimeoutExpired:
         pytest.fail("the script did not finish within 25 s under -f 0")
     assert_warned_once_each(warnings, ["slow"])
+    # the script's own 10 s of sleeps, plus the interpreter's start: the
+    # object budget is spent by the writer child while the script runs on
+    assert took <= 20 * 0.5 + MARGIN + 2, took
 
 
 def test_raising_reduce_in_a_tight_loop_with_f0_is_warned_once(tmp_path):
@@ -338,10 +431,11 @@ def test_raising_reduce_in_a_tight_loop_with_f0_is_warned_once(tmp_path):
         def __reduce__(self):
             raise ValueError("bad")
 
+    import time
     bad = Bad()
     total = 0
     for i in range(300):
-        total += i
+        total += i; time.sleep(0.03)    # time to write a snapshot
         if i % 100 == 0:
             print(i)
     print(total)
@@ -349,7 +443,7 @@ def test_raising_reduce_in_a_tight_loop_with_f0_is_warned_once(tmp_path):
     r, warnings, took = compare(tmp_path, body, opts=("-f", "0", "-z", "0"))
     assert_warned_once_each(warnings, ["bad"])
     rep = check_store(tmp_path, "v.get('total')")
-    assert len(rep) > 100           # a snapshot per executed line
+    assert len(rep) > 100           # a snapshot per line where none is in flight
     assert rep[-1]["check"] == sum(range(300))
     assert all("bad" not in e["variables"] for e in rep)
 
@@ -466,7 +560,7 @@ def test_thread_mutating_with_f0(tmp_path):
     body = MUTATOR.replace("NYIELD", "100") + textwrap.dedent('''
     acc = 0
     for i in range(40):
-        acc += i
+        acc += i; time.sleep(0.3)       # time to write a snapshot
     stop.set()
     t.join()
     print("done", acc)
@@ -479,7 +573,7 @@ def test_thread_mutating_with_f0(tmp_path):
     # and its __reduce__ fails)
     assert set(names) <= {"big", "table", "t", "stop", "self"}, warnings
     rep = check_store(tmp_path)
-    assert len(rep) >= 40
+    assert len(rep) >= 20
 
 
 # ---------------------------------------------------------------------------
@@ -515,8 +609,9 @@ def test_reduce_calling_sys_exit_does_not_exit_the_script(tmp_path):
     assert len(rep) == 3 and all("keep" in e["variables"] for e in rep)
 
 
-def test_reduce_calling_os_exit_is_not_survivable_but_the_store_is_sound(tmp_path):
-    """os._exit cannot be caught by anyone; what was published must load."""
+def test_reduce_calling_os_exit_ends_only_the_snapshot(tmp_path):
+    """os._exit in a __reduce__ ends the process writing the snapshot, not
+    the script: one chkpt: line, and what was published loads."""
     body = '''
     import os
     class Dies:
@@ -526,13 +621,13 @@ def test_reduce_calling_os_exit_is_not_survivable_but_the_store_is_sound(tmp_pat
     snap("first")
     d = Dies()
     snap("second")
-    print("unreachable")
+    print("reached")
     '''
-    p = script(tmp_path, body)
-    r = run_chkpt(["-f", "-1", "-z", "0", p.name], tmp_path, timeout=60)
-    assert r.returncode == 5
+    r, warnings, _ = compare(tmp_path, body)
+    assert r.stdout == "reached\n"
+    assert len(warnings) == 1 and "exited with status 5" in warnings[0], warnings
     rep = check_store(tmp_path)
-    assert len(rep) >= 1
+    assert len(rep) == 1
 
 
 KI_MANUAL = '''
@@ -552,15 +647,6 @@ except KeyboardInterrupt:
     print("interrupted")
 print("done")
 '''
-
-
-def test_keyboard_interrupt_in_reduce_interrupts_a_manual_snapshot(tmp_path):
-    """KeyboardInterrupt raised during capture behaves as if the user
-    interrupted the script at that point: it propagates out of
-    ck.snapshot() (the script may catch it) and is not a chkpt: warning."""
-    r, warnings, _ = compare(tmp_path, KI_MANUAL)  # stdout: as under python
-    assert r.stdout == "interrupted\ndone\n"
-    assert warnings == []
 
 
 KI_AUTO = '''
@@ -583,35 +669,57 @@ print("done")
 '''
 
 
-def test_keyboard_interrupt_in_reduce_interrupts_the_script_with_f0(tmp_path):
-    """Same decision for automatic snapshots: the interrupt surfaces in the
-    script at the line being executed, as a ^C would."""
-    r, warnings, _ = compare(tmp_path, KI_AUTO, opts=("-f", "0", "-z", "0"))
-    assert r.stdout == "interrupted at 2\ndone\n"
-    assert warnings == []
-
-
-def test_uncaught_keyboard_interrupt_from_capture_ends_like_python(tmp_path):
-    """Uncaught, it ends the script as an uncaught ^C does under python:
-    traceback ending in KeyboardInterrupt, killed by SIGINT."""
-    body = '''
-    class Interrupts:
-        def __reduce__(self):
-            raise KeyboardInterrupt
-    k = Interrupts()
-    print("before", flush=True)
-    if ck is not None:
-        ck.snapshot()
-    else:
-        raise KeyboardInterrupt
-    print("after")
-    '''
-    p = script(tmp_path, body)
-    plain = run_python([p.name], tmp_path)
+def test_keyboard_interrupt_in_reduce_stays_in_the_snapshot_process(tmp_path):
+    """A KeyboardInterrupt raised by a __reduce__ is a side effect of
+    pickling: it happens in the process that writes the snapshot, never in
+    the script (a real ^C reaches the script, which is not pickling). The
+    variable is left out, said once."""
+    p = script(tmp_path, KI_MANUAL)
     r = run_chkpt(["-f", "-1", "-z", "0", p.name], tmp_path)
-    assert r.returncode == plain.returncode
-    assert r.stdout == plain.stdout == "before\n"
-    assert without_chkpt_lines(r.stderr).splitlines()[-1] == "KeyboardInterrupt"
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "not interrupted\ndone\n"
+    assert_warned_once_each(chkpt_lines(r.stderr), ["k"])
+    assert "KeyboardInterrupt" in chkpt_lines(r.stderr)[0]
+    rep = check_store(tmp_path)
+    assert len(rep) == 1 and "keep" in rep[0]["variables"]
+
+
+def test_keyboard_interrupt_in_reduce_with_f0_never_reaches_the_script(tmp_path):
+    body = KI_AUTO.replace("        total += i\n",
+                           "        total += i; __import__('time').sleep(0.5)\n")
+    assert body != KI_AUTO
+    p = script(tmp_path, body)
+    r = run_chkpt(["-f", "0", "-z", "0", p.name], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "not interrupted\ndone\n"
+    assert_warned_once_each(chkpt_lines(r.stderr), ["k"])
+
+
+def test_signal_handler_of_the_script_runs_in_the_script_only(tmp_path):
+    """The script's SIGALRM handler (sys.exit(4)) rings while the snapshot
+    is still being pickled (1 s __reduce__): it runs in the script, where
+    the script is (its own sleep), exactly as under python; the process
+    writing the snapshot neither runs it nor dies of it."""
+    body = '''
+    import signal
+    import time
+
+    class Sleeper:
+        def __reduce__(self):
+            time.sleep(1.0)              # the alarm rings in here
+            return (Sleeper, ())
+
+    s = Sleeper()
+    signal.signal(signal.SIGALRM, lambda *a: sys.exit(4))
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    snap()
+    time.sleep(1.0)                      # what the script does meanwhile
+    print("alarm ignored")
+    '''
+    r, warnings, _ = compare(tmp_path, body, status=4)
+    assert warnings == []
+    rep = check_store(tmp_path)
+    assert len(rep) == 1 and "s" in rep[0]["variables"]
 
 
 # ---------------------------------------------------------------------------
@@ -647,14 +755,16 @@ def test_getattr_that_returns_garbage_for_everything(tmp_path):
     print("done", l1.anything, type(l2.x()).__name__, dict(l4))
     '''
     r, warnings, _ = compare(tmp_path, body)
-    names = warned_names(warnings)
-    assert len(names) == len(set(names)) == len(warnings), warnings
-    assert set(names) <= {"l1", "l2", "l3", "l4"}
-    rep = check_store(tmp_path, "v['keep']")
-    assert len(rep) == 2 and all(e["check"] == "kept" for e in rep)
-    # l3 raises AttributeError-less errors only for missing attributes;
-    # pickling it by its __dict__ works and must be saved
-    assert all("l3" in e["variables"] or "l3" in names for e in rep)
+    # plain pickle saves all four (it looks special methods up on the
+    # type): chkpt's own probing of the objects must not make it fail
+    assert warnings == []
+    rep = check_store(tmp_path, "(v['keep'], type(v['l1']).__name__, "
+                                "type(v['l3']).__name__, dict(v['l4']), "
+                                "v['l2'].x() is v['l2'])")
+    assert len(rep) == 2
+    for e in rep:
+        assert {"l1", "l2", "l3", "l4", "keep"} <= set(e["variables"]), e
+        assert e["check"] == ["kept", "Liar", "Liar3", {"a": 1}, True], e
 
 
 def test_eq_and_hash_that_raise(tmp_path):
@@ -804,32 +914,6 @@ def test_odd_names_reentrant_snapshot_mutated_globals_lying_sizeof(tmp_path):
     for e in outer:
         assert {"keep", "reent", "killer", "s1", "s2", "s3"} <= set(e["variables"]), e
         assert "x\udcff" in e["variables"], e
-
-
-def test_exception_from_the_scripts_signal_handler_during_capture(tmp_path):
-    """The script's signal handler runs while chkpt is pickling: what it
-    raises belongs to the script (as KeyboardInterrupt does), here a
-    SIGALRM handler that stops the script with status 4. A SIGTERM handler
-    calling sys.exit is the everyday version of this."""
-    body = '''
-    import signal
-    import time
-
-    class Sleeper:
-        def __reduce__(self):
-            time.sleep(1.0)              # the alarm rings in here
-            return (Sleeper, ())
-
-    s = Sleeper()
-    signal.signal(signal.SIGALRM, lambda *a: sys.exit(4))
-    signal.setitimer(signal.ITIMER_REAL, 0.2)
-    if ck is not None:
-        ck.snapshot()
-    else:
-        time.sleep(1.0)                  # what the script does meanwhile
-    print("alarm ignored")
-    '''
-    compare(tmp_path, body, status=4)
 
 
 def test_script_deleting_its_store_mid_run_gets_one_warning(tmp_path):

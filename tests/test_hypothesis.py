@@ -2,7 +2,10 @@
 
 (a) round trip: generated builtin data and numpy arrays, captured by a real
     script under `python -m chkpt`, load back equal (one chkpt run per
-    example: the values travel to the script in a plain pickle);
+    example: the values travel to the script in a plain pickle, and the
+    arrays' layouts are made inside the script (BUILD), since a pickle
+    would turn views, negative strides, broadcasts and read-only arrays
+    into plain contiguous ones before chkpt saw them);
 (b) damage: bytes flipped, overwritten or cut in the manifest and chunk
     files of a real snapshot: chkpt.load raises chkpt.SnapshotError or gives
     data equal to the original; never another exception, never wrong data,
@@ -74,23 +77,53 @@ def canon(x, depth=0):
     except ImportError:
         np = None
     if np is not None and isinstance(x, np.ndarray):
-        return ("ndarray", t.__name__, x.dtype.str, repr(x.dtype), x.shape,
+        head = ("ndarray", t.__name__, x.dtype.str, repr(x.dtype), x.shape,
                 bool(x.flags.c_contiguous), bool(x.flags.f_contiguous),
-                np.ascontiguousarray(x).tobytes().hex())
+                bool(x.flags.writeable))
+        if x.dtype.hasobject:
+            return head + (canon(x.tolist(), depth + 1),)
+        return head + (np.ascontiguousarray(x).tobytes().hex(),)
     if np is not None and isinstance(x, np.generic):
         return ("npscalar", x.dtype.str, x.tobytes().hex())
     return ("other", t.__module__, t.__qualname__, repr(x))
 '''
 
-# The script run under chkpt: loads the values, binds them to variables,
-# snapshots once.
-SCRIPT = '''
+# Makes an array's layout where the array is used: a value ("__array__",
+# BASE, EXPR) becomes EXPR evaluated with `a` = BASE (a plain contiguous
+# array, which a pickle keeps as it is).
+BUILD = '''
+def readonly(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+def big(a, strided):
+    import numpy as np
+    # several chunks (1 MiB) of the drawn dtype and order
+    reps = max(1, (3 << 20) // max(a.nbytes, 1))
+    b = np.tile(a.reshape(-1), min(reps, 4_000_000))
+    return b[::3] if strided else b
+
+
+def build(v):
+    if type(v) is tuple and len(v) == 3 and v[0] == "__array__":
+        import numpy as np
+        return eval(v[2], {"np": np, "a": v[1], "readonly": readonly,
+                           "big": big})
+    return v
+'''
+
+# The script run under chkpt: loads the values, binds them to variables
+# (arrays built to their layout here), snapshots once.
+SCRIPT = BUILD + '''
 import pickle, sys
 from chkpt import Checkpoint
 ck = Checkpoint.get_global_singleton()
 with open(sys.argv[1], "rb") as f:
     values = pickle.load(f)
 for _k, _v in values.items():
+    _v = build(_v)
     globals()[_k] = _v
     if not isinstance(_v, (int, float, bool, type(None))):
         ck.track(_v)
@@ -101,11 +134,11 @@ print("saved", sorted(info.variables))
 
 # Loads the newest snapshot and compares it with the values (same pickle),
 # and with what pickle itself gives for them; prints JSON.
-CHECK_ROUNDTRIP = CANON + '''
+CHECK_ROUNDTRIP = CANON + BUILD + '''
 import json, pickle, sys
 import chkpt
 with open(sys.argv[1], "rb") as f:
-    values = pickle.load(f)
+    values = {k: build(v) for k, v in pickle.load(f).items()}
 snaps = chkpt.snapshots(sys.argv[2])
 loaded = chkpt.load(snaps[-1])
 rep = {"missing": [], "differ": []}
@@ -172,6 +205,24 @@ dtypes = st.sampled_from(
      "datetime64[ns]", "timedelta64[s]", "V4"]) | st.just([("a", "<i4"), ("b", "f8", (2,))])
 
 
+# How the script lays out a drawn contiguous array `a` (BUILD): orders,
+# views, negative and zero strides, read-only, several chunks.
+LAYOUTS = {
+    "c": "a",
+    "f": "np.asfortranarray(a)",
+    "step2": "a[::2]",
+    "T": "a.T",
+    "neg": "a[::-1]",
+    "neg_last": "a[..., ::-1]",
+    "step3": "a.reshape(-1)[::3]",
+    "readonly": "readonly(a)",
+    "readonly_view": "readonly(a)[::2]",
+    "bcast": "np.broadcast_to(a, (3,) + a.shape)",
+    "big": "big(np.asfortranarray(a), False)",
+    "big_strided": "big(a, True)",
+}
+
+
 @st.composite
 def arrays(draw):
     dt = np.dtype(draw(dtypes))
@@ -188,26 +239,26 @@ def arrays(draw):
             a = a.reshape(shape).copy()
         else:
             a = np.frombuffer(raw, dtype=dt).reshape(shape).copy()
-    kind = draw(st.sampled_from(["c", "f", "view", "T", "big"]))
-    if kind == "f":
-        a = np.asfortranarray(a)
-    elif kind == "view" and a.ndim >= 1 and a.shape[0] > 1:
-        a = a[::2]                                  # non-contiguous
-    elif kind == "T":
-        a = a.T
-    elif kind == "big":
-        # several chunks (1 MiB), Fortran or strided as drawn
-        reps = max(1, (3 << 20) // max(a.nbytes, 1))
-        a = np.tile(a.reshape(-1), min(reps, 4_000_000))
-        if a.size and draw(st.booleans()):
-            a = a[::3]
-    return a
+    layout = draw(st.sampled_from(sorted(LAYOUTS)))
+    if a.ndim == 0 and layout in ("step2", "neg", "neg_last", "readonly_view"):
+        layout = "readonly"
+    return ("__array__", a, LAYOUTS[layout])
+
+
+@st.composite
+def object_arrays(draw):
+    """Object arrays of builtin data, laid out like the others."""
+    items = draw(st.lists(builtin_data, min_size=0, max_size=6))
+    a = np.empty(len(items), dtype=object)
+    a[:] = items if items else a
+    layout = draw(st.sampled_from(["c", "step2", "neg", "readonly", "bcast"]))
+    return ("__array__", a, LAYOUTS[layout])
 
 
 def value_batches():
     return st.dictionaries(
         st.from_regex(r"v_[a-z0-9]{1,6}", fullmatch=True),
-        builtin_data | arrays(), min_size=1, max_size=6)
+        builtin_data | arrays() | object_arrays(), min_size=1, max_size=6)
 
 
 def roundtrip(tmp_path, values, opts=()):
@@ -242,22 +293,53 @@ def test_roundtrip_arrays_compressed(tmp_path, values, level):
 
 
 def test_roundtrip_known_edge_cases(tmp_path):
-    """The examples hypothesis might not draw, checked every time."""
+    """The examples hypothesis might not draw, checked every time; the
+    layouts are made by the script itself."""
     base = np.arange(24, dtype=">f8").reshape(2, 3, 4)
+    big = np.arange(600_000, dtype="f8").reshape(1000, 600)
+    objs = np.empty(4, dtype=object)
+    objs[:] = [1, "two", [3.0, None], {"k": b"v"}]
+    struct = np.zeros(6, dtype=[("a", "<i4"), ("b", "f8", (2,))])
+    struct["a"] = np.arange(6)
+
+    def arr(a, expr):
+        return ("__array__", a, expr)
+
     roundtrip(tmp_path, {
         "v_nan": [float("nan"), -0.0, float("inf")],
         "v_empty": [[], {}, (), set(), frozenset(), "", b""],
-        "v_zero": np.zeros((0, 5), dtype="int32"),
-        "v_zero_f": np.zeros((3, 0), order="F"),
-        "v_scalar0d": np.array(3.5),
-        "v_fort": np.asfortranarray(base),
-        "v_view": base[:, ::2, 1::2],
-        "v_neg": base[::-1],
-        "v_bcast": np.broadcast_to(np.arange(4.0), (1000, 4)),
-        "v_big_f": np.asfortranarray(np.arange(600_000, dtype="f8").reshape(1000, 600)),
+        "v_zero": arr(np.zeros((0, 5), dtype="int32"), "a"),
+        "v_zero_f": arr(np.zeros((3, 0)), "np.asfortranarray(a)"),
+        "v_zero_view": arr(np.zeros((4, 6)), "a[:, 6:]"),
+        "v_scalar0d": arr(np.array(3.5), "a"),
+        "v_fort": arr(base, "np.asfortranarray(a)"),
+        "v_view": arr(base, "a[:, ::2, 1::2]"),
+        "v_neg": arr(base, "a[::-1]"),
+        "v_step3": arr(np.arange(30.0), "a[::3]"),
+        "v_bcast": arr(np.arange(4.0), "np.broadcast_to(a, (1000, 4))"),
+        "v_readonly": arr(base, "readonly(a)"),
+        "v_readonly_view": arr(base, "readonly(a)[:, ::-1]"),
+        "v_big_f": arr(big, "np.asfortranarray(a)"),
+        "v_big_strided": arr(big, "a[::2, ::3]"),
+        "v_objects": arr(objs, "a[::-1]"),
+        "v_struct": arr(struct, "a[::2]"),
         "v_bigint": 2 ** 1000 - 1,
         "v_nested": {"a": [({1, 2}, frozenset({"x"}))], (1, "t"): b"\x00" * 5000},
     })
+    # the layouts really reached the script
+    r = run_python(["-c", BUILD + textwrap.dedent("""
+        import numpy as np
+        a = np.arange(24.0).reshape(2, 3, 4)
+        v = [build(("__array__", a, e)) for e in
+             ("a[:, ::2, 1::2]", "a[::-1]", "np.asfortranarray(a)",
+              "readonly(a)", "np.broadcast_to(a, (2,) + a.shape)")]
+        print([(x.flags.c_contiguous, x.flags.f_contiguous,
+                x.flags.writeable, min(x.strides)) for x in v])
+    """)], tmp_path)
+    assert r.stdout.strip() == str([
+        (False, False, True, 16), (False, False, True, -96),
+        (False, True, True, 8), (True, False, False, 8),
+        (False, False, False, 0)]), r.stdout + r.stderr
 
 
 # ---------------------------------------------------------------------------

@@ -336,10 +336,65 @@ def test_forked_child_dies_by_the_signal_without_snapshot(tmp_path):
     work.mkdir()
     (work / "forks.py").write_text(textwrap.dedent(script))
     store = tmp_path / "store"
-    # (chkpt's timer thread makes fork() warn: a documented difference)
-    quiet = {"PYTHONWARNINGS": "ignore::DeprecationWarning"}
-    under = run_chkpt(["-o", store, "-z", "0", "forks.py"], work, env=quiet)
-    plain = run_python(["forks.py"], work, env=quiet)
+    under = run_chkpt(["-o", store, "-z", "0", "forks.py"], work)
+    plain = run_python(["forks.py"], work)
     assert under.stdout == plain.stdout == "SIGTERM True\nSIGUSR1 True\n"
     assert under.stderr == plain.stderr == ""
     assert not (store / "snapshots").exists() or not list((store / "snapshots").iterdir())
+
+
+# A C call that does not return to python for a long time (the GIL is
+# released: python's own handler can only run once it returns).
+LONG_C_CALL = "hashlib.pbkdf2_hmac('sha256', b'x', b'y', 200_000_000)"
+
+
+def test_deadline_counts_from_the_signals_arrival(tmp_path):
+    # the snapshot cannot start before the C call returns; the grace period
+    # of the batch system runs from the signal, and so does the deadline
+    script = f"""\
+    import hashlib
+    print("ready", flush=True)
+    {LONG_C_CALL}
+    print("finished", flush=True)
+    """
+    p, store = start(tmp_path, script, opts=("--signal-deadline", "1000"))
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    rc, out, err = finish(p)
+    elapsed = time.monotonic() - t0
+    assert rc == -signal.SIGTERM
+    assert elapsed < 5, elapsed
+    assert err == ("chkpt: the signal snapshot did not finish within "
+                   "--signal-deadline; not written\n")
+    assert not list(store.glob("snapshots/*.ckpt"))
+
+
+def test_forked_child_busy_in_c_dies_at_once(tmp_path):
+    # multiprocessing's Pool.terminate() sends SIGTERM to workers that may
+    # be inside a C call or about to block on a semaphore: they must die at
+    # once, as python's default disposition makes them
+    script = f"""\
+    import hashlib, os, signal, time
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(w, b"x")
+        {LONG_C_CALL}
+        os._exit(0)
+    os.read(r, 1)
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    _, status = os.waitpid(pid, 0)
+    print(os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM,
+          time.monotonic() - t0 < 5, flush=True)
+    """
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "forks.py").write_text(textwrap.dedent(script))
+    under = run_chkpt(["-o", tmp_path / "store", "forks.py"], work)
+    plain = run_python(["forks.py"], work)
+    assert plain.stdout == "True True\n", plain.stderr
+    assert under.stdout == plain.stdout, under.stderr
+    assert under.stderr == plain.stderr == ""

@@ -1,5 +1,6 @@
 import os
 import sys
+seen = list(sys.argv)     # data: the snapshot modes have something to save
 print("argv:", sys.argv)
 print("path0:", sys.path[0])
 print("file:", __file__)

@@ -1,5 +1,6 @@
 import atexit
 import sys
+order = ["first", "second"]     # data: the snapshot modes save it
 
 
 @atexit.register

@@ -1,4 +1,5 @@
 import sys
+lines = ["before closing"]     # data: the snapshot modes save it
 print("before closing", flush=True)
 sys.stdout.write("pending output")
 sys.stdout.close()

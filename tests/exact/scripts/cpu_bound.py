@@ -4,7 +4,7 @@ import hashlib
 
 data = {"rows": [list(range(50)) for _ in range(50)], "total": 0}
 h = hashlib.sha256()
-for round_ in range(300):
+for round_ in range(3000):
     for row in data["rows"]:
         data["total"] += sum(x * round_ for x in row)
     h.update(str(data["total"]).encode())

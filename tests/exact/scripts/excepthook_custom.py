@@ -1,4 +1,5 @@
 import sys
+seen = ["hooked"]     # data: the snapshot modes have something to save
 
 
 def hook(tp, value, tb):

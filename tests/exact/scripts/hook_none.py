@@ -1,4 +1,5 @@
 import sys
+how = list(sys.argv[1:])     # data: the snapshot modes save it
 print("hook set to", sys.argv[1])
 if sys.argv[1] == "none":
     sys.excepthook = None

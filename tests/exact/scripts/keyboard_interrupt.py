@@ -7,6 +7,7 @@ import time
 atexit.register(print, "atexit runs after KeyboardInterrupt")
 print("handler:", signal.getsignal(signal.SIGINT))
 print("before", flush=True)
+state = {"stage": "before"}     # data: the snapshot modes save it
 
 
 def loop():

@@ -2,4 +2,7 @@ class MyInterrupt(KeyboardInterrupt):
     pass
 
 
+raised = ["MyInterrupt"]     # data: the snapshot modes save it
+
+
 raise MyInterrupt()

@@ -1,4 +1,5 @@
 import sys
+results = []     # data: the snapshot modes have something to save
 
 
 def f(x: int, y: "str") -> float:

@@ -1,5 +1,6 @@
 import sys
 import warnings
+messages = ["old api"]     # data: the snapshot modes save it
 
 
 def deprecated_api():

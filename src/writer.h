@@ -1,0 +1,53 @@
+/* writer.h: snapshots written by a child process (writer.c).
+ *
+ * A snapshot is taken in a child that the raw clone system call creates
+ * with no exit signal (a "clone child"): it shares nothing with the script
+ * but a copy-on-write image of its memory, runs the capture (selection,
+ * pickling, hashing, writing, fsync, publication) there and reports back
+ * through a shared page. The script's process pays for the clone only.
+ */
+#ifndef CHKPT_WRITER_H
+#define CHKPT_WRITER_H
+
+#include "chkpt.h"
+
+/* At most this many snapshots are written at a time: one, so that they
+ * are published in the order they were taken and what a child learns
+ * (an object not to pickle again) is known to the next one. */
+#define CHKPT_WRITER_MAX_CHILDREN 1
+/* Seconds a child may spend writing and syncing after its capture's own
+ * budget (CHKPT_SNAPSHOT_TIME_BUDGET) before it is given up. */
+#define CHKPT_WRITER_IO_SECONDS 90.0
+/* Seconds the end of the run waits for snapshots still being written. */
+#define CHKPT_WRITER_EXIT_TIMEOUT 60.0
+
+/* Takes the snapshot in a child. Sets *handled to 0 when the caller should
+ * take it in this process instead (the child could not be created, or the
+ * memory a copy-on-write child might need is not there); otherwise returns
+ * what chkpt_capture returns: a SnapshotInfo that waits for the child when
+ * read, None when no snapshot was started, NULL with an exception that
+ * belongs to the script. */
+PyObject *chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
+                               const char *kind, PyObject *name, int *handled);
+/* Reaps the children that ended (never blocks). */
+void chkpt_writer_poll(CheckpointObject *ck);
+/* ck.wait(): until every snapshot started so far has ended. 0, or -1 with
+ * the exception of a signal handler (Ctrl-C) that interrupted the wait. */
+int chkpt_writer_wait(CheckpointObject *ck);
+/* End of the run: waits (at most CHKPT_WRITER_EXIT_TIMEOUT) for the
+ * snapshots in flight. Nothing happens when none is. */
+void chkpt_writer_finish(CheckpointObject *ck);
+void chkpt_writer_free(CheckpointObject *ck);
+
+/* The pid of the script's process (the parent, in a writer child). */
+pid_t chkpt_writer_script_pid(void);
+/* In a writer child, the time budgets of hooks.c are a timer that ends
+ * the child: returns 1 there (seconds <= 0 stops the budget), 0 elsewhere. */
+int chkpt_writer_child_budget(CheckpointObject *ck, double seconds);
+/* In a writer child, notes the variable being pickled (key: its no-retry
+ * key in ck->warned; label: how a warning names it), so that the parent
+ * can leave it out of later snapshots if the child dies on it. */
+void chkpt_writer_child_object(CheckpointObject *ck, PyObject *key,
+                               PyObject *label);
+
+#endif
