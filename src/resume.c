@@ -29,6 +29,7 @@
  */
 #include "chkpt.h"
 #include "capture.h"
+#include "writer.h"
 #include <unistd.h>
 
 #define RESUME_CAPSULE "chkpt.resume"
@@ -660,6 +661,11 @@ chkpt_resume_prepare(CheckpointObject *ck, PyObject *source,
             PyErr_Clear();
         }
     }
+    /* the writer's state now, not at the first boundary, while the
+     * script runs (see chkpt_resume_boundary) */
+    if (enabled && chkpt_writer_setup(ck) < 0) {
+        PyErr_Clear();
+    }
     Py_XSETREF(ck->resume, cap);
     return 1;
 }
@@ -888,7 +894,7 @@ global_names(PyObject *globals)
 
 static PyObject *
 boundary_meta(resume_state *rs, CheckpointObject *ck, Py_ssize_t next,
-              PyObject *globals)
+              PyObject *globals, PyObject *rnd)
 {
     PyObject *fps = PyList_New(next);
     if (fps == NULL) {
@@ -904,8 +910,7 @@ boundary_meta(resume_state *rs, CheckpointObject *ck, Py_ssize_t next,
     }
     PyObject *deps = dependencies(rs, ck, next);
     PyObject *names = deps ? global_names(globals) : NULL;
-    PyObject *rnd = names ? random_states() : NULL;
-    PyObject *meta = rnd ? Py_BuildValue(
+    PyObject *meta = names ? Py_BuildValue(
         "{s:n,s:l,s:s,s:O,s:O,s:O,s:O,s:O}", "statement", next,
         "line", stmt_line(rs, next), "function", "<module>",
         "script_id", rs->script_id, "statements", fps, "deps", deps,
@@ -913,7 +918,6 @@ boundary_meta(resume_state *rs, CheckpointObject *ck, Py_ssize_t next,
     Py_DECREF(fps);
     Py_XDECREF(deps);
     Py_XDECREF(names);
-    Py_XDECREF(rnd);
     return meta;
 }
 
@@ -977,13 +981,49 @@ holds_more_than(CheckpointObject *ck, PyObject *globals, long long budget)
     return big;
 }
 
+/* What a boundary snapshot needs: read in the writer's child (or here,
+ * when there is none), as the script's process left it at the clone. */
+typedef struct {
+    resume_state *rs;
+    Py_ssize_t next;
+    PyObject *globals;
+    PyObject *random;             /* random_states(), read before the
+                                     clone: a child's after-fork callbacks
+                                     reseed the random module */
+} boundary_arg;
+
+/* The boundary snapshot itself (chkpt_writer_fn): its meta (fingerprints,
+ * dependencies, random states) and every global. Gathered in the child,
+ * so that the script's process allocates nothing for it: its garbage
+ * collections come where they come under python, and objects of the
+ * script finalized at shutdown go in the same order. chkpt's own failure
+ * is warned about and gives None. */
+static PyObject *
+boundary_capture(CheckpointObject *ck, void *arg)
+{
+    boundary_arg *a = (boundary_arg *)arg;
+    PyObject *extra = boundary_meta(a->rs, ck, a->next, a->globals,
+                                    a->random);
+    PyObject *entries = extra ? boundary_entries(a->globals) : NULL;
+    PyObject *r = entries ? chkpt_capture_values(ck, "auto", entries, extra)
+                          : NULL;
+    Py_XDECREF(entries);
+    Py_XDECREF(extra);
+    if (r == NULL && PyErr_ExceptionMatches(PyExc_Exception)) {
+        chkpt_warn_exc("boundary snapshot failed");
+        r = Py_NewRef(Py_None);
+    }
+    return r;
+}
+
 int
 chkpt_resume_boundary(CheckpointObject *ck, Py_ssize_t next,
                       PyObject *globals)
 {
     resume_state *rs = get_rs(ck);
     if (rs == NULL || !rs->enabled || ck->frequency_ms < 0
-        || ck->min_obj_size < 0 || next >= PyList_GET_SIZE(rs->codes) || ck->store_failed) {
+        || ck->min_obj_size < 0 || next >= PyList_GET_SIZE(rs->codes)
+        || ck->store_failed || ck->in_snapshot) {
         return 0;
     }
     if (!rs->defonly[next - 1]) {
@@ -996,14 +1036,42 @@ chkpt_resume_boundary(CheckpointObject *ck, Py_ssize_t next,
         min = BOUNDARY_MIN_S;
     }
     /* only definitions since the last one: resuming there would run them
-     * all again anyway */
+     * all again anyway; a snapshot still being written: after the next
+     * statement */
     if (!rs->work || since < min
         || since < BOUNDARY_COST_RATIO * rs->last_cost
-        || rs->pid != getpid()) {
+        || rs->pid != getpid() || chkpt_writer_busy(ck)) {
         return 0;
     }
+    /* What chkpt allocates here must not start a collection of the
+     * script's objects that python would not have started here: which
+     * generation an object is in decides the order in which cycles are
+     * finalized (at exit too). With the collector off, the count of
+     * allocations is back where it was once chkpt's temporaries are
+     * freed, and a collection comes where it would have. */
+    int gc_was_on = PyGC_Disable();
     int big = holds_more_than(ck, globals, (long long)(
         since / BOUNDARY_COST_RATIO * BOUNDARY_WRITE_BPS));
+    PyObject *r = NULL;
+    PyObject *rnd = big == 0 ? random_states() : NULL;
+    if (rnd != NULL) {
+        rs->work = 0;
+        boundary_arg a = {rs, next, globals, rnd};
+        int handled = 0;
+        r = chkpt_writer_capture_fn(ck, "auto", boundary_capture, &a,
+                                    &handled);
+        if (!handled) {
+            r = boundary_capture(ck, &a);       /* no child: here */
+        }
+        Py_DECREF(rnd);
+    }
+    else if (big == 0) {
+        PyErr_Clear();
+        big = 1;                /* no memory: later */
+    }
+    if (gc_was_on) {
+        PyGC_Enable();
+    }
     if (big != 0) {
         if (big < 0 && !PyErr_ExceptionMatches(PyExc_Exception)) {
             return -1;          /* the script's own exception (Ctrl-C) */
@@ -1011,28 +1079,13 @@ chkpt_resume_boundary(CheckpointObject *ck, Py_ssize_t next,
         PyErr_Clear();
         return 0;               /* later, once the work pays for it */
     }
-    rs->work = 0;
-    PyObject *extra = boundary_meta(rs, ck, next, globals);
-    if (extra == NULL) {
-        chkpt_warn_exc("boundary snapshot failed");
-        rs->last_end = chkpt_monotonic();
-        return 0;
-    }
-    PyObject *entries = boundary_entries(globals);
-    PyObject *r = entries ? chkpt_capture_values(ck, "auto", entries, extra)
-                          : NULL;
-    Py_XDECREF(entries);
-    Py_DECREF(extra);
-    if (r == NULL && !PyErr_ExceptionMatches(PyExc_Exception)) {
-        rs->last_end = chkpt_monotonic();
+    rs->last_end = chkpt_monotonic();
+    if (r == NULL) {
         return -1;              /* the script's own exception (Ctrl-C) */
     }
-    if (r == NULL) {
-        chkpt_warn_exc("boundary snapshot failed");
-        r = Py_NewRef(Py_None);
-    }
-    rs->last_end = chkpt_monotonic();
-    /* the first one also opened the store, which the next ones do not */
+    /* what the script paid for it (the clone, with a child); the first
+     * one in this process also opened the store, which the next ones do
+     * not */
     rs->last_cost = ck->seq > 1 ? rs->last_end - now : 0;
     Py_DECREF(r);
     return 0;
@@ -1466,7 +1519,12 @@ Py_ssize_t
 chkpt_resume_start(CheckpointObject *ck, PyObject *globals)
 {
     resume_state *rs = get_rs(ck);
-    if (rs == NULL || !rs->resume) {
+    if (rs == NULL) {
+        return 0;
+    }
+    /* the script's own time counts, from its first statement */
+    rs->last_end = chkpt_monotonic();
+    if (!rs->resume) {
         return 0;
     }
     PyObject *all = chkpt_snapshots(ck->module, ck->output_dir);

@@ -1128,7 +1128,8 @@ child_report(CheckpointObject *ck, writer_job *j, PyObject *rep)
 /* The child's whole life; never returns. */
 static void
 child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
-           PyFrameObject *frame, const char *kind, PyObject *name)
+           PyFrameObject *frame, const char *kind, PyObject *name,
+           chkpt_writer_fn fn, void *arg)
 {
     w->in_child = 1;
     writer_child_process = 1;
@@ -1188,7 +1189,8 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
     PyObject *retry_before = PySet_New(ck->no_retry);
     PyObject *deferred_before = deferred_copy(ck->deferred);
     int store_failed_before = ck->store_failed;
-    PyObject *r = chkpt_capture_here(ck, frame, kind, name);
+    PyObject *r = fn != NULL ? fn(ck, arg)
+                             : chkpt_capture_here(ck, frame, kind, name);
     if (r == NULL) {
         /* what would have interrupted the script (KeyboardInterrupt or
          * SystemExit raised by a __reduce__) stays here */
@@ -1290,9 +1292,10 @@ warn_once(int *flag, const char *msg)
     }
 }
 
-PyObject *
-chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
-                     const char *kind, PyObject *name, int *handled)
+/* A snapshot of frame, or (fn not NULL) the one fn takes, in a child. */
+static PyObject *
+writer_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
+               PyObject *name, chkpt_writer_fn fn, void *arg, int *handled)
 {
     *handled = 0;
     writer_state *w = get_state(ck);
@@ -1305,7 +1308,8 @@ chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
     }
     adopt_after_fork(w);
     int manual = strcmp(kind, "manual") == 0;
-    int every_line = strcmp(kind, "auto") == 0 && ck->frequency_ms == 0;
+    int every_line = fn == NULL && strcmp(kind, "auto") == 0
+                     && ck->frequency_ms == 0;
     chkpt_writer_poll(ck);
     writer_job *j = free_job(w);
     if (every_line && w->main_frame == NULL) {
@@ -1353,8 +1357,11 @@ chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
         }
         j->page = (child_page *)m;
     }
-    PyObject *early = early_meta(ck, frame, kind, name);
-    PyObject *info = early ? pending_new(w, ck, early) : NULL;
+    /* fn's caller reads nothing back: no info, nothing the script's
+     * process keeps while the child runs */
+    PyObject *early = fn == NULL ? early_meta(ck, frame, kind, name) : NULL;
+    PyObject *info = early ? pending_new(w, ck, early)
+                           : fn != NULL ? Py_NewRef(Py_None) : NULL;
     Py_XDECREF(early);
     if (info == NULL) {
         PyErr_Clear();
@@ -1367,7 +1374,7 @@ chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
      * __WCLONE waits see */
     long pid = syscall(SYS_clone, 0L, NULL, NULL, NULL, NULL);
     if (pid == 0) {
-        child_main(ck, w, j, frame, kind, name);
+        child_main(ck, w, j, frame, kind, name, fn, arg);
         _exit(3);
     }
     if (pid < 0) {
@@ -1378,8 +1385,10 @@ chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
     }
     j->pid = (pid_t)pid;
     j->started = chkpt_monotonic();
-    w->coalesced_at = 0;        /* this one covers any request before it */
-    j->info = Py_NewRef(info);
+    if (fn == NULL) {
+        w->coalesced_at = 0;    /* this one covers any request before it */
+        j->info = Py_NewRef(info);
+    }
     ck->seq++;
     ck->last_snapshot = chkpt_monotonic();
     *handled = 1;
@@ -1389,4 +1398,35 @@ chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
         wait_jobs(ck, w, info, 0, 0, 0);
     }
     return info;
+}
+
+PyObject *
+chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
+                     const char *kind, PyObject *name, int *handled)
+{
+    return writer_capture(ck, frame, kind, name, NULL, NULL, handled);
+}
+
+PyObject *
+chkpt_writer_capture_fn(CheckpointObject *ck, const char *kind,
+                        chkpt_writer_fn fn, void *arg, int *handled)
+{
+    return writer_capture(ck, NULL, kind, NULL, fn, arg, handled);
+}
+
+int
+chkpt_writer_setup(CheckpointObject *ck)
+{
+    return get_state(ck) != NULL ? 0 : -1;
+}
+
+int
+chkpt_writer_busy(CheckpointObject *ck)
+{
+    writer_state *w = (writer_state *)ck->writer;
+    if (w == NULL || w->in_child) {
+        return 0;
+    }
+    chkpt_writer_poll(ck);
+    return free_job(w) == NULL;
 }

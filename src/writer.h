@@ -29,6 +29,22 @@
  * belongs to the script. */
 PyObject *chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
                                const char *kind, PyObject *name, int *handled);
+/* What a child runs instead of the snapshot of a frame: returns as
+ * chkpt_capture does. */
+typedef PyObject *(*chkpt_writer_fn)(CheckpointObject *ck, void *arg);
+/* As chkpt_writer_capture, the child running fn(ck, arg) (resume.c's
+ * boundary snapshots: the values and meta are gathered in the child, so
+ * the script's process allocates nothing for them); returns None once the
+ * child started (nothing is read back). */
+PyObject *chkpt_writer_capture_fn(CheckpointObject *ck, const char *kind,
+                                  chkpt_writer_fn fn, void *arg, int *handled);
+/* Sets up the writer's state ahead of the first snapshot (which would do
+ * it), so that no snapshot allocates it while the script runs: 0, or -1
+ * with an exception. */
+int chkpt_writer_setup(CheckpointObject *ck);
+/* 1 when every child slot is taken (after reaping the children that
+ * ended), 0 when a snapshot could start now. */
+int chkpt_writer_busy(CheckpointObject *ck);
 /* Reaps the children that ended (never blocks). */
 void chkpt_writer_poll(CheckpointObject *ck);
 /* ck.wait(): until every snapshot started so far has ended. 0, or -1 with
