@@ -54,13 +54,25 @@ static const char *const cls_names[C_NCLS] = {
     "alias"
 };
 
-/* Names that say the script traces or debugs itself. Its top-level
- * statements then run as one module (no boundary snapshots): split, each
- * statement would be a frame of its own, which a tracer sees (a call event
- * per statement) and a debugger steps differently. */
+/* Names that say the script traces, profiles or debugs itself (the
+ * APIs, and the modules and classes of the common tools that call them).
+ * Its top-level statements then run as one module (no boundary
+ * snapshots): split, each statement would be a frame of its own, which a
+ * tracer sees (a call and a return per statement: a profile enabled at the
+ * top level would list `<module>` calls python's does not) and a debugger
+ * steps differently (`next` on a statement's last line would leave it). */
 static const char *const tracing_names[] = {
     "settrace", "setprofile", "breakpoint", "set_trace", "monitoring",
-    "pdb", "bdb", "_settraceallthreads", "_setprofileallthreads", NULL
+    "_settraceallthreads", "_setprofileallthreads", NULL
+};
+/* ... and the modules of the debuggers, profilers and tracers that call
+ * them, when the script imports one (a name alone would be too broad:
+ * np.trace, a variable `profile`). */
+static const char *const tracing_modules[] = {
+    "pdb", "bdb", "ipdb", "pudb", "debugpy", "pydevd", "remote_pdb",
+    "web_pdb", "wdb", "cProfile", "profile", "trace", "yappi",
+    "line_profiler", "pyinstrument", "viztracer", "coverage",
+    "memory_profiler", NULL
 };
 
 typedef struct {
@@ -522,8 +534,31 @@ initial_warmup(resume_state *rs)
 }
 #endif
 
-/* 1 when the script names a tracing or debugging API (tracing_names),
- * 0 not, -1 error. */
+/* Is v (str) one of list, or (top) its part before the first dot? */
+static int
+name_in(PyObject *v, const char *const *list, int top)
+{
+    if (v == NULL || !PyUnicode_Check(v)) {
+        return 0;
+    }
+    PyObject *head = NULL;
+    if (top) {
+        Py_ssize_t n = PyUnicode_GetLength(v);
+        Py_ssize_t dot = PyUnicode_FindChar(v, '.', 0, n, 1);
+        head = dot > 0 ? PyUnicode_Substring(v, 0, dot) : Py_NewRef(v);
+        v = head;
+    }
+    int found = 0;
+    for (int k = 0; v != NULL && list[k] && !found; k++) {
+        found = PyUnicode_CompareWithASCIIString(v, list[k]) == 0;
+    }
+    Py_XDECREF(head);
+    PyErr_Clear();
+    return found;
+}
+
+/* 1 when the script names a tracing or debugging API (tracing_names) or
+ * imports a tool's module (tracing_modules), 0 not, -1 error. */
 static int
 traces_itself(resume_state *rs)
 {
@@ -540,15 +575,49 @@ traces_itself(resume_state *rs)
                             : is_a(rs, n, C_ATTR) ? "attr"
                             : is_a(rs, n, C_ALIAS) ? "name" : NULL;
         PyObject *v = field ? PyObject_GetAttrString(n, field) : NULL;
-        for (int k = 0; v != NULL && PyUnicode_Check(v) && tracing_names[k]
-                        && !found; k++) {
-            found = PyUnicode_CompareWithASCIIString(v, tracing_names[k]) == 0;
-        }
+        found = name_in(v, tracing_names, 0);
         Py_XDECREF(v);
+        if (is_a(rs, n, C_IMPFROM)) {
+            v = PyObject_GetAttrString(n, "module");
+            found = found || name_in(v, tracing_modules, 1);
+            Py_XDECREF(v);
+        }
+        else if (is_a(rs, n, C_IMPORT)) {
+            PyObject *names = PyObject_GetAttrString(n, "names");
+            Py_ssize_t m = names ? PySequence_Length(names) : -1;
+            for (Py_ssize_t k = 0; k < m && !found; k++) {
+                PyObject *alias = PySequence_GetItem(names, k);
+                v = alias ? PyObject_GetAttrString(alias, "name") : NULL;
+                found = name_in(v, tracing_modules, 1);
+                Py_XDECREF(v);
+                Py_XDECREF(alias);
+            }
+            Py_XDECREF(names);
+        }
         PyErr_Clear();
     }
     Py_DECREF(all);
     return found;
+}
+
+/* 1 when a sys.monitoring tool is in use (a debugger or coverage on
+ * 3.12+ that started before the script), 0 not; never an error. */
+static int
+monitored(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *sys_mon = PySys_GetObject("monitoring");      /* borrowed */
+    int used = 0;
+    for (int id = 0; sys_mon != NULL && id < 6 && !used; id++) {
+        PyObject *name = PyObject_CallMethod(sys_mon, "get_tool", "i", id);
+        used = name != NULL && name != Py_None;
+        Py_XDECREF(name);
+    }
+    PyErr_Clear();
+    return used;
+#else
+    return 0;
+#endif
 }
 
 static int
@@ -637,6 +706,9 @@ chkpt_resume_prepare(CheckpointObject *ck, PyObject *source,
          * the module runs whole, as under python (see tracing_names) */
         PyThreadState *ts = PyThreadState_Get();
         int traced = ts->c_tracefunc != NULL || ts->c_profilefunc != NULL;
+        if (!traced) {
+            traced = monitored();
+        }
         if (!traced) {
             traced = traces_itself(rs);
         }

@@ -278,6 +278,52 @@ def test_manual_only_takes_no_boundary_snapshots(tmp_path, python):
     assert "from the start" in resume_line(r.stderr)
 
 
+PROFILED = HEAD + """
+import cProfile, io, pstats, re
+prof = cProfile.Profile()
+prof.enable()
+FACTOR = 3
+a = stage1()
+b = stage2(a)
+prof.disable()
+out = io.StringIO()
+pstats.Stats(prof, stream=out).sort_stats("ncalls", "filename", "line").print_stats()
+print(sorted(l.split(maxsplit=5)[-1].rsplit("/", 1)[-1]
+             for l in out.getvalue().splitlines()[3:]
+             if re.match(r" *[0-9/]+ ", l)))
+print(b)
+"""
+
+
+def snapshot_count(d):
+    p = os.path.join(d, "checkpoints", "snapshots")
+    return len(os.listdir(p)) if os.path.exists(p) else 0
+
+
+def test_a_profiler_started_by_the_script_sees_what_python_shows(
+        tmp_path, python):
+    """A script that imports a profiler runs as one module: split, a
+    profile enabled at its top level would list each later statement as a
+    `<module>` call of its own. It takes no boundary snapshot; a script that
+    only has a variable called `trace` is split as any other."""
+    d = str(tmp_path)
+    write(os.path.join(d, "s.py"), PROFILED)
+    expected = plain(d)
+    assert "(<module>)" not in expected and "stage1" in expected
+    r = run_chkpt(["s.py"], d)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expected
+    assert snapshot_count(d) == 0
+    ran(d)
+    d2 = os.path.join(d, "other")
+    os.makedirs(d2)
+    write(os.path.join(d2, "s.py"), THREE_STAGES.replace(
+        "DIVISOR", "7").replace("FACTOR = 3", "FACTOR = 3\ntrace = []"))
+    r = run_chkpt(["s.py"], d2)
+    assert r.returncode == 0, r.stderr
+    assert snapshot_count(d2) > 0
+
+
 def test_statements_run_as_python_runs_the_module(tmp_path, python):
     """Split into statements, the module still behaves as one: docstring,
     __future__ flags, annotations, tracebacks and line numbers."""
