@@ -1,8 +1,10 @@
 """Cost of boundary snapshots (issue 17, --resume) on a script made of many
 short top-level statements: wall time under chkpt's defaults against plain
 python and against chkpt -f -1 (no boundary snapshots, the module run
-whole), median of interleaved runs; and how many boundary snapshots the
-default run took.
+whole), median of interleaved runs with the fastest and slowest; and how
+many boundary snapshots the default run took. The CPU time (user + system
+of the run and of the snapshot processes it reaped) is shown too: on a
+shared, loaded machine it varies far less than the wall time.
 
     python bench/bench_boundaries.py [--runs N] [--statements N]
 """
@@ -49,12 +51,17 @@ def main():
                             "-f", "-1", path],
         }
         times = {name: [] for name in cases}
+        cpu = {name: [] for name in cases}
         for _ in range(args.runs):
             for name, cmd in cases.items():          # interleaved
                 t = time.perf_counter()
-                subprocess.run(cmd, env=env, check=True,
-                               stdout=subprocess.DEVNULL)
+                p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+                _, status, ru = os.wait4(p.pid, 0)
+                p.returncode = os.waitstatus_to_exitcode(status)
+                if p.returncode != 0:
+                    sys.exit(f"{name} failed: {p.returncode}")
                 times[name].append(time.perf_counter() - t)
+                cpu[name].append(ru.ru_utime + ru.ru_stime)
         ls = subprocess.run(
             [sys.executable, "-c",
              "import chkpt, json, os, sys; print(json.dumps([s.meta.get("
@@ -63,11 +70,16 @@ def main():
             env=env, check=True, capture_output=True, text=True)
         boundaries = sum(1 for s in json.loads(ls.stdout) if s is not None)
     base = statistics.median(times["plain python"])
+    cbase = statistics.median(cpu["plain python"])
     print(f"python {sys.version.split()[0]}, {args.statements} short "
-          f"statements, {args.runs} interleaved runs, median wall time")
+          f"statements, {args.runs} interleaved runs, median (min-max) "
+          f"against plain python's median")
     for name, ts in times.items():
-        med = statistics.median(ts)
-        print(f"  {name:16s} {med:7.3f} s   {med / base:5.2f}x plain")
+        med, cmed = statistics.median(ts), statistics.median(cpu[name])
+        print(f"  {name:16s} wall {med:7.3f} s {med / base:5.2f}x "
+              f"({min(ts) / base:4.2f}-{max(ts) / base:4.2f})   "
+              f"cpu {cmed:7.3f} s {cmed / cbase:5.2f}x "
+              f"({min(cpu[name]) / cbase:4.2f}-{max(cpu[name]) / cbase:4.2f})")
     print(f"  boundary snapshots over all chkpt default runs: {boundaries}")
 
 

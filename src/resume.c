@@ -30,6 +30,7 @@
 #include "chkpt.h"
 #include "capture.h"
 #include "writer.h"
+#include <string.h>
 #include <unistd.h>
 
 #define RESUME_CAPSULE "chkpt.resume"
@@ -76,9 +77,12 @@ static const char *const tracing_modules[] = {
 };
 
 typedef struct {
-    PyObject *ast;                /* the ast module */
+    PyObject *ast;                /* the ast module, imported when needed
+                                     (ast.dump: fingerprints) */
     PyObject *cls[C_NCLS];
-    PyObject *sha256;             /* hashlib.sha256 */
+    PyObject *node_cls;           /* ast.AST, the base of the nodes */
+    PyObject *module_cls;         /* ast.Module */
+    PyObject *sha256;             /* hashlib.sha256, imported when needed */
     PyObject *tree;               /* ast.Module of the script */
     PyObject *stmts;              /* its body */
     PyObject *codes;              /* code of each statement, or None */
@@ -112,6 +116,8 @@ rs_free(PyObject *cap)
         Py_XDECREF(rs->cls[i]);
     }
     Py_XDECREF(rs->sha256);
+    Py_XDECREF(rs->node_cls);
+    Py_XDECREF(rs->module_cls);
     Py_XDECREF(rs->tree);
     Py_XDECREF(rs->stmts);
     Py_XDECREF(rs->codes);
@@ -147,11 +153,90 @@ is_funcdef(resume_state *rs, PyObject *node)
     return is_a(rs, node, C_FUNC) || is_a(rs, node, C_AFUNC);
 }
 
+/* The nodes directly under node (ast.iter_child_nodes, read from the
+ * nodes' _fields, so that splitting a script imports neither ast nor
+ * anything else the script would then find in sys.modules): a new list. */
+static PyObject *
+child_nodes(resume_state *rs, PyObject *node)
+{
+    PyObject *out = PyList_New(0);
+    PyObject *fields = out ? PyObject_GetAttrString(node, "_fields") : NULL;
+    Py_ssize_t n = fields && PyTuple_Check(fields) ? PyTuple_GET_SIZE(fields)
+                                                   : 0;
+    for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+        PyObject *v = PyObject_GetAttr(node, PyTuple_GET_ITEM(fields, i));
+        if (v == NULL) {
+            PyErr_Clear();              /* an optional field left unset */
+            continue;
+        }
+        int bad = 0;
+        if (PyObject_TypeCheck(v, (PyTypeObject *)rs->node_cls)) {
+            bad = PyList_Append(out, v) < 0;
+        }
+        else if (PyList_Check(v)) {
+            for (Py_ssize_t k = 0; !bad && k < PyList_GET_SIZE(v); k++) {
+                PyObject *e = PyList_GET_ITEM(v, k);
+                bad = PyObject_TypeCheck(e, (PyTypeObject *)rs->node_cls)
+                      && PyList_Append(out, e) < 0;
+            }
+        }
+        Py_DECREF(v);
+        if (bad) {
+            Py_CLEAR(out);
+        }
+    }
+    Py_XDECREF(fields);
+    return out;
+}
+
+/* node and every node under it, breadth first (ast.walk): a new list. */
+static PyObject *
+walk_nodes(resume_state *rs, PyObject *node)
+{
+    PyObject *all = PyList_New(0);
+    if (all == NULL || PyList_Append(all, node) < 0) {
+        Py_XDECREF(all);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(all); i++) {
+        PyObject *kids = child_nodes(rs, PyList_GET_ITEM(all, i));
+        Py_ssize_t end = PyList_GET_SIZE(all);
+        if (kids == NULL
+            || PyList_SetSlice(all, end, end, kids) < 0) {
+            Py_XDECREF(kids);
+            Py_DECREF(all);
+            return NULL;
+        }
+        Py_DECREF(kids);
+    }
+    return all;
+}
+
 /* ---- fingerprints ---- */
+
+/* ast and hashlib, for the fingerprints: imported only where they are
+ * computed (a boundary snapshot's child, --resume). 0 or -1. */
+static int
+need_hashing(resume_state *rs)
+{
+    if (rs->sha256 != NULL) {
+        return 0;
+    }
+    if (rs->ast == NULL && (rs->ast = PyImport_ImportModule("ast")) == NULL) {
+        return -1;
+    }
+    PyObject *hashlib = PyImport_ImportModule("hashlib");
+    rs->sha256 = hashlib ? PyObject_GetAttrString(hashlib, "sha256") : NULL;
+    Py_XDECREF(hashlib);
+    return rs->sha256 != NULL ? 0 : -1;
+}
 
 static PyObject *
 sha_hex(resume_state *rs, PyObject *text)
 {
+    if (need_hashing(rs) < 0) {
+        return NULL;
+    }
     PyObject *b = PyUnicode_AsUTF8String(text);
     PyObject *h = b ? PyObject_CallOneArg(rs->sha256, b) : NULL;
     Py_XDECREF(b);
@@ -171,9 +256,10 @@ sha_hex(resume_state *rs, PyObject *text)
 static PyObject *
 fingerprint_of(resume_state *rs, PyObject *node, int own_body)
 {
-    PyObject *walk = PyObject_CallMethod(rs->ast, "walk", "O", node);
-    PyObject *all = walk ? PySequence_List(walk) : NULL;
-    Py_XDECREF(walk);
+    if (need_hashing(rs) < 0) {
+        return NULL;
+    }
+    PyObject *all = walk_nodes(rs, node);
     PyObject *saved = all ? PyList_New(0) : NULL;
     PyObject *empty = saved ? PyList_New(0) : NULL;
     PyObject *result = NULL;
@@ -232,10 +318,7 @@ static int
 collect_defs(resume_state *rs, PyObject *node, PyObject *prefix,
              PyObject *out)
 {
-    PyObject *kids = PyObject_CallMethod(rs->ast, "iter_child_nodes", "O",
-                                         node);
-    PyObject *list = kids ? PySequence_List(kids) : NULL;
-    Py_XDECREF(kids);
+    PyObject *list = child_nodes(rs, node);
     if (list == NULL) {
         return -1;
     }
@@ -489,7 +572,7 @@ compile_statements(resume_state *rs)
 {
     PyObject *bi = PyEval_GetBuiltins();                /* borrowed */
     PyObject *compile = bi ? PyDict_GetItemString(bi, "compile") : NULL;
-    PyObject *modcls = PyObject_GetAttrString(rs->ast, "Module");
+    PyObject *modcls = Py_NewRef(rs->module_cls);
     int flags = future_flags(rs->stmts, rs);
     if (compile == NULL || modcls == NULL || flags < 0) {
         Py_XDECREF(modcls);
@@ -562,9 +645,7 @@ name_in(PyObject *v, const char *const *list, int top)
 static int
 traces_itself(resume_state *rs)
 {
-    PyObject *walk = PyObject_CallMethod(rs->ast, "walk", "O", rs->tree);
-    PyObject *all = walk ? PySequence_List(walk) : NULL;
-    Py_XDECREF(walk);
+    PyObject *all = walk_nodes(rs, rs->tree);
     if (all == NULL) {
         return -1;
     }
@@ -600,8 +681,55 @@ traces_itself(resume_state *rs)
     return found;
 }
 
-/* 1 when a sys.monitoring tool is in use (a debugger or coverage on
- * 3.12+ that started before the script), 0 not; never an error. */
+/* The node classes resume reads (cls_names), taken from the tree of a
+ * snippet that has one of each: the ast module itself is not imported. */
+static int
+node_classes(resume_state *rs)
+{
+    static const char snippet[] =
+        "def f(): pass\nasync def g(): pass\nclass C: pass\n'd'\n"
+        "import a\nfrom b import c\nx\nlambda: 0\npass\nglobal q\na.b\n";
+    PyObject *src = PyBytes_FromString(snippet);
+    PyObject *name = src ? PyUnicode_FromString("<chkpt>") : NULL;
+    PyObject *tree = name ? parse_source(src, name) : NULL;
+    Py_XDECREF(src);
+    Py_XDECREF(name);
+    if (tree == NULL) {
+        return -1;
+    }
+    rs->module_cls = Py_NewRef((PyObject *)Py_TYPE(tree));
+    /* Module -> mod -> AST */
+    PyTypeObject *base = Py_TYPE(tree)->tp_base;
+    rs->node_cls = base && base->tp_base ? Py_NewRef((PyObject *)base->tp_base)
+                                         : NULL;
+    PyObject *all = rs->node_cls ? walk_nodes(rs, tree) : NULL;
+    Py_DECREF(tree);
+    if (all == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(all); k++) {
+        PyTypeObject *tp = Py_TYPE(PyList_GET_ITEM(all, k));
+        const char *dot = strrchr(tp->tp_name, '.');
+        const char *short_name = dot ? dot + 1 : tp->tp_name;
+        for (int i = 0; i < C_NCLS; i++) {
+            if (rs->cls[i] == NULL && strcmp(short_name, cls_names[i]) == 0) {
+                rs->cls[i] = Py_NewRef((PyObject *)tp);
+            }
+        }
+    }
+    Py_DECREF(all);
+    for (int i = 0; i < C_NCLS; i++) {
+        if (rs->cls[i] == NULL) {
+            PyErr_Format(PyExc_RuntimeError, "no ast.%s", cls_names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* 1 when a sys.monitoring tool other than chkpt's is in use (a debugger
+ * or coverage on 3.12+ that started before the script), 0 not; never an
+ * error. */
 static int
 monitored(void)
 {
@@ -610,7 +738,10 @@ monitored(void)
     int used = 0;
     for (int id = 0; sys_mon != NULL && id < 6 && !used; id++) {
         PyObject *name = PyObject_CallMethod(sys_mon, "get_tool", "i", id);
-        used = name != NULL && name != Py_None;
+        /* chkpt's own (hooks.c) is in place already under -m */
+        used = name != NULL && name != Py_None
+               && !(PyUnicode_Check(name)
+                    && PyUnicode_CompareWithASCIIString(name, "chkpt") == 0);
         Py_XDECREF(name);
     }
     PyErr_Clear();
@@ -623,18 +754,8 @@ monitored(void)
 static int
 rs_init(resume_state *rs, PyObject *source, PyObject *filename)
 {
-    rs->ast = PyImport_ImportModule("ast");
-    PyObject *hashlib = rs->ast ? PyImport_ImportModule("hashlib") : NULL;
-    rs->sha256 = hashlib ? PyObject_GetAttrString(hashlib, "sha256") : NULL;
-    Py_XDECREF(hashlib);
-    if (rs->sha256 == NULL) {
+    if (node_classes(rs) < 0) {
         return -1;
-    }
-    for (int i = 0; i < C_NCLS; i++) {
-        rs->cls[i] = PyObject_GetAttrString(rs->ast, cls_names[i]);
-        if (rs->cls[i] == NULL) {
-            return -1;
-        }
     }
     rs->filename = Py_NewRef(filename);
     rs->tree = parse_source(source, filename);
@@ -1220,9 +1341,7 @@ definition_names(resume_state *rs, PyObject *s, PyObject *out)
 static int
 used_names(resume_state *rs, PyObject *node, PyObject *out, int only_funcs)
 {
-    PyObject *walk = PyObject_CallMethod(rs->ast, "walk", "O", node);
-    PyObject *all = walk ? PySequence_List(walk) : NULL;
-    Py_XDECREF(walk);
+    PyObject *all = walk_nodes(rs, node);
     if (all == NULL) {
         return -1;
     }
