@@ -32,6 +32,7 @@ exact=tests/exact/test_exact.py::test_same_as_python
   tests/test_api.py tests/test_capture.py tests/test_load_anywhere.py tests/test_verbs.py \
   tests/test_cli.py tests/test_hostile.py tests/test_store_robustness.py \
   tests/test_tracked.py tests/test_promises.py tests/test_hypothesis.py \
+  tests/test_resume.py \
   "$exact[pickle_copy-manual]" "$exact[pickle_copy-every_line]" \
   "$exact[uncaught_chained-snapshot]" "$exact[keyboard_interrupt_signal-every_line]" \
   "$exact[signal_handlers-every_line]" "$exact[thread_exception-every_line]" \
