@@ -32,6 +32,21 @@
 #include <xxhash.h>
 #include <zstd.h>
 
+/* libxxhash built with its x86 dispatcher (Debian's is) has AVX2/AVX-512
+ * variants of XXH3 behind *_dispatch: hashing a chunk that is not in the
+ * CPU cache then goes at memory speed, twice the SSE2 default's (it is most
+ * of chkpt.load's time). Weak, so a libxxhash without them still links and
+ * the plain functions are used. */
+#if defined(__x86_64__) && defined(__has_include)
+#if __has_include(<xxh_x86dispatch.h>)
+#define XXH_DISPATCH_DISABLE_REPLACE
+#include <xxh_x86dispatch.h>
+#pragma weak XXH3_64bits_dispatch
+#pragma weak XXH3_128bits_dispatch
+#define CHKPT_XXH_DISPATCH 1
+#endif
+#endif
+
 #define FORMAT_PREFIX "chkpt-store "
 #define MANIFEST_MAGIC "CHKPTSNP"       /* 8 bytes */
 #define MANIFEST_VERSION 1
@@ -215,11 +230,32 @@ hash_of_hex(const char *hex, unsigned char *h)
     return 0;
 }
 
+static XXH64_hash_t
+hash64(const void *data, size_t len)
+{
+#ifdef CHKPT_XXH_DISPATCH
+    if (XXH3_64bits_dispatch != NULL) {
+        return XXH3_64bits_dispatch(data, len);
+    }
+#endif
+    return XXH3_64bits(data, len);
+}
+
 static void
 hash128(const void *data, size_t len, unsigned char *out)
 {
     XXH128_canonical_t c;
-    XXH128_canonicalFromHash(&c, XXH3_128bits(data, len));
+    XXH128_hash_t h;
+#ifdef CHKPT_XXH_DISPATCH
+    if (XXH3_128bits_dispatch != NULL) {
+        h = XXH3_128bits_dispatch(data, len);
+    }
+    else
+#endif
+    {
+        h = XXH3_128bits(data, len);
+    }
+    XXH128_canonicalFromHash(&c, h);
     memcpy(out, c.digest, HASH_LEN);
 }
 
@@ -848,7 +884,7 @@ make_trailer(unsigned char *t, int comp, uint64_t raw_len,
     put_u16(t + 6, 0);
     put_u64(t + 8, raw_len);
     put_u64(t + 16, stored_len);
-    put_u64(t + 24, XXH3_64bits(stored, (size_t)stored_len));
+    put_u64(t + 24, hash64(stored, (size_t)stored_len));
     put_u64(t + 32, XXH3_64bits(t, 32));
 }
 
@@ -1640,7 +1676,7 @@ read_zstd_chunk(chkpt_snapreader *r, int fd, const trailer *tr,
         return rc;
     }
     /* Check before decompressing: never feed damaged bytes to zstd. */
-    if (SUM_MISMATCH(XXH3_64bits(r->zbuf, (size_t)tr->stored_len)
+    if (SUM_MISMATCH(hash64(r->zbuf, (size_t)tr->stored_len)
                      != tr->stored_hash)) {
         *why = "checksum mismatch";
         return FETCH_DAMAGED;
