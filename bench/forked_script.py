@@ -117,6 +117,7 @@ def main():
         os.fsync(fd)
         os.close(fd)
         out["disk"].append(time.perf_counter() - t)
+        del a   # else the next snapshots hold it too (as a7), pickle not
         os.unlink(raw)
         # loaded later by bench_forked.py, each in a fresh process
         out["loads"].append([info.path, pkl])

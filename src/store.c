@@ -1631,7 +1631,10 @@ read_trailer(int fd, uint64_t want, const char *path, trailer *tr,
     return *why != NULL ? FETCH_DAMAGED : FETCH_OK;
 }
 
-/* A raw chunk: its whole pages mapped when map, the rest read. */
+/* A raw chunk: its whole pages mapped when map, the rest read. Each
+ * mapped chunk is a mapping of its own: past the process's limit on them
+ * (vm.max_map_count, 65530 by default: 64 GiB of chunks), mmap fails with
+ * ENOMEM and the chunk is read into the reserved region instead. */
 static int
 read_raw_chunk(const chkpt_snapreader *r, int fd, unsigned char *dst,
                uint64_t want, int map, const char *path, const char **why,
@@ -1641,8 +1644,11 @@ read_raw_chunk(const chkpt_snapreader *r, int fd, unsigned char *dst,
     if (whole > 0
         && mmap(dst, whole, PROT_READ | PROT_WRITE,
                 MAP_PRIVATE | MAP_FIXED, fd, 0) == MAP_FAILED) {
-        sys_err(err, errlen, "cannot map chunk", path);
-        return FETCH_FAILED;
+        if (errno != ENOMEM) {
+            sys_err(err, errlen, "cannot map chunk", path);
+            return FETCH_FAILED;
+        }
+        whole = 0;
     }
     return pread_chunk(fd, dst + whole, (size_t)want - whole, whole, path,
                        why, err, errlen);
