@@ -1767,8 +1767,8 @@ check_chunk(const chkpt_snapreader *r, size_t si, uint64_t k,
  * cache, mapping one 1 MiB file after another reads each with a synchronous
  * fault (chkpt.load took 1.9x pickle.load's time, whose single file gets the
  * kernel's sequential readahead). The descriptors wait in a ring for
- * fetch_chunk. A chunk that cannot be opened ahead is opened again by
- * fetch_chunk, which then says why it cannot. */
+ * place_chunk. A chunk that cannot be opened ahead is opened again by
+ * place_chunk, which then says why it cannot. */
 #define READAHEAD 16
 #define MAP_BATCH 16            /* chunks mapped, then checked, together */
 #ifndef MADV_POPULATE_READ
