@@ -8,7 +8,10 @@ either side. Before each load, the page cache is put in the same state for
 both sides: "warm" reads every file of both sides (the snapshot's manifest
 and chunks, the pickle file) so both are fully cached; "cold" writes them
 back and evicts them (fsync + POSIX_FADV_DONTNEED), so both read from disk.
-The two sides alternate which goes first, pair after pair.
+The two sides alternate which goes first, pair after pair. Each pair's
+ratio is printed too, and the ratio of the CPU time the loads took (user +
+system): on a machine shared with other work, it moves less than the wall
+time does.
 
     python bench/load_compare.py chkpt|pickle PATH     (one timed load)
 """
@@ -61,7 +64,7 @@ def timed_load(kind, path):
 def compare(pairs, repeats=2, cold=False):
     """pairs: (manifest, pickle file) of the same variables. Returns
     {"chkpt": [s], "pickle": [s], "ratio": [chkpt/pickle of each pair]}."""
-    out = {"chkpt": [], "pickle": [], "ratio": []}
+    out = {"chkpt": [], "pickle": [], "ratio": [], "cpu_ratio": []}
     prepare = evict if cold else warm
     n = 0
     for manifest, pkl in pairs:
@@ -82,6 +85,7 @@ def compare(pairs, repeats=2, cold=False):
                 out[kind].append(got[kind]["seconds"])
             out["ratio"].append(got["chkpt"]["seconds"]
                                 / got["pickle"]["seconds"])
+            out["cpu_ratio"].append(got["chkpt"]["cpu"] / got["pickle"]["cpu"])
     return out
 
 
@@ -93,7 +97,8 @@ def rows(r, label, target=""):
         (f"chkpt.load ({label})", r["chkpt"],
          f"{med(r['chkpt']) / med(r['pickle']):.3f}x pickle.load "
          f"(pairs: median {med(r['ratio']):.3f}x, "
-         f"[{min(r['ratio']):.3f} .. {max(r['ratio']):.3f}]){target}"),
+         f"[{min(r['ratio']):.3f} .. {max(r['ratio']):.3f}]; CPU time "
+         f"{med(r['cpu_ratio']):.3f}x){target}"),
     ]
 
 
@@ -105,6 +110,7 @@ def main():
     import numpy  # noqa: F401  (both sides need it; not on the clock)
 
     import chkpt
+    c = time.process_time()
     t = time.perf_counter()
     if kind == "chkpt":
         loaded = chkpt.load(path)
@@ -112,8 +118,10 @@ def main():
         with open(path, "rb") as f:
             loaded = pickle.load(f)
     seconds = time.perf_counter() - t
+    cpu = time.process_time() - c
     print(json.dumps({
         "seconds": seconds,
+        "cpu": cpu,
         "names": sorted(loaded),
         "writable": sorted(n for n, v in loaded.items()
                            if getattr(v, "flags", None) is not None
