@@ -44,6 +44,8 @@ def main():
     with open(path, "wb") as f:
         pickle.dump(variables(), f)
     out["pickle_dump"] = time.perf_counter() - t
+    with open(path, "rb") as f:     # written back now, not during snapshots
+        os.fsync(f.fileno())
 
     t = time.perf_counter()
     info = ck.snapshot("first")
