@@ -21,12 +21,16 @@
  * the script calls sys.settrace.
  *
  * -f 0 keeps the hook armed for good (a snapshot per executed line of the
- * script); -f -1 never arms it (manual snapshots only).
+ * script); -f -1 never arms it (manual snapshots only). -f auto has no
+ * period: the timer sleeps until the time the writer's budget gives
+ * (writer.c, budget.h), and the pending call asks again before it arms,
+ * since the children's costs are learnt as they are reaped.
  *
  * The timer thread blocks every signal, and is not alive while the script's
  * own os.fork() or os.forkpty() runs (see "the script's own fork").
  */
 #include "chkpt.h"
+#include "budget.h"
 #include "writer.h"
 #include <errno.h>
 #include <pthread.h>
@@ -50,10 +54,13 @@ typedef struct {
     pthread_cond_t cond;
     int stop;                      /* under mutex */
     int restart;                   /* under mutex: a snapshot just ended */
-    long long period_ms;           /* under mutex: 0 = no timer */
+    long long period_ms;           /* under mutex: 0 = no timer,
+                                      CHKPT_FREQUENCY_AUTO: due_at */
     long long tick_period;         /* under mutex: the period next_tick is for */
     double next_tick;              /* under mutex: monotonic s, 0 = none; kept
                                       while the timer is stopped for a fork */
+    double due_at;                 /* under mutex: -f auto's next time */
+    double run_start;              /* monotonic s the hooks were installed */
     atomic_int pending;            /* pending calls queued, not yet run */
     atomic_int arm_pending;        /* an arming request is queued */
     double budget_deadline;        /* under mutex: monotonic s, 0 = none */
@@ -388,6 +395,34 @@ in_forked_child(hooks_state *h)
 
 /* ---- the timer thread ---- */
 
+/* -f auto: the timer wakes at due_at (the start over of timer_main). */
+static void
+set_due(hooks_state *h, double due)
+{
+    pthread_mutex_lock(&h->mutex);
+    h->due_at = due;
+    h->restart = 1;
+    pthread_cond_signal(&h->cond);
+    pthread_mutex_unlock(&h->mutex);
+}
+
+/* Under -f auto, does the next snapshot fit the budget now? If not, the
+ * timer is set for when it will. Always 1 under the other frequencies.
+ * Main thread, GIL held. */
+static int
+budget_allows(hooks_state *h)
+{
+    if (h->ck->frequency_ms != CHKPT_FREQUENCY_AUTO) {
+        return 1;
+    }
+    double due = chkpt_writer_next_auto(h->ck, h->run_start);
+    if (due <= chkpt_monotonic()) {
+        return 1;
+    }
+    set_due(h, due);
+    return 0;
+}
+
 /* Runs on the main thread between two bytecodes, like a signal handler:
  * what it raises (only what belongs to the script, see take_auto_snapshot)
  * surfaces there. */
@@ -398,12 +433,13 @@ pending_arm(void *arg)
     int rc = 0;
     /* the frequency may have changed since the request was posted */
     if (!in_forked_child(h) && atomic_load(&h->active) && !h->ck->in_snapshot
-        && h->ck->frequency_ms >= 0
-        && PyThread_get_thread_ident() == h->main_thread) {
+        && h->ck->frequency_ms != -1
+        && PyThread_get_thread_ident() == h->main_thread
+        && budget_allows(h)) {
         if (!foreign_tracer()) {
             arm(h);
         }
-        else if (h->ck->frequency_ms > 0) {
+        else if (h->ck->frequency_ms != 0) {
             /* the script's tracer wins: snapshot where the script is */
             disarm(h);
             rc = take_auto_snapshot(h->ck, NULL);
@@ -525,6 +561,11 @@ restart_period(hooks_state *h)
     if (h == NULL || in_forked_child(h)) {
         return;
     }
+    if (h->ck->frequency_ms == CHKPT_FREQUENCY_AUTO) {
+        /* a child was just started: the timer looks again once it ended */
+        set_due(h, chkpt_writer_next_auto(h->ck, h->run_start));
+        return;
+    }
     pthread_mutex_lock(&h->mutex);
     h->restart = 1;
     pthread_cond_signal(&h->cond);
@@ -543,7 +584,9 @@ timer_main(void *arg)
             h->tick_period = h->period_ms;
             h->restart = 0;
             h->next_tick = h->tick_period > 0
-                           ? now + (double)h->tick_period / 1000.0 : 0;
+                           ? now + (double)h->tick_period / 1000.0
+                           : h->tick_period == CHKPT_FREQUENCY_AUTO
+                           ? h->due_at : 0;
         }
         double wake = h->next_tick;
         if (h->budget_deadline > 0 && (wake == 0 || h->budget_deadline < wake)) {
@@ -572,7 +615,11 @@ timer_main(void *arg)
             post_request(h, pending_interrupt);
         }
         if (h->next_tick > 0 && now >= h->next_tick) {
-            h->next_tick = now + (double)h->tick_period / 1000.0;
+            /* -f auto: the request sets the next time; this one is in case
+             * it never runs (a queue full) */
+            h->next_tick = now + (h->tick_period > 0
+                                  ? (double)h->tick_period / 1000.0
+                                  : CHKPT_AUTO_MIN_INTERVAL);
             post_request(h, pending_arm);
         }
     }
@@ -788,7 +835,8 @@ chkpt_hooks_budget_stop(CheckpointObject *ck)
 static long long
 timer_period(CheckpointObject *ck)
 {
-    return ck->frequency_ms > 0 ? ck->frequency_ms : 0;
+    return ck->frequency_ms > 0 || ck->frequency_ms == CHKPT_FREQUENCY_AUTO
+           ? ck->frequency_ms : 0;
 }
 
 int
@@ -800,6 +848,8 @@ chkpt_hooks_reconfigure(CheckpointObject *ck)
     }
     pthread_mutex_lock(&h->mutex);
     h->period_ms = timer_period(ck);
+    /* a change to auto: the pending call then asks the budget */
+    h->due_at = chkpt_monotonic() + CHKPT_AUTO_MIN_INTERVAL;
     pthread_cond_signal(&h->cond);
     pthread_mutex_unlock(&h->mutex);
     if (ck->frequency_ms == 0) {
@@ -834,6 +884,10 @@ chkpt_hooks_install(CheckpointObject *ck)
     pthread_cond_init(&h->cond, NULL);
     h->period_ms = timer_period(ck);
     h->tick_period = -1;
+    h->run_start = chkpt_monotonic();
+    /* -f auto asks the budget first a second in: a shorter script takes
+     * no automatic snapshot, and one that is still starting up is small */
+    h->due_at = h->run_start + CHKPT_AUTO_MIN_INTERVAL;
     ck->hooks = h;
 #if USE_MONITORING
     if (monitoring_install(h) < 0) {
@@ -846,7 +900,7 @@ chkpt_hooks_install(CheckpointObject *ck)
     wrap_fork();
     if (start_timer(h) < 0) {
         chkpt_warn("cannot start the timer thread; automatic snapshots "
-                   "every %lld ms are off", ck->frequency_ms);
+                   "are off");
     }
     if (ck->frequency_ms == 0) {
         arm(h);

@@ -35,6 +35,7 @@
  */
 #include "writer.h"
 #include "base.h"
+#include "budget.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -42,6 +43,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -64,6 +66,8 @@ typedef struct {
     uint32_t len;               /* bytes of report */
     uint32_t cur_len;           /* bytes of cur, 0 outside an object */
     uint32_t budget_ms;         /* the budget of the object in cur */
+    double wall;                /* seconds the child lived (budget.c) */
+    uint64_t wbytes;            /* bytes it wrote */
     char cur[CUR_MAX];          /* JSON of [no-retry key, label] */
     char report[];              /* JSON of the report dict */
 } child_page;
@@ -75,6 +79,8 @@ typedef struct {
     double started;             /* monotonic */
     child_page *page;           /* mapped once, reused */
     PyObject *info;             /* the PendingInfo handed out, or NULL */
+    double clone_s;             /* the script's pause to create it */
+    long long rss;              /* the script's private memory then */
 } writer_job;
 
 typedef struct {
@@ -97,6 +103,7 @@ typedef struct {
     PyFrameObject *main_frame;  /* the script's bottom frame, or NULL */
     int warned_memory;
     int warned_clone;
+    chkpt_budget budget;        /* what the children cost (-f auto) */
 } writer_state;
 
 /* Set once, in a writer child only, right after the clone: a fact about
@@ -526,12 +533,23 @@ report_death(CheckpointObject *ck, writer_job *j, int status)
 /* The child of job j ended (status from waitpid; -1 if it could not be
  * had): settle its info and apply what it reported. */
 static void
-finish_job(CheckpointObject *ck, writer_job *j, int status)
+finish_job(CheckpointObject *ck, writer_job *j, int status,
+           const struct rusage *ru)
 {
     chkpt_saved_error saved;
     chkpt_error_save(&saved);
     PyObject *path = NULL;
     child_page *pg = j->page;
+    writer_state *w = (writer_state *)ck->writer;
+    if (w != NULL) {
+        double cpu = ru == NULL ? 0 : (double)ru->ru_utime.tv_sec
+            + ru->ru_utime.tv_usec * 1e-6 + (double)ru->ru_stime.tv_sec
+            + ru->ru_stime.tv_usec * 1e-6;
+        int reported = pg->done && pg->wall > 0;
+        double wall = reported ? pg->wall : chkpt_monotonic() - j->started;
+        chkpt_budget_account(&w->budget, j->started, j->rss, cpu + j->clone_s,
+                             wall + j->clone_s, reported ? pg->wbytes : 0);
+    }
     if (pg->done && pg->len > 0 && pg->len <= REPORT_MAX) {
         PyObject *rep = json_read(ck, pg->report, pg->len);
         if (rep != NULL && PyDict_Check(rep)) {
@@ -554,14 +572,15 @@ static int
 poll_job(CheckpointObject *ck, writer_job *j)
 {
     int status = 0;
-    pid_t r = waitpid(j->pid, &status, WNOHANG | __WCLONE);
+    struct rusage ru;
+    pid_t r = wait4(j->pid, &status, WNOHANG | __WCLONE, &ru);
     if (r == 0) {
         return 0;
     }
     if (r < 0 && errno == EINTR) {
         return 0;
     }
-    finish_job(ck, j, r == j->pid ? status : -1);
+    finish_job(ck, j, r == j->pid ? status : -1, r == j->pid ? &ru : NULL);
     return 1;
 }
 
@@ -658,6 +677,26 @@ chkpt_writer_wait(CheckpointObject *ck)
     return wait_jobs(ck, w, NULL, 0, 0, 1) < 0 ? -1 : 0;
 }
 
+double
+chkpt_writer_next_auto(CheckpointObject *ck, double run_start)
+{
+    double now = chkpt_monotonic();
+    writer_state *w = get_state(ck);
+    if (w == NULL) {
+        PyErr_Clear();
+        return now + CHKPT_AUTO_MIN_INTERVAL;
+    }
+    if (w->in_child) {
+        return now + CHKPT_AUTO_MIN_INTERVAL;
+    }
+    adopt_after_fork(w);
+    chkpt_writer_poll(ck);
+    if (in_flight(w) > 0) {
+        return now + CHKPT_WRITER_AUTO_POLL;    /* its cost is not known yet */
+    }
+    return chkpt_budget_next(&w->budget, run_start);
+}
+
 static void note_main_frame(CheckpointObject *ck, writer_state *w,
                             PyFrameObject *frame, int walk);
 
@@ -716,6 +755,9 @@ chkpt_writer_finish(CheckpointObject *ck)
     if (w->skipped > 0 && ck->verbosity > 0) {
         chkpt_warn("%llu automatic snapshot(s) skipped: %d were being written",
                    w->skipped, CHKPT_WRITER_MAX_CHILDREN);
+    }
+    if (ck->verbosity > 0) {
+        chkpt_budget_report(&w->budget);
     }
     /* the state's type refers to the module, whose state refers to ck: a
      * cycle through C that would keep the script's __main__ alive past its
@@ -1125,11 +1167,29 @@ child_report(CheckpointObject *ck, writer_job *j, PyObject *rep)
     j->page->done = 1;
 }
 
+/* Bytes this process wrote (wchar of /proc/self/io), 0 unknown. */
+static uint64_t
+written_bytes(void)
+{
+    FILE *f = fopen("/proc/self/io", "re");
+    if (f == NULL) {
+        return 0;
+    }
+    char line[128];
+    unsigned long long n = 0;
+    while (fgets(line, sizeof(line), f) != NULL
+           && sscanf(line, "wchar: %llu", &n) != 1) {
+    }
+    fclose(f);
+    return (uint64_t)n;
+}
+
 /* The child's whole life; never returns. */
 static void
 child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
            PyFrameObject *frame, const char *kind, PyObject *name)
 {
+    double born = chkpt_monotonic();
     w->in_child = 1;
     writer_child_process = 1;
     j->pid = -1;                /* marks the child's own job */
@@ -1201,6 +1261,10 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
     }
     Py_XDECREF(r);
     PyErr_Clear();
+    if (path != NULL && path != Py_None && strcmp(kind, "auto") == 0) {
+        chkpt_budget_keep_auto(ck, chkpt_budget_keep_value(ck));
+        PyErr_Clear();
+    }
     PyObject *added_list = set_added(ck->warned, warned_before);
     PyObject *once_list = set_added(ck->warned_once, once_before);
     PyObject *retry_list = set_added(ck->no_retry, retry_before);
@@ -1215,6 +1279,8 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
         "no_retry", retry_list ? retry_list : Py_None,
         "deferred", ddelta ? ddelta : Py_None,
         "store_failed", ck->store_failed && !store_failed_before);
+    j->page->wbytes = written_bytes();
+    j->page->wall = chkpt_monotonic() - born;
     if (rep != NULL) {
         child_report(ck, j, rep);
     }
@@ -1363,6 +1429,10 @@ chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
     j->page->done = 0;
     j->page->len = 0;
     j->page->cur_len = 0;
+    j->page->wall = 0;
+    j->page->wbytes = 0;
+    j->rss = chkpt_budget_private_memory();
+    double clone_at = chkpt_monotonic();
     /* exit signal 0 and no CLONE_* flag: a copy of this process that only
      * __WCLONE waits see */
     long pid = syscall(SYS_clone, 0L, NULL, NULL, NULL, NULL);
@@ -1378,6 +1448,7 @@ chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
     }
     j->pid = (pid_t)pid;
     j->started = chkpt_monotonic();
+    j->clone_s = j->started - clone_at;
     w->coalesced_at = 0;        /* this one covers any request before it */
     j->info = Py_NewRef(info);
     ck->seq++;

@@ -29,6 +29,13 @@
  * belongs to the script. */
 PyObject *chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
                                const char *kind, PyObject *name, int *handled);
+/* -f auto: while a child is in flight, how often (seconds) the hooks look
+ * whether it ended, to learn its cost. */
+#define CHKPT_WRITER_AUTO_POLL 0.25
+/* -f auto: the monotonic time from which the next automatic snapshot fits
+ * the budget (budget.h); run_start: when the run began. Reaps the children
+ * that ended. Main thread, GIL held. */
+double chkpt_writer_next_auto(CheckpointObject *ck, double run_start);
 /* Reaps the children that ended (never blocks). */
 void chkpt_writer_poll(CheckpointObject *ck);
 /* ck.wait(): until every snapshot started so far has ended. 0, or -1 with
