@@ -58,6 +58,7 @@
 #define CUR_MAX 4000                    /* the object being pickled */
 #define CHILD_KILL_GRACE 2.0            /* after an object's budget: SIGKILL */
 #define CHILD_SETUP_SECONDS 10.0        /* the child's set-up, before its capture */
+#define EXIT_TIMEOUT_WORDS "60 s"       /* CHKPT_WRITER_EXIT_TIMEOUT, said */
 
 /* What a child shares with its parent. Read by the parent only after the
  * child has ended (waitpid orders the accesses). */
@@ -724,9 +725,10 @@ take_coalesced(CheckpointObject *ck, writer_state *w)
                            chkpt_monotonic() + CHKPT_WRITER_EXIT_TIMEOUT, 1);
         if (rc <= 0) {
             PyErr_Clear();
-            chkpt_warn("%d snapshot(s) still being written at exit%s; they "
-                       "finish on their own", in_flight(w),
-                       rc == 0 ? " after waiting the exit timeout" : "");
+            /* the child dies with the script (PR_SET_PDEATHSIG) */
+            chkpt_warn("%d snapshot(s) still being written at exit given up "
+                       "after %s", in_flight(w), rc == 0
+                       ? "waiting " EXIT_TIMEOUT_WORDS : "an interruption");
         }
     }
 }
@@ -746,9 +748,10 @@ chkpt_writer_finish(CheckpointObject *ck)
                           chkpt_monotonic() + CHKPT_WRITER_EXIT_TIMEOUT, 1);
         if (r <= 0) {
             PyErr_Clear();
-            chkpt_warn("%d snapshot(s) still being written at exit%s; they "
-                       "finish on their own", in_flight(w),
-                       r == 0 ? " after waiting the exit timeout" : "");
+            /* the child dies with the script (PR_SET_PDEATHSIG) */
+            chkpt_warn("%d snapshot(s) still being written at exit given up "
+                       "after %s", in_flight(w), r == 0
+                       ? "waiting " EXIT_TIMEOUT_WORDS : "an interruption");
         }
     }
     take_coalesced(ck, w);

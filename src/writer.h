@@ -18,7 +18,8 @@
 /* Seconds a child may spend writing and syncing after its capture's own
  * budget (CHKPT_SNAPSHOT_TIME_BUDGET) before it is given up. */
 #define CHKPT_WRITER_IO_SECONDS 90.0
-/* Seconds the end of the run waits for snapshots still being written. */
+/* Seconds the end of the run waits for snapshots still being written (a
+ * snapshot still being written then dies with the script, README). */
 #define CHKPT_WRITER_EXIT_TIMEOUT 60.0
 
 /* Takes the snapshot in a child. Sets *handled to 0 when the caller should
