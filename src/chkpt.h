@@ -3,7 +3,8 @@
  * Layers, bottom to top. A file calls only into lower layers, never into
  * its own layer or above, with one exception said below (capture.c and
  * hooks.c). Headers: store.h (layer 0), base.h (1), capture.h (what
- * capture.c takes from layer 3), this file (the rest).
+ * capture.c takes from layer 3), budget.h (budget.c's, for writer.c and
+ * hooks.c), this file (the rest).
  *
  *   0 store.c      the on-disk store (pure C, no Python; see store.h)
  *     pickle_refs.c the globals a pickle names, from its opcodes (pure C,
@@ -20,6 +21,8 @@
  *                  for load.c
  *     syspath.c    the sys.path entries the script added: recorded in each
  *                  snapshot, appended again when loading
+ *     budget.c     what the snapshot processes cost, when -f auto may take
+ *                  the next automatic snapshot, --keep-auto (budget.h)
  *   4 capture.c    takes a snapshot of a frame, step by step (capture_ctx):
  *                  selects its variables, pickles them (protocol 5,
  *                  out-of-band buffers), writes them to the store

@@ -129,10 +129,19 @@ def test_frequency_auto_can_be_set_and_read(tmp_path):
             ck.frequency = "often"
         except TypeError as e:
             print("TypeError")
+        import time
+        import numpy as np
+        state = np.ones(1 << 18)
+        t = time.monotonic()
+        while time.monotonic() - t < 3:
+            state[0] += 1
+            time.sleep(0.01)
     """)
     r = run_chkpt(["-f", "-1", "-o", "ck", "job.py"], tmp_path)
     assert r.stdout.split("\n")[:4] == ["-1 auto", "100", "auto frequency='auto'",
                                         "TypeError"], r.stderr
+    # switched to auto while running, automatic snapshots start
+    assert len(autos(tmp_path / "ck")) >= 1
 
 
 @pytest.mark.parametrize("mode,mib", [("all", 96), ("little", 32)])
