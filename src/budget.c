@@ -28,15 +28,17 @@ chkpt_budget_private_memory(void)
 
 void
 chkpt_budget_account(chkpt_budget *b, double started, long long rss,
-                     double cpu, double wall, uint64_t bytes)
+                     double cpu, double wall, double ready, uint64_t bytes)
 {
     if (cpu < 0) {
         cpu = 0;
     }
-    /* the time the child was alive and not on a CPU: writing, syncing
-     * (under contention also waiting for a CPU, which only errs towards
-     * fewer snapshots) */
-    double io = wall > cpu ? wall - cpu : 0;
+    /* the time the child was alive, neither on a CPU nor waiting for one:
+     * writing, syncing */
+    double io = wall - cpu - (ready > 0 ? ready : 0);
+    if (io < 0) {
+        io = 0;
+    }
     b->cpu += cpu;
     b->io += io;
     b->bytes += bytes;

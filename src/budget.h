@@ -57,9 +57,11 @@ long long chkpt_budget_private_memory(void);
 
 /* A child ended: started (monotonic), rss (private memory then), cpu (its
  * CPU seconds plus the script's pause to create it), wall (its lifetime),
- * bytes (it wrote). */
+ * ready (of which it waited for a CPU: a loaded machine is not a slow
+ * disk), bytes (it wrote). */
 void chkpt_budget_account(chkpt_budget *b, double started, long long rss,
-                          double cpu, double wall, uint64_t bytes);
+                          double cpu, double wall, double ready,
+                          uint64_t bytes);
 
 /* Monotonic time from which the next automatic snapshot fits the budget
  * (run_start: when the run began). No child may be in flight. */

@@ -68,6 +68,7 @@ typedef struct {
     uint32_t cur_len;           /* bytes of cur, 0 outside an object */
     uint32_t budget_ms;         /* the budget of the object in cur */
     double wall;                /* seconds the child lived (budget.c) */
+    double ready;               /* of which waiting for a CPU */
     uint64_t wbytes;            /* bytes it wrote */
     char cur[CUR_MAX];          /* JSON of [no-retry key, label] */
     char report[];              /* JSON of the report dict */
@@ -549,7 +550,8 @@ finish_job(CheckpointObject *ck, writer_job *j, int status,
         int reported = pg->done && pg->wall > 0;
         double wall = reported ? pg->wall : chkpt_monotonic() - j->started;
         chkpt_budget_account(&w->budget, j->started, j->rss, cpu + j->clone_s,
-                             wall + j->clone_s, reported ? pg->wbytes : 0);
+                             wall + j->clone_s, reported ? pg->ready : 0,
+                             reported ? pg->wbytes : 0);
     }
     if (pg->done && pg->len > 0 && pg->len <= REPORT_MAX) {
         PyObject *rep = json_read(ck, pg->report, pg->len);
@@ -1187,6 +1189,21 @@ written_bytes(void)
     return (uint64_t)n;
 }
 
+/* Seconds this process waited for a CPU (the second field of
+ * /proc/self/schedstat, in ns), 0 unknown. */
+static double
+ready_seconds(void)
+{
+    FILE *f = fopen("/proc/self/schedstat", "re");
+    if (f == NULL) {
+        return 0;
+    }
+    unsigned long long run, wait;
+    int n = fscanf(f, "%llu %llu", &run, &wait);
+    fclose(f);
+    return n == 2 ? (double)wait * 1e-9 : 0;
+}
+
 /* The child's whole life; never returns. */
 static void
 child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
@@ -1283,6 +1300,7 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
         "deferred", ddelta ? ddelta : Py_None,
         "store_failed", ck->store_failed && !store_failed_before);
     j->page->wbytes = written_bytes();
+    j->page->ready = ready_seconds();
     j->page->wall = chkpt_monotonic() - born;
     if (rep != NULL) {
         child_report(ck, j, rep);
@@ -1433,6 +1451,7 @@ chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
     j->page->len = 0;
     j->page->cur_len = 0;
     j->page->wall = 0;
+    j->page->ready = 0;
     j->page->wbytes = 0;
     j->rss = chkpt_budget_private_memory();
     double clone_at = chkpt_monotonic();

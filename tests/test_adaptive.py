@@ -203,7 +203,7 @@ def test_the_store_stays_bounded(tmp_path):
         state = np.random.rand(1 << 19)                 # 4 MiB
         chkpt.Checkpoint.get_global_singleton().snapshot("start")
         t = time.monotonic()
-        while time.monotonic() - t < 9:
+        while time.monotonic() - t < 12:
             state[:] = np.random.rand(1 << 19)          # all new data
             time.sleep(0.05)
     """)
@@ -211,7 +211,7 @@ def test_the_store_stays_bounded(tmp_path):
                   timeout=120)
     assert r.returncode == 0, r.stderr
     taken = [l for l in chkpt_lines(r.stderr) if l.startswith("chkpt: auto snapshot")]
-    assert len(taken) >= 5, r.stderr        # more than kept: some went
+    assert len(taken) > 3, r.stderr         # more than kept: some went
     snaps = chkpt.snapshots(str(store))
     own = [s for s in snaps if s.kind == "auto" and s.script.endswith("job.py")]
     assert len(own) == 3
@@ -229,7 +229,7 @@ def test_the_default_keeps_ten_automatic_snapshots(tmp_path):
     """Without options the store keeps the script's newest 10 automatic
     snapshots; with an explicit -f every one stays (as before)."""
     write(tmp_path, "job.py", REWRITER)
-    r = run_chkpt(["-v", "-o", "ck", "job.py", "2", "15", "all"], tmp_path,
+    r = run_chkpt(["-v", "-o", "ck", "job.py", "1", "22", "all"], tmp_path,
                   timeout=120)
     assert r.returncode == 0, r.stderr
     taken = [l for l in chkpt_lines(r.stderr) if l.startswith("chkpt: auto snapshot")]
