@@ -33,11 +33,20 @@ chkpt_budget_account(chkpt_budget *b, double started, long long rss,
     if (cpu < 0) {
         cpu = 0;
     }
-    /* the time the child was alive, neither on a CPU nor waiting for one:
-     * writing, syncing */
+    /* The disk's bandwidth as the children saw it: the bytes of one that
+     * wrote much over its lifetime (the disk writes them back while it
+     * computes, and a loaded machine makes it slower: both err towards a
+     * slower disk). */
+    if (bytes >= CHKPT_AUTO_BANDWIDTH_SAMPLE && wall > 0) {
+        double bw = (double)bytes / wall;
+        b->bandwidth = b->bandwidth > 0 ? (b->bandwidth + bw) / 2 : bw;
+    }
+    double bw = b->bandwidth > 0 ? b->bandwidth : CHKPT_AUTO_GUESS_BANDWIDTH;
+    /* its disk time: its bytes at that speed, or the time it was alive,
+     * neither on a CPU nor waiting for one (syncing), if longer */
     double io = wall - cpu - (ready > 0 ? ready : 0);
-    if (io < 0) {
-        io = 0;
+    if (io < (double)bytes / bw) {
+        io = (double)bytes / bw;
     }
     b->cpu += cpu;
     b->io += io;
@@ -95,9 +104,11 @@ chkpt_budget_report(const chkpt_budget *b)
         return;
     }
     chkpt_warn("%lu snapshot process(es) over %.1f s: %.2f s of CPU (%.1f%%), "
-               "%.2f s waiting on the disk (%.1f%%), %.1f MB written",
-               b->n, wall, b->cpu, 100.0 * b->cpu / wall, b->io,
-               100.0 * b->io / wall, (double)b->bytes / 1e6);
+               "%.2f s of disk time (%.1f%%), %.1f MB written (the disk seen "
+               "at %.0f MB/s)", b->n, wall, b->cpu, 100.0 * b->cpu / wall,
+               b->io, 100.0 * b->io / wall, (double)b->bytes / 1e6,
+               (b->bandwidth > 0 ? b->bandwidth
+                                 : CHKPT_AUTO_GUESS_BANDWIDTH) / 1e6);
 }
 
 long

@@ -2,9 +2,9 @@
  * (budget.c).
  *
  * -f auto (the default) takes an automatic snapshot as often as the
- * children that write them stay within a budget: their CPU time, and the
- * time they spend waiting on the disk (writing and fsyncing; the bytes they
- * write over the disk's bandwidth as they saw it), each at most
+ * children that write them stay within a budget: their CPU time, and their
+ * disk time (the bytes they write over the disk's bandwidth as they saw it,
+ * or the time they were blocked syncing if longer), each at most
  * CHKPT_AUTO_BUDGET of the run's wall time. The writer (writer.c) measures
  * every child it reaps and hands the figures here; the hooks (hooks.c) ask
  * when the next automatic snapshot fits.
@@ -40,11 +40,14 @@
  * that), and the disk's bandwidth (a SATA SSD's or a cloud volume's). */
 #define CHKPT_AUTO_GUESS_CPU_PER_GIB 1.0
 #define CHKPT_AUTO_GUESS_BANDWIDTH (250.0 * 1000 * 1000)
+/* A child that wrote at least this much tells the disk's bandwidth. */
+#define CHKPT_AUTO_BANDWIDTH_SAMPLE (16u << 20)
 
 typedef struct {
     double since;               /* monotonic start of the run, 0 unknown */
     double cpu;                 /* seconds, every child measured */
-    double io;                  /* seconds waiting on the disk, same */
+    double io;                  /* seconds of disk time, same */
+    double bandwidth;           /* bytes/s the disk was seen at, 0 none */
     uint64_t bytes;             /* written by them */
     unsigned long n;            /* children measured */
     double last_start;          /* monotonic start of the last one, 0 none */

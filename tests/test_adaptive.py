@@ -251,26 +251,32 @@ def exit_latency(cmd, cwd, env):
 
 
 def test_exit_adds_nothing_when_no_snapshot_is_in_flight(tmp_path):
-    """A script that ran long enough for automatic snapshots (the last one
-    written well before its end) exits as fast as under python, within a
+    """A script that ran long enough for automatic snapshots, the last one
+    written well before its end, exits as fast as under python, within a
     few ms of what chkpt's own modules add at interpreter teardown
-    (measured against -f -1, which starts no child)."""
+    (measured against -f -1, which starts no child). (The script stops
+    automatic snapshots before its last lines, which could otherwise take
+    one that the exit then rightly waits for.)"""
     write(tmp_path, "job.py", """
         import sys, time
         import numpy as np
+        import chkpt
         state = np.ones(1 << 18)                         # 2 MiB
         t = time.monotonic()
         while time.monotonic() - t < float(sys.argv[1]):
             state[0] += 1
             time.sleep(0.01)
+        if sys.argv[2] == "stop":
+            chkpt.Checkpoint.get_global_singleton().frequency = -1
         time.sleep(0.5)                 # the last snapshot is written by now
         print(time.monotonic(), flush=True)
     """)
     env = chkpt_env()
     py = sys.executable
-    runs = {"python": [py, "job.py", "2.5"],
-            "manual": [py, "-m", "chkpt", "-f", "-1", "-o", "m", "job.py", "2.5"],
-            "default": [py, "-m", "chkpt", "-o", "d", "job.py", "2.5"]}
+    runs = {"python": [py, "job.py", "2.5", "-"],
+            "manual": [py, "-m", "chkpt", "-f", "-1", "-o", "m", "job.py",
+                       "2.5", "-"],
+            "default": [py, "-m", "chkpt", "-o", "d", "job.py", "2.5", "stop"]}
     got = {k: [] for k in runs}
     for _ in range(5):
         for k, cmd in runs.items():
