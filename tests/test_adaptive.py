@@ -149,16 +149,19 @@ def test_children_stay_within_the_budget(tmp_path, mode, mib):
     """For 25 s, a script rewriting 96 MiB of state as fast as it can, and
     one changing a chunk of 32 MiB every 2 s: the snapshot children's CPU
     time, and the bytes the run writes over this disk's bandwidth (measured
-    here, before and after), stay within the budget (5% of the run's wall
-    time, with a margin for a loaded machine) while snapshots are taken.
-    -f 1000 on the rewriting script shows the same measures going over."""
+    here, before and after: their mean), stay within the budget (5% of the
+    run's wall time) while snapshots are taken. The margins: 1.5x for the
+    CPU, 2x for the disk, whose bandwidth other processes on a shared
+    machine change several times over within seconds (from 120 to 1500 MB/s
+    on the 2-core VM this was written on). -f 1000 on the rewriting script
+    shows the same measures going over them."""
     write(tmp_path, "job.py", REWRITER)
     args = ["job.py", str(mib), "25", mode]
 
     def shares(opts):
         bw = disk_bandwidth(tmp_path)
         rep, cpu, written, err = children_cost([*opts, *args], tmp_path)
-        bw = min(bw, disk_bandwidth(tmp_path))
+        bw = (bw + disk_bandwidth(tmp_path)) / 2
         wall = rep["wall"]
         print(opts, "children cpu %.2f s, %.1f MB written, %.0f MB/s disk"
               % (cpu, written / 1e6, bw / 1e6), chkpt_lines(err)[-1:])
@@ -167,14 +170,14 @@ def test_children_stay_within_the_budget(tmp_path, mode, mib):
     cpu, disk = shares(["-v", "-o", "ck"])
     n = len(autos(tmp_path / "ck"))
     print(mode, "snapshots", n, "cpu share %.3f disk share %.3f" % (cpu, disk))
-    assert cpu <= 0.05 * 1.5 and disk <= 0.05 * 1.5, (cpu, disk)
+    assert cpu <= 0.05 * 1.5 and disk <= 0.05 * 2, (cpu, disk)
     if mode == "little":
         assert n >= 8           # cheap snapshots come often
         return
     assert n >= 1
     cpu, disk = shares(["-f", "1000", "-o", "fixed"])
     print("-f 1000 cpu share %.3f disk share %.3f" % (cpu, disk))
-    assert max(cpu, disk) > 0.05 * 1.5
+    assert cpu > 0.05 * 1.5 or disk > 0.05 * 2
 
 
 def test_the_store_stays_bounded(tmp_path):
