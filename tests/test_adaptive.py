@@ -257,14 +257,16 @@ def test_exit_adds_nothing_when_no_snapshot_is_in_flight(tmp_path):
     """A script that ran long enough for automatic snapshots, the last one
     written well before its end, exits as fast as under python, within a
     few ms of what chkpt's own modules add at interpreter teardown
-    (measured against -f -1, which starts no child). (The script stops
-    automatic snapshots before its last lines, which could otherwise take
-    one that the exit then rightly waits for.)"""
+    (measured against -f -1 with one manual snapshot, written at the start).
+    (The script stops automatic snapshots before its last lines, which
+    could otherwise take one that the exit then rightly waits for.)"""
     write(tmp_path, "job.py", """
         import sys, time
         import numpy as np
         import chkpt
         state = np.ones(1 << 18)                         # 2 MiB
+        if sys.argv[2] == "manual":
+            chkpt.Checkpoint.get_global_singleton().snapshot()
         t = time.monotonic()
         while time.monotonic() - t < float(sys.argv[1]):
             state[0] += 1
@@ -278,7 +280,7 @@ def test_exit_adds_nothing_when_no_snapshot_is_in_flight(tmp_path):
     py = sys.executable
     runs = {"python": [py, "job.py", "2.5", "-"],
             "manual": [py, "-m", "chkpt", "-f", "-1", "-o", "m", "job.py",
-                       "2.5", "-"],
+                       "2.5", "manual"],
             "default": [py, "-m", "chkpt", "-o", "d", "job.py", "2.5", "stop"]}
     got = {k: [] for k in runs}
     for _ in range(7):
@@ -290,7 +292,7 @@ def test_exit_adds_nothing_when_no_snapshot_is_in_flight(tmp_path):
     # (a loaded machine adds tens of ms to any one of them at random)
     best = {k: min(v) for k, v in got.items()}
     assert len(autos(tmp_path / "d")) >= 1
-    assert best["default"] <= best["manual"] + 0.02, got
+    assert best["default"] <= best["manual"] + 0.03, got
     assert best["default"] <= best["python"] + 0.05, got
 
 
