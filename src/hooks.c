@@ -12,10 +12,12 @@
  *          globally: global LINE events would report every line that
  *          library code runs for the first time while armed (an `import
  *          sklearn` runs ~180k of them: +0.9 s of CPU when armed through
- *          it). The script's code objects are learnt from the stack when
- *          arming and from PY_START/PY_RESUME events while armed (script
- *          code that library code calls); those events get DISABLE at each
- *          location once seen, so each code object reports them once.
+ *          it), and each change of the global events makes every code
+ *          object instrument itself again when it next runs. The script's
+ *          code objects are learnt from PY_START events, on for good and
+ *          DISABLE'd once reported (each code object reports once in the
+ *          run: a generator too, at its first start), and from the stack
+ *          when arming (code started before chkpt was installed).
  *   3.11   the C-level trace function (PyEval_SetTrace), set only while
  *          armed.
  *
@@ -74,7 +76,7 @@ typedef struct {
     PyObject *monitoring;          /* sys.monitoring */
     PyObject *disable;             /* sys.monitoring.DISABLE */
     long line_event;               /* sys.monitoring.events.LINE */
-    long start_events;             /* PY_START | PY_RESUME */
+    long start_event;              /* sys.monitoring.events.PY_START */
     PyObject *line_callback;       /* our C function objects */
     PyObject *start_callback;
     PyObject *set_local_events;    /* sys.monitoring.set_local_events */
@@ -185,12 +187,6 @@ set_line_events(hooks_state *h, int on)
     if (on && add_stack_codes(h) < 0) {
         goto error;
     }
-    PyObject *r = PyObject_CallMethod(h->monitoring, "set_events", "il",
-                                      h->tool_id, on ? h->start_events : 0L);
-    if (r == NULL) {
-        goto error;
-    }
-    Py_DECREF(r);
     Py_ssize_t pos = 0;
     PyObject *key, *code;
     while (PyDict_Next(h->script_codes, &pos, &key, &code)) {
@@ -204,8 +200,8 @@ error:
     return -1;
 }
 
-/* PY_START / PY_RESUME callback: (code, offset). Learns the script's code
- * objects that library code calls or resumes while armed. */
+/* PY_START callback: (code, offset). Learns the script's code objects as
+ * they start (LINE events on at once if armed). */
 static PyObject *
 start_callback(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -257,7 +253,7 @@ static const PyMethodDef line_callback_def = {
 
 static const PyMethodDef start_callback_def = {
     "chkpt_start", (PyCFunction)(void (*)(void))start_callback, METH_FASTCALL,
-    "chkpt's PY_START and PY_RESUME callback"
+    "chkpt's PY_START callback"
 };
 
 /* sys.monitoring.events.NAME */
@@ -289,13 +285,11 @@ monitoring_install(hooks_state *h)
         return -1;
     }
     h->line_event = event_bit(events, "LINE");
-    long start = h->line_event < 0 ? -1 : event_bit(events, "PY_START");
-    long resume = start < 0 ? -1 : event_bit(events, "PY_RESUME");
+    h->start_event = h->line_event < 0 ? -1 : event_bit(events, "PY_START");
     Py_DECREF(events);
-    if (resume < 0) {
+    if (h->start_event < 0) {
         return -1;
     }
-    h->start_events = start | resume;
     h->set_local_events = PyObject_GetAttrString(h->monitoring, "set_local_events");
     h->script_codes = h->set_local_events ? PyDict_New() : NULL;
     if (h->script_codes == NULL) {
@@ -339,18 +333,18 @@ monitoring_install(hooks_state *h)
     if (h->start_callback == NULL) {
         return -1;
     }
-    for (long ev = 1; ev <= h->start_events; ev <<= 1) {
-        if (!(h->start_events & ev)) {
-            continue;
-        }
-        r = PyObject_CallMethod(h->monitoring, "register_callback", "ilO",
-                                h->tool_id, ev, h->start_callback);
-        if (r == NULL) {
-            return -1;
-        }
-        Py_DECREF(r);
+    r = PyObject_CallMethod(h->monitoring, "register_callback", "ilO",
+                            h->tool_id, h->start_event, h->start_callback);
+    if (r == NULL) {
+        return -1;
     }
-    return 0;
+    Py_DECREF(r);
+    /* for good: changing the global events would re-instrument every code
+     * object; each code object reports once anyway */
+    r = PyObject_CallMethod(h->monitoring, "set_events", "il", h->tool_id,
+                            h->start_event);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
 }
 
 static void
@@ -370,10 +364,11 @@ monitoring_uninstall(hooks_state *h)
                                       code, 0);
             Py_XDECREF(r);
         }
-        for (long ev = 1; ev <= (h->line_event | h->start_events); ev <<= 1) {
-            if (ev & (h->line_event | h->start_events)) {
+        long events[2] = {h->line_event, h->start_event};
+        for (int i = 0; i < 2; i++) {
+            if (events[i] > 0) {
                 r = PyObject_CallMethod(h->monitoring, "register_callback",
-                                        "ilO", h->tool_id, ev, Py_None);
+                                        "ilO", h->tool_id, events[i], Py_None);
                 Py_XDECREF(r);
             }
         }
