@@ -24,11 +24,17 @@ Debian's examples are for scikit-learn 1.2; the rule keeps those that still
 run under the version installed.
 
 Output comparison: stdout and stderr of every chkpt run must equal those of
-the plain runs. Some examples print timings: only the lines that differ
+a plain run. Some examples print timings: only the lines that differ
 between two plain runs of the same example are normalised, and only their
 numbers (replaced by '#', signs included) and their spacing (columns
 realign around numbers of another width); the table says how many lines
-that was.
+that was. One example (model_selection/plot_grid_search_digits.py) picks
+the model that predicts fastest, so which model it reports, and that
+model's scores, depend on the machine's load (its plain runs differ): its
+numbers are masked on every line (TIMING_DEPENDENT). When a chkpt run's
+output is not one the plain runs printed, up to 6 more plain runs are
+made, and the output counts as identical if one of them prints it too
+(the table says so).
 Each run gets a fresh temporary copy of the example (examples write files).
 """
 import argparse
@@ -48,6 +54,14 @@ DEFAULT_DIR = "/usr/share/doc/python-sklearn-doc/examples"
 TARGET_MEDIAN = 1.25
 TARGET_WORST = 1.5
 KEEP = 18
+EXTRA_PLAIN = 6     # plain runs more, for an output that depends on time
+# Results that depend on how fast the machine runs the example: numbers on
+# every line are masked (its plain runs pick C=1, C=10 or C=1000 from one
+# run to the next, and print that model's scores).
+TIMING_DEPENDENT = {
+    "model_selection/plot_grid_search_digits.py":
+        "picks the model that predicts fastest",
+}
 MIN_S, MAX_S, LIMIT_S = 1.0, 30.0, 60.0
 NETWORK = re.compile(r"fetch_|urlopen|urllib|pooch")
 GUI = ("svm_gui",)
@@ -163,21 +177,33 @@ NUM = re.compile(r"[-+]?\d+(\.\d*)?(e[-+]?\d+)?")
 SPACE = re.compile(r"\s+")
 
 
-def normaliser(plains):
-    """Which lines differ between plain runs: their numbers are masked."""
+def normaliser(plains, every_line=False):
+    """Which lines differ between plain runs (of the reference's length):
+    their numbers and spacing are masked (on every line if every_line)."""
     ref = lines(plains[0])
-    varying = set()
+    varying = set(range(len(ref))) if every_line else set()
     for p in plains[1:]:
         other = lines(p)
-        if len(other) != len(ref):
-            return None         # not even the same lines: cannot compare
-        varying |= {i for i, (a, b) in enumerate(zip(ref, other)) if a != b}
+        if len(other) == len(ref):
+            varying |= {i for i, (a, b) in enumerate(zip(ref, other)) if a != b}
 
     def norm(b):
-        ls = lines(b)
-        return [SPACE.sub("", NUM.sub("#", l)) if i in varying else l
-                for i, l in enumerate(ls)]
+        return [SPACE.sub("", NUM.sub("#", l))
+                if i in varying or every_line else l
+                for i, l in enumerate(lines(b))]
     return norm, len(varying)
+
+
+def compare(plains, chkpts, every_line=False):
+    """None if every chkpt output is, once masked, that of a plain run;
+    else the first difference. Returns (diff, lines masked)."""
+    norm, masked = normaliser(plains, every_line)
+    seen = [norm(p) for p in plains]
+    for o in chkpts:
+        got = norm(o)
+        if got not in seen:
+            return first_diff(seen[0], got), masked
+    return None, masked
 
 
 def bench_one(d, rel, rounds):
@@ -195,23 +221,24 @@ def bench_one(d, rel, rounds):
         ratios.append(res[True][0] / res[False][0])
     rcs = {rc for _, rc in plain_o + ck_o}
     plains = [o for o, _ in plain_o]
-    n = normaliser(plains)
-    diff = None
+    chkpts = [o for o, _ in ck_o]
+    every = rel in TIMING_DEPENDENT
+    diff, masked = compare(plains, chkpts, every)
+    extra = 0
+    # An example whose results depend on time (one picks the model that
+    # predicts fastest) can print under chkpt what plain python prints
+    # only now and then: more plain runs, until one prints it too.
+    while diff is not None and extra < EXTRA_PLAIN and len(rcs) == 1:
+        _, out, rc = run(src, False)
+        extra += 1
+        plains.append(out)
+        rcs.add(rc)
+        diff, masked = compare(plains, chkpts, every)
     if len(rcs) != 1:
         diff = f"exit statuses {sorted(rcs)}"
-    elif n is None:
-        diff = "the plain runs print different lines (cannot compare)"
-    else:
-        norm, masked = n
-        want = norm(plains[0])
-        for o, _ in ck_o:
-            got = norm(o)
-            if got != want:
-                diff = first_diff(want, got)
-                break
     return {"rel": rel, "plain": plain_t, "chkpt": ck_t, "ratios": ratios,
             "same": diff is None, "diff": diff,
-            "masked": masked if n is not None else 0}
+            "masked": "every" if every else masked, "extra": extra}
 
 
 def first_diff(want, got):
@@ -250,8 +277,12 @@ def main():
         results.append(r)
         m = statistics.median(r["ratios"])
         out = ("identical" if r["same"] else "DIFFERENT")
-        if r["same"] and r["masked"]:
+        if r["same"] and r["masked"] == "every":
+            out += " (numbers masked: " + TIMING_DEPENDENT[rel] + ")"
+        elif r["same"] and r["masked"]:
             out += f" ({r['masked']} timing line(s) masked)"
+        if r["extra"]:
+            out += f" ({r['extra']} more plain run(s))"
         print(f"{rel:55s} {statistics.median(r['plain']):8.2f} "
               f"{statistics.median(r['chkpt']):8.2f} {m:6.3f} "
               f"[{min(r['ratios']):.3f} .. {max(r['ratios']):.3f}]  {out}",
