@@ -19,7 +19,8 @@
  *          run: a generator too, at its first start), and from the stack
  *          when arming (code started before chkpt was installed).
  *   3.11   the C-level trace function (PyEval_SetTrace), set only while
- *          armed.
+ *          armed; a library frame gets f_trace_lines = False at its call
+ *          event, so that it reports no lines.
  *
  * While the script has a tracer of its own (pdb, coverage, its own
  * sys.settrace), that tracer wins: the hook stays off and a due snapshot is
@@ -438,7 +439,7 @@ set_own_trace(int on)
 static int
 trace_function(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
 {
-    if (what != PyTrace_LINE) {
+    if (what != PyTrace_LINE && what != PyTrace_CALL) {
         return 0;
     }
     CheckpointObject *ck = running_checkpoint();
@@ -450,6 +451,15 @@ trace_function(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
     int mine = chkpt_is_script_code(ck, code);
     Py_DECREF(code);
     if (!mine) {
+        /* library code: no more line events from this frame (an import
+         * run while armed would report each of its lines) */
+        if (PyObject_SetAttrString((PyObject *)frame, "f_trace_lines",
+                                   Py_False) < 0) {
+            PyErr_Clear();
+        }
+        return 0;
+    }
+    if (what == PyTrace_CALL) {
         return 0;
     }
     if (ck->frequency_ms != 0) {

@@ -40,6 +40,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -590,14 +591,39 @@ chkpt_writer_poll(CheckpointObject *ck)
     }
 }
 
-/* Sleeps a little without the GIL. */
+/* Sleeps without the GIL until one of the selected jobs' children exits
+ * (a pidfd becomes readable then: no poll's lateness added to the wait,
+ * which the end of the run pays) or `seconds` passed. */
 static void
-nap(double seconds)
+nap(writer_state *w, PyObject *info, double seconds)
 {
-    struct timespec ts = {0, (long)(seconds * 1e9)};
+    struct pollfd fds[CHKPT_WRITER_MAX_CHILDREN];
+    nfds_t n = 0;
+#ifdef SYS_pidfd_open
+    for (int i = 0; i < CHKPT_WRITER_MAX_CHILDREN; i++) {
+        writer_job *j = &w->jobs[i];
+        if (j->pid > 0 && (info == NULL || j->info == info)) {
+            int fd = (int)syscall(SYS_pidfd_open, j->pid, 0);
+            if (fd >= 0) {
+                fds[n].fd = fd;
+                fds[n].events = POLLIN;
+                n++;
+            }
+        }
+    }
+#endif
     Py_BEGIN_ALLOW_THREADS
-    nanosleep(&ts, NULL);
+    if (n > 0) {
+        (void)poll(fds, n, (int)(seconds * 1000) + 1);
+    }
+    else {
+        struct timespec ts = {0, (long)(seconds * 1e9)};
+        nanosleep(&ts, NULL);
+    }
     Py_END_ALLOW_THREADS
+    for (nfds_t i = 0; i < n; i++) {
+        close(fds[i].fd);
+    }
 }
 
 /* Waits until the jobs selected by want() ended, until the monotonic
@@ -628,7 +654,7 @@ wait_jobs(CheckpointObject *ck, writer_state *w, PyObject *info, int any,
         if (until > 0 && chkpt_monotonic() >= until) {
             return 0;
         }
-        nap(pause);
+        nap(w, info, pause);
         pause = pause * 2 < 0.01 ? pause * 2 : 0.01;
         if (interruptible && PyErr_CheckSignals() < 0) {
             return -1;
