@@ -6,7 +6,8 @@ median ratio of chkpt's wall time to plain's and its spread, then the median
 over examples and the worst, against the targets (median <= 1.25x, worst
 <= 1.5x), and checks that stdout+stderr are identical.
 
-    python bench/bench_sklearn.py [--rounds 3] [--only SUBSTR] [--select]
+    python bench/bench_sklearn.py [--rounds 3] [--only SUBSTR] [--first N]
+                                  [--select]
 
 Needs: `apt-get install python-sklearn-doc` (the examples, found under
 /usr/share/doc/python-sklearn-doc/examples or $CHKPT_SKLEARN_EXAMPLES) and
@@ -252,6 +253,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", help="examples whose path contains this")
+    ap.add_argument("--first", type=int, help="the first N examples only")
     ap.add_argument("--select", action="store_true",
                     help="apply the selection rule again and print the list")
     args = ap.parse_args()
@@ -260,6 +262,7 @@ def main():
         select(d)
         return 0
     todo = [e for e in EXAMPLES if not args.only or args.only in e]
+    todo = todo[:args.first] if args.first else todo
     missing = [e for e in todo if not os.path.isfile(os.path.join(d, e))]
     if missing:
         sys.exit(f"bench_sklearn: {len(missing)} example(s) missing under {d} "
