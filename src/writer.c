@@ -1151,6 +1151,23 @@ child_report(CheckpointObject *ck, writer_job *j, PyObject *rep)
     j->page->done = 1;
 }
 
+#if PY_VERSION_HEX >= 0x030D0000
+/* The import lock, taken without running Python code. */
+static void
+child_import_lock(void)
+{
+    PyObject *name = PyUnicode_FromString("_imp");
+    PyObject *imp = name ? PyImport_GetModule(name) : NULL;
+    PyObject *r = imp ? PyObject_CallMethod(imp, "acquire_lock", NULL) : NULL;
+    Py_XDECREF(r);
+    Py_XDECREF(imp);
+    Py_XDECREF(name);
+    if (r == NULL) {
+        _exit(3);       /* the after-fork would abort on an unowned lock */
+    }
+}
+#endif
+
 /* The child's whole life; never returns. */
 static void
 child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
@@ -1196,10 +1213,14 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
      * after-fork-in-child callbacks, here only (never in the script's
      * process), with stdio already going nowhere. */
 #if PY_VERSION_HEX >= 0x030D0000
-    /* 3.13's releases the locks PyOS_BeforeFork takes (import lock, the
-     * runtime's): take them here, in the child (its before-fork callbacks
-     * run here too, never in the script's process) */
-    PyOS_BeforeFork();
+    /* 3.13's releases the import lock, which PyOS_BeforeFork takes: take
+     * it here, in the child, with _imp.acquire_lock (C only). Not with
+     * PyOS_BeforeFork: it first runs the script's before-fork callbacks
+     * (logging has one), Python code that, with a GIL drop request
+     * pending from the clone (the timer thread waiting for the GIL),
+     * drops the GIL and waits forever for a thread that is not here. The
+     * runtime lock it also takes is reinitialised by the after-fork. */
+    child_import_lock();
 #endif
     PyOS_AfterFork_Child();
     PyErr_Clear();
