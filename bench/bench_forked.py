@@ -2,9 +2,12 @@
 by side in one run: ck.snapshot()'s pause against pickle.dump, ck.wait()
 against this disk's write+fsync of the same bytes, bytes added by four
 later snapshots, peak RSS and the children's copy-on-write memory,
-chkpt.load against pickle.load. Medians and spread over interleaved rounds.
+chkpt.load against pickle.load (each in a fresh process, the page cache in
+the same state for both, pairs alternating which goes first: see
+load_compare.py). Medians and spread over interleaved rounds.
 
-    python bench/bench_forked.py [--mib 512] [--rounds 3]
+    python bench/bench_forked.py [--mib 512] [--rounds 3] [--load-repeats 2]
+                                 [--cold]
 """
 import argparse
 import json
@@ -13,6 +16,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+
+import load_compare
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -30,6 +35,11 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--mib", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--load-repeats", type=int, default=2,
+                        help="interleaved load pairs per round's snapshot")
+    parser.add_argument("--cold", action="store_true",
+                        help="also compare loads with both sides evicted "
+                        "from the page cache")
     args = parser.parse_args()
     env = dict(os.environ, PYTHONPATH=REPO)
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR", ".")) as out:
@@ -38,9 +48,13 @@ def main():
              os.path.join(HERE, "forked_script.py"), str(args.mib),
              str(args.rounds), out],
             env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(proc.stderr)
-    r = json.loads(proc.stdout.splitlines()[-1])
+        if proc.returncode != 0:
+            sys.exit(proc.stderr)
+        r = json.loads(proc.stdout.splitlines()[-1])
+        loads = {"warm": load_compare.compare(r["loads"], args.load_repeats)}
+        if args.cold:
+            loads["cold"] = load_compare.compare(r["loads"], args.load_repeats,
+                                                 cold=True)
     dump, later, first = med(r["dump"]), med(r["later"]), med(r["first"])
     print(f"python {sys.version.split()[0]}, {r['mib']} MiB of numpy arrays, "
           f"{args.rounds} rounds (median [min .. max])")
@@ -53,11 +67,11 @@ def main():
         ("write+fsync of the same bytes (this disk)", r["disk"], ""),
         ("ck.wait() after the first", r["wait"],
          f"{med(r['wait']) / med(r['disk']):.2f}x disk (target <= 1.5)"),
-        ("pickle.load", r["pickle_load"], ""),
-        ("chkpt.load", r["chkpt_load"],
-         f"{med(r['chkpt_load']) / med(r['pickle_load']):.2f}x pickle.load "
-         "(target <= 0.25)"),
     ]
+    for label, lr in loads.items():
+        rows += load_compare.rows(
+            lr, f"fresh process, page cache {label}",
+            " (target <= 0.25)" if label == "warm" else "")
     for name, xs, note in rows:
         print(f"  {name:45s} {med(xs):8.4f} s {spread(xs):22s} {note}")
     added = med(r["added"])

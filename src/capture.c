@@ -1584,6 +1584,13 @@ done:
 }
 
 int
+chkpt_capture_open_store(CheckpointObject *ck)
+{
+    capture_ctx c = {.ck = ck};
+    return capture_open_store(&c);
+}
+
+int
 chkpt_capture_report_unsaved(CheckpointObject *ck, PyObject *vname, PyObject *msg)
 {
     return report_unsaved(ck, vname, msg);

@@ -220,6 +220,8 @@ PyObject *chkpt_capture(CheckpointObject *ck, PyFrameObject *frame,
 /* The snapshot taken in this process (writer.c's children run it). */
 PyObject *chkpt_capture_here(CheckpointObject *ck, PyFrameObject *frame,
                              const char *kind, PyObject *name);
+/* 1 the store is open (once per run), 0 it cannot be (said once), -1 error */
+int chkpt_capture_open_store(CheckpointObject *ck);
 /* Notes that vname could not be saved (msg: the whole line), as the capture
  * does: warned once, or held for the exit report. -1 on a memory error. */
 int chkpt_capture_report_unsaved(CheckpointObject *ck, PyObject *vname,

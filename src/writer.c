@@ -1354,6 +1354,17 @@ chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
     int manual = strcmp(kind, "manual") == 0;
     int every_line = strcmp(kind, "auto") == 0 && ck->frequency_ms == 0;
     chkpt_writer_poll(ck);
+    /* opened here, once, and inherited: a child opening it for itself
+     * could meet a store the script is removing, and fail for the run */
+    int open = chkpt_capture_open_store(ck);
+    if (open <= 0) {
+        *handled = open == 0;
+        PyErr_Clear();
+        if (open == 0) {
+            Py_RETURN_NONE;     /* said once; no snapshots */
+        }
+        return NULL;
+    }
     writer_job *j = free_job(w);
     if (every_line && w->main_frame == NULL) {
         /* the whole stack as a child starts, the line's own frame only

@@ -500,3 +500,89 @@ def test_store_of_a_newer_format_is_refused_everywhere(tmp_path):
                    for p in out.rglob("*") if p.is_file())
     assert after == before
     assert not (tmp_path / "x.pkl").exists()
+
+
+# ---------------------------------------------------------------------------
+# A load that runs out of mappings
+
+BIG_ARRAY = '''
+import numpy as np
+from chkpt import Checkpoint
+ck = Checkpoint.get_global_singleton()
+# 64 chunks of 1 MiB and a last one of one page (the only file of its size)
+big = np.arange(8 * 2**20 + 512, dtype=np.float64)
+ck.snapshot()
+'''
+
+# Loads argv[1] with only a few mappings left to the process (each mapped
+# chunk is one: vm.max_map_count is reached at 64 GiB of chunks). Prints
+# "equal", or "SnapshotError: ..." and exits 3.
+LOAD_WITH_FEW_MAPPINGS = '''
+import ctypes, mmap, sys
+import numpy as np
+import chkpt
+try:
+    chkpt.load(sys.argv[1])      # the allocator's arenas exist before
+except chkpt.SnapshotError:
+    pass
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+PAGE = mmap.PAGESIZE
+limit = int(open("/proc/sys/vm/max_map_count").read())
+size = 2 * (limit + 10) * PAGE
+base = libc.mmap(None, size, 3, 0x22 | 0x4000, -1, 0)   # anonymous, noreserve
+assert base not in (None, ctypes.c_void_p(-1).value)
+pages = [base + 2 * i * PAGE for i in range(limit + 10)]
+n = 0
+for p in pages:                 # every other page PROT_NONE: one more each
+    if libc.mprotect(p, PAGE, 0) != 0:
+        break
+    n += 1
+assert n < len(pages) and ctypes.get_errno() == 12, (n, ctypes.get_errno())
+for p in pages[n - 20:n]:       # 40 mappings left: 64 chunks do not fit
+    libc.mprotect(p, PAGE, 3)
+try:
+    v = chkpt.load(sys.argv[1])
+except chkpt.SnapshotError as e:
+    libc.munmap(base, size)
+    print("SnapshotError:", e)
+    sys.exit(3)
+libc.munmap(base, size)
+want = np.arange(8 * 2**20 + 512, dtype=np.float64)
+assert v["big"].flags.writeable
+v["big"][0] = 1.0               # copy-on-write, mapped or read
+want[0] = 1.0
+print("equal" if np.array_equal(v["big"], want) else "different")
+'''
+
+
+def max_map_count():
+    try:
+        return int(Path("/proc/sys/vm/max_map_count").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.mark.skipif(max_map_count() is None,
+                    reason="Linux's vm.max_map_count is what this runs into")
+@pytest.mark.skipif((max_map_count() or 0) > 1_000_000,
+                    reason="vm.max_map_count is raised on this machine: "
+                    "using up that many mappings takes too long")
+def test_load_past_the_limit_on_mappings_reads_and_still_checks(tmp_path):
+    script = write(tmp_path / "big.py", BIG_ARRAY)
+    out = tmp_path / "out"
+    r = chkpt(["-f", "-1", "-o", out, script], tmp_path)
+    assert r.returncode == 0 and not chkpt_lines(r.stderr), r.stderr
+    (manifest,) = manifests(out)
+    r = run(["-c", LOAD_WITH_FEW_MAPPINGS, manifest], tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == "equal", r.stdout + r.stderr
+    # the last chunk (one page) is read, not mapped: its damage is found too
+    (last,) = [p for p in chunk_files(out) if p.stat().st_size == 4096 + 40]
+    flip(last, 100)
+    r = run(["-c", LOAD_WITH_FEW_MAPPINGS, manifest], tmp_path)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "is damaged (checksum mismatch)" in r.stdout, r.stdout

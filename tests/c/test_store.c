@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 static int failures;        /* checks failed in the current test */
 
 #define CHECK(cond) do { \
@@ -1027,6 +1029,67 @@ test_gc_waits_for_writer(void)
 
 /* ---- driver ------------------------------------------------------------ */
 
+/* A stream of many chunks (more than a batch of the mapping reader, a
+ * short last chunk, zstd chunks and a repeated chunk among raw ones) reads
+ * and maps whole; a flipped byte in any one of its chunks, first, in the
+ * second batch, repeated or last, is found and that chunk named, read or
+ * mapped. */
+static void
+test_many_chunks(void)
+{
+    char dir[PATH_MAX], path[PATH_MAX], chunk[PATH_MAX], err[CHKPT_ERRLEN];
+    const size_t cs = CHKPT_CHUNK_SIZE, nchunks = 21;
+    size_t lens[] = {(nchunks - 1) * cs + 123};
+    const void *data[1];
+    unsigned char *p = random_bytes(lens[0], 21);
+    size_t damaged[] = {0, 17, 5, nchunks - 1};
+    chkpt_store *s;
+    void *buf = malloc(lens[0]), *addr;
+    size_t maplen;
+
+    memset(p + 5 * cs, 0, cs);          /* compressible: zstd, and */
+    memset(p + 6 * cs, 0, cs);          /* the same chunk again */
+    memset(p + 18 * cs, 7, cs);
+    data[0] = p;
+    new_dir(dir);
+    s = open_store(dir);
+    CHECK(snap(s, 3, data, lens, NULL, 1, path, NULL) == 0);
+    CHECK(same_streams(path, data, lens, 1));
+    for (size_t i = 0; i < sizeof(damaged) / sizeof(damaged[0]); i++) {
+        size_t k = damaged[i];
+        size_t n = k == nchunks - 1 ? 123 : cs;
+        XXH128_canonical_t c;
+        char hex[33];
+        XXH128_canonicalFromHash(&c, XXH3_128bits(p + k * cs, n));
+        for (int j = 0; j < 16; j++) {
+            snprintf(hex + 2 * j, 3, "%02x", c.digest[j]);
+        }
+        snprintf(chunk, sizeof(chunk), "%s/chunks/%.2s/%s", dir, hex, hex + 2);
+        size_t saved_n;
+        unsigned char *saved = read_file(chunk, &saved_n);
+        flip_byte(chunk, (long)(saved_n / 2));
+        chkpt_snapreader *r = chkpt_snap_open(path, err, sizeof(err));
+        CHECK(r != NULL);
+        if (r) {
+            err[0] = '\0';
+            CHECK(chkpt_snap_read_stream(r, 0, buf, err, sizeof(err)) < 0);
+            CHECK_MSG(strstr(err, hex) && strstr(err, "is damaged"), err);
+            err[0] = '\0';
+            CHECK(chkpt_snap_map_stream(r, 0, &addr, &maplen, err,
+                                        sizeof(err)) < 0);
+            CHECK_MSG(strstr(err, hex) && strstr(err, "is damaged"), err);
+            chkpt_snap_close(r);
+        }
+        write_file(chunk, saved, saved_n);
+        free(saved);
+    }
+    CHECK(same_streams(path, data, lens, 1));
+    free(buf);
+    free(p);
+    chkpt_store_close(s);
+    drop_dir(dir);
+}
+
 typedef struct {
     const char *name;
     void (*fn)(void);
@@ -1040,6 +1103,7 @@ main(void)
         {"dedup", test_dedup},
         {"zstd", test_zstd},
         {"damaged_chunk", test_damaged_chunk},
+        {"many_chunks", test_many_chunks},
         {"damaged_manifest", test_damaged_manifest},
         {"newer_format", test_newer_format},
         {"list_order", test_list_order},
