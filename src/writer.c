@@ -41,6 +41,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -612,14 +613,39 @@ chkpt_writer_poll(CheckpointObject *ck)
     }
 }
 
-/* Sleeps a little without the GIL. */
+/* Sleeps without the GIL until one of the selected jobs' children exits
+ * (a pidfd becomes readable then: no poll's lateness added to the wait,
+ * which the end of the run pays) or `seconds` passed. */
 static void
-nap(double seconds)
+nap(writer_state *w, PyObject *info, double seconds)
 {
-    struct timespec ts = {0, (long)(seconds * 1e9)};
+    struct pollfd fds[CHKPT_WRITER_MAX_CHILDREN];
+    nfds_t n = 0;
+#ifdef SYS_pidfd_open
+    for (int i = 0; i < CHKPT_WRITER_MAX_CHILDREN; i++) {
+        writer_job *j = &w->jobs[i];
+        if (j->pid > 0 && (info == NULL || j->info == info)) {
+            int fd = (int)syscall(SYS_pidfd_open, j->pid, 0);
+            if (fd >= 0) {
+                fds[n].fd = fd;
+                fds[n].events = POLLIN;
+                n++;
+            }
+        }
+    }
+#endif
     Py_BEGIN_ALLOW_THREADS
-    nanosleep(&ts, NULL);
+    if (n > 0) {
+        (void)poll(fds, n, (int)(seconds * 1000) + 1);
+    }
+    else {
+        struct timespec ts = {0, (long)(seconds * 1e9)};
+        nanosleep(&ts, NULL);
+    }
     Py_END_ALLOW_THREADS
+    for (nfds_t i = 0; i < n; i++) {
+        close(fds[i].fd);
+    }
 }
 
 /* Waits until the jobs selected by want() ended, until the monotonic
@@ -650,7 +676,7 @@ wait_jobs(CheckpointObject *ck, writer_state *w, PyObject *info, int any,
         if (until > 0 && chkpt_monotonic() >= until) {
             return 0;
         }
-        nap(pause);
+        nap(w, info, pause);
         pause = pause * 2 < 0.01 ? pause * 2 : 0.01;
         if (interruptible && PyErr_CheckSignals() < 0) {
             return -1;
@@ -1204,6 +1230,23 @@ ready_seconds(void)
     return n == 2 ? (double)wait * 1e-9 : 0;
 }
 
+#if PY_VERSION_HEX >= 0x030D0000
+/* The import lock, taken without running Python code. */
+static void
+child_import_lock(void)
+{
+    PyObject *name = PyUnicode_FromString("_imp");
+    PyObject *imp = name ? PyImport_GetModule(name) : NULL;
+    PyObject *r = imp ? PyObject_CallMethod(imp, "acquire_lock", NULL) : NULL;
+    Py_XDECREF(r);
+    Py_XDECREF(imp);
+    Py_XDECREF(name);
+    if (r == NULL) {
+        _exit(3);       /* the after-fork would abort on an unowned lock */
+    }
+}
+#endif
+
 /* The child's whole life; never returns. */
 static void
 child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
@@ -1250,10 +1293,14 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
      * after-fork-in-child callbacks, here only (never in the script's
      * process), with stdio already going nowhere. */
 #if PY_VERSION_HEX >= 0x030D0000
-    /* 3.13's releases the locks PyOS_BeforeFork takes (import lock, the
-     * runtime's): take them here, in the child (its before-fork callbacks
-     * run here too, never in the script's process) */
-    PyOS_BeforeFork();
+    /* 3.13's releases the import lock, which PyOS_BeforeFork takes: take
+     * it here, in the child, with _imp.acquire_lock (C only). Not with
+     * PyOS_BeforeFork: it first runs the script's before-fork callbacks
+     * (logging has one), Python code that, with a GIL drop request
+     * pending from the clone (the timer thread waiting for the GIL),
+     * drops the GIL and waits forever for a thread that is not here. The
+     * runtime lock it also takes is reinitialised by the after-fork. */
+    child_import_lock();
 #endif
     PyOS_AfterFork_Child();
     PyErr_Clear();
