@@ -21,7 +21,7 @@ export CHKPT_WERROR ?= 1
 
 venv_of = $(VENV_DIR)/$(shell $(1) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
-.PHONY: all build deps venvs test test-python test-c test-asan test-fuzz demo bench clean
+.PHONY: all build deps venvs test test-python test-c test-asan test-fuzz demo bench bench-sklearn clean
 
 all: build
 
@@ -92,7 +92,38 @@ demo: build
 
 bench: build
 	@py=$(VENV_DIR)/$$($(lastword $(FOUND_PYTHONS)) -c 'import sys; print("%d.%d" % sys.version_info[:2])')/bin/python; \
-	for b in bench/bench_*.py; do $$py $$b || exit 1; done
+	for b in bench/bench_*.py; do [ $$b = bench/bench_sklearn.py ] || $$py $$b || exit 1; done
+	$(MAKE) bench-sklearn
+
+# scikit-learn's examples (Debian's python-sklearn-doc) under chkpt, on
+# SKLEARN_PYTHONS (minor versions; default 3.12). scikit-learn and
+# matplotlib go into venvs of their own ($(VENV_DIR)/sklearn-3.X), so that
+# `make test` never installs them.
+SKLEARN_PYTHONS ?= 3.12
+SKLEARN_PACKAGES := $(PIP_PACKAGES) scikit-learn matplotlib
+BENCH_ARGS ?=
+bench-sklearn: deps
+	@if [ ! -d /usr/share/doc/python-sklearn-doc/examples ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      python-sklearn-doc >/dev/null; \
+	  else \
+	    echo "chkpt: install python-sklearn-doc (Debian) for scikit-learn's examples"; exit 1; \
+	  fi; \
+	fi
+	@for v in $(SKLEARN_PYTHONS); do \
+	  py=$$(ls -d $(PYENV_ROOT)/versions/$$v.*/bin/python$$v 2>/dev/null | sort -V | tail -1); \
+	  [ -n "$$py" ] || { echo "chkpt: no python $$v found under $(PYENV_ROOT)"; exit 1; }; \
+	  venv=$(VENV_DIR)/sklearn-$$v; \
+	  if [ ! -f $$venv/.ready ]; then \
+	    echo "setting up $$venv"; \
+	    $$py -m venv $$venv && \
+	    $$venv/bin/pip install -q -U --disable-pip-version-check $(SKLEARN_PACKAGES) && \
+	    touch $$venv/.ready || exit 1; \
+	  fi; \
+	  $$venv/bin/python setup.py -q build_ext --inplace && \
+	  $$venv/bin/python bench/bench_sklearn.py $(BENCH_ARGS) || exit 1; \
+	done
 
 clean:
 	rm -rf build chkpt/*.so demo-checkpoints

@@ -1,12 +1,12 @@
 """Types of chkpt._chkpt, the C engine of chkpt."""
 import os
 from collections.abc import Iterable
-from typing import Any, Final, TypeVar, final
+from typing import Any, Final, Literal, TypeVar, final
 
 _T = TypeVar("_T")
 
 FORMAT_VERSION: Final[int]
-DEFAULT_FREQUENCY_MS: Final[int]
+DEFAULT_FREQUENCY: Final[str]
 DEFAULT_MIN_OBJ_SIZE: Final[int]
 
 _SnapshotRef = SnapshotInfo | str | bytes | os.PathLike[str] | os.PathLike[bytes]
@@ -18,8 +18,9 @@ class SnapshotError(Exception):
 class Checkpoint:
     """The checkpointing engine of a script run under chkpt."""
 
-    frequency: int
-    """ms between automatic snapshots; 0 every line; -1 manual only."""
+    frequency: int | Literal["auto"]
+    """ms between automatic snapshots; 0 every line; -1 manual only; "auto"
+    (the default) as often as the budget allows."""
     min_obj_size: int
     """bytes an object must hold to be captured; 0 every object; -1 tracked only."""
     verbosity: int

@@ -479,18 +479,45 @@ collect_sources(CheckpointObject *ck, PyObject *src_bytes, PyObject *src_paths)
     if (ck->script_dir == NULL || !PyUnicode_Check(ck->script_dir)) {
         return 0;
     }
-    PyObject *mods = PyDict_Copy(PyImport_GetModuleDict());
-    if (mods == NULL) {
+    /* Which modules are siblings, read without a reference taken: in a
+     * writer child every object written to (a refcount too) is a page
+     * copied, and sys.modules holds a thousand modules (sklearn's). Only
+     * what matches is held, then read; no Python code runs meanwhile. */
+    PyObject *found = PyList_New(0);
+    PyObject *dunder_file = found ? PyUnicode_InternFromString("__file__") : NULL;
+    if (dunder_file == NULL) {
+        Py_XDECREF(found);
         return -1;
     }
     Py_ssize_t pos = 0;
     PyObject *name, *mod;
-    int rc = 0;
-    while (PyDict_Next(mods, &pos, &name, &mod)) {
+    while (PyDict_Next(PyImport_GetModuleDict(), &pos, &name, &mod)) {
         if (!PyUnicode_Check(name) || !PyModule_Check(mod) || mod == ck->main_module
             || PyUnicode_CompareWithASCIIString(name, "__main__") == 0) {
             continue;
         }
+        PyObject *d = PyModule_GetDict(mod);
+        PyObject *file = d ? PyDict_GetItemWithError(d, dunder_file) : NULL;
+        if (file == NULL || !PyUnicode_Check(file)
+            || PyUnicode_Tailmatch(file, ck->script_dir, 0,
+                                   PyUnicode_GET_LENGTH(ck->script_dir), -1) != 1) {
+            PyErr_Clear();
+            continue;
+        }
+        PyObject *pair = PyTuple_Pack(2, name, mod);
+        if (pair == NULL || PyList_Append(found, pair) < 0) {
+            Py_XDECREF(pair);
+            Py_DECREF(found);
+            Py_DECREF(dunder_file);
+            return -1;
+        }
+        Py_DECREF(pair);
+    }
+    Py_DECREF(dunder_file);
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(found) && rc == 0; i++) {
+        name = PyTuple_GET_ITEM(PyList_GET_ITEM(found, i), 0);
+        mod = PyTuple_GET_ITEM(PyList_GET_ITEM(found, i), 1);
         PyObject *file = PyModule_GetFilenameObject(mod);
         if (file == NULL) {
             PyErr_Clear();
@@ -529,11 +556,8 @@ collect_sources(CheckpointObject *ck, PyObject *src_bytes, PyObject *src_paths)
             }
         }
         Py_DECREF(file);
-        if (rc < 0) {
-            break;
-        }
     }
-    Py_DECREF(mods);
+    Py_DECREF(found);
     return rc;
 }
 

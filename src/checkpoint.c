@@ -84,6 +84,7 @@ chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli)
     ck->verbosity = cli->verbosity;
     ck->compress_level = cli->compress_level;
     ck->max_store_size = cli->max_store_size;
+    ck->keep_auto = cli->keep_auto;
     ck->max_pickle_size = cli->max_pickle_size > 0
                           ? cli->max_pickle_size : chkpt_default_max_pickle_size();
     ck->output_dir = NULL;
@@ -269,23 +270,35 @@ checkpoint_wait(CheckpointObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 checkpoint_get_frequency(CheckpointObject *self, void *Py_UNUSED(c))
 {
+    if (self->frequency_ms == CHKPT_FREQUENCY_AUTO) {
+        return PyUnicode_FromString("auto");
+    }
     return PyLong_FromLongLong(self->frequency_ms);
 }
 
 static int
 checkpoint_set_frequency(CheckpointObject *self, PyObject *v, void *Py_UNUSED(c))
 {
-    if (v == NULL || !PyLong_Check(v)) {
-        PyErr_SetString(PyExc_TypeError, "frequency must be an int (ms; 0 every line, -1 manual only)");
+    long long f;
+    if (v != NULL && PyUnicode_Check(v)
+        && PyUnicode_CompareWithASCIIString(v, "auto") == 0) {
+        f = CHKPT_FREQUENCY_AUTO;
+    }
+    else if (v == NULL || !PyLong_Check(v)) {
+        PyErr_SetString(PyExc_TypeError, "frequency must be an int (ms; 0 "
+                        "every line, -1 manual only) or 'auto'");
         return -1;
     }
-    long long f = PyLong_AsLongLong(v);
-    if (f == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (f < -1) {
-        PyErr_SetString(PyExc_ValueError, "frequency must be -1, 0 or a positive number of ms");
-        return -1;
+    else {
+        f = PyLong_AsLongLong(v);
+        if (f == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (f < -1) {
+            PyErr_SetString(PyExc_ValueError, "frequency must be -1, 0, a "
+                            "positive number of ms or 'auto'");
+            return -1;
+        }
     }
     self->frequency_ms = f;
     return chkpt_hooks_reconfigure(self);
@@ -382,9 +395,15 @@ checkpoint_set_output_dir(CheckpointObject *self, PyObject *v, void *Py_UNUSED(c
 static PyObject *
 checkpoint_repr(CheckpointObject *self)
 {
-    return PyUnicode_FromFormat("<chkpt.Checkpoint output_dir=%R frequency=%lld "
-                                "min_obj_size=%lld>", self->output_dir,
-                                self->frequency_ms, self->min_obj_size);
+    PyObject *f = checkpoint_get_frequency(self, NULL);
+    if (f == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyUnicode_FromFormat("<chkpt.Checkpoint output_dir=%R "
+                                       "frequency=%R min_obj_size=%lld>",
+                                       self->output_dir, f, self->min_obj_size);
+    Py_DECREF(f);
+    return r;
 }
 
 static PyMethodDef checkpoint_methods[] = {
@@ -411,7 +430,8 @@ static PyMethodDef checkpoint_methods[] = {
 static PyGetSetDef checkpoint_getset[] = {
     {"frequency", (getter)checkpoint_get_frequency,
      (setter)checkpoint_set_frequency,
-     "ms between automatic snapshots; 0 every line; -1 manual only", NULL},
+     "ms between automatic snapshots; 0 every line; -1 manual only; 'auto' "
+     "as often as the budget allows (the default)", NULL},
     {"min_obj_size", (getter)checkpoint_get_min_obj_size,
      (setter)checkpoint_set_min_obj_size,
      "bytes; objects at least this big are captured; -1 tracked only", NULL},

@@ -3,7 +3,8 @@
  * Layers, bottom to top. A file calls only into lower layers, never into
  * its own layer or above, with one exception said below (capture.c and
  * hooks.c). Headers: store.h (layer 0), base.h (1), capture.h (what
- * capture.c takes from layer 3), this file (the rest).
+ * capture.c takes from layer 3), budget.h (budget.c's, for writer.c and
+ * hooks.c), this file (the rest).
  *
  *   0 store.c      the on-disk store (pure C, no Python; see store.h)
  *     pickle_refs.c the globals a pickle names, from its opcodes (pure C,
@@ -20,6 +21,8 @@
  *                  for load.c
  *     syspath.c    the sys.path entries the script added: recorded in each
  *                  snapshot, appended again when loading
+ *     budget.c     what the snapshot processes cost, when -f auto may take
+ *                  the next automatic snapshot, --keep-auto (budget.h)
  *   4 capture.c    takes a snapshot of a frame, step by step (capture_ctx):
  *                  selects its variables, pickles them (protocol 5,
  *                  out-of-band buffers), writes them to the store
@@ -80,7 +83,15 @@
 #endif
 
 #define CHKPT_DEFAULT_MIN_OBJ_SIZE (1LL << 20)
-#define CHKPT_DEFAULT_FREQUENCY_MS 60000LL   /* see README: cheap enough to leave on */
+/* -f auto, the default: automatic snapshots as often as the budget of
+ * writer.c allows (the children's CPU time and disk time at most
+ * CHKPT_AUTO_BUDGET of the run's wall time; README "The default
+ * frequency"). Stored in frequency_ms as this negative value. */
+#define CHKPT_FREQUENCY_AUTO (-2LL)
+#define CHKPT_DEFAULT_FREQUENCY_MS CHKPT_FREQUENCY_AUTO
+/* --keep-auto: the newest automatic snapshots of the script kept in the
+ * store under -f auto, when not given (0: all, as with an explicit -f) */
+#define CHKPT_DEFAULT_KEEP_AUTO 10L
 #define CHKPT_DEFAULT_OUTPUT_DIR "checkpoints"
 /* Seconds one snapshot may spend running Python code (__reduce__ and the
  * like) before the object at hand is given up on. */
@@ -118,7 +129,9 @@ typedef enum {
 
 typedef struct {
     chkpt_verb verb;
-    long long frequency_ms;       /* -f: 0 every line, -1 manual only, N ms */
+    long long frequency_ms;       /* -f: 0 every line, -1 manual only, N ms,
+                                     CHKPT_FREQUENCY_AUTO the budget's */
+    long keep_auto;               /* --keep-auto N, -1 if not given */
     long long min_obj_size;       /* -z: bytes; 0 every object; -1 tracked only */
     int verbosity;                /* -v count */
     int compress_level;           /* --compress (0 = off) */
@@ -146,6 +159,8 @@ typedef struct {
     int verbosity;
     int compress_level;
     long long max_store_size;     /* retention after automatic snapshots */
+    long keep_auto;               /* the script's newest automatic snapshots
+                                     kept (writer.c), 0: all */
     long long max_pickle_size;    /* pickled bytes one snapshot may hold */
     PyObject *output_dir;         /* str, absolute */
     PyObject *tracked;            /* dict: id(obj) -> obj (identity set) */

@@ -16,6 +16,7 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <string.h>
+#include <strings.h>
 
 #define USAGE_ERROR 2
 
@@ -61,8 +62,9 @@ static const char help_text[] =
 "  -f MS, --frequency MS\n"
 "                        take an automatic snapshot every MS milliseconds.\n"
 "                        0: at every executed line of the script; -1: only\n"
-"                        when the script calls Checkpoint.snapshot().\n"
-"                        Default: %lld\n"
+"                        when the script calls Checkpoint.snapshot(); auto:\n"
+"                        as often as the snapshots' CPU and disk time stay\n"
+"                        within 5%% of the run's time. Default: auto\n"
 "  -v, --verbose         say on stderr what chkpt does; -vv for more\n"
 "  --compress LEVEL      compress stored data with zstd at LEVEL (1-19);\n"
 "                        0 (the default) stores it uncompressed\n"
@@ -70,6 +72,11 @@ static const char help_text[] =
 "                        snapshots (never the newest) and the data only they\n"
 "                        used until the directory holds at most SIZE bytes;\n"
 "                        K, M and G suffixes accepted. Default: no limit\n"
+"  --keep-auto N         keep the script's newest N automatic snapshots in\n"
+"                        the store, delete older ones (never a manual, crash\n"
+"                        or signal snapshot) and the data only they used;\n"
+"                        0 keeps them all. Default: %ld with -f auto, 0\n"
+"                        with an explicit -f MS\n"
 "  --max-pickle-size SIZE\n"
 "                        pickled bytes one snapshot may hold in memory before\n"
 "                        they are written (array data, saved without a copy,\n"
@@ -141,7 +148,7 @@ typedef enum {
     OPT_HELP, OPT_VERSION, OPT_MODULE, OPT_MIN_OBJ_SIZE, OPT_OUTPUT_DIR,
     OPT_FREQUENCY, OPT_VERBOSE, OPT_COMPRESS, OPT_MAX_STORE_SIZE,
     OPT_MAX_PICKLE_SIZE, OPT_KEEP, OPT_PORTABLE, OPT_SIGNAL_DEADLINE,
-    OPT_RESUME
+    OPT_KEEP_AUTO, OPT_RESUME
 } opt_id;
 
 typedef struct {
@@ -164,6 +171,7 @@ static const opt_def options[] = {
     {OPT_MAX_STORE_SIZE, 0, "max-store-size", 1, "--max-store-size"},
     {OPT_MAX_PICKLE_SIZE, 0, "max-pickle-size", 1, "--max-pickle-size"},
     {OPT_KEEP, 0, "keep", 1, "--keep"},
+    {OPT_KEEP_AUTO, 0, "keep-auto", 1, "--keep-auto"},
     {OPT_SIGNAL_DEADLINE, 0, "signal-deadline", 1, "--signal-deadline"},
     {OPT_PORTABLE, 0, "portable", 0, "--portable"},     /* export only */
     {OPT_RESUME, 0, "resume", 0, "--resume"},
@@ -210,6 +218,21 @@ find_long(const char *name, size_t len, int *ambiguous)
 }
 
 /* ---- value parsing ---- */
+
+/* -f auto (any case, surrounding whitespace allowed as for numbers) */
+static int
+is_auto(const char *s)
+{
+    while (*s == ' ' || *s == '\t') {
+        s++;
+    }
+    if (strncasecmp(s, "auto", 4) != 0) {
+        return 0;
+    }
+    for (s += 4; *s == ' ' || *s == '\t'; s++) {
+    }
+    return *s == '\0';
+}
 
 /* A decimal integer as int() reads it (argparse's type=int): optional sign,
  * surrounding whitespace and digit-separating underscores allowed. -1 (no
@@ -385,7 +408,17 @@ apply_value(chkpt_cli *cli, parser *p, const opt_def *opt, PyObject *value,
     case OPT_MIN_OBJ_SIZE:
         return number_value(opt, v, 1, -1, LLONG_MAX, &cli->min_obj_size);
     case OPT_FREQUENCY:
+        if (is_auto(v)) {
+            cli->frequency_ms = CHKPT_FREQUENCY_AUTO;
+            return 0;
+        }
         return number_value(opt, v, 0, -1, LLONG_MAX, &cli->frequency_ms);
+    case OPT_KEEP_AUTO:
+        rc = number_value(opt, v, 0, 0, LONG_MAX, &n);
+        if (rc == 0) {
+            cli->keep_auto = (long)n;
+        }
+        return rc;
     case OPT_COMPRESS:
         rc = number_value(opt, v, 0, 0, 19, &n);
         if (rc == 0) {
@@ -698,7 +731,7 @@ parse_args(chkpt_cli *cli, parser *pp, int *done)
 finished:
     if (p.help) {
         char buf[sizeof(help_text) + 64];
-        snprintf(buf, sizeof(buf), help_text, CHKPT_DEFAULT_FREQUENCY_MS,
+        snprintf(buf, sizeof(buf), help_text, CHKPT_DEFAULT_KEEP_AUTO,
                  CHKPT_DEFAULT_SIGNAL_DEADLINE_MS);
         if (write_stdout(usage_text) < 0 || write_stdout(buf) < 0) {
             return -1;
@@ -768,6 +801,7 @@ chkpt_main(PyObject *module, PyObject *argv)
         .is_module = 0,
         .args = NULL,
         .keep = -1,
+        .keep_auto = -1,
         .signal_deadline_ms = CHKPT_DEFAULT_SIGNAL_DEADLINE_MS,
         .portable = 0,
     };

@@ -7,11 +7,20 @@
  * snapshot and disarms the hook, so snapshots happen at line boundaries
  * of the script, never inside library code.
  *
- *   3.12+  sys.monitoring (PEP 669): a C callback for LINE events of our own
- *          tool id; locations outside the script get DISABLE, so library
- *          code is never reported again.
+ *   3.12+  sys.monitoring (PEP 669), our own tool id: LINE events are set
+ *          on the script's code objects only (set_local_events), never
+ *          globally: global LINE events would report every line that
+ *          library code runs for the first time while armed (an `import
+ *          sklearn` runs ~180k of them: +0.9 s of CPU when armed through
+ *          it), and each change of the global events makes every code
+ *          object instrument itself again when it next runs. The script's
+ *          code objects are learnt from PY_START events, on for good and
+ *          DISABLE'd once reported (each code object reports once in the
+ *          run: a generator too, at its first start), and from the stack
+ *          when arming (code started before chkpt was installed).
  *   3.11   the C-level trace function (PyEval_SetTrace), set only while
- *          armed.
+ *          armed; a library frame gets f_trace_lines = False at its call
+ *          event, so that it reports no lines.
  *
  * While the script has a tracer of its own (pdb, coverage, its own
  * sys.settrace), that tracer wins: the hook stays off and a due snapshot is
@@ -21,18 +30,16 @@
  * the script calls sys.settrace.
  *
  * -f 0 keeps the hook armed for good (a snapshot per executed line of the
- * script); -f -1 never arms it (manual snapshots only).
- *
- * For resume.c's dependencies (when ck->ran_code is set), 3.12+ also keeps
- * PY_START on: the first start of each of the script's code objects is
- * noted, and every code object (library or script) is then DISABLE'd, so
- * a call costs nothing once each function has run once. (3.11 needs no
- * hook for it: resume.c reads the code objects' warm-up counters.)
+ * script); -f -1 never arms it (manual snapshots only). -f auto has no
+ * period: the timer sleeps until the time the writer's budget gives
+ * (writer.c, budget.h), and the pending call asks again before it arms,
+ * since the children's costs are learnt as they are reaped.
  *
  * The timer thread blocks every signal, and is not alive while the script's
  * own os.fork() or os.forkpty() runs (see "the script's own fork").
  */
 #include "chkpt.h"
+#include "budget.h"
 #include "writer.h"
 #include <errno.h>
 #include <pthread.h>
@@ -56,10 +63,13 @@ typedef struct {
     pthread_cond_t cond;
     int stop;                      /* under mutex */
     int restart;                   /* under mutex: a snapshot just ended */
-    long long period_ms;           /* under mutex: 0 = no timer */
+    long long period_ms;           /* under mutex: 0 = no timer,
+                                      CHKPT_FREQUENCY_AUTO: due_at */
     long long tick_period;         /* under mutex: the period next_tick is for */
     double next_tick;              /* under mutex: monotonic s, 0 = none; kept
                                       while the timer is stopped for a fork */
+    double due_at;                 /* under mutex: -f auto's next time */
+    double run_start;              /* monotonic s the hooks were installed */
     atomic_int pending;            /* pending calls queued, not yet run */
     atomic_int arm_pending;        /* an arming request is queued */
     double budget_deadline;        /* under mutex: monotonic s, 0 = none */
@@ -74,10 +84,11 @@ typedef struct {
     PyObject *monitoring;          /* sys.monitoring */
     PyObject *disable;             /* sys.monitoring.DISABLE */
     long line_event;               /* sys.monitoring.events.LINE */
-    PyObject *line_callback;       /* our C function object */
-    long start_event;              /* events.PY_START when ck->ran_code
-                                      is kept (resume.c), else 0 */
+    long start_event;              /* sys.monitoring.events.PY_START */
+    PyObject *line_callback;       /* our C function objects */
     PyObject *start_callback;
+    PyObject *set_local_events;    /* sys.monitoring.set_local_events */
+    PyObject *script_codes;        /* id -> code: the script's, seen so far */
 #endif
 } hooks_state;
 
@@ -127,21 +138,99 @@ running_checkpoint(void)
 
 #if USE_MONITORING
 
+/* LINE events on one of the script's code objects, or none. */
+static int
+set_code_events(hooks_state *h, PyObject *code, int on)
+{
+    PyObject *r = PyObject_CallFunction(h->set_local_events, "iOl", h->tool_id,
+                                        code, on ? h->line_event : 0L);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+/* Remembers a code object of the script's (LINE events on it if armed). */
+static int
+add_script_code(hooks_state *h, PyObject *code)
+{
+    PyObject *key = PyLong_FromVoidPtr(code);
+    if (key == NULL) {
+        return -1;
+    }
+    int known = PyDict_Contains(h->script_codes, key);
+    int r = known != 0 ? known : PyDict_SetItem(h->script_codes, key, code);
+    Py_DECREF(key);
+    if (known == 0 && r == 0 && h->armed) {
+        r = set_code_events(h, code, 1);
+    }
+    return r < 0 ? -1 : 0;
+}
+
+/* The script's frames on the stack: where control comes back to. */
+static int
+add_stack_codes(hooks_state *h)
+{
+    CheckpointObject *ck = h->ck;
+    PyFrameObject *cur = (PyFrameObject *)Py_XNewRef(PyEval_GetFrame());
+    int rc = 0;
+    while (cur != NULL && rc == 0) {
+        PyCodeObject *code = PyFrame_GetCode(cur);
+        if (chkpt_is_script_code(ck, code)) {
+            rc = add_script_code(h, (PyObject *)code);
+        }
+        Py_DECREF(code);
+        PyFrameObject *back = PyFrame_GetBack(cur);
+        Py_DECREF(cur);
+        cur = back;
+    }
+    Py_XDECREF(cur);
+    return rc;
+}
+
 static int
 set_line_events(hooks_state *h, int on)
 {
     if (h->tool_id < 0) {
         return -1;
     }
-    PyObject *r = PyObject_CallMethod(h->monitoring, "set_events", "il",
-                                      h->tool_id, (on ? h->line_event : 0L)
-                                                  | h->start_event);
-    if (r == NULL) {
-        chkpt_warn_exc("cannot set the line hook");
-        return -1;
+    if (on && add_stack_codes(h) < 0) {
+        goto error;
     }
-    Py_DECREF(r);
+    Py_ssize_t pos = 0;
+    PyObject *key, *code;
+    while (PyDict_Next(h->script_codes, &pos, &key, &code)) {
+        if (set_code_events(h, code, on) < 0) {
+            goto error;
+        }
+    }
     return 0;
+error:
+    chkpt_warn_exc("cannot set the line hook");
+    return -1;
+}
+
+/* PY_START callback: (code, offset). Learns the script's code objects as
+ * they start (LINE events on at once if armed), and notes them in
+ * ck->ran_code when resume.c keeps it (3.11 needs no hook for that:
+ * resume.c reads the code objects' warm-up counters). */
+static PyObject *
+start_callback(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    CheckpointObject *ck = (CheckpointObject *)self;
+    hooks_state *h = (hooks_state *)ck->hooks;
+    if (h == NULL || nargs < 1 || !PyCode_Check(args[0])) {
+        Py_RETURN_NONE;
+    }
+    if (chkpt_is_script_code(ck, (PyCodeObject *)args[0])) {
+        if (add_script_code(h, args[0]) < 0) {
+            chkpt_warn_exc("cannot set the line hook");
+        }
+        /* resume.c's dependencies: the script's code that ran */
+        if (ck->ran_code != NULL && PySet_Add(ck->ran_code, args[0]) < 0) {
+            PyErr_Clear();
+        }
+    }
+    /* known from now on (its LINE events are set at each arming) */
+    return Py_NewRef(h->disable);
 }
 
 /* LINE callback: (code, line_number). Raises into the script only what
@@ -172,58 +261,24 @@ line_callback(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-/* PY_START callback: (code, offset). The script's code objects are noted
- * in ck->ran_code (resume.c's dependencies); every code object is reported
- * once only (DISABLE), so this costs nothing once each has started. */
-static PyObject *
-start_callback(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    CheckpointObject *ck = (CheckpointObject *)self;
-    hooks_state *h = (hooks_state *)ck->hooks;
-    if (h == NULL) {
-        Py_RETURN_NONE;
-    }
-    if (nargs >= 1 && PyCode_Check(args[0]) && ck->ran_code != NULL
-        && chkpt_is_script_code(ck, (PyCodeObject *)args[0])
-        && PySet_Add(ck->ran_code, args[0]) < 0) {
-        PyErr_Clear();
-    }
-    return Py_NewRef(h->disable);
-}
+static const PyMethodDef line_callback_def = {
+    "chkpt_line", (PyCFunction)(void (*)(void))line_callback, METH_FASTCALL,
+    "chkpt's LINE callback"
+};
 
 static const PyMethodDef start_callback_def = {
     "chkpt_start", (PyCFunction)(void (*)(void))start_callback, METH_FASTCALL,
     "chkpt's PY_START callback"
 };
 
-static const PyMethodDef line_callback_def = {
-    "chkpt_line", (PyCFunction)(void (*)(void))line_callback, METH_FASTCALL,
-    "chkpt's LINE callback"
-};
-
-/* PY_START on for good, for resume.c's dependencies. */
-static int
-start_install(hooks_state *h)
+/* sys.monitoring.events.NAME */
+static long
+event_bit(PyObject *events, const char *name)
 {
-    PyObject *events = PyObject_GetAttrString(h->monitoring, "events");
-    PyObject *ev = events ? PyObject_GetAttrString(events, "PY_START") : NULL;
-    Py_XDECREF(events);
-    long start = ev ? PyLong_AsLong(ev) : -1;
-    Py_XDECREF(ev);
-    if (start == -1) {
-        return -1;
-    }
-    h->start_callback = PyCFunction_New((PyMethodDef *)&start_callback_def,
-                                        (PyObject *)h->ck);
-    PyObject *r = h->start_callback ? PyObject_CallMethod(
-        h->monitoring, "register_callback", "ilO", h->tool_id, start,
-        h->start_callback) : NULL;
-    if (r == NULL) {
-        return -1;
-    }
-    Py_DECREF(r);
-    h->start_event = start;
-    return set_line_events(h, 0);
+    PyObject *v = PyObject_GetAttrString(events, name);
+    long bit = v ? PyLong_AsLong(v) : -1;
+    Py_XDECREF(v);
+    return bit;
 }
 
 static int
@@ -244,14 +299,15 @@ monitoring_install(hooks_state *h)
     if (events == NULL) {
         return -1;
     }
-    PyObject *line = PyObject_GetAttrString(events, "LINE");
+    h->line_event = event_bit(events, "LINE");
+    h->start_event = h->line_event < 0 ? -1 : event_bit(events, "PY_START");
     Py_DECREF(events);
-    if (line == NULL) {
+    if (h->start_event < 0) {
         return -1;
     }
-    h->line_event = PyLong_AsLong(line);
-    Py_DECREF(line);
-    if (h->line_event == -1 && PyErr_Occurred()) {
+    h->set_local_events = PyObject_GetAttrString(h->monitoring, "set_local_events");
+    h->script_codes = h->set_local_events ? PyDict_New() : NULL;
+    if (h->script_codes == NULL) {
         return -1;
     }
     /* Tool ids 0-2 and 5 are conventionally the debugger's, coverage's,
@@ -287,7 +343,23 @@ monitoring_install(hooks_state *h)
         return -1;
     }
     Py_DECREF(r);
-    return h->ck->ran_code != NULL ? start_install(h) : 0;
+    h->start_callback = PyCFunction_New((PyMethodDef *)&start_callback_def,
+                                        (PyObject *)h->ck);
+    if (h->start_callback == NULL) {
+        return -1;
+    }
+    r = PyObject_CallMethod(h->monitoring, "register_callback", "ilO",
+                            h->tool_id, h->start_event, h->start_callback);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    /* for good: changing the global events would re-instrument every code
+     * object; each code object reports once anyway */
+    r = PyObject_CallMethod(h->monitoring, "set_events", "il", h->tool_id,
+                            h->start_event);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
 }
 
 static void
@@ -299,14 +371,21 @@ monitoring_uninstall(hooks_state *h)
         PyObject *r = PyObject_CallMethod(h->monitoring, "set_events", "ii",
                                           h->tool_id, 0);
         Py_XDECREF(r);
-        r = PyObject_CallMethod(h->monitoring, "register_callback", "ilO",
-                                h->tool_id, h->line_event, Py_None);
-        Py_XDECREF(r);
-        if (h->start_event != 0) {
-            r = PyObject_CallMethod(h->monitoring, "register_callback", "ilO",
-                                    h->tool_id, h->start_event, Py_None);
+        Py_ssize_t pos = 0;
+        PyObject *key, *code;
+        while (h->script_codes != NULL
+               && PyDict_Next(h->script_codes, &pos, &key, &code)) {
+            r = PyObject_CallFunction(h->set_local_events, "iOi", h->tool_id,
+                                      code, 0);
             Py_XDECREF(r);
-            h->start_event = 0;
+        }
+        long events[2] = {h->line_event, h->start_event};
+        for (int i = 0; i < 2; i++) {
+            if (events[i] > 0) {
+                r = PyObject_CallMethod(h->monitoring, "register_callback",
+                                        "ilO", h->tool_id, events[i], Py_None);
+                Py_XDECREF(r);
+            }
         }
         r = PyObject_CallMethod(h->monitoring, "free_tool_id", "i", h->tool_id);
         Py_XDECREF(r);
@@ -316,6 +395,8 @@ monitoring_uninstall(hooks_state *h)
     }
     Py_CLEAR(h->line_callback);
     Py_CLEAR(h->start_callback);
+    Py_CLEAR(h->set_local_events);
+    Py_CLEAR(h->script_codes);
     Py_CLEAR(h->disable);
     Py_CLEAR(h->monitoring);
 }
@@ -372,7 +453,7 @@ set_own_trace(int on)
 static int
 trace_function(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
 {
-    if (what != PyTrace_LINE) {
+    if (what != PyTrace_LINE && what != PyTrace_CALL) {
         return 0;
     }
     CheckpointObject *ck = running_checkpoint();
@@ -384,6 +465,15 @@ trace_function(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
     int mine = chkpt_is_script_code(ck, code);
     Py_DECREF(code);
     if (!mine) {
+        /* library code: no more line events from this frame (an import
+         * run while armed would report each of its lines) */
+        if (PyObject_SetAttrString((PyObject *)frame, "f_trace_lines",
+                                   Py_False) < 0) {
+            PyErr_Clear();
+        }
+        return 0;
+    }
+    if (what == PyTrace_CALL) {
         return 0;
     }
     if (ck->frequency_ms != 0) {
@@ -454,6 +544,34 @@ in_forked_child(hooks_state *h)
 
 /* ---- the timer thread ---- */
 
+/* -f auto: the timer wakes at due_at (the start over of timer_main). */
+static void
+set_due(hooks_state *h, double due)
+{
+    pthread_mutex_lock(&h->mutex);
+    h->due_at = due;
+    h->restart = 1;
+    pthread_cond_signal(&h->cond);
+    pthread_mutex_unlock(&h->mutex);
+}
+
+/* Under -f auto, does the next snapshot fit the budget now? If not, the
+ * timer is set for when it will. Always 1 under the other frequencies.
+ * Main thread, GIL held. */
+static int
+budget_allows(hooks_state *h)
+{
+    if (h->ck->frequency_ms != CHKPT_FREQUENCY_AUTO) {
+        return 1;
+    }
+    double due = chkpt_writer_next_auto(h->ck, h->run_start);
+    if (due <= chkpt_monotonic()) {
+        return 1;
+    }
+    set_due(h, due);
+    return 0;
+}
+
 /* Runs on the main thread between two bytecodes, like a signal handler:
  * what it raises (only what belongs to the script, see take_auto_snapshot)
  * surfaces there. */
@@ -464,12 +582,13 @@ pending_arm(void *arg)
     int rc = 0;
     /* the frequency may have changed since the request was posted */
     if (!in_forked_child(h) && atomic_load(&h->active) && !h->ck->in_snapshot
-        && h->ck->frequency_ms >= 0
-        && PyThread_get_thread_ident() == h->main_thread) {
+        && h->ck->frequency_ms != -1
+        && PyThread_get_thread_ident() == h->main_thread
+        && budget_allows(h)) {
         if (!foreign_tracer()) {
             arm(h);
         }
-        else if (h->ck->frequency_ms > 0) {
+        else if (h->ck->frequency_ms != 0) {
             /* the script's tracer wins: snapshot where the script is */
             disarm(h);
             rc = take_auto_snapshot(h->ck, NULL);
@@ -591,6 +710,11 @@ restart_period(hooks_state *h)
     if (h == NULL || in_forked_child(h)) {
         return;
     }
+    if (h->ck->frequency_ms == CHKPT_FREQUENCY_AUTO) {
+        /* a child was just started: the timer looks again once it ended */
+        set_due(h, chkpt_writer_next_auto(h->ck, h->run_start));
+        return;
+    }
     pthread_mutex_lock(&h->mutex);
     h->restart = 1;
     pthread_cond_signal(&h->cond);
@@ -609,7 +733,9 @@ timer_main(void *arg)
             h->tick_period = h->period_ms;
             h->restart = 0;
             h->next_tick = h->tick_period > 0
-                           ? now + (double)h->tick_period / 1000.0 : 0;
+                           ? now + (double)h->tick_period / 1000.0
+                           : h->tick_period == CHKPT_FREQUENCY_AUTO
+                           ? h->due_at : 0;
         }
         double wake = h->next_tick;
         if (h->budget_deadline > 0 && (wake == 0 || h->budget_deadline < wake)) {
@@ -638,7 +764,11 @@ timer_main(void *arg)
             post_request(h, pending_interrupt);
         }
         if (h->next_tick > 0 && now >= h->next_tick) {
-            h->next_tick = now + (double)h->tick_period / 1000.0;
+            /* -f auto: the request sets the next time; this one is in case
+             * it never runs (a queue full) */
+            h->next_tick = now + (h->tick_period > 0
+                                  ? (double)h->tick_period / 1000.0
+                                  : CHKPT_AUTO_MIN_INTERVAL);
             post_request(h, pending_arm);
         }
     }
@@ -854,7 +984,8 @@ chkpt_hooks_budget_stop(CheckpointObject *ck)
 static long long
 timer_period(CheckpointObject *ck)
 {
-    return ck->frequency_ms > 0 ? ck->frequency_ms : 0;
+    return ck->frequency_ms > 0 || ck->frequency_ms == CHKPT_FREQUENCY_AUTO
+           ? ck->frequency_ms : 0;
 }
 
 int
@@ -866,6 +997,8 @@ chkpt_hooks_reconfigure(CheckpointObject *ck)
     }
     pthread_mutex_lock(&h->mutex);
     h->period_ms = timer_period(ck);
+    /* a change to auto: the pending call then asks the budget */
+    h->due_at = chkpt_monotonic() + CHKPT_AUTO_MIN_INTERVAL;
     pthread_cond_signal(&h->cond);
     pthread_mutex_unlock(&h->mutex);
     if (ck->frequency_ms == 0) {
@@ -900,6 +1033,10 @@ chkpt_hooks_install(CheckpointObject *ck)
     pthread_cond_init(&h->cond, NULL);
     h->period_ms = timer_period(ck);
     h->tick_period = -1;
+    h->run_start = chkpt_monotonic();
+    /* -f auto asks the budget first a second in: a shorter script takes
+     * no automatic snapshot, and one that is still starting up is small */
+    h->due_at = h->run_start + CHKPT_AUTO_MIN_INTERVAL;
     ck->hooks = h;
 #if USE_MONITORING
     if (monitoring_install(h) < 0) {
@@ -912,7 +1049,7 @@ chkpt_hooks_install(CheckpointObject *ck)
     wrap_fork();
     if (start_timer(h) < 0) {
         chkpt_warn("cannot start the timer thread; automatic snapshots "
-                   "every %lld ms are off", ck->frequency_ms);
+                   "are off");
     }
     if (ck->frequency_ms == 0) {
         arm(h);

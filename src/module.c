@@ -113,8 +113,7 @@ module_exec(PyObject *module)
         return -1;
     }
     if (PyModule_AddIntConstant(module, "FORMAT_VERSION", CHKPT_STORE_VERSION) < 0
-        || PyModule_AddIntConstant(module, "DEFAULT_FREQUENCY_MS",
-                                   CHKPT_DEFAULT_FREQUENCY_MS) < 0
+        || PyModule_AddStringConstant(module, "DEFAULT_FREQUENCY", "auto") < 0
         || PyModule_AddIntConstant(module, "DEFAULT_MIN_OBJ_SIZE",
                                    CHKPT_DEFAULT_MIN_OBJ_SIZE) < 0) {
         return -1;

@@ -35,13 +35,16 @@
  */
 #include "writer.h"
 #include "base.h"
+#include "budget.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -56,6 +59,7 @@
 #define CUR_MAX 4000                    /* the object being pickled */
 #define CHILD_KILL_GRACE 2.0            /* after an object's budget: SIGKILL */
 #define CHILD_SETUP_SECONDS 10.0        /* the child's set-up, before its capture */
+#define EXIT_TIMEOUT_WORDS "60 s"       /* CHKPT_WRITER_EXIT_TIMEOUT, said */
 
 /* What a child shares with its parent. Read by the parent only after the
  * child has ended (waitpid orders the accesses). */
@@ -64,6 +68,9 @@ typedef struct {
     uint32_t len;               /* bytes of report */
     uint32_t cur_len;           /* bytes of cur, 0 outside an object */
     uint32_t budget_ms;         /* the budget of the object in cur */
+    double wall;                /* seconds the child lived (budget.c) */
+    double ready;               /* of which waiting for a CPU */
+    uint64_t wbytes;            /* bytes it wrote */
     char cur[CUR_MAX];          /* JSON of [no-retry key, label] */
     char report[];              /* JSON of the report dict */
 } child_page;
@@ -75,6 +82,8 @@ typedef struct {
     double started;             /* monotonic */
     child_page *page;           /* mapped once, reused */
     PyObject *info;             /* the PendingInfo handed out, or NULL */
+    double clone_s;             /* the script's pause to create it */
+    long long rss;              /* the script's private memory then */
 } writer_job;
 
 typedef struct {
@@ -97,6 +106,7 @@ typedef struct {
     PyFrameObject *main_frame;  /* the script's bottom frame, or NULL */
     int warned_memory;
     int warned_clone;
+    chkpt_budget budget;        /* what the children cost (-f auto) */
 } writer_state;
 
 /* Set once, in a writer child only, right after the clone: a fact about
@@ -526,12 +536,24 @@ report_death(CheckpointObject *ck, writer_job *j, int status)
 /* The child of job j ended (status from waitpid; -1 if it could not be
  * had): settle its info and apply what it reported. */
 static void
-finish_job(CheckpointObject *ck, writer_job *j, int status)
+finish_job(CheckpointObject *ck, writer_job *j, int status,
+           const struct rusage *ru)
 {
     chkpt_saved_error saved;
     chkpt_error_save(&saved);
     PyObject *path = NULL;
     child_page *pg = j->page;
+    writer_state *w = (writer_state *)ck->writer;
+    if (w != NULL) {
+        double cpu = ru == NULL ? 0 : (double)ru->ru_utime.tv_sec
+            + ru->ru_utime.tv_usec * 1e-6 + (double)ru->ru_stime.tv_sec
+            + ru->ru_stime.tv_usec * 1e-6;
+        int reported = pg->done && pg->wall > 0;
+        double wall = reported ? pg->wall : chkpt_monotonic() - j->started;
+        chkpt_budget_account(&w->budget, j->started, j->rss, cpu + j->clone_s,
+                             wall + j->clone_s, reported ? pg->ready : 0,
+                             reported ? pg->wbytes : 0);
+    }
     if (pg->done && pg->len > 0 && pg->len <= REPORT_MAX) {
         PyObject *rep = json_read(ck, pg->report, pg->len);
         if (rep != NULL && PyDict_Check(rep)) {
@@ -554,14 +576,15 @@ static int
 poll_job(CheckpointObject *ck, writer_job *j)
 {
     int status = 0;
-    pid_t r = waitpid(j->pid, &status, WNOHANG | __WCLONE);
+    struct rusage ru;
+    pid_t r = wait4(j->pid, &status, WNOHANG | __WCLONE, &ru);
     if (r == 0) {
         return 0;
     }
     if (r < 0 && errno == EINTR) {
         return 0;
     }
-    finish_job(ck, j, r == j->pid ? status : -1);
+    finish_job(ck, j, r == j->pid ? status : -1, r == j->pid ? &ru : NULL);
     return 1;
 }
 
@@ -590,14 +613,39 @@ chkpt_writer_poll(CheckpointObject *ck)
     }
 }
 
-/* Sleeps a little without the GIL. */
+/* Sleeps without the GIL until one of the selected jobs' children exits
+ * (a pidfd becomes readable then: no poll's lateness added to the wait,
+ * which the end of the run pays) or `seconds` passed. */
 static void
-nap(double seconds)
+nap(writer_state *w, PyObject *info, double seconds)
 {
-    struct timespec ts = {0, (long)(seconds * 1e9)};
+    struct pollfd fds[CHKPT_WRITER_MAX_CHILDREN];
+    nfds_t n = 0;
+#ifdef SYS_pidfd_open
+    for (int i = 0; i < CHKPT_WRITER_MAX_CHILDREN; i++) {
+        writer_job *j = &w->jobs[i];
+        if (j->pid > 0 && (info == NULL || j->info == info)) {
+            int fd = (int)syscall(SYS_pidfd_open, j->pid, 0);
+            if (fd >= 0) {
+                fds[n].fd = fd;
+                fds[n].events = POLLIN;
+                n++;
+            }
+        }
+    }
+#endif
     Py_BEGIN_ALLOW_THREADS
-    nanosleep(&ts, NULL);
+    if (n > 0) {
+        (void)poll(fds, n, (int)(seconds * 1000) + 1);
+    }
+    else {
+        struct timespec ts = {0, (long)(seconds * 1e9)};
+        nanosleep(&ts, NULL);
+    }
     Py_END_ALLOW_THREADS
+    for (nfds_t i = 0; i < n; i++) {
+        close(fds[i].fd);
+    }
 }
 
 /* Waits until the jobs selected by want() ended, until the monotonic
@@ -628,7 +676,7 @@ wait_jobs(CheckpointObject *ck, writer_state *w, PyObject *info, int any,
         if (until > 0 && chkpt_monotonic() >= until) {
             return 0;
         }
-        nap(pause);
+        nap(w, info, pause);
         pause = pause * 2 < 0.01 ? pause * 2 : 0.01;
         if (interruptible && PyErr_CheckSignals() < 0) {
             return -1;
@@ -658,6 +706,26 @@ chkpt_writer_wait(CheckpointObject *ck)
     return wait_jobs(ck, w, NULL, 0, 0, 1) < 0 ? -1 : 0;
 }
 
+double
+chkpt_writer_next_auto(CheckpointObject *ck, double run_start)
+{
+    double now = chkpt_monotonic();
+    writer_state *w = get_state(ck);
+    if (w == NULL) {
+        PyErr_Clear();
+        return now + CHKPT_AUTO_MIN_INTERVAL;
+    }
+    if (w->in_child) {
+        return now + CHKPT_AUTO_MIN_INTERVAL;
+    }
+    adopt_after_fork(w);
+    chkpt_writer_poll(ck);
+    if (in_flight(w) > 0) {
+        return now + CHKPT_WRITER_AUTO_POLL;    /* its cost is not known yet */
+    }
+    return chkpt_budget_next(&w->budget, run_start);
+}
+
 static void note_main_frame(CheckpointObject *ck, writer_state *w,
                             PyFrameObject *frame, int walk);
 
@@ -685,9 +753,10 @@ take_coalesced(CheckpointObject *ck, writer_state *w)
                            chkpt_monotonic() + CHKPT_WRITER_EXIT_TIMEOUT, 1);
         if (rc <= 0) {
             PyErr_Clear();
-            chkpt_warn("%d snapshot(s) still being written at exit%s; they "
-                       "finish on their own", in_flight(w),
-                       rc == 0 ? " after waiting the exit timeout" : "");
+            /* the child dies with the script (PR_SET_PDEATHSIG) */
+            chkpt_warn("%d snapshot(s) still being written at exit given up "
+                       "after %s", in_flight(w), rc == 0
+                       ? "waiting " EXIT_TIMEOUT_WORDS : "an interruption");
         }
     }
 }
@@ -707,15 +776,19 @@ chkpt_writer_finish(CheckpointObject *ck)
                           chkpt_monotonic() + CHKPT_WRITER_EXIT_TIMEOUT, 1);
         if (r <= 0) {
             PyErr_Clear();
-            chkpt_warn("%d snapshot(s) still being written at exit%s; they "
-                       "finish on their own", in_flight(w),
-                       r == 0 ? " after waiting the exit timeout" : "");
+            /* the child dies with the script (PR_SET_PDEATHSIG) */
+            chkpt_warn("%d snapshot(s) still being written at exit given up "
+                       "after %s", in_flight(w), r == 0
+                       ? "waiting " EXIT_TIMEOUT_WORDS : "an interruption");
         }
     }
     take_coalesced(ck, w);
     if (w->skipped > 0 && ck->verbosity > 0) {
         chkpt_warn("%llu automatic snapshot(s) skipped: %d were being written",
                    w->skipped, CHKPT_WRITER_MAX_CHILDREN);
+    }
+    if (ck->verbosity > 0) {
+        chkpt_budget_report(&w->budget);
     }
     /* the state's type refers to the module, whose state refers to ck: a
      * cycle through C that would keep the script's __main__ alive past its
@@ -1125,12 +1198,62 @@ child_report(CheckpointObject *ck, writer_job *j, PyObject *rep)
     j->page->done = 1;
 }
 
+/* Bytes this process wrote (wchar of /proc/self/io), 0 unknown. */
+static uint64_t
+written_bytes(void)
+{
+    FILE *f = fopen("/proc/self/io", "re");
+    if (f == NULL) {
+        return 0;
+    }
+    char line[128];
+    unsigned long long n = 0;
+    while (fgets(line, sizeof(line), f) != NULL
+           && sscanf(line, "wchar: %llu", &n) != 1) {
+    }
+    fclose(f);
+    return (uint64_t)n;
+}
+
+/* Seconds this process waited for a CPU (the second field of
+ * /proc/self/schedstat, in ns), 0 unknown. */
+static double
+ready_seconds(void)
+{
+    FILE *f = fopen("/proc/self/schedstat", "re");
+    if (f == NULL) {
+        return 0;
+    }
+    unsigned long long run, wait;
+    int n = fscanf(f, "%llu %llu", &run, &wait);
+    fclose(f);
+    return n == 2 ? (double)wait * 1e-9 : 0;
+}
+
+#if PY_VERSION_HEX >= 0x030D0000
+/* The import lock, taken without running Python code. */
+static void
+child_import_lock(void)
+{
+    PyObject *name = PyUnicode_FromString("_imp");
+    PyObject *imp = name ? PyImport_GetModule(name) : NULL;
+    PyObject *r = imp ? PyObject_CallMethod(imp, "acquire_lock", NULL) : NULL;
+    Py_XDECREF(r);
+    Py_XDECREF(imp);
+    Py_XDECREF(name);
+    if (r == NULL) {
+        _exit(3);       /* the after-fork would abort on an unowned lock */
+    }
+}
+#endif
+
 /* The child's whole life; never returns. */
 static void
 child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
            PyFrameObject *frame, const char *kind, PyObject *name,
            chkpt_writer_fn fn, void *arg)
 {
+    double born = chkpt_monotonic();
     w->in_child = 1;
     writer_child_process = 1;
     j->pid = -1;                /* marks the child's own job */
@@ -1171,10 +1294,14 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
      * after-fork-in-child callbacks, here only (never in the script's
      * process), with stdio already going nowhere. */
 #if PY_VERSION_HEX >= 0x030D0000
-    /* 3.13's releases the locks PyOS_BeforeFork takes (import lock, the
-     * runtime's): take them here, in the child (its before-fork callbacks
-     * run here too, never in the script's process) */
-    PyOS_BeforeFork();
+    /* 3.13's releases the import lock, which PyOS_BeforeFork takes: take
+     * it here, in the child, with _imp.acquire_lock (C only). Not with
+     * PyOS_BeforeFork: it first runs the script's before-fork callbacks
+     * (logging has one), Python code that, with a GIL drop request
+     * pending from the clone (the timer thread waiting for the GIL),
+     * drops the GIL and waits forever for a thread that is not here. The
+     * runtime lock it also takes is reinitialised by the after-fork. */
+    child_import_lock();
 #endif
     PyOS_AfterFork_Child();
     PyErr_Clear();
@@ -1203,6 +1330,10 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
     }
     Py_XDECREF(r);
     PyErr_Clear();
+    if (path != NULL && path != Py_None && strcmp(kind, "auto") == 0) {
+        chkpt_budget_keep_auto(ck, chkpt_budget_keep_value(ck));
+        PyErr_Clear();
+    }
     PyObject *added_list = set_added(ck->warned, warned_before);
     PyObject *once_list = set_added(ck->warned_once, once_before);
     PyObject *retry_list = set_added(ck->no_retry, retry_before);
@@ -1217,6 +1348,9 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
         "no_retry", retry_list ? retry_list : Py_None,
         "deferred", ddelta ? ddelta : Py_None,
         "store_failed", ck->store_failed && !store_failed_before);
+    j->page->wbytes = written_bytes();
+    j->page->ready = ready_seconds();
+    j->page->wall = chkpt_monotonic() - born;
     if (rep != NULL) {
         child_report(ck, j, rep);
     }
@@ -1381,6 +1515,11 @@ writer_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
     j->page->done = 0;
     j->page->len = 0;
     j->page->cur_len = 0;
+    j->page->wall = 0;
+    j->page->ready = 0;
+    j->page->wbytes = 0;
+    j->rss = chkpt_budget_private_memory();
+    double clone_at = chkpt_monotonic();
     /* exit signal 0 and no CLONE_* flag: a copy of this process that only
      * __WCLONE waits see */
     long pid = syscall(SYS_clone, 0L, NULL, NULL, NULL, NULL);
@@ -1396,6 +1535,7 @@ writer_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
     }
     j->pid = (pid_t)pid;
     j->started = chkpt_monotonic();
+    j->clone_s = j->started - clone_at;
     if (fn == NULL) {
         w->coalesced_at = 0;    /* this one covers any request before it */
         j->info = Py_NewRef(info);

@@ -18,7 +18,8 @@
 /* Seconds a child may spend writing and syncing after its capture's own
  * budget (CHKPT_SNAPSHOT_TIME_BUDGET) before it is given up. */
 #define CHKPT_WRITER_IO_SECONDS 90.0
-/* Seconds the end of the run waits for snapshots still being written. */
+/* Seconds the end of the run waits for snapshots still being written (a
+ * snapshot still being written then dies with the script, README). */
 #define CHKPT_WRITER_EXIT_TIMEOUT 60.0
 
 /* Takes the snapshot in a child. Sets *handled to 0 when the caller should
@@ -45,6 +46,13 @@ int chkpt_writer_setup(CheckpointObject *ck);
 /* 1 when every child slot is taken (after reaping the children that
  * ended), 0 when a snapshot could start now. */
 int chkpt_writer_busy(CheckpointObject *ck);
+/* -f auto: while a child is in flight, how often (seconds) the hooks look
+ * whether it ended, to learn its cost. */
+#define CHKPT_WRITER_AUTO_POLL 0.25
+/* -f auto: the monotonic time from which the next automatic snapshot fits
+ * the budget (budget.h); run_start: when the run began. Reaps the children
+ * that ended. Main thread, GIL held. */
+double chkpt_writer_next_auto(CheckpointObject *ck, double run_start);
 /* Reaps the children that ended (never blocks). */
 void chkpt_writer_poll(CheckpointObject *ck);
 /* ck.wait(): until every snapshot started so far has ended. 0, or -1 with

@@ -63,7 +63,8 @@ def test_help(flag, job):
                  "./checkpoints", "0: at every executed line", "-1: only",
                  "zstd", "--"]:
         assert word in out, word
-    assert "Default: 60000" in out     # CHKPT_DEFAULT_FREQUENCY_MS
+    assert "Default: auto" in out      # CHKPT_DEFAULT_FREQUENCY_MS
+    assert "--keep-auto N" in out and "Default: 10 with -f auto" in out
     assert not (job / "ran.marker").exists()
 
 
@@ -83,7 +84,13 @@ def test_version(job):
 
 
 @pytest.mark.parametrize("opts,expected", [
-    ([], {"frequency": 60000, "min_obj_size": 1 << 20, "verbosity": 0}),
+    ([], {"frequency": "auto", "min_obj_size": 1 << 20, "verbosity": 0}),
+    (["-f", "auto"], {"frequency": "auto"}),
+    (["-fAUTO"], {"frequency": "auto"}),
+    (["--frequency= auto "], {"frequency": "auto"}),
+    (["-f", "1000", "-f", "auto"], {"frequency": "auto"}),
+    (["--keep-auto", "3"], {}),
+    (["--keep-auto=0"], {}),
     (["-f", "5"], {"frequency": 5}),
     (["-f5"], {"frequency": 5}),
     (["--frequency=5"], {"frequency": 5}),
@@ -146,7 +153,7 @@ def test_arguments_after_the_script_belong_to_it(job):
     s = settings(r)
     assert s["argv"] == ["job.py", "-v", "-f", "3", "--help", "--", "-m", "x",
                          "ls"]
-    assert (s["verbosity"], s["frequency"]) == (0, 60000)
+    assert (s["verbosity"], s["frequency"]) == (0, "auto")
 
 
 def test_double_dash_ends_options(job):
@@ -215,6 +222,10 @@ def test_options_bundled_with_module(job):
      "(an integer of bytes, K, M or G suffix allowed)"),
     (["--max-store-size", "-1", "job.py"],
      "argument --max-store-size: must be >= 0 (got -1)"),
+    (["--keep-auto", "-1", "job.py"], "argument --keep-auto: must be >= 0 (got -1)"),
+    (["--keep-auto", "x", "job.py"], "argument --keep-auto: invalid int value: 'x'"),
+    (["-f", "automatic", "job.py"],
+     "argument -f/--frequency: invalid int value: 'automatic'"),
     (["-o"], "argument -o/--output-dir: expected one argument"),
     (["-o", "", "job.py"], "argument -o/--output-dir: expected a directory, got ''"),
     (["-m"], "argument -m: expected one argument"),

@@ -1,0 +1,229 @@
+/* budget.c: what snapshots cost, when -f auto may take the next one, and
+ * --keep-auto (see budget.h for the rule). */
+#include "budget.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define GIB (1024.0 * 1024.0 * 1024.0)
+
+long long
+chkpt_budget_private_memory(void)
+{
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (f == NULL) {
+        return -1;
+    }
+    long long size, resident, shared;
+    int n = fscanf(f, "%lld %lld %lld", &size, &resident, &shared);
+    fclose(f);
+    if (n != 3) {
+        return -1;
+    }
+    return (resident - shared) * (long long)sysconf(_SC_PAGESIZE);
+}
+
+void
+chkpt_budget_account(chkpt_budget *b, double started, long long rss,
+                     double cpu, double wall, double ready, uint64_t bytes)
+{
+    if (cpu < 0) {
+        cpu = 0;
+    }
+    /* The disk's bandwidth as the children saw it: the bytes of one that
+     * wrote much over its lifetime (the disk writes them back while it
+     * computes, and a loaded machine makes it slower: both err towards a
+     * slower disk). */
+    if (bytes >= CHKPT_AUTO_BANDWIDTH_SAMPLE && wall > 0) {
+        double bw = (double)bytes / wall;
+        b->bandwidth = b->bandwidth > 0 ? (b->bandwidth + bw) / 2 : bw;
+    }
+    double bw = b->bandwidth > 0 ? b->bandwidth : CHKPT_AUTO_GUESS_BANDWIDTH;
+    /* its disk time: its bytes at that speed, or the time it was alive,
+     * neither on a CPU nor waiting for one (syncing), if longer */
+    double io = wall - cpu - (ready > 0 ? ready : 0);
+    if (io < (double)bytes / bw) {
+        io = (double)bytes / bw;
+    }
+    b->cpu += cpu;
+    b->io += io;
+    b->bytes += bytes;
+    b->n++;
+    if (started >= b->last_start) {
+        b->last_start = started;
+        b->last_cpu = cpu;
+        b->last_io = io;
+        b->last_rss = rss;
+    }
+}
+
+static double
+later(double a, double b)
+{
+    return a > b ? a : b;
+}
+
+double
+chkpt_budget_next(chkpt_budget *b, double run_start)
+{
+    if (b->since == 0 || run_start < b->since) {
+        b->since = run_start;
+    }
+    long long rss = chkpt_budget_private_memory();
+    double p_cpu, p_io;
+    if (b->n == 0) {
+        double m = rss > 0 ? (double)rss : 0;
+        p_cpu = m / GIB * CHKPT_AUTO_GUESS_CPU_PER_GIB;
+        p_io = m / CHKPT_AUTO_GUESS_BANDWIDTH;
+    }
+    else {
+        double grow = rss > 0 && b->last_rss > 0 && rss > b->last_rss
+                      ? (double)rss / (double)b->last_rss : 1.0;
+        p_cpu = b->last_cpu * grow;
+        p_io = b->last_io * grow;
+    }
+    double base = b->last_start > 0 ? b->last_start : run_start;
+    double t = base + CHKPT_AUTO_MIN_INTERVAL;
+    t = later(t, base + later(p_cpu, p_io) / CHKPT_AUTO_BUDGET);
+    t = later(t, run_start + (b->cpu + p_cpu) / CHKPT_AUTO_BUDGET);
+    t = later(t, run_start + (b->io + p_io) / CHKPT_AUTO_BUDGET);
+    return t;
+}
+
+void
+chkpt_budget_report(const chkpt_budget *b)
+{
+    if (b->n == 0) {
+        return;
+    }
+    double wall = b->since > 0 ? chkpt_monotonic() - b->since : 0;
+    if (wall <= 0) {
+        return;
+    }
+    chkpt_warn("%lu snapshot process(es) over %.1f s: %.2f s of CPU (%.1f%%), "
+               "%.2f s of disk time (%.1f%%), %.1f MB written (the disk seen "
+               "at %.0f MB/s)", b->n, wall, b->cpu, 100.0 * b->cpu / wall,
+               b->io, 100.0 * b->io / wall, (double)b->bytes / 1e6,
+               (b->bandwidth > 0 ? b->bandwidth
+                                 : CHKPT_AUTO_GUESS_BANDWIDTH) / 1e6);
+}
+
+long
+chkpt_budget_keep_value(const CheckpointObject *ck)
+{
+    if (ck->keep_auto >= 0) {
+        return ck->keep_auto;
+    }
+    return ck->frequency_ms == CHKPT_FREQUENCY_AUTO ? CHKPT_DEFAULT_KEEP_AUTO : 0;
+}
+
+/* Is the snapshot at path an automatic one of the script? 1, 0, or 0 when
+ * it cannot be read (gc deals with damaged ones). */
+static int
+is_own_auto(CheckpointObject *ck, const char *path)
+{
+    char err[CHKPT_ERRLEN];
+    chkpt_snapreader *r = chkpt_snap_open(path, err, sizeof(err));
+    if (r == NULL) {
+        return 0;
+    }
+    size_t len;
+    const char *meta = chkpt_snap_meta(r, &len);
+    PyObject *s = meta ? PyUnicode_DecodeUTF8(meta, (Py_ssize_t)len,
+                                              "surrogatepass") : NULL;
+    chkpt_snap_close(r);
+    chkpt_state *st = chkpt_get_state(ck->module);
+    PyObject *d = s ? PyObject_CallMethod(st->json_module, "loads", "O", s)
+                    : NULL;
+    Py_XDECREF(s);
+    int own = 0;
+    if (d != NULL && PyDict_Check(d)) {
+        PyObject *kind = PyDict_GetItemString(d, "kind");      /* borrowed */
+        PyObject *script = PyDict_GetItemString(d, "script");
+        own = kind != NULL && PyUnicode_Check(kind)
+              && PyUnicode_CompareWithASCIIString(kind, "auto") == 0
+              && script != NULL
+              && PyObject_RichCompareBool(script, ck->script_path, Py_EQ) == 1;
+    }
+    Py_XDECREF(d);
+    PyErr_Clear();
+    return own;
+}
+
+/* The deletions reach the disk before any data goes: a manifest that came
+ * back after a crash would name chunks that are gone. */
+static int
+sync_dir(const char *dir)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/snapshots", dir);
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+int
+chkpt_budget_keep_auto(CheckpointObject *ck, long keep)
+{
+    if (keep <= 0 || ck->store == NULL) {
+        return 0;
+    }
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", chkpt_store_dir(ck->store));
+    char err[CHKPT_ERRLEN] = "";
+    char **paths = NULL;
+    size_t n = 0;
+    if (chkpt_store_list(dir, &paths, &n, err, sizeof(err)) < 0) {
+        chkpt_warn("cannot keep the newest %ld automatic snapshots: %s", keep, err);
+        return -1;
+    }
+    /* the script's automatic ones, oldest first: all but the newest keep go */
+    size_t own = 0;
+    for (size_t i = n; i-- > 0;) {
+        if (!is_own_auto(ck, paths[i])) {
+            free(paths[i]);
+            paths[i] = NULL;
+        }
+        else if (++own <= (size_t)keep) {
+            free(paths[i]);
+            paths[i] = NULL;
+        }
+    }
+    int removed = 0, rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (paths[i] == NULL) {
+            continue;
+        }
+        if (unlink(paths[i]) < 0 && errno != ENOENT) {
+            snprintf(err, sizeof(err), "cannot remove %.300s: %s",
+                     paths[i], strerror(errno));
+            rc = -1;
+            break;
+        }
+        removed++;
+    }
+    chkpt_free_list(paths, n);
+    if (removed > 0 && rc == 0) {
+        if (sync_dir(dir) < 0) {
+            snprintf(err, sizeof(err), "cannot sync %.300s/snapshots: %s",
+                     dir, strerror(errno));
+            rc = -1;
+        }
+        else {
+            /* keeps every snapshot left, sweeps the data none uses */
+            rc = chkpt_store_gc(dir, LONG_MAX, NULL, NULL, err, sizeof(err));
+        }
+    }
+    if (rc < 0) {
+        chkpt_warn("cannot keep the newest %ld automatic snapshots: %s", keep, err);
+        return -1;
+    }
+    return removed;
+}

@@ -1,0 +1,312 @@
+"""The adaptive default (-f auto, issue 15): automatic snapshots as often as
+the budget allows (the children's CPU time and disk time at most about 5% of
+the run's wall time), the store kept bounded (--keep-auto), and the exit of
+the run (it waits for a snapshot in flight, and for nothing else).
+
+Every test runs real scripts as subprocesses. The children's CPU time is
+measured from outside chkpt: os.wait4 on the whole run (the script's process
+and the children it reaped) minus what the script's own process used, as the
+script reports it on its last line.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import chkpt_env, chkpt_lines, run_chkpt
+
+import chkpt
+
+# a state of STATE_MB that a loop rewrites for SECONDS, then the script's own
+# CPU time and wall time as the last line (JSON)
+REWRITER = '''
+import json, resource, sys, time
+import numpy as np
+t0 = time.monotonic()
+mb, seconds, mode = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+state = [np.random.rand(1 << 17) for _ in range(mb)]  # mb MiB, no two alike
+i = 0
+while time.monotonic() - t0 < seconds:
+    if mode == "all":
+        for a in state:
+            a += 1.0                                # every chunk is new
+    else:
+        if i % 20 == 0:
+            state[i % mb][:16] = i                  # a chunk every 2 s
+        time.sleep(0.1)
+    i += 1
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"self_cpu": ru.ru_utime + ru.ru_stime,
+                  "wall": time.monotonic() - t0, "passes": i}))
+'''
+
+
+def write(tmp_path, name, body):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(body))
+    return p
+
+
+def children_cost(args, cwd):
+    """Runs python -m chkpt ARGS and returns (report of the script's last
+    line, CPU seconds of chkpt's snapshot children, bytes the run wrote to
+    the disk, stderr). The run's total CPU time and block output (its
+    process and every child it reaped) come from os.wait4; the script's own
+    process reports its CPU time itself, and writes nothing."""
+    p = subprocess.Popen([sys.executable, "-m", "chkpt", *map(str, args)],
+                         cwd=cwd, env=chkpt_env(), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # the outputs are small (a pipe holds them): read once the run is gone
+    _, status, ru = os.wait4(p.pid, 0)
+    out, err = p.stdout.read().decode(), p.stderr.read().decode()
+    p.stdout.close()
+    p.stderr.close()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    assert p.returncode == 0, err
+    rep = json.loads(out.splitlines()[-1])
+    total = ru.ru_utime + ru.ru_stime
+    # what the script's process did after its last line (python's exit) is
+    # counted as the children's: it only makes the check stricter
+    return rep, total - rep["self_cpu"], ru.ru_oublock * 512, err
+
+
+def disk_bandwidth(where, mib=128):
+    """Bytes per second this disk takes to write and fsync MIB MiB."""
+    buf = os.urandom(1 << 20)
+    path = where / "bandwidth.tmp"
+    t = time.monotonic()
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(buf)
+        f.flush()
+        os.fsync(f.fileno())
+    took = time.monotonic() - t
+    path.unlink()
+    return (mib << 20) / took
+
+
+def autos(store):
+    if not (store / "snapshots").exists():
+        return []
+    return [s for s in chkpt.snapshots(str(store)) if s.kind == "auto"]
+
+
+def test_default_is_adaptive_and_snapshots_a_changing_script_often(tmp_path):
+    """A 10 s script whose small state changes: the default takes several
+    automatic snapshots, at least a second apart; -f 60000 (the old
+    default) takes none in the same run."""
+    write(tmp_path, "job.py", REWRITER)
+    r = run_chkpt(["-o", "auto", "job.py", "2", "10", "all"], tmp_path,
+                  timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert chkpt_lines(r.stderr) == []
+    got = autos(tmp_path / "auto")
+    assert len(got) >= 3, got
+    times = sorted(s.time for s in got)
+    assert min(b - a for a, b in zip(times, times[1:])) >= 0.9, times
+    r = run_chkpt(["-f", "60000", "-o", "old", "job.py", "2", "10", "all"],
+                  tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert len(autos(tmp_path / "old")) <= 1
+
+
+def test_frequency_auto_can_be_set_and_read(tmp_path):
+    write(tmp_path, "job.py", """
+        import chkpt
+        ck = chkpt.Checkpoint.get_global_singleton()
+        print(ck.frequency, chkpt._chkpt.DEFAULT_FREQUENCY)
+        ck.frequency = 100
+        print(ck.frequency)
+        ck.frequency = "auto"
+        print(ck.frequency, repr(ck).split()[2])
+        try:
+            ck.frequency = "often"
+        except TypeError as e:
+            print("TypeError")
+        import time
+        import numpy as np
+        state = np.ones(1 << 18)
+        t = time.monotonic()
+        while time.monotonic() - t < 3:
+            state[0] += 1
+            time.sleep(0.01)
+    """)
+    r = run_chkpt(["-f", "-1", "-o", "ck", "job.py"], tmp_path)
+    assert r.stdout.split("\n")[:4] == ["-1 auto", "100", "auto frequency='auto'",
+                                        "TypeError"], r.stderr
+    # switched to auto while running, automatic snapshots start
+    assert len(autos(tmp_path / "ck")) >= 1
+
+
+@pytest.mark.parametrize("mode,mib", [("all", 96), ("little", 32)])
+def test_children_stay_within_the_budget(tmp_path, mode, mib):
+    """For 25 s, a script rewriting 96 MiB of state as fast as it can, and
+    one changing a chunk of 32 MiB every 2 s: the snapshot children's CPU
+    time, and the bytes the run writes over this disk's bandwidth (measured
+    here, before and after: their mean), stay within the budget (5% of the
+    run's wall time) while snapshots are taken. The margins: 1.5x for the
+    CPU, 2x for the disk, whose bandwidth other processes on a shared
+    machine change several times over within seconds (from 120 to 1500 MB/s
+    on the 2-core VM this was written on). -f 1000 on the rewriting script
+    shows the same measures going over them."""
+    write(tmp_path, "job.py", REWRITER)
+    args = ["job.py", str(mib), "25", mode]
+
+    def shares(opts):
+        bw = disk_bandwidth(tmp_path)
+        rep, cpu, written, err = children_cost([*opts, *args], tmp_path)
+        bw = (bw + disk_bandwidth(tmp_path)) / 2
+        wall = rep["wall"]
+        print(opts, "children cpu %.2f s, %.1f MB written, %.0f MB/s disk"
+              % (cpu, written / 1e6, bw / 1e6), chkpt_lines(err)[-1:])
+        return cpu / wall, written / wall / bw
+
+    cpu, disk = shares(["-v", "-o", "ck"])
+    n = len(autos(tmp_path / "ck"))
+    print(mode, "snapshots", n, "cpu share %.3f disk share %.3f" % (cpu, disk))
+    assert cpu <= 0.05 * 1.5 and disk <= 0.05 * 2, (cpu, disk)
+    if mode == "little":
+        assert n >= 8           # cheap snapshots come often
+        return
+    assert n >= 1
+    cpu, disk = shares(["-f", "1000", "-o", "fixed"])
+    print("-f 1000 cpu share %.3f disk share %.3f" % (cpu, disk))
+    assert cpu > 0.05 * 1.5 or disk > 0.05 * 2
+
+
+def test_the_store_stays_bounded(tmp_path):
+    """--keep-auto 3: the script's automatic snapshots beyond its newest 3
+    go, with the data only they used; its manual snapshot, and another
+    script's automatic snapshots in the same store, stay; every snapshot
+    left verifies."""
+    store = tmp_path / "ck"
+    write(tmp_path, "other.py", """
+        import time
+        import numpy as np
+        other = np.random.rand(1 << 18)                 # 2 MiB
+        t = time.monotonic()
+        while time.monotonic() - t < 1.5:
+            other[:] = np.random.rand(1 << 18)
+            time.sleep(0.05)
+    """)
+    r = run_chkpt(["-f", "200", "-o", store, "other.py"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    others = {s.path for s in autos(store)}
+    assert len(others) >= 2
+    write(tmp_path, "job.py", """
+        import time
+        import numpy as np
+        import chkpt
+        state = np.random.rand(1 << 19)                 # 4 MiB
+        chkpt.Checkpoint.get_global_singleton().snapshot("start")
+        t = time.monotonic()
+        while time.monotonic() - t < 12:
+            state[:] = np.random.rand(1 << 19)          # all new data
+            time.sleep(0.05)
+    """)
+    r = run_chkpt(["-v", "--keep-auto", "3", "-o", store, "job.py"], tmp_path,
+                  timeout=120)
+    assert r.returncode == 0, r.stderr
+    taken = [l for l in chkpt_lines(r.stderr) if l.startswith("chkpt: auto snapshot")]
+    assert len(taken) > 3, r.stderr         # more than kept: some went
+    snaps = chkpt.snapshots(str(store))
+    own = [s for s in snaps if s.kind == "auto" and s.script.endswith("job.py")]
+    assert len(own) == 3
+    assert others <= {s.path for s in snaps}
+    assert [s.name for s in snaps if s.kind == "manual"] == ["start"]
+    chunks = sum(p.stat().st_size for p in (store / "chunks").rglob("*")
+                 if p.is_file())
+    # the 3 kept, the manual one, the other script's (<= 2 MiB each), slack
+    assert chunks <= (3 + 1) * 4.2e6 + len(others) * 2.2e6 + 1e6, chunks
+    v = run_chkpt(["verify", store], tmp_path)
+    assert v.returncode == 0, v.stdout + v.stderr
+
+
+def test_the_default_keeps_ten_automatic_snapshots(tmp_path):
+    """Without options the store keeps the script's newest 10 automatic
+    snapshots; with an explicit -f every one stays (as before)."""
+    write(tmp_path, "job.py", REWRITER)
+    r = run_chkpt(["-v", "-o", "ck", "job.py", "1", "22", "all"], tmp_path,
+                  timeout=120)
+    assert r.returncode == 0, r.stderr
+    taken = [l for l in chkpt_lines(r.stderr) if l.startswith("chkpt: auto snapshot")]
+    assert len(autos(tmp_path / "ck")) == min(len(taken), 10), taken
+    assert len(taken) > 10, "too few snapshots to show the default retention"
+    r = run_chkpt(["-f", "300", "-o", "fixed", "job.py", "2", "4", "all"],
+                  tmp_path, timeout=120)
+    assert len(autos(tmp_path / "fixed")) > 10
+
+
+def exit_latency(cmd, cwd, env):
+    """Seconds from the script's last line (it prints time.monotonic(),
+    system-wide) to the moment its process is gone."""
+    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
+    out = p.stdout.read()
+    p.wait()
+    return time.monotonic() - float(out.split()[-1])
+
+
+def test_exit_adds_nothing_when_no_snapshot_is_in_flight(tmp_path):
+    """A script that ran long enough for automatic snapshots, the last one
+    written well before its end, exits as fast as under python, within a
+    few ms of what chkpt's own modules add at interpreter teardown
+    (measured against -f -1 with one manual snapshot, written at the start).
+    (The script stops automatic snapshots before its last lines, which
+    could otherwise take one that the exit then rightly waits for.)"""
+    write(tmp_path, "job.py", """
+        import sys, time
+        import numpy as np
+        import chkpt
+        state = np.ones(1 << 18)                         # 2 MiB
+        if sys.argv[2] == "manual":
+            chkpt.Checkpoint.get_global_singleton().snapshot()
+        t = time.monotonic()
+        while time.monotonic() - t < float(sys.argv[1]):
+            state[0] += 1
+            time.sleep(0.01)
+        if sys.argv[2] == "stop":
+            chkpt.Checkpoint.get_global_singleton().frequency = -1
+        time.sleep(0.5)                 # the last snapshot is written by now
+        print(time.monotonic(), flush=True)
+    """)
+    env = chkpt_env()
+    py = sys.executable
+    runs = {"python": [py, "job.py", "2.5", "-"],
+            "manual": [py, "-m", "chkpt", "-f", "-1", "-o", "m", "job.py",
+                       "2.5", "manual"],
+            "default": [py, "-m", "chkpt", "-o", "d", "job.py", "2.5", "stop"]}
+    got = {k: [] for k in runs}
+    for _ in range(7):
+        for k, cmd in runs.items():           # interleaved
+            got[k].append(exit_latency(cmd, tmp_path, env))
+    print({k: "median %.1f ms" % (statistics.median(v) * 1000)
+           for k, v in got.items()})
+    # the fastest of each: what the exit costs when the machine lets it
+    # (a loaded machine adds tens of ms to any one of them at random)
+    best = {k: min(v) for k, v in got.items()}
+    assert len(autos(tmp_path / "d")) >= 1
+    assert best["default"] <= best["manual"] + 0.03, got
+    assert best["default"] <= best["python"] + 0.05, got
+
+
+def test_exit_waits_for_the_snapshot_in_flight(tmp_path):
+    """A snapshot of 256 MiB started on the script's last line is durable
+    when the process is gone (the exit waited for it)."""
+    write(tmp_path, "job.py", """
+        import numpy as np
+        import chkpt
+        big = np.random.rand(32 << 20)                   # 256 MiB
+        chkpt.Checkpoint.get_global_singleton().snapshot("last")
+    """)
+    r = run_chkpt(["-o", "ck", "job.py"], tmp_path, timeout=180)
+    assert r.returncode == 0 and chkpt_lines(r.stderr) == [], r.stderr
+    (snap,) = chkpt.snapshots(str(tmp_path / "ck"))
+    assert snap.name == "last"
+    assert chkpt.load(snap)["big"].nbytes == 256 << 20
