@@ -347,6 +347,8 @@ PyObject *chkpt_check_class(PyObject *module, PyObject *snapshot_path,
                             PyObject *meta, PyObject *modname,
                             PyObject *qualname);
 
+/* resume.c: are boundary snapshots taken (-f N >= 0 or auto, -z not -1)? */
+int chkpt_resume_boundaries_on(CheckpointObject *ck);
 /* resume.c: the script's module run statement by statement (runner.c).
  * prepare splits the source (bytes) into top-level statements: 1 done, 0
  * it cannot be (run it whole; nothing set). */

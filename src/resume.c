@@ -792,12 +792,19 @@ rs_init(resume_state *rs, PyObject *source, PyObject *filename)
 }
 
 int
+chkpt_resume_boundaries_on(CheckpointObject *ck)
+{
+    return (ck->frequency_ms >= 0 || ck->frequency_ms == CHKPT_FREQUENCY_AUTO)
+           && ck->min_obj_size >= 0;
+}
+
+int
 chkpt_resume_prepare(CheckpointObject *ck, PyObject *source,
                      PyObject *filename, int resume)
 {
     /* -f -1 (manual snapshots only) and -z -1 (tracked objects only)
      * take no boundary snapshot, which holds every global */
-    int enabled = ck->frequency_ms >= 0 && ck->min_obj_size >= 0;
+    int enabled = chkpt_resume_boundaries_on(ck);
     if (!enabled && !resume) {
         return 0;           /* the module runs whole, as always */
     }
@@ -1214,8 +1221,7 @@ chkpt_resume_boundary(CheckpointObject *ck, Py_ssize_t next,
                       PyObject *globals)
 {
     resume_state *rs = get_rs(ck);
-    if (rs == NULL || !rs->enabled || ck->frequency_ms < 0
-        || ck->min_obj_size < 0 || next >= PyList_GET_SIZE(rs->codes)
+    if (rs == NULL || !rs->enabled || !chkpt_resume_boundaries_on(ck) || next >= PyList_GET_SIZE(rs->codes)
         || ck->store_failed || ck->in_snapshot) {
         return 0;
     }
@@ -1236,6 +1242,9 @@ chkpt_resume_boundary(CheckpointObject *ck, Py_ssize_t next,
         || rs->pid != getpid() || chkpt_writer_busy(ck)) {
         return 0;
     }
+    /* -f auto: the 2 s and 10x rules above, not the snapshot processes'
+     * budget (writer.c), which the timer's snapshots use up as soon as it
+     * allows one: a boundary would never find room */
     /* What chkpt allocates here must not start a collection of the
      * script's objects that python would not have started here: which
      * generation an object is in decides the order in which cycles are

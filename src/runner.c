@@ -990,7 +990,7 @@ run_with_runpy(CheckpointObject *ck, PyObject *modname, int alter_argv,
         return finish(NULL, NULL);
     }
     bottom_state bottom;
-    int split = (ck->frequency_ms >= 0 || resume)
+    int split = (chkpt_resume_boundaries_on(ck) || resume)
                 && PyUnicode_Check(ck->script_path)
                 && runpy_exec_install(ck, resume);
     hooks_install(ck);
