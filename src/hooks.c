@@ -432,14 +432,23 @@ disarm(hooks_state *h)
 
 static int trace_function(PyObject *, PyFrameObject *, int, PyObject *);
 
-/* Sets or clears our trace function. PyEval_SetTrace would raise the
- * "sys.settrace" audit event, which the script's own audit hooks would see
- * each time chkpt arms: the fields it sets are set here directly, as
- * 3.11's _PyEval_SetTrace does (3.11 is frozen; runner.c reaches into the
- * thread state likewise). Only called with no tracer or ours installed. */
+/* The Checkpoint whose trace function is set: 3.11 gives a C trace
+ * function only its trace object, which stays NULL (sys.gettrace() says
+ * None), and a module lookup on every event of the armed hook is time the
+ * script pays. Main thread, GIL held. */
+static CheckpointObject *traced_ck;
+
+/* Sets (ck) or clears (NULL) our trace function. PyEval_SetTrace would
+ * raise the "sys.settrace" audit event, which the script's own audit hooks
+ * would see each time chkpt arms: the fields it sets are set here
+ * directly, as 3.11's _PyEval_SetTrace does (3.11 is frozen; runner.c
+ * reaches into the thread state likewise). Only called with no tracer or
+ * ours installed. */
 static void
-set_own_trace(int on)
+set_own_trace(CheckpointObject *ck)
 {
+    int on = ck != NULL;
+    traced_ck = ck;
     PyThreadState *ts = PyThreadState_Get();
     PyObject *old = ts->c_traceobj;
     ts->c_traceobj = NULL;
@@ -456,7 +465,7 @@ trace_function(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
     if (what != PyTrace_LINE && what != PyTrace_CALL) {
         return 0;
     }
-    CheckpointObject *ck = running_checkpoint();
+    CheckpointObject *ck = traced_ck;
     hooks_state *h = ck ? (hooks_state *)ck->hooks : NULL;
     if (h == NULL || ck->in_snapshot || in_forked_child(h)) {
         return 0;
@@ -478,9 +487,23 @@ trace_function(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
     }
     if (ck->frequency_ms != 0) {
         h->armed = 0;
-        set_own_trace(0);
+        set_own_trace(NULL);
     }
     return take_auto_snapshot(ck, frame);
+}
+
+/* Is the innermost frame of this thread the script's own code? */
+static int
+script_code_running(CheckpointObject *ck)
+{
+    PyFrameObject *frame = PyEval_GetFrame();       /* borrowed */
+    if (frame == NULL) {
+        return 0;
+    }
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    int mine = chkpt_is_script_code(ck, code);
+    Py_DECREF(code);
+    return mine;
 }
 
 /* Is a tracer other than ours installed (the script's, a debugger's)? */
@@ -506,7 +529,7 @@ arm(hooks_state *h)
         h->armed = 0;
         return;
     }
-    set_own_trace(1);
+    set_own_trace(h->ck);
     h->armed = 1;
 }
 
@@ -515,7 +538,7 @@ disarm(hooks_state *h)
 {
     PyThreadState *ts = PyThreadState_Get();
     if (ts->c_tracefunc == trace_function) {
-        set_own_trace(0);
+        set_own_trace(NULL);
     }
     h->armed = 0;
 }
@@ -586,6 +609,17 @@ pending_arm(void *arg)
         && PyThread_get_thread_ident() == h->main_thread
         && budget_allows(h)) {
         if (!foreign_tracer()) {
+#if !USE_MONITORING
+            if (h->ck->frequency_ms != 0 && !script_code_running(h->ck)) {
+                /* 3.11: armed, the trace function would see every call
+                 * of the library running now (a whole fit() until the
+                 * script's next line: 1.5x on scikit-learn's examples at
+                 * -f 100): the snapshot is taken at once, from where the
+                 * script is, as under a tracer below */
+                rc = take_auto_snapshot(h->ck, NULL);
+            }
+            else
+#endif
             arm(h);
         }
         else if (h->ck->frequency_ms != 0) {

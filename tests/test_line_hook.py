@@ -83,6 +83,9 @@ else:
 '''
 
 
+LOOP = {"call": "drive", "resume": "consume"}
+
+
 def marked_lines(text, mark):
     return {i for i, line in enumerate(text.splitlines(), 1) if mark in line}
 
@@ -103,6 +106,10 @@ def test_script_code_that_library_code_runs_is_snapshotted(tmp_path, mode, mark)
     chkpt(["-f", "100", "-z", "0", "s.py", mode], tmp_path, check=0)
     lines = snapshot_lines(tmp_path)
     want = marked_lines(script.read_text(), mark)
+    if sys.version_info < (3, 12):
+        # 3.11 has no per-code line events: a snapshot due while library
+        # code runs is taken at once, at the script's line that called it
+        want |= marked_lines(script.read_text(), f"mylib.{LOOP[mode]}(")
     # ~15 due in 1.5 s; a loaded machine may take fewer, never just one
     assert sum(line in want for line in lines) >= 3, (lines, want)
 
