@@ -108,7 +108,9 @@ def test_default_is_adaptive_and_snapshots_a_changing_script_often(tmp_path):
     assert chkpt_lines(r.stderr) == []
     got = autos(tmp_path / "auto")
     assert len(got) >= 3, got
-    times = sorted(s.time for s in got)
+    # the timer's: boundary snapshots (for --resume, between two top-level
+    # statements) come by their own rule
+    times = sorted(s.time for s in got if "statement" not in s.meta)
     assert min(b - a for a, b in zip(times, times[1:])) >= 0.9, times
     r = run_chkpt(["-f", "60000", "-o", "old", "job.py", "2", "10", "all"],
                   tmp_path, timeout=120)
