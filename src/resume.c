@@ -91,7 +91,10 @@ typedef struct {
     PyObject *carried;            /* dependencies of skipped statements */
     PyObject *script_id;          /* the script's file name */
     PyObject *filename;
-    char *defonly;                /* per statement: only defines (1) */
+    char *defonly;                /* per statement: only defines (1); of
+                                     a group's first: all of it does */
+    char *joined;                 /* per statement: starts on the line the
+                                     one before ends on (one unit) */
     int work;                     /* a statement that does more than define
                                      ran since the last boundary */
     int resume;                   /* --resume given */
@@ -127,6 +130,7 @@ rs_free(PyObject *cap)
     Py_XDECREF(rs->script_id);
     Py_XDECREF(rs->filename);
     PyMem_Free(rs->defonly);
+    PyMem_Free(rs->joined);
     PyMem_Free(rs);
 }
 
@@ -486,18 +490,15 @@ stmt_fp(resume_state *rs, Py_ssize_t i)
     return PyList_GET_ITEM(rs->fps, i);
 }
 
+static long stmt_attr(resume_state *rs, Py_ssize_t i, const char *name);
+
 static long
 stmt_line(resume_state *rs, Py_ssize_t i)
 {
     if (i >= PyList_GET_SIZE(rs->stmts)) {
         return -1;
     }
-    PyObject *l = PyObject_GetAttrString(PyList_GET_ITEM(rs->stmts, i),
-                                         "lineno");
-    long r = l ? PyLong_AsLong(l) : -1;
-    Py_XDECREF(l);
-    PyErr_Clear();
-    return r;
+    return stmt_attr(rs, i, "lineno");
 }
 
 /* ---- prepare ---- */
@@ -567,6 +568,37 @@ is_noop_string(resume_state *rs, PyObject *s)
     return r;
 }
 
+static long
+stmt_attr(resume_state *rs, Py_ssize_t i, const char *name)
+{
+    PyObject *l = PyObject_GetAttrString(PyList_GET_ITEM(rs->stmts, i), name);
+    long r = l ? PyLong_AsLong(l) : -1;
+    Py_XDECREF(l);
+    PyErr_Clear();
+    return r;
+}
+
+/* Statements that share a line (`a = f(); time.sleep(1)`) are one unit:
+ * one code, no boundary inside. Compiled apart, each would start with a
+ * line event of that line, which python gives once (-f 0 would snapshot
+ * the line twice, a tracer would see it twice). */
+static void
+join_statements(resume_state *rs)
+{
+    Py_ssize_t n = PyList_GET_SIZE(rs->stmts);
+    Py_ssize_t first = 0;
+    for (Py_ssize_t i = 1; i < n; i++) {
+        long end = stmt_attr(rs, i - 1, "end_lineno");
+        if (end >= 0 && stmt_attr(rs, i, "lineno") == end) {
+            rs->joined[i] = 1;
+            rs->defonly[first] &= rs->defonly[i];
+        }
+        else {
+            first = i;
+        }
+    }
+}
+
 static int
 compile_statements(resume_state *rs)
 {
@@ -578,19 +610,35 @@ compile_statements(resume_state *rs)
         Py_XDECREF(modcls);
         return -1;
     }
+    join_statements(rs);
     int rc = 0;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rs->stmts) && rc == 0; i++) {
-        PyObject *s = PyList_GET_ITEM(rs->stmts, i);
-        if (i > 0 && is_noop_string(rs, s)) {
-            rc = PyList_Append(rs->codes, Py_None);
-            continue;
+    Py_ssize_t n = PyList_GET_SIZE(rs->stmts);
+    for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
+        Py_ssize_t end = i + 1;
+        while (end < n && rs->joined[end]) {
+            end++;
         }
-        PyObject *mod = PyObject_CallFunction(modcls, "[O][]", s);
+        /* a lone string after the first statement does nothing; compiled
+         * first in a module it would set __doc__ */
+        Py_ssize_t from = i > 0 && is_noop_string(rs,
+                              PyList_GET_ITEM(rs->stmts, i)) ? i + 1 : i;
+        PyObject *body = PyList_GetSlice(rs->stmts, from, end);
+        PyObject *mod = body && from < end
+                        ? PyObject_CallFunction(modcls, "O[]", body) : NULL;
         PyObject *code = mod ? PyObject_CallFunction(
             compile, "OOsii", mod, rs->filename, "exec", flags, 1) : NULL;
+        Py_XDECREF(body);
         Py_XDECREF(mod);
+        if (body != NULL && from == end) {
+            code = Py_NewRef(Py_None);
+        }
         rc = code == NULL || PyList_Append(rs->codes, code) < 0 ? -1 : 0;
         Py_XDECREF(code);
+        /* the rest of the unit: run with its first */
+        for (i++; rc == 0 && i < end; i++) {
+            rc = PyList_Append(rs->codes, Py_None);
+        }
+        i--;
     }
     Py_DECREF(modcls);
     return rc;
@@ -775,7 +823,8 @@ rs_init(resume_state *rs, PyObject *source, PyObject *filename)
 #endif
     Py_ssize_t n = PyList_GET_SIZE(rs->stmts);
     rs->defonly = PyMem_Calloc((size_t)n + 1, 1);
-    PyObject *scratch = rs->defonly ? PySet_New(NULL) : NULL;
+    rs->joined = PyMem_Calloc((size_t)n + 1, 1);
+    PyObject *scratch = rs->defonly && rs->joined ? PySet_New(NULL) : NULL;
     if (scratch == NULL) {
         return -1;
     }
@@ -1221,12 +1270,24 @@ chkpt_resume_boundary(CheckpointObject *ck, Py_ssize_t next,
                       PyObject *globals)
 {
     resume_state *rs = get_rs(ck);
-    if (rs == NULL || !rs->enabled || !chkpt_resume_boundaries_on(ck) || next >= PyList_GET_SIZE(rs->codes)
-        || ck->store_failed || ck->in_snapshot) {
+    if (rs == NULL) {
+        return 0;
+    }
+    chkpt_writer_unit_ended(ck, 0);
+    if (!rs->enabled || !chkpt_resume_boundaries_on(ck)
+        || next >= PyList_GET_SIZE(rs->codes) || ck->store_failed
+        || ck->in_snapshot) {
         return 0;
     }
     if (!rs->defonly[next - 1]) {
         rs->work = 1;
+    }
+    /* after the unit statement next - 1 starts */
+    while (next < PyList_GET_SIZE(rs->codes) && rs->joined[next]) {
+        next++;
+    }
+    if (next >= PyList_GET_SIZE(rs->codes)) {
+        return 0;
     }
     double now = chkpt_monotonic();
     double since = now - rs->last_end;
@@ -1285,6 +1346,7 @@ chkpt_resume_boundary(CheckpointObject *ck, Py_ssize_t next,
     if (r == NULL) {
         return -1;              /* the script's own exception (Ctrl-C) */
     }
+    chkpt_writer_unit_ended(ck, 1);
     /* what the script paid for it (the clone, with a child); the first
      * one in this process also opened the store, which the next ones do
      * not */
@@ -1414,6 +1476,11 @@ check_snapshot(resume_state *rs, CheckpointObject *ck, PyObject *meta)
     if (k > n) {
         return PyUnicode_FromFormat("at statement %zd, the script has %zd now",
                                     k + 1, n);
+    }
+    if (k < n && rs->joined[k]) {
+        return PyUnicode_FromFormat(
+            "at statement %zd (line %ld), which now shares its line with the "
+            "one before", k + 1, stmt_line(rs, k));
     }
     for (Py_ssize_t i = 0; i < k; i++) {
         PyObject *fp = stmt_fp(rs, i);
@@ -1581,23 +1648,14 @@ static int
 restore(resume_state *rs, CheckpointObject *ck, PyObject *si, PyObject *meta,
         Py_ssize_t k, PyObject *globals, PyObject **why)
 {
-    PyObject *scratch = PySet_New(NULL);
-    if (scratch == NULL) {
-        return -1;
-    }
     for (Py_ssize_t i = 0; i < k; i++) {
         PyObject *code = PyList_GET_ITEM(rs->codes, i);
-        int def = definition_names(rs, PyList_GET_ITEM(rs->stmts, i), scratch);
-        if (def < 0) {
-            Py_DECREF(scratch);
-            return -1;
-        }
-        if (def == 0 || code == Py_None) {
+        /* a unit that only defines (its first statement says for all) */
+        if (!rs->defonly[i] || code == Py_None) {
             continue;
         }
         PyObject *r = PyEval_EvalCode(code, globals, globals);
         if (r == NULL) {
-            Py_DECREF(scratch);
             if (!PyErr_ExceptionMatches(PyExc_Exception)) {
                 return -1;          /* Ctrl-C, SystemExit: the script's */
             }
@@ -1614,7 +1672,6 @@ restore(resume_state *rs, CheckpointObject *ck, PyObject *si, PyObject *meta,
         }
         Py_DECREF(r);
     }
-    Py_DECREF(scratch);
     /* load.c resolves __main__'s classes to the live module when the
      * snapshot's script is the running one: it is, wherever it was then */
     PyObject *script = chkpt_dict_get(meta, "script");

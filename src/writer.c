@@ -58,7 +58,10 @@
 #define PAGE_SIZE_BYTES (4u << 20)      /* shared with one child, reused */
 #define CUR_MAX 4000                    /* the object being pickled */
 #define CHILD_KILL_GRACE 2.0            /* after an object's budget: SIGKILL */
-#define CHILD_SETUP_SECONDS 10.0        /* the child's set-up, before its capture */
+#define CHILD_SETUP_SECONDS 5.0         /* the child's set-up, before its capture */
+/* children in a row that did not get through their set-up before it is
+ * said (once) */
+#define SETUP_STALLS_SAID 3
 #define EXIT_TIMEOUT_WORDS "60 s"       /* CHKPT_WRITER_EXIT_TIMEOUT, said */
 
 /* What a child shares with its parent. Read by the parent only after the
@@ -68,6 +71,7 @@ typedef struct {
     uint32_t len;               /* bytes of report */
     uint32_t cur_len;           /* bytes of cur, 0 outside an object */
     uint32_t budget_ms;         /* the budget of the object in cur */
+    uint32_t set_up;            /* the child got through its set-up */
     double wall;                /* seconds the child lived (budget.c) */
     double ready;               /* of which waiting for a CPU */
     uint64_t wbytes;            /* bytes it wrote */
@@ -104,8 +108,11 @@ typedef struct {
      * are the module's globals: holding it keeps nothing alive) */
     double coalesced_at;        /* monotonic; 0: none pending */
     PyFrameObject *main_frame;  /* the script's bottom frame, or NULL */
+    int main_frame_stale;       /* a new unit began: noted again */
+    int line_covered;           /* the next -f 0 line is snapshotted */
     int warned_memory;
     int warned_clone;
+    int setup_stalls;           /* children in a row stuck in set-up */
     chkpt_budget budget;        /* what the children cost (-f auto) */
 } writer_state;
 
@@ -511,6 +518,26 @@ report_death(CheckpointObject *ck, writer_job *j, int status)
         PyErr_Clear();
         return;
     }
+    writer_state *w = (writer_state *)ck->writer;
+    if (sig == SIGKILL && !pg->set_up && w != NULL) {
+        /* Killed by its set-up deadline: a lock another thread of the
+         * script held at the clone (the allocator's, a sanitizer's) stays
+         * held in the copy, where no thread will release it. Not the
+         * script's doing, and the next child is a new copy: said only when
+         * it keeps happening; with -f 0 the line's snapshot is owed. */
+        if (++w->setup_stalls >= SETUP_STALLS_SAID
+            && chkpt_once_str(ck->warned_once, " writer set-up") == 1) {
+            chkpt_warn("%d snapshot processes in a row did not start within "
+                       "%.0f s (stuck on a lock another thread held): their "
+                       "snapshots were lost", w->setup_stalls,
+                       CHILD_SETUP_SECONDS);
+        }
+        if (ck->frequency_ms == 0 && w->coalesced_at == 0) {
+            w->coalesced_at = chkpt_monotonic();
+        }
+        PyErr_Clear();
+        return;
+    }
     int late = (sig == SIGKILL || sig == SIGALRM)
                && chkpt_monotonic() - j->started
                   >= CHKPT_SNAPSHOT_TIME_BUDGET + CHKPT_WRITER_IO_SECONDS;
@@ -548,6 +575,9 @@ finish_job(CheckpointObject *ck, writer_job *j, int status,
         double cpu = ru == NULL ? 0 : (double)ru->ru_utime.tv_sec
             + ru->ru_utime.tv_usec * 1e-6 + (double)ru->ru_stime.tv_sec
             + ru->ru_stime.tv_usec * 1e-6;
+        if (pg->set_up) {
+            w->setup_stalls = 0;
+        }
         int reported = pg->done && pg->wall > 0;
         double wall = reported ? pg->wall : chkpt_monotonic() - j->started;
         chkpt_budget_account(&w->budget, j->started, j->rss, cpu + j->clone_s,
@@ -1306,6 +1336,7 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
     PyOS_AfterFork_Child();
     PyErr_Clear();
     arm_kill(w, 0);             /* set up: the deadline of the whole child */
+    j->page->set_up = 1;
     PyGC_Disable();
     child_signals(ck, w);
     PyObject *out = NULL, *err = NULL;
@@ -1407,12 +1438,23 @@ note_main_frame(CheckpointObject *ck, writer_state *w, PyFrameObject *frame,
             if (n != NULL && PyUnicode_Check(n)
                 && PyUnicode_CompareWithASCIIString(n, "__main__") == 0) {
                 Py_XSETREF(w->main_frame, (PyFrameObject *)Py_NewRef(cur));
+                w->main_frame_stale = 0;
             }
             Py_XDECREF(g);
         }
         PyFrameObject *back = walk ? PyFrame_GetBack(cur) : NULL;
         Py_DECREF(cur);
         cur = back;
+    }
+}
+
+void
+chkpt_writer_unit_ended(CheckpointObject *ck, int covered)
+{
+    writer_state *w = (writer_state *)ck->writer;
+    if (w != NULL && !w->in_child) {
+        w->main_frame_stale = 1;
+        w->line_covered = covered && ck->frequency_ms == 0;
     }
 }
 
@@ -1457,7 +1499,12 @@ writer_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
         return NULL;
     }
     writer_job *j = free_job(w);
-    if (every_line && w->main_frame == NULL) {
+    if (every_line && w->line_covered) {
+        w->line_covered = 0;
+        *handled = 1;
+        Py_RETURN_NONE;
+    }
+    if (every_line && (w->main_frame == NULL || w->main_frame_stale)) {
         /* the whole stack as a child starts, the line's own frame only
          * otherwise (at most until it is found) */
         note_main_frame(ck, w, frame, j != NULL);
@@ -1513,6 +1560,7 @@ writer_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
         return NULL;
     }
     j->page->done = 0;
+    j->page->set_up = 0;
     j->page->len = 0;
     j->page->cur_len = 0;
     j->page->wall = 0;

@@ -53,6 +53,12 @@ int chkpt_writer_busy(CheckpointObject *ck);
  * the budget (budget.h); run_start: when the run began. Reaps the children
  * that ended. Main thread, GIL held. */
 double chkpt_writer_next_auto(CheckpointObject *ck, double run_start);
+/* With the script's top-level statements run one unit at a time
+ * (resume.c): one unit ended, and the next begins (its module frame is a
+ * new one); covered: a boundary snapshot was just taken there, which is
+ * also the -f 0 snapshot of the next unit's first line (nothing ran
+ * between them). */
+void chkpt_writer_unit_ended(CheckpointObject *ck, int covered);
 /* Reaps the children that ended (never blocks). */
 void chkpt_writer_poll(CheckpointObject *ck);
 /* ck.wait(): until every snapshot started so far has ended. 0, or -1 with

@@ -464,3 +464,27 @@ def test_definition_that_needs_an_earlier_result(tmp_path, python):
     assert r.stdout == expected
     assert ran(d) == ["stage2", "stage3"]
     assert "does not run on its own (NameError" in resume_line(r.stderr)
+
+
+SHARED_LINE = HEAD + '''
+FACTOR = 3
+a = stage1(); b = stage2(a)
+note("stage3"); print("result", b / DIVISOR, len(a))
+'''
+
+
+def test_statements_sharing_a_line_resume_as_one(tmp_path, python):
+    """Statements on one line are one unit (python gives the line one line
+    event): the resumed run skips the whole line, and reruns a whole line
+    that failed."""
+    d = str(tmp_path)
+    write(os.path.join(d, "s.py"), SHARED_LINE)
+    r = run_chkpt(["s.py"], d)
+    assert r.returncode == 1 and "NameError" in r.stderr, r.stderr
+    assert ran(d) == ["stage1", "stage2", "stage3"]
+    write(os.path.join(d, "s.py"), SHARED_LINE.replace("DIVISOR", "7"))
+    expected = plain(d)
+    r = run_chkpt(["--resume", "s.py"], d)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expected
+    assert ran(d) == ["stage3"]
