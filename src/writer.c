@@ -1261,19 +1261,18 @@ ready_seconds(void)
 }
 
 #if PY_VERSION_HEX >= 0x030D0000
-/* The import lock, taken without running Python code. */
-static void
-child_import_lock(void)
+/* The import lock (method: "acquire_lock" or "release_lock"), without
+ * running Python code: 0, or -1 with an exception. */
+static int
+import_lock(const char *method)
 {
     PyObject *name = PyUnicode_FromString("_imp");
     PyObject *imp = name ? PyImport_GetModule(name) : NULL;
-    PyObject *r = imp ? PyObject_CallMethod(imp, "acquire_lock", NULL) : NULL;
+    PyObject *r = imp ? PyObject_CallMethod(imp, method, NULL) : NULL;
     Py_XDECREF(r);
     Py_XDECREF(imp);
     Py_XDECREF(name);
-    if (r == NULL) {
-        _exit(3);       /* the after-fork would abort on an unowned lock */
-    }
+    return r != NULL ? 0 : -1;
 }
 #endif
 
@@ -1323,16 +1322,13 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
      * This also drops signals tripped before the clone and runs the
      * after-fork-in-child callbacks, here only (never in the script's
      * process), with stdio already going nowhere. */
-#if PY_VERSION_HEX >= 0x030D0000
-    /* 3.13's releases the import lock, which PyOS_BeforeFork takes: take
-     * it here, in the child, with _imp.acquire_lock (C only). Not with
+    /* 3.13's releases the import lock, which PyOS_BeforeFork takes: the
+     * parent took it for this child (writer_capture). Not with
      * PyOS_BeforeFork: it first runs the script's before-fork callbacks
      * (logging has one), Python code that, with a GIL drop request
      * pending from the clone (the timer thread waiting for the GIL),
      * drops the GIL and waits forever for a thread that is not here. The
      * runtime lock it also takes is reinitialised by the after-fork. */
-    child_import_lock();
-#endif
     PyOS_AfterFork_Child();
     PyErr_Clear();
     arm_kill(w, 0);             /* set up: the deadline of the whole child */
@@ -1568,6 +1564,16 @@ writer_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
     j->page->wbytes = 0;
     j->rss = chkpt_budget_private_memory();
     double clone_at = chkpt_monotonic();
+#if PY_VERSION_HEX >= 0x030D0000
+    /* the child's after-fork releases the import lock: it must be this
+     * thread's there. Taken here, as os.fork does: in the child, a thread
+     * of the script importing at the clone would hold it for ever. */
+    if (import_lock("acquire_lock") < 0) {
+        PyErr_Clear();
+        Py_DECREF(info);
+        return NULL;
+    }
+#endif
     /* exit signal 0 and no CLONE_* flag: a copy of this process that only
      * __WCLONE waits see */
     long pid = syscall(SYS_clone, 0L, NULL, NULL, NULL, NULL);
@@ -1575,6 +1581,11 @@ writer_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
         child_main(ck, w, j, frame, kind, name, fn, arg);
         _exit(3);
     }
+#if PY_VERSION_HEX >= 0x030D0000
+    if (import_lock("release_lock") < 0) {
+        PyErr_Clear();
+    }
+#endif
     if (pid < 0) {
         Py_DECREF(info);
         warn_once(&w->warned_clone, "cannot start a snapshot process: snapshots "
