@@ -298,6 +298,37 @@ def test_threads_and_a_forking_script_stay_correct(tmp_path):
     assert all("big" in s for s in snaps)
 
 
+def test_a_thread_importing_all_the_time_does_not_stall_the_children(tmp_path):
+    """A thread of the script importing in a loop holds the import lock
+    (between switches of the GIL) when many children are created: each must
+    still start (3.13's child once waited for that lock until its set-up
+    deadline: one snapshot in 3 s, and a 5 s run)."""
+    r = both(tmp_path, '''
+    import threading
+    import time
+    stop = False
+
+    def importer():
+        while not stop:
+            sys.modules.pop("colorsys", None)
+            import colorsys
+
+    t = threading.Thread(target=importer)
+    t.start()
+    data = list(range(100000))
+    end = time.monotonic() + 3
+    while time.monotonic() < end:
+        data[0] += 1
+    stop = True
+    t.join()
+    print("done", data[0] > 0)
+    ''', opts=("-f", "0", "-z", "0"))
+    assert r.stdout == "done True\n"
+    # (a thread cannot be pickled: said once, the rest is saved)
+    assert [l for l in chkpt_lines(r.stderr) if "'t'" not in l] == []
+    assert len(snapshots(tmp_path)) >= 10
+
+
 def test_one_second_reduce_under_f0_costs_the_script_nothing(tmp_path):
     """The issue's case: a tracked object whose __reduce__ takes one second,
     a 300-line loop under -f 0: the script finishes within 15 s of its
