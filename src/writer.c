@@ -521,8 +521,9 @@ report_death(CheckpointObject *ck, writer_job *j, int status)
     writer_state *w = (writer_state *)ck->writer;
     if (sig == SIGKILL && !pg->set_up && w != NULL) {
         /* Killed by its set-up deadline: a lock another thread of the
-         * script held at the clone (the allocator's, a sanitizer's) stays
-         * held in the copy, where no thread will release it. Not the
+         * script held at the clone stays held in the copy, where no thread
+         * will release it (3.13's import lock was one, before the parent
+         * took it for the child; others are not known). Not the
          * script's doing, and the next child is a new copy: said only when
          * it keeps happening; with -f 0 the line's snapshot is owed. */
         if (++w->setup_stalls >= SETUP_STALLS_SAID
