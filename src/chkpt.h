@@ -195,6 +195,9 @@ typedef struct {
                                      have started (PY_START, 3.12+), for
                                      resume's dependencies; NULL: no
                                      tracking (hooks.c adds to it) */
+    int ran_code_partial;         /* PY_START was off a while (a tracer of
+                                     the script's, 3.13): ran_code may miss
+                                     some, resume takes no boundaries */
 } CheckpointObject;
 
 static inline chkpt_state *

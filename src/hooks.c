@@ -85,6 +85,7 @@ typedef struct {
     PyObject *disable;             /* sys.monitoring.DISABLE */
     long line_event;               /* sys.monitoring.events.LINE */
     long start_event;              /* sys.monitoring.events.PY_START */
+    int start_on;                  /* PY_START is on (set_start_events) */
     PyObject *line_callback;       /* our C function objects */
     PyObject *start_callback;
     PyObject *set_local_events;    /* sys.monitoring.set_local_events */
@@ -359,7 +360,38 @@ monitoring_install(hooks_state *h)
     r = PyObject_CallMethod(h->monitoring, "set_events", "il", h->tool_id,
                             h->start_event);
     Py_XDECREF(r);
+    h->start_on = r != NULL;
     return r == NULL ? -1 : 0;
+}
+
+/* 3.13: while another tool has events on a code object (our PY_START, on
+ * every one), the opcode event that pdb's breakpoint() asks for to stop
+ * on its own line never comes (it stops on the next line: plain 3.13.0
+ * shows the same with any tool's PY_START on). So PY_START is off while
+ * the script may have a tracer, and back on at the next arming without
+ * one; the code objects started meanwhile are not known to resume.c. */
+static void
+set_start_events(hooks_state *h, int on)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    if (h->tool_id < 0 || h->start_on == on) {
+        return;
+    }
+    PyObject *r = PyObject_CallMethod(h->monitoring, "set_events", "il",
+                                      h->tool_id, on ? h->start_event : 0L);
+    if (r == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    Py_DECREF(r);
+    h->start_on = on;
+    if (!on) {
+        h->ck->ran_code_partial = 1;
+    }
+#else
+    (void)h;
+    (void)on;
+#endif
 }
 
 static void
@@ -414,6 +446,7 @@ arm(hooks_state *h)
     if (!atomic_load(&h->active) || foreign_tracer()) {
         return;
     }
+    set_start_events(h, 1);
     if (!h->armed && set_line_events(h, 1) == 0) {
         h->armed = 1;
     }
@@ -673,6 +706,7 @@ audit_hook(const char *event, PyObject *args, void *unused)
     if (h != NULL && atomic_load(&h->active) && !in_forked_child(h)) {
 #if USE_MONITORING
         disarm(h);
+        set_start_events(h, 0);
 #endif
         if (ck->frequency_ms == 0) {
             queue_request(h, pending_arm);

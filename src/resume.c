@@ -1276,7 +1276,7 @@ chkpt_resume_boundary(CheckpointObject *ck, Py_ssize_t next,
     chkpt_writer_unit_ended(ck, 0);
     if (!rs->enabled || !chkpt_resume_boundaries_on(ck)
         || next >= PyList_GET_SIZE(rs->codes) || ck->store_failed
-        || ck->in_snapshot) {
+        || ck->in_snapshot || ck->ran_code_partial) {
         return 0;
     }
     if (!rs->defonly[next - 1]) {
