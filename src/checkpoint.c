@@ -112,6 +112,7 @@ chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli)
     ck->start_path = NULL;
     ck->resume = NULL;
     ck->ran_code = NULL;
+    ck->ran_code_partial = 0;
     PyObject_GC_Track(ck);
     if (ck->tracked == NULL || ck->libraries == NULL || ck->warned == NULL
         || ck->warned_once == NULL || ck->no_retry == NULL
