@@ -870,22 +870,6 @@ meminfo_available(void)
     return kb < 0 ? -1 : kb * 1024;
 }
 
-static long long
-anon_rss(void)
-{
-    FILE *f = fopen("/proc/self/statm", "re");
-    if (f == NULL) {
-        return -1;
-    }
-    long long size, resident, shared;
-    int n = fscanf(f, "%lld %lld %lld", &size, &resident, &shared);
-    fclose(f);
-    if (n != 3) {
-        return -1;
-    }
-    return (resident - shared) * (long long)sysconf(_SC_PAGESIZE);
-}
-
 /* Worst case, each child in flight ends up with its own copy of every
  * private page the script has (the script rewrites all its memory while
  * they run): a new child is allowed only if that still fits in what the
@@ -893,7 +877,8 @@ anon_rss(void)
 static int
 memory_allows(writer_state *w)
 {
-    long long avail = meminfo_available(), anon = anon_rss();
+    long long avail = meminfo_available();
+    long long anon = chkpt_budget_private_memory();
     if (avail < 0 || anon < 0) {
         return 1;
     }
