@@ -91,7 +91,7 @@ typedef struct {
 } writer_job;
 
 typedef struct {
-    writer_job jobs[CHKPT_WRITER_MAX_CHILDREN];
+    writer_job jobs[CHKPT_WRITER_SLOTS];
     pid_t owner;                /* the process whose children these are */
     int in_child;               /* this process is a writer child */
     double hard_deadline;       /* in a child: monotonic end of its life */
@@ -371,7 +371,7 @@ adopt_after_fork(writer_state *w)
     if (w->owner == getpid() || w->in_child) {
         return;
     }
-    for (int i = 0; i < CHKPT_WRITER_MAX_CHILDREN; i++) {
+    for (int i = 0; i < CHKPT_WRITER_SLOTS; i++) {
         writer_job *j = &w->jobs[i];
         if (j->pid != 0) {
             j->pid = 0;
@@ -623,7 +623,7 @@ static int
 in_flight(writer_state *w)
 {
     int n = 0;
-    for (int i = 0; i < CHKPT_WRITER_MAX_CHILDREN; i++) {
+    for (int i = 0; i < CHKPT_WRITER_SLOTS; i++) {
         n += w->jobs[i].pid != 0;
     }
     return n;
@@ -637,7 +637,7 @@ chkpt_writer_poll(CheckpointObject *ck)
         return;
     }
     adopt_after_fork(w);
-    for (int i = 0; i < CHKPT_WRITER_MAX_CHILDREN; i++) {
+    for (int i = 0; i < CHKPT_WRITER_SLOTS; i++) {
         if (w->jobs[i].pid != 0) {
             poll_job(ck, &w->jobs[i]);
         }
@@ -650,10 +650,10 @@ chkpt_writer_poll(CheckpointObject *ck)
 static void
 nap(writer_state *w, PyObject *info, double seconds)
 {
-    struct pollfd fds[CHKPT_WRITER_MAX_CHILDREN];
+    struct pollfd fds[CHKPT_WRITER_SLOTS];
     nfds_t n = 0;
 #ifdef SYS_pidfd_open
-    for (int i = 0; i < CHKPT_WRITER_MAX_CHILDREN; i++) {
+    for (int i = 0; i < CHKPT_WRITER_SLOTS; i++) {
         writer_job *j = &w->jobs[i];
         if (j->pid > 0 && (info == NULL || j->info == info)) {
             int fd = (int)syscall(SYS_pidfd_open, j->pid, 0);
@@ -689,7 +689,7 @@ wait_jobs(CheckpointObject *ck, writer_state *w, PyObject *info, int any,
     double pause = 0.0005;
     for (;;) {
         int running = 0, ended = 0;
-        for (int i = 0; i < CHKPT_WRITER_MAX_CHILDREN; i++) {
+        for (int i = 0; i < CHKPT_WRITER_SLOTS; i++) {
             writer_job *j = &w->jobs[i];
             if (j->pid == 0 || (info != NULL && j->info != info)) {
                 continue;
@@ -836,7 +836,7 @@ chkpt_writer_free(CheckpointObject *ck)
         return;
     }
     ck->writer = NULL;
-    for (int i = 0; i < CHKPT_WRITER_MAX_CHILDREN; i++) {
+    for (int i = 0; i < CHKPT_WRITER_SLOTS; i++) {
         writer_job *j = &w->jobs[i];
         pending_settle(j, Py_None);     /* not known: still being written */
         if (j->page != NULL) {
@@ -899,7 +899,7 @@ child_state(CheckpointObject *ck)
 static writer_job *
 child_job(writer_state *w)
 {
-    for (int i = 0; i < CHKPT_WRITER_MAX_CHILDREN; i++) {
+    for (int i = 0; i < CHKPT_WRITER_SLOTS; i++) {
         if (w->jobs[i].pid == -1) {
             return &w->jobs[i];
         }
@@ -1389,9 +1389,12 @@ early_meta(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
 }
 
 static writer_job *
-free_job(writer_state *w)
+free_job(writer_state *w, int boundary)
 {
-    for (int i = 0; i < CHKPT_WRITER_MAX_CHILDREN; i++) {
+    if (!boundary && in_flight(w) >= CHKPT_WRITER_MAX_CHILDREN) {
+        return NULL;
+    }
+    for (int i = 0; i < CHKPT_WRITER_SLOTS; i++) {
         if (w->jobs[i].pid == 0) {
             return &w->jobs[i];
         }
@@ -1465,7 +1468,10 @@ writer_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
         return NULL;
     }
     adopt_after_fork(w);
-    int manual = strcmp(kind, "manual") == 0;
+    /* a manual snapshot waits for a free slot, and so does a signal's:
+     * SIGTERM ends the process after it, which would take the child in
+     * flight (a boundary snapshot, say) with it, and this one too */
+    int manual = strcmp(kind, "manual") == 0 || strcmp(kind, "signal") == 0;
     int every_line = fn == NULL && strcmp(kind, "auto") == 0
                      && ck->frequency_ms == 0;
     chkpt_writer_poll(ck);
@@ -1480,7 +1486,7 @@ writer_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
         }
         return NULL;
     }
-    writer_job *j = free_job(w);
+    writer_job *j = free_job(w, fn != NULL);
     if (every_line && w->line_covered) {
         w->line_covered = 0;
         *handled = 1;
@@ -1502,13 +1508,13 @@ writer_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
             *handled = 1;
             Py_RETURN_NONE;
         }
-        /* a manual snapshot waits for a free slot (for all of them when
-         * memory is short) */
-        if (wait_jobs(ck, w, NULL, j != NULL ? 0 : 1, 0, 1) < 0) {
+        /* a manual snapshot waits for the children in flight (a boundary
+         * snapshot's too: then its slot is free, and memory is back) */
+        if (wait_jobs(ck, w, NULL, 0, 0, 1) < 0) {
             *handled = 1;
             return NULL;
         }
-        j = free_job(w);
+        j = free_job(w, fn != NULL);
         if (j == NULL) {
             return NULL;
         }
@@ -1624,5 +1630,5 @@ chkpt_writer_busy(CheckpointObject *ck)
         return 0;
     }
     chkpt_writer_poll(ck);
-    return free_job(w) == NULL;
+    return free_job(w, 1) == NULL;
 }

@@ -13,8 +13,12 @@
 
 /* At most this many snapshots are written at a time: one, so that they
  * are published in the order they were taken and what a child learns
- * (an object not to pickle again) is known to the next one. */
+ * (an object not to pickle again) is known to the next one ... */
 #define CHKPT_WRITER_MAX_CHILDREN 1
+/* ... and one more for a boundary snapshot (resume.c): its moment, between
+ * two top-level statements, does not come back, and a timer's snapshot in
+ * flight then would cost a resume the whole statement before it. */
+#define CHKPT_WRITER_SLOTS (CHKPT_WRITER_MAX_CHILDREN + 1)
 /* Seconds a child may spend writing and syncing after its capture's own
  * budget (CHKPT_SNAPSHOT_TIME_BUDGET) before it is given up. */
 #define CHKPT_WRITER_IO_SECONDS 90.0
@@ -43,8 +47,8 @@ PyObject *chkpt_writer_capture_fn(CheckpointObject *ck, const char *kind,
  * it), so that no snapshot allocates it while the script runs: 0, or -1
  * with an exception. */
 int chkpt_writer_setup(CheckpointObject *ck);
-/* 1 when every child slot is taken (after reaping the children that
- * ended), 0 when a snapshot could start now. */
+/* 1 when no boundary snapshot could start now (after reaping the
+ * children that ended), 0 when one could. */
 int chkpt_writer_busy(CheckpointObject *ck);
 /* -f auto: while a child is in flight, how often (seconds) the hooks look
  * whether it ended, to learn its cost. */
