@@ -174,7 +174,10 @@ def test_children_stay_within_the_budget(tmp_path, mode, mib):
     print(mode, "snapshots", n, "cpu share %.3f disk share %.3f" % (cpu, disk))
     assert cpu <= 0.05 * 1.5 and disk <= 0.05 * 2, (cpu, disk)
     if mode == "little":
-        assert n >= 8           # cheap snapshots come often
+        # cheap snapshots come often: 8 or more in 25 s, or as many as the
+        # budget allows (on 3.11 a child here costs ~0.18 s of CPU: 7 use
+        # the 5% up)
+        assert n >= 8 or cpu >= 0.05 * 0.7, (n, cpu)
         return
     assert n >= 1
     cpu, disk = shares(["-f", "1000", "-o", "fixed"])
