@@ -82,6 +82,22 @@ def resume_line(stderr):
     return lines[0]
 
 
+def crash_fix_resume(d, broken, fixed):
+    """Runs BROKEN in d (it fails with a NameError at its end), writes FIXED
+    over it, and runs it with --resume: asserts the resumed run succeeds
+    with the stdout of a plain run of FIXED, and returns that run."""
+    write(os.path.join(d, "s.py"), broken)
+    r = run_chkpt(["s.py"], d)
+    assert r.returncode == 1 and "NameError" in r.stderr, r.stderr
+    ran(d)
+    write(os.path.join(d, "s.py"), fixed)
+    expected = plain(d)
+    r = run_chkpt(["--resume", "s.py"], d)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expected
+    return r
+
+
 def test_a_fixed_last_stage_skips_the_expensive_ones(tmp_path, python):
     d = str(tmp_path)
     write(os.path.join(d, "s.py"), THREE_STAGES)
@@ -160,16 +176,8 @@ print(repr(b), [random.random() for _ in range(3)], np.random.random(3).tolist()
 
 def test_d_random_numbers_after_the_resume_point(tmp_path, python):
     d = str(tmp_path)
-    write(os.path.join(d, "s.py"), RANDOM)
-    r = run_chkpt(["s.py"], d)
-    assert r.returncode == 1 and "NameError" in r.stderr, r.stderr
-    ran(d)
-    write(os.path.join(d, "s.py"), RANDOM.replace(", BUG)", ")"))
-    expected = plain(d)
-    r = run_chkpt(["--resume", "s.py"], d)
-    assert r.returncode == 0, r.stderr
+    crash_fix_resume(d, RANDOM, RANDOM.replace(", BUG)", ")"))
     assert ran(d) == ["stage3"]
-    assert r.stdout == expected
 
 
 KILLED = THREE_STAGES.replace("DIVISOR", "7").replace(
@@ -215,15 +223,7 @@ print(open("out.txt").read(), BUG)
 
 def test_f_unsaved_variable_needed_later(tmp_path, python):
     d = str(tmp_path)
-    write(os.path.join(d, "s.py"), UNSAVED)
-    r = run_chkpt(["s.py"], d)
-    assert r.returncode == 1 and "NameError" in r.stderr, r.stderr
-    ran(d)
-    write(os.path.join(d, "s.py"), UNSAVED.replace(", BUG)", ")"))
-    expected = plain(d)
-    r = run_chkpt(["--resume", "s.py"], d)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout == expected
+    r = crash_fix_resume(d, UNSAVED, UNSAVED.replace(", BUG)", ")"))
     # the open file is missing after stage 2: resumed after stage 1
     assert ran(d) == ["stage2", "stage3"]
     line = resume_line(r.stderr)
@@ -453,15 +453,8 @@ def test_definition_that_needs_an_earlier_result(tmp_path, python):
     cannot run again before that global is back: the boundary after it is
     not used; the one before it is."""
     d = str(tmp_path)
-    write(os.path.join(d, "s.py"), CLASS_NEEDS_A_RESULT)
-    r = run_chkpt(["s.py"], d)
-    assert r.returncode == 1 and "NameError" in r.stderr, r.stderr
-    ran(d)
-    write(os.path.join(d, "s.py"), CLASS_NEEDS_A_RESULT.replace(", BUG)", ")"))
-    expected = plain(d)
-    r = run_chkpt(["--resume", "s.py"], d)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout == expected
+    r = crash_fix_resume(d, CLASS_NEEDS_A_RESULT,
+                         CLASS_NEEDS_A_RESULT.replace(", BUG)", ")"))
     assert ran(d) == ["stage2", "stage3"]
     assert "does not run on its own (NameError" in resume_line(r.stderr)
 
@@ -478,13 +471,5 @@ def test_statements_sharing_a_line_resume_as_one(tmp_path, python):
     event): the resumed run skips the whole line, and reruns a whole line
     that failed."""
     d = str(tmp_path)
-    write(os.path.join(d, "s.py"), SHARED_LINE)
-    r = run_chkpt(["s.py"], d)
-    assert r.returncode == 1 and "NameError" in r.stderr, r.stderr
-    assert ran(d) == ["stage1", "stage2", "stage3"]
-    write(os.path.join(d, "s.py"), SHARED_LINE.replace("DIVISOR", "7"))
-    expected = plain(d)
-    r = run_chkpt(["--resume", "s.py"], d)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout == expected
+    crash_fix_resume(d, SHARED_LINE, SHARED_LINE.replace("DIVISOR", "7"))
     assert ran(d) == ["stage3"]
