@@ -59,7 +59,9 @@ venvs: deps
 	done
 
 # pytest last, so its summary closes the output; -rs lists every skipped
-# test with its reason, so a green run says what it did not test
+# test with its reason, so a green run says what it did not test; worksteal
+# keeps both workers busy to the end (a few tests wait in real time for
+# 10-30 s), --durations names the slowest for whoever watches CI's time
 test: build test-c test-fuzz test-asan test-python
 
 test-python: build
@@ -67,7 +69,7 @@ test-python: build
 	  v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
 	  echo "=== pytest on python $$v ==="; \
 	  CHKPT_TEST_VENVS=$(abspath $(VENV_DIR)) \
-	    $(VENV_DIR)/$$v/bin/python -m pytest -q -rs -n 2 -p no:cacheprovider tests || status=1; \
+	    $(VENV_DIR)/$$v/bin/python -m pytest -q -rs -n 2 --dist worksteal --durations=8 -p no:cacheprovider tests || status=1; \
 	done; exit $$status
 
 test-c: deps

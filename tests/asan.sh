@@ -28,7 +28,7 @@ export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 # through the most of the engine (every_line pickling of the script's own
 # classes, signals and Ctrl-C during capture, threads, audit hooks, pandas).
 exact=tests/exact/test_exact.py::test_same_as_python
-"$py" -m pytest -q -rs -n 2 -p no:cacheprovider \
+"$py" -m pytest -q -rs -n 2 --dist worksteal --durations=8 -p no:cacheprovider \
   tests/test_api.py tests/test_capture.py tests/test_load_anywhere.py tests/test_verbs.py \
   tests/test_cli.py tests/test_hostile.py tests/test_store_robustness.py \
   tests/test_tracked.py tests/test_promises.py tests/test_hypothesis.py \

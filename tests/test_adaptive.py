@@ -235,13 +235,21 @@ def test_the_store_stays_bounded(tmp_path):
 
 def test_the_default_keeps_ten_automatic_snapshots(tmp_path):
     """Without options the store keeps the script's newest 10 automatic
-    snapshots; with an explicit -f every one stays (as before)."""
+    snapshots, over all its runs; with an explicit -f every one stays (as
+    before). How many one run takes is the budget's business (3.11's
+    children cost more: CI once saw exactly 10 in 22 s), so the script runs
+    again into the same store until it has taken more than 10."""
     write(tmp_path, "job.py", REWRITER)
-    r = run_chkpt(["-v", "-o", "ck", "job.py", "1", "22", "all"], tmp_path,
-                  timeout=120)
-    assert r.returncode == 0, r.stderr
-    taken = [l for l in chkpt_lines(r.stderr) if l.startswith("chkpt: auto snapshot")]
-    assert len(autos(tmp_path / "ck")) == min(len(taken), 10), taken
+    taken = []
+    for _ in range(4):
+        r = run_chkpt(["-v", "-o", "ck", "job.py", "1", "12", "all"], tmp_path,
+                      timeout=120)
+        assert r.returncode == 0, r.stderr
+        taken += [l for l in chkpt_lines(r.stderr)
+                  if l.startswith("chkpt: auto snapshot")]
+        assert len(autos(tmp_path / "ck")) == min(len(taken), 10), taken
+        if len(taken) > 10:
+            break
     assert len(taken) > 10, "too few snapshots to show the default retention"
     r = run_chkpt(["-f", "300", "-o", "fixed", "job.py", "2", "4", "all"],
                   tmp_path, timeout=120)
