@@ -1,5 +1,6 @@
 """Snapshots written by a child process (issue 15's targets), measured side
-by side in one run: ck.snapshot()'s pause against pickle.dump, ck.wait()
+by side in one run: ck.snapshot()'s pause against pickle.dump (and a bare
+os.fork() of the same process, the floor of a fork's pause), ck.wait()
 against this disk's write+fsync of the same bytes, bytes added by four
 later snapshots, peak RSS and the children's copy-on-write memory,
 chkpt.load against pickle.load (each in a fresh process, the page cache in
@@ -64,6 +65,8 @@ def main():
          f"{first / dump:.4f}x pickle.dump (target <= 0.05)"),
         ("ck.snapshot() after 8 KiB changed, blocking", r["later"],
          f"{later / dump:.4f}x pickle.dump (target <= 0.01)"),
+        ("os.fork() alone, same process and pace", r["fork"],
+         f"{med(r['fork']) / dump:.4f}x pickle.dump (the floor for a fork)"),
         ("write+fsync of the same bytes (this disk)", r["disk"], ""),
         ("ck.wait() after the first", r["wait"],
          f"{med(r['wait']) / med(r['disk']):.2f}x disk (target <= 1.5)"),

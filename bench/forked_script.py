@@ -2,8 +2,9 @@
 arrays in globals, a second of computing between snapshots; per round, in
 one process: ck.snapshot() blocking time (first into an empty store, then
 after 8 KiB changed), ck.wait() after the first, the bytes four later
-snapshots add, against pickle.dump of the same variables and the time this
-disk takes to write and fsync the same bytes. The first snapshot and the
+snapshots add, against pickle.dump of the same variables, a bare os.fork()
+of this process at the same pace (the floor of a pause that forks) and the
+time this disk takes to write and fsync the same bytes. The first snapshot and the
 pickle file of each round are left for bench_forked.py to load. Also the
 script's peak RSS growth and the children's copy-on-write memory (their
 Private_Dirty, sampled while they run)."""
@@ -81,7 +82,7 @@ def main():
     sampler.start()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     out = {"mib": mib, "first": [], "later": [], "wait": [], "added": [],
-           "dump": [], "disk": [], "loads": []}
+           "dump": [], "disk": [], "loads": [], "fork": []}
     for r in range(rounds):
         ck.output_dir = os.path.join(base_dir, f"store{r}")
         t = time.perf_counter()
@@ -97,6 +98,16 @@ def main():
             t = time.perf_counter()
             ck.snapshot(f"later-{i}")
             out["later"].append(time.perf_counter() - t)
+            # the floor of any capture by fork: a bare os.fork() of this
+            # process in the same state (a second of work since the last)
+            compute(1.0, scratch)
+            a3[i * 1024:(i + 1) * 1024] = r + i + 1
+            t = time.perf_counter()
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            out["fork"].append(time.perf_counter() - t)
+            os.waitpid(pid, 0)
         ck.wait()
         out["added"].append(disk_usage(ck.output_dir) - base)
         if r == 0:
