@@ -1,5 +1,6 @@
 """Cost of chkpt's hooks on a CPU-bound pure-Python script: wall time under
-chkpt against plain python, median of interleaved runs.
+chkpt against plain python, median of interleaved runs, and the spread of
+the ratios round by round (this VM's speed drifts between runs).
 
     python bench/bench_hooks.py [--runs N] [--scale S]
 """
@@ -39,11 +40,17 @@ def main():
                 subprocess.run(cmd, env=env, check=True,
                                stdout=subprocess.DEVNULL)
                 times[name].append(time.perf_counter() - t)
-    base = statistics.median(times["plain python"])
-    print(f"python {sys.version.split()[0]}, {args.runs} interleaved runs, median wall time")
+    plain = times["plain python"]
+    base = statistics.median(plain)
+    print(f"python {sys.version.split()[0]}, {args.runs} interleaved runs, "
+          f"median wall time; per round, the ratio to that round's plain run "
+          f"(median [min .. max])")
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"  {name:20s} {med:7.3f} s   {med / base:5.2f}x plain")
+        rounds = [t / p for t, p in zip(ts, plain)]
+        print(f"  {name:20s} {med:7.3f} s   {med / base:5.2f}x plain   "
+              f"rounds {statistics.median(rounds):5.2f}x "
+              f"[{min(rounds):.2f} .. {max(rounds):.2f}]")
 
 
 if __name__ == "__main__":
