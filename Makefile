@@ -60,8 +60,8 @@ venvs: deps
 
 # pytest last, so its summary closes the output; -rs lists every skipped
 # test with its reason, so a green run says what it did not test; worksteal
-# keeps both workers busy to the end (a few tests wait in real time for
-# 10-30 s), --durations names the slowest for whoever watches CI's time
+# keeps both workers busy to the end (a few tests wait in real time, for
+# up to a minute), --durations names the slowest for whoever watches CI's time
 test: build test-c test-fuzz test-asan test-python
 
 test-python: build
