@@ -16,8 +16,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1289,7 +1287,6 @@ struct chkpt_snapreader {
     char *chunks_dir;
     char *path;
     size_t pagesize;
-    long cpus;                  /* online: checking takes two if > 1 */
     ZSTD_DCtx *dctx;
     unsigned char *zbuf;        /* compressed chunk bytes */
     size_t zcap;
@@ -1527,7 +1524,6 @@ chkpt_snap_open(const char *manifest_path, char *err, size_t errlen)
     strcat(r->chunks_dir, "/chunks");
     ps = sysconf(_SC_PAGESIZE);
     r->pagesize = ps > 0 ? (size_t)ps : 4096;
-    r->cpus = sysconf(_SC_NPROCESSORS_ONLN);
     free(mdir);
     return r;
 fail:
@@ -1766,67 +1762,6 @@ check_chunk(const chkpt_snapreader *r, size_t si, uint64_t k,
     return 0;
 }
 
-/* Checking a mapped batch is most of chkpt.load's time (hashing 512 MiB,
- * data out of the CPU caches): with a second CPU, a thread checks the
- * batch's second half meanwhile. It shares nothing with the caller but the
- * reader, which neither changes while it runs. */
-typedef struct {
-    const chkpt_snapreader *r;
-    size_t si;
-    const unsigned char *dst;
-    size_t stride;
-    uint64_t k0, k1;            /* the chunks it checks */
-    int rc;
-    char err[CHKPT_ERRLEN];
-} check_range_arg;
-
-static void *
-check_range(void *arg)
-{
-    check_range_arg *c = arg;
-    c->rc = 0;
-    for (uint64_t k = c->k0; k < c->k1 && c->rc == 0; k++) {
-        c->rc = check_chunk(c->r, c->si, k, c->dst + k * c->stride, c->err,
-                            sizeof(c->err));
-    }
-    return NULL;
-}
-
-/* Checks chunks [k0, k1) of stream si, on two threads when there are
- * several chunks and CPUs (the first error is reported either way). */
-static int
-check_batch(const chkpt_snapreader *r, size_t si, const unsigned char *dst,
-            size_t stride, uint64_t k0, uint64_t k1, char *err, size_t errlen)
-{
-    check_range_arg first = {r, si, dst, stride, k0, k1, 0, ""};
-    pthread_t t;
-    int helper = 0;
-    check_range_arg second = first;
-    if (r->cpus > 1 && k1 - k0 >= 2) {
-        second.k0 = first.k1 = k0 + (k1 - k0) / 2;
-        /* the thread takes no signal: they stay the script's threads' */
-        sigset_t all, old;
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        helper = pthread_create(&t, NULL, check_range, &second) == 0;
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        if (!helper) {
-            first.k1 = k1;          /* no thread: all of it here */
-        }
-    }
-    check_range(&first);
-    if (helper) {
-        pthread_join(t, NULL);
-    }
-    const check_range_arg *bad = first.rc != 0 ? &first
-                                 : helper && second.rc != 0 ? &second : NULL;
-    if (bad != NULL) {
-        seterr(err, errlen, "%s", bad->err);
-        return -1;
-    }
-    return 0;
-}
-
 /* Readahead. Chunk files are opened, and the kernel asked to start reading
  * them, READAHEAD chunks ahead of the one being checked: from a cold page
  * cache, mapping one 1 MiB file after another reads each with a synchronous
@@ -1919,8 +1854,8 @@ fetch_chunks(chkpt_snapreader *r, size_t si, unsigned char *dst,
                           & ~(r->pagesize - 1);
             (void)madvise(dst + k0 * stride, span, MADV_POPULATE_READ);
         }
-        if (rc == 0) {
-            rc = check_batch(r, si, dst, stride, k0, k1, err, errlen);
+        for (uint64_t k = k0; k < k1 && rc == 0; k++) {
+            rc = check_chunk(r, si, k, dst + k * stride, err, errlen);
         }
     }
     ahead_close(&a);
