@@ -1471,7 +1471,8 @@ writer_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
     /* a manual snapshot waits for a free slot, and so does a signal's:
      * SIGTERM ends the process after it, which would take the child in
      * flight (a boundary snapshot, say) with it, and this one too */
-    int manual = strcmp(kind, "manual") == 0 || strcmp(kind, "signal") == 0;
+    int signal_kind = strcmp(kind, "signal") == 0;
+    int manual = signal_kind || strcmp(kind, "manual") == 0;
     int every_line = fn == NULL && strcmp(kind, "auto") == 0
                      && ck->frequency_ms == 0;
     chkpt_writer_poll(ck);
@@ -1594,7 +1595,7 @@ writer_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
     ck->seq++;
     ck->last_snapshot = chkpt_monotonic();
     *handled = 1;
-    if (strcmp(kind, "signal") == 0) {
+    if (signal_kind) {
         /* the process ends right after a SIGTERM snapshot (signals.c),
          * which would take the child with it: written before returning */
         wait_jobs(ck, w, info, 0, 0, 0);

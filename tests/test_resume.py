@@ -83,13 +83,14 @@ def resume_line(stderr):
 
 
 def crash_fix_resume(d, broken, fixed):
-    """Runs BROKEN in d (it fails with a NameError at its end), writes FIXED
-    over it, and runs it with --resume: asserts the resumed run succeeds
-    with the stdout of a plain run of FIXED, and returns that run."""
+    """Runs BROKEN in d (it goes through the three stages, then fails with a
+    NameError), writes FIXED over it, and runs it with --resume: asserts the
+    resumed run succeeds with the stdout of a plain run of FIXED, and returns
+    that run."""
     write(os.path.join(d, "s.py"), broken)
     r = run_chkpt(["s.py"], d)
     assert r.returncode == 1 and "NameError" in r.stderr, r.stderr
-    ran(d)
+    assert ran(d) == ["stage1", "stage2", "stage3"]
     write(os.path.join(d, "s.py"), fixed)
     expected = plain(d)
     r = run_chkpt(["--resume", "s.py"], d)
