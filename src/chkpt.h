@@ -68,7 +68,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include "store.h"
-#include "base.h"
+#include "helpers.h"
 
 #if PY_VERSION_HEX < 0x030C0000
 #include <structmember.h>

@@ -3,7 +3,7 @@
  * table of module-level functions, each a dispatch to the part it names.
  * The top of the layering (chkpt.h): it may call every part. */
 #include "chkpt.h"
-#include "writer.h"
+#include "child.h"
 
 /* ---- module functions ---- */
 

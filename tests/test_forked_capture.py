@@ -1,4 +1,4 @@
-"""Snapshots taken by a child process (src/writer.c): the script must not be
+"""Snapshots taken by a child process (src/take/child.c): the script must not be
 able to tell that a child existed, and pays only for creating it.
 
 Each test runs a real script under `python -m chkpt` (and, where the output

@@ -22,8 +22,8 @@
  * Also here: --keep-auto, the script's newest automatic snapshots kept in
  * the store (run in the writer child, after it published its snapshot).
  */
-#ifndef CHKPT_BUDGET_H
-#define CHKPT_BUDGET_H
+#ifndef CHKPT_COST_H
+#define CHKPT_COST_H
 
 #include "chkpt.h"
 #include <stdint.h>

@@ -39,8 +39,8 @@
  * own os.fork() or os.forkpty() runs (see "the script's own fork").
  */
 #include "chkpt.h"
-#include "budget.h"
-#include "writer.h"
+#include "cost.h"
+#include "child.h"
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>

@@ -6,8 +6,8 @@
  * pickling, hashing, writing, fsync, publication) there and reports back
  * through a shared page. The script's process pays for the clone only.
  */
-#ifndef CHKPT_WRITER_H
-#define CHKPT_WRITER_H
+#ifndef CHKPT_CHILD_H
+#define CHKPT_CHILD_H
 
 #include "chkpt.h"
 

@@ -29,7 +29,7 @@
  */
 #include "chkpt.h"
 #include "capture.h"
-#include "writer.h"
+#include "child.h"
 #include <string.h>
 #include <unistd.h>
 

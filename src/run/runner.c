@@ -32,7 +32,7 @@
  *    that python's main kills the process by SIGINT after finalization.
  */
 #include "chkpt.h"
-#include "writer.h"
+#include "child.h"
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>

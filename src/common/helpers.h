@@ -2,8 +2,8 @@
  * each (base.c): warnings, warn-once, saving a pending exception, the
  * clock, dict/file/path helpers, and the constants more than one part
  * reads. Base calls nothing above it (only Python's C API and libc). */
-#ifndef CHKPT_BASE_H
-#define CHKPT_BASE_H
+#ifndef CHKPT_HELPERS_H
+#define CHKPT_HELPERS_H
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

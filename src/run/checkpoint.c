@@ -5,7 +5,7 @@
  * so it sits above them (chkpt.h); the object's layout is in chkpt.h, as
  * every part reads its fields. */
 #include "chkpt.h"
-#include "writer.h"
+#include "child.h"
 
 static int
 checkpoint_traverse(CheckpointObject *self, visitproc visit, void *arg)

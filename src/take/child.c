@@ -33,9 +33,9 @@
  * __WCLONE)), at the next snapshot, in ck.wait(), when a SnapshotInfo is
  * read and at the end of the run: no thread of chkpt's is added.
  */
-#include "writer.h"
-#include "base.h"
-#include "budget.h"
+#include "child.h"
+#include "helpers.h"
+#include "cost.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -62,7 +62,6 @@
 /* children in a row that did not get through their set-up before it is
  * said (once) */
 #define SETUP_STALLS_SAID 3
-#define EXIT_TIMEOUT_WORDS "60 s"       /* CHKPT_WRITER_EXIT_TIMEOUT, said */
 
 /* What a child shares with its parent. Read by the parent only after the
  * child has ended (waitpid orders the accesses). */
@@ -114,6 +113,8 @@ typedef struct {
     int warned_clone;
     int setup_stalls;           /* children in a row stuck in set-up */
     chkpt_budget budget;        /* what the children cost (-f auto) */
+    double child_cap;           /* seconds any child may live (120) */
+    double exit_wait;           /* seconds the end of the run waits (60) */
 } writer_state;
 
 /* Set once, in a writer child only, right after the clone: a fact about
@@ -331,6 +332,20 @@ pending_settle(writer_job *j, PyObject *path)
 /* ------------------------------------------------------------------ */
 /* state                                                                */
 
+/* A limit in seconds from the environment (README "Limits you can
+ * shorten"): the default when unset, empty or not a positive number. */
+static double
+env_seconds(const char *name, double dflt)
+{
+    const char *v = getenv(name);
+    if (v == NULL || *v == '\0') {
+        return dflt;
+    }
+    char *end;
+    double d = strtod(v, &end);
+    return (*end == '\0' && d > 0 && d < 1e9) ? d : dflt;
+}
+
 static writer_state *
 get_state(CheckpointObject *ck)
 {
@@ -342,6 +357,9 @@ get_state(CheckpointObject *ck)
         PyErr_NoMemory();
         return NULL;
     }
+    w->child_cap = env_seconds("CHKPT_CHILD_TIMEOUT", CHKPT_SNAPSHOT_TIME_BUDGET
+                                                      + CHKPT_WRITER_IO_SECONDS);
+    w->exit_wait = env_seconds("CHKPT_EXIT_TIMEOUT", CHKPT_WRITER_EXIT_TIMEOUT);
     chkpt_state *st = chkpt_get_state(ck->module);
     PyType_Spec spec = pending_spec;
     spec.basicsize = (int)(st->SnapshotInfo_Type->tp_basicsize
@@ -541,12 +559,12 @@ report_death(CheckpointObject *ck, writer_job *j, int status)
     }
     int late = (sig == SIGKILL || sig == SIGALRM)
                && chkpt_monotonic() - j->started
-                  >= CHKPT_SNAPSHOT_TIME_BUDGET + CHKPT_WRITER_IO_SECONDS;
+                  >= w->child_cap;
     const char *key = late ? " writer deadline" : " writer died";
     if (chkpt_once_str(ck->warned_once, key) == 1) {
         if (late) {
-            chkpt_warn("a snapshot took longer than %d s to write and was given up",
-                       (int)(CHKPT_SNAPSHOT_TIME_BUDGET + CHKPT_WRITER_IO_SECONDS));
+            chkpt_warn("a snapshot took longer than %g s to write and was given up",
+                       w->child_cap);
         }
         else if (sig != 0) {
             chkpt_warn("a snapshot was lost: the process writing it was killed "
@@ -759,6 +777,30 @@ chkpt_writer_next_auto(CheckpointObject *ck, double run_start)
 
 static void note_main_frame(CheckpointObject *ck, writer_state *w,
                             PyFrameObject *frame, int walk);
+/* The end of the run waits for the snapshots in flight, at most
+ * exit_wait seconds (CHKPT_EXIT_TIMEOUT); past that they are given up: the
+ * children die with the script (PR_SET_PDEATHSIG). */
+static void
+wait_at_exit(CheckpointObject *ck, writer_state *w)
+{
+    if (in_flight(w) == 0) {
+        return;
+    }
+    int r = wait_jobs(ck, w, NULL, 0, chkpt_monotonic() + w->exit_wait, 1);
+    if (r > 0) {
+        return;
+    }
+    PyErr_Clear();
+    if (r == 0) {
+        chkpt_warn("%d snapshot(s) still being written at exit given up "
+                   "after waiting %g s", in_flight(w), w->exit_wait);
+    }
+    else {
+        chkpt_warn("%d snapshot(s) still being written at exit given up "
+                   "after an interruption", in_flight(w));
+    }
+}
+
 
 /* At the end of a -f 0 run, the snapshot coalesced while the last child
  * was written (nothing else was taken after it): from the script's module
@@ -779,17 +821,7 @@ take_coalesced(CheckpointObject *ck, writer_state *w)
         return;
     }
     Py_DECREF(r);
-    if (in_flight(w) > 0) {
-        int rc = wait_jobs(ck, w, NULL, 0,
-                           chkpt_monotonic() + CHKPT_WRITER_EXIT_TIMEOUT, 1);
-        if (rc <= 0) {
-            PyErr_Clear();
-            /* the child dies with the script (PR_SET_PDEATHSIG) */
-            chkpt_warn("%d snapshot(s) still being written at exit given up "
-                       "after %s", in_flight(w), rc == 0
-                       ? "waiting " EXIT_TIMEOUT_WORDS : "an interruption");
-        }
-    }
+    wait_at_exit(ck, w);
 }
 
 void
@@ -802,17 +834,7 @@ chkpt_writer_finish(CheckpointObject *ck)
     adopt_after_fork(w);
     chkpt_saved_error saved;
     chkpt_error_save(&saved);
-    if (in_flight(w) > 0) {
-        int r = wait_jobs(ck, w, NULL, 0,
-                          chkpt_monotonic() + CHKPT_WRITER_EXIT_TIMEOUT, 1);
-        if (r <= 0) {
-            PyErr_Clear();
-            /* the child dies with the script (PR_SET_PDEATHSIG) */
-            chkpt_warn("%d snapshot(s) still being written at exit given up "
-                       "after %s", in_flight(w), r == 0
-                       ? "waiting " EXIT_TIMEOUT_WORDS : "an interruption");
-        }
-    }
+    wait_at_exit(ck, w);
     take_coalesced(ck, w);
     if (w->skipped > 0 && ck->verbosity > 0) {
         chkpt_warn("%llu automatic snapshot(s) skipped: %d were being written",
@@ -1272,8 +1294,7 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
     w->in_child = 1;
     writer_child_process = 1;
     j->pid = -1;                /* marks the child's own job */
-    w->hard_deadline = chkpt_monotonic() + CHKPT_SNAPSHOT_TIME_BUDGET
-                       + CHKPT_WRITER_IO_SECONDS;
+    w->hard_deadline = chkpt_monotonic() + w->child_cap;
     /* first, with nothing but system calls: whatever happens next (a lock
      * another thread held at the clone), the child ends by its deadline,
      * CHILD_SETUP_SECONDS for what comes before the capture */

@@ -1,7 +1,7 @@
 /* base.c: the shared helpers of base.h (warnings, warn-once, describing an
  * exception, the clock, dict and file helpers). Calls nothing of the
  * engine's own but this file. */
-#include "base.h"
+#include "helpers.h"
 #include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>

@@ -18,7 +18,7 @@
  */
 #include "capture.h"
 #include "pickle_refs.h"
-#include "writer.h"
+#include "child.h"
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>

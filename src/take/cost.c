@@ -1,6 +1,6 @@
 /* budget.c: what snapshots cost, when -f auto may take the next one, and
  * --keep-auto (see budget.h for the rule). */
-#include "budget.h"
+#include "cost.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
