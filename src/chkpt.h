@@ -1,65 +1,32 @@
 /* chkpt.h: what the parts of the engine share, and the map of the parts.
  *
- * Layers, bottom to top. A file calls only into lower layers, never into
- * its own layer or above, with one exception said below (capture.c and
- * hooks.c). Headers: store.h (layer 0), base.h (1), capture.h (what
- * capture.c takes from layer 3), budget.h (budget.c's, for writer.c and
- * hooks.c), this file (the rest).
+ * The map, bottom to top. A part calls only parts of a lower layer; parts
+ * of one layer are siblings and do not call each other. tools/check_layers.py
+ * reads these [N] lines, reads the calls from the code, and fails `make
+ * test` when a call goes against them or files call each other in a circle.
  *
- *   0 store.c      the on-disk store (pure C, no Python; see store.h)
- *     pickle_refs.c the globals a pickle names, from its opcodes (pure C,
- *                  no Python; see pickle_refs.h), for capture.c
- *   1 base.c       shared helpers: warnings, warn-once, exceptions, the
- *                  clock, dict/file/path helpers, shared constants (base.h)
- *   2 snapinfo.c   the SnapshotInfo type (a read-only value)
- *   3 pickler.c    the pickler's plumbing: out-of-band buffers, the
- *                  bounded sink, the copyreg patch (capture.h)
- *     salience.c   which variables a snapshot holds; which code is the
- *                  script's (capture.h)
- *     rebuild.c    rebuilds the script's own modules from the sources a
- *                  snapshot keeps (the AST filter, the rebuilt __import__),
- *                  for load.c
- *     syspath.c    the sys.path entries the script added: recorded in each
- *                  snapshot, appended again when loading
- *     budget.c     what the snapshot processes cost, when -f auto may take
- *                  the next automatic snapshot, --keep-auto (budget.h)
- *   4 capture.c    takes a snapshot of a frame, step by step (capture_ctx):
- *                  selects its variables, pickles them (protocol 5,
- *                  out-of-band buffers), writes them to the store
- *     hooks.c      decides when an automatic snapshot is due (sys.monitoring
- *                  on 3.12+, the C trace function on 3.11) and runs the
- *                  timer thread
- *     capture.c and hooks.c call each other, the one mutual pair: hooks
- *     calls chkpt_capture() to take a snapshot; capture calls the time
- *     budget (chkpt_hooks_budget_*), which the timer thread in hooks.c
- *     enforces with the snapshot timer under one lock. The pair is broken
- *     when the timer moves to a file of its own below both.
- *     writer.c     takes each snapshot in a clone child of the script's
- *                  process (writer.h): spawning, the child's work, reaping,
- *                  deadlines, results back to the parent. A second mutual
- *                  pair with capture.c: chkpt_capture() hands the snapshot
- *                  to the writer, whose child runs chkpt_capture_here();
- *                  in the child, hooks.c's budgets are the writer's timers
- *     load.c       reads snapshots back: listing, loading, resolving the
- *                  script's own classes (live, or rebuilt through
- *                  rebuild.c); the Unloadable type
- *   5 checkpoint.c the Checkpoint type: the running engine as the script
- *                  sees it; snapshot() and a new frequency dispatch to
- *                  capture and hooks
- *     crash.c      the snapshot of an uncaught exception: every frame of the
- *                  script in its traceback (over capture)
- *     signals.c    snapshots on SIGTERM and SIGUSR1, the --signal-deadline
- *                  watchdog (over capture)
- *     resume.c     the script as top-level statements: AST fingerprints,
- *                  boundary snapshots between statements (over capture),
- *                  and --resume: picking the resume point, rebuilding
- *                  __main__ (over load)
- *   6 runner.c     runs the script or module exactly as `python` would
- *     verbs.c      ls, show, explore, export, verify, gc (over load.c)
- *     debug.c      `debug`: pdb post-mortem on a crash snapshot's frames,
- *                  rebuilt as real frames (over load.c)
- *   7 cli.c        option parsing and verb dispatch for `python -m chkpt`
- *   8 module.c     creates the module: state, types, the module functions
+ *   [0] store/    pure C, no Python: the content-addressed store
+ *                 (store.h) and the globals a pickle names (pickle_refs.h)
+ *   [1] common/   what every part may use: warnings, saved errors, the
+ *                 clock, file helpers (helpers.h); the SnapshotInfo type;
+ *                 the sys.path entries the script added (syspath.c)
+ *   [2] take/     taking a snapshot: which variables (select.c), the
+ *                 pickler's plumbing (pickler.c), the capture of a frame
+ *                 into the store (capture.c), the snapshot child
+ *                 (child.c), what snapshots cost and -f auto's pace (cost.c)
+ *   [2] read/     reading snapshots back: load.c, the script's code
+ *                 rebuilt from saved sources (rebuild.c), the verbs ls,
+ *                 show, explore, export, verify, gc (verbs.c), debug.c
+ *   [3] run/      running the script: the CLI (cli.c), the runner
+ *                 (runner.c), the hooks that say when a snapshot is due
+ *                 (hooks.c), the script statement by statement and
+ *                 --resume (statements.c), signals.c, crash.c, the
+ *                 Checkpoint type (checkpoint.c)
+ *   [4] module.c  creates the module: state, types, functions
+ *
+ * Mutable C globals: none but these, each a fact about the process that
+ * code without a Checkpoint at hand reads (a signal handler, a clone child):
+ *   mutable: child.c writer_child_process   this process is a snapshot child
  */
 #ifndef CHKPT_H
 #define CHKPT_H
