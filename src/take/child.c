@@ -430,7 +430,10 @@ static PyObject *
 json_write(CheckpointObject *ck, PyObject *o)
 {
     chkpt_state *st = chkpt_get_state(ck->module);
-    PyObject *s = PyObject_CallMethod(st->json_module, "dumps", "O", o);
+    /* one argument whatever o is ("O" would spread a tuple over several) */
+    PyObject *dumps = PyObject_GetAttrString(st->json_module, "dumps");
+    PyObject *s = dumps ? PyObject_CallOneArg(dumps, o) : NULL;
+    Py_XDECREF(dumps);
     PyObject *b = s ? PyUnicode_AsEncodedString(s, "utf-8", "surrogatepass") : NULL;
     Py_XDECREF(s);
     return b;
