@@ -2448,10 +2448,40 @@ remove_manifests(const char *dir, char **paths, size_t nremove,
     return 0;
 }
 
+/* Moves the pinned manifests after all others, each group keeping its
+ * order: the gc below removes a prefix of the list, oldest first, which
+ * then holds no pinned one. Returns how many were pinned. */
+static size_t
+pin_last(char **paths, size_t n, char *const *pinned, size_t npinned)
+{
+    size_t kept = 0, npin = 0;
+    char **pins = npinned ? malloc(n * sizeof(char *)) : NULL;
+    if (pins == NULL) {
+        return 0;               /* nothing pinned, or no memory: as before */
+    }
+    for (size_t i = 0; i < n; i++) {
+        int pin = 0;
+        for (size_t k = 0; k < npinned && !pin; k++) {
+            pin = strcmp(paths[i], pinned[k]) == 0;
+        }
+        if (pin) {
+            pins[npin++] = paths[i];
+        }
+        else {
+            paths[kept++] = paths[i];
+        }
+    }
+    memcpy(paths + kept, pins, npin * sizeof(char *));
+    free(pins);
+    return npin;
+}
+
 /* keep >= 0: keep that many newest snapshots. keep < 0: keep as few as
- * needed (but at least keep_min) for the store to fit max_bytes. */
+ * needed (but at least keep_min, and every pinned one) for the store to
+ * fit max_bytes. */
 static int
 gc_impl(const char *dir, long keep, uint64_t max_bytes, long keep_min,
+        char *const *pinned, size_t npinned,
         size_t *removed_snapshots, size_t *removed_chunks,
         char *err, size_t errlen)
 {
@@ -2490,9 +2520,12 @@ gc_impl(const char *dir, long keep, uint64_t max_bytes, long keep_min,
             goto done;
         }
     }
-    else if (budget_nremove(dir, paths, n, max_bytes, keep_min, &ss, &nremove,
-                            err, errlen) < 0) {
-        goto done;
+    else {
+        keep_min += (long)pin_last(paths, n, pinned, npinned);
+        if (budget_nremove(dir, paths, n, max_bytes, keep_min, &ss, &nremove,
+                           err, errlen) < 0) {
+            goto done;
+        }
     }
     /* Manifests first: a crash after this leaves only unreferenced
        chunks, never a manifest without its chunks. */
@@ -2526,15 +2559,16 @@ chkpt_store_gc(const char *dir, long keep, size_t *removed_snapshots,
         seterr(err, errlen, "gc: keep must be >= 0 (got %ld)", keep);
         return -1;
     }
-    return gc_impl(dir, keep, 0, 0, removed_snapshots, removed_chunks,
+    return gc_impl(dir, keep, 0, 0, NULL, 0, removed_snapshots, removed_chunks,
                    err, errlen);
 }
 
 int
 chkpt_store_gc_budget(const char *dir, uint64_t max_bytes, long keep_min,
+                      char *const *pinned, size_t npinned,
                       size_t *removed_snapshots, size_t *removed_chunks,
                       char *err, size_t errlen)
 {
-    return gc_impl(dir, -1, max_bytes, keep_min, removed_snapshots,
-                   removed_chunks, err, errlen);
+    return gc_impl(dir, -1, max_bytes, keep_min, pinned, npinned,
+                   removed_snapshots, removed_chunks, err, errlen);
 }

@@ -107,10 +107,12 @@ int chkpt_store_gc(const char *dir, long keep, size_t *removed_snapshots,
                    size_t *removed_chunks, char *err, size_t errlen);
 
 /* Added. Size-budget retention: delete the oldest snapshots (never the
- * newest keep_min) until manifests + chunks take at most max_bytes, then
+ * newest keep_min, never one whose manifest path is among the npinned
+ * paths of pinned) until manifests + chunks take at most max_bytes, then
  * collect chunks as chkpt_store_gc does. Dedup is accounted for: a chunk
  * counts as freed only when its last referencing manifest goes. */
 int chkpt_store_gc_budget(const char *dir, uint64_t max_bytes, long keep_min,
+                          char *const *pinned, size_t npinned,
                           size_t *removed_snapshots, size_t *removed_chunks,
                           char *err, size_t errlen);
 

@@ -19,6 +19,7 @@
 #include "capture.h"
 #include "pickle_refs.h"
 #include "child.h"
+#include "cost.h"
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -694,7 +695,8 @@ add_alias(PyObject *pickled, PyObject *vars_meta, PyObject *vname, PyObject *obj
 }
 
 /* Retention by size (--max-store-size), after an automatic snapshot: the
- * oldest snapshots go, never the newest. Runs without the GIL; a failure is
+ * oldest snapshots go, never the newest nor a crash or signal snapshot
+ * (the ones a user looks for). Runs without the GIL; a failure is
  * reported once per run and the script goes on. */
 static void
 enforce_store_size(CheckpointObject *ck)
@@ -707,10 +709,19 @@ enforce_store_size(CheckpointObject *ck)
     snprintf(dir, sizeof(dir), "%s", chkpt_store_dir(ck->store));
     uint64_t max_bytes = (uint64_t)ck->max_store_size;
     char err[CHKPT_ERRLEN] = "";
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = chkpt_store_gc_budget(dir, max_bytes, 1, NULL, NULL, err, sizeof(err));
-    Py_END_ALLOW_THREADS
+    char **pinned;
+    size_t npinned;
+    int rc = chkpt_budget_pinned(ck, dir, &pinned, &npinned);
+    if (rc == 0) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = chkpt_store_gc_budget(dir, max_bytes, 1, pinned, npinned, NULL,
+                                   NULL, err, sizeof(err));
+        Py_END_ALLOW_THREADS
+        chkpt_free_list(pinned, npinned);
+    }
+    else {
+        snprintf(err, sizeof(err), "cannot list its snapshots");
+    }
     if (rc == 0) {
         return;
     }

@@ -120,15 +120,15 @@ chkpt_budget_keep_value(const CheckpointObject *ck)
     return ck->frequency_ms == CHKPT_FREQUENCY_AUTO ? CHKPT_DEFAULT_KEEP_AUTO : 0;
 }
 
-/* Is the snapshot at path an automatic one of the script? 1, 0, or 0 when
- * it cannot be read (gc deals with damaged ones). */
-static int
-is_own_auto(CheckpointObject *ck, const char *path)
+/* The meta dict of the snapshot at path, or NULL (no exception) when it
+ * cannot be read: gc deals with damaged ones. */
+static PyObject *
+read_meta(CheckpointObject *ck, const char *path)
 {
     char err[CHKPT_ERRLEN];
     chkpt_snapreader *r = chkpt_snap_open(path, err, sizeof(err));
     if (r == NULL) {
-        return 0;
+        return NULL;
     }
     size_t len;
     const char *meta = chkpt_snap_meta(r, &len);
@@ -139,18 +139,65 @@ is_own_auto(CheckpointObject *ck, const char *path)
     PyObject *d = s ? PyObject_CallMethod(st->json_module, "loads", "O", s)
                     : NULL;
     Py_XDECREF(s);
-    int own = 0;
-    if (d != NULL && PyDict_Check(d)) {
-        PyObject *kind = PyDict_GetItemString(d, "kind");      /* borrowed */
-        PyObject *script = PyDict_GetItemString(d, "script");
-        own = kind != NULL && PyUnicode_Check(kind)
-              && PyUnicode_CompareWithASCIIString(kind, "auto") == 0
-              && script != NULL
-              && PyObject_RichCompareBool(script, ck->script_path, Py_EQ) == 1;
+    if (d != NULL && !PyDict_Check(d)) {
+        Py_CLEAR(d);
     }
-    Py_XDECREF(d);
+    PyErr_Clear();
+    return d;
+}
+
+/* Is meta's kind the string kind? */
+static int
+kind_is(PyObject *meta, const char *kind)
+{
+    PyObject *k = PyDict_GetItemString(meta, "kind");      /* borrowed */
+    return k != NULL && PyUnicode_Check(k)
+           && PyUnicode_CompareWithASCIIString(k, kind) == 0;
+}
+
+/* Is the snapshot at path an automatic one of the script? 1, or 0 (also
+ * when it cannot be read). */
+static int
+is_own_auto(CheckpointObject *ck, const char *path)
+{
+    PyObject *d = read_meta(ck, path);
+    if (d == NULL) {
+        return 0;
+    }
+    PyObject *script = PyDict_GetItemString(d, "script");
+    int own = kind_is(d, "auto") && script != NULL
+              && PyObject_RichCompareBool(script, ck->script_path, Py_EQ) == 1;
+    Py_DECREF(d);
     PyErr_Clear();
     return own;
+}
+
+int
+chkpt_budget_pinned(CheckpointObject *ck, const char *dir, char ***pinned,
+                    size_t *npinned)
+{
+    char err[CHKPT_ERRLEN] = "";
+    char **paths = NULL;
+    size_t n = 0, kept = 0;
+    *pinned = NULL;
+    *npinned = 0;
+    if (chkpt_store_list(dir, &paths, &n, err, sizeof(err)) < 0) {
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        PyObject *d = read_meta(ck, paths[i]);
+        int pin = d != NULL && (kind_is(d, "crash") || kind_is(d, "signal"));
+        Py_XDECREF(d);
+        if (pin) {
+            paths[kept++] = paths[i];
+        }
+        else {
+            free(paths[i]);
+        }
+    }
+    *pinned = paths;
+    *npinned = kept;
+    return 0;
 }
 
 /* The deletions reach the disk before any data goes: a manifest that came

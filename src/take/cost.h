@@ -83,4 +83,12 @@ int chkpt_budget_keep_auto(CheckpointObject *ck, long keep);
 /* --keep-auto's value for ck: given, or the default for its frequency. */
 long chkpt_budget_keep_value(const CheckpointObject *ck);
 
+/* --max-store-size never removes a crash or signal snapshot: the manifest
+ * paths of those in the store at dir, to pin (chkpt_store_gc_budget), in
+ * *pinned (free with chkpt_free_list) and *npinned. 0, or -1 when the
+ * store cannot be listed. GIL held. */
+int chkpt_budget_pinned(CheckpointObject *ck, const char *dir, char ***pinned,
+                        size_t *npinned);
+
+
 #endif

@@ -680,12 +680,12 @@ test_gc(void)
     CHECK(rs == 0 && rc == 1 && !exists(own_chunk[2]) && exists(path[2]));
     CHECK(exists(shared_chunk) && exists(own_chunk[3]));
     /* Budget: a tiny budget leaves only the newest (keep_min 1). */
-    CHECK(chkpt_store_gc_budget(dir, 1, 1, &rs, &rc, err, sizeof(err)) == 0);
+    CHECK(chkpt_store_gc_budget(dir, 1, 1, NULL, 0, &rs, &rc, err, sizeof(err)) == 0);
     CHECK(rs == 1 && rc == 0);
     CHECK(!exists(path[2]) && exists(path[3]));
     CHECK(chkpt_store_verify_all(dir, NULL, NULL, err, sizeof(err)) == 0);
     /* A big budget removes nothing; keep 0 removes everything. */
-    CHECK(chkpt_store_gc_budget(dir, 1u << 30, 0, &rs, &rc, err, sizeof(err))
+    CHECK(chkpt_store_gc_budget(dir, 1u << 30, 0, NULL, 0, &rs, &rc, err, sizeof(err))
           == 0 && rs == 0 && rc == 0);
     CHECK(chkpt_store_gc(dir, 0, &rs, &rc, err, sizeof(err)) == 0);
     CHECK(rs == 1 && rc == 2 && count_files(dir, "chunks") == 0);
@@ -730,11 +730,14 @@ test_gc_under_reader(void)
 }
 
 /* Budget arithmetic with dedup: each snapshot adds one 1 MiB chunk and
- * shares one; removing the oldest frees 1 MiB (+ its manifest). */
+ * shares one; removing the oldest frees 1 MiB (+ its manifest). With
+ * pin_first, the oldest snapshot is pinned (a crash snapshot): it stays,
+ * and the three after it go instead. */
 static void
-test_gc_budget(void)
+gc_budget(int pin_first)
 {
-    char dir[PATH_MAX], path[PATH_MAX], err[CHKPT_ERRLEN];
+    char dir[PATH_MAX], path[PATH_MAX], first[PATH_MAX], err[CHKPT_ERRLEN];
+    char *pinned[1] = {first};
     size_t lens[] = {CHKPT_CHUNK_SIZE, CHKPT_CHUNK_SIZE};
     const void *data[2];
     unsigned char *shared = random_bytes(lens[0], 5);
@@ -748,17 +751,35 @@ test_gc_budget(void)
         data[0] = shared;
         data[1] = own;
         CHECK(snap(s, 0, data, lens, NULL, 2, path, NULL) == 0);
+        if (i == 0) {
+            memcpy(first, path, sizeof(first));
+        }
         free(own);
     }
     /* 7 MiB of chunks; a budget of 4.5 MiB keeps shared + 3 own. */
-    CHECK(chkpt_store_gc_budget(dir, CHKPT_CHUNK_SIZE * 9 / 2, 1, &rs, &rc,
-                                err, sizeof(err)) == 0);
+    CHECK(chkpt_store_gc_budget(dir, CHKPT_CHUNK_SIZE * 9 / 2, 1, pinned,
+                                pin_first ? 1 : 0, &rs, &rc, err,
+                                sizeof(err)) == 0);
     CHECK(rs == 3 && rc == 3);
     CHECK(count_files(dir, "snapshots") == 3);
     CHECK(count_files(dir, "chunks") == 4);
+    CHECK(exists(first) == pin_first);
+    CHECK(chkpt_store_verify_all(dir, NULL, NULL, err, sizeof(err)) == 0);
     free(shared);
     chkpt_store_close(s);
     drop_dir(dir);
+}
+
+static void
+test_gc_budget(void)
+{
+    gc_budget(0);
+}
+
+static void
+test_gc_budget_pinned(void)
+{
+    gc_budget(1);
 }
 
 static void
@@ -1109,6 +1130,7 @@ main(void)
         {"list_order", test_list_order},
         {"gc", test_gc},
         {"gc_budget", test_gc_budget},
+        {"gc_budget_pinned", test_gc_budget_pinned},
         {"gc_under_reader", test_gc_under_reader},
         {"permissions", test_permissions},
         {"relocatable", test_relocatable},
