@@ -519,7 +519,11 @@ static void
 report_death(CheckpointObject *ck, writer_job *j, int status)
 {
     child_page *pg = j->page;
+    writer_state *w = (writer_state *)ck->writer;
     int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    /* killed at the cap (its clock starts after the clone began) */
+    int late = (sig == SIGKILL || sig == SIGALRM) && w != NULL
+               && chkpt_monotonic() - (j->started - j->clone_s) >= w->child_cap;
     if ((sig == SIGALRM || sig == SIGKILL) && pg->cur_len > 0 && pg->cur_len <= CUR_MAX) {
         /* out of time on one object: leave it out from now on */
         PyObject *cur = json_read(ck, pg->cur, pg->cur_len);
@@ -530,16 +534,24 @@ report_death(CheckpointObject *ck, writer_job *j, int status)
             if (first == 1) {
                 const char *label = PyUnicode_Check(PyList_GET_ITEM(cur, 1))
                     ? PyUnicode_AsUTF8(PyList_GET_ITEM(cur, 1)) : NULL;
-                chkpt_warn("%s took longer than %.1f s to pickle: it is left out "
-                           "of the next snapshots (this one was given up)",
-                           label ? label : "a variable", pg->budget_ms / 1000.0);
+                if (late) {
+                    chkpt_warn("a snapshot took longer than %g s to write and "
+                               "was given up: %s, being pickled then, is left "
+                               "out of the next snapshots", w->child_cap,
+                               label ? label : "a variable");
+                }
+                else {
+                    chkpt_warn("%s took longer than %.1f s to pickle: it is "
+                               "left out of the next snapshots (this one was "
+                               "given up)", label ? label : "a variable",
+                               pg->budget_ms / 1000.0);
+                }
             }
         }
         Py_XDECREF(cur);
         PyErr_Clear();
         return;
     }
-    writer_state *w = (writer_state *)ck->writer;
     if (sig == SIGKILL && !pg->set_up && w != NULL) {
         /* Killed by its set-up deadline: a lock another thread of the
          * script held at the clone stays held in the copy, where no thread
@@ -560,9 +572,6 @@ report_death(CheckpointObject *ck, writer_job *j, int status)
         PyErr_Clear();
         return;
     }
-    int late = (sig == SIGKILL || sig == SIGALRM)
-               && chkpt_monotonic() - j->started
-                  >= w->child_cap;
     const char *key = late ? " writer deadline" : " writer died";
     if (chkpt_once_str(ck->warned_once, key) == 1) {
         if (late) {
