@@ -285,6 +285,28 @@ def test_a_stuck_child_is_killed_at_the_cap_and_the_script_goes_on(tmp_path):
     assert not os.path.exists(f"/proc/{pid}")    # reaped: it is gone
 
 
+def test_the_variable_a_killed_child_was_on_is_left_out_later(tmp_path):
+    """README: a child killed at the cap 'with one chkpt: line; the variable
+    it was on is left out of later snapshots': the next snapshot is written
+    without it (it does not get stuck, and killed, again). FAILS today:
+    child.c's json_write passes the (key, label) tuple to
+    PyObject_CallMethod(json, "dumps", "O", o), which unpacks a tuple into
+    the arguments (dumps() takes 1 positional argument but 2 were given),
+    so the child never records the variable it is on (cur_len stays 0) and
+    report_death cannot leave it out: the second snapshot is stuck and
+    killed too."""
+    write(tmp_path, "s.py", STUCK)
+    r = run_chkpt(["-f", "-1", "-z", "0", "-o", "ck", "s.py", "again"],
+                  tmp_path, env={"CHKPT_CHILD_TIMEOUT": "1.5"}, timeout=60)
+    assert r.returncode == 0 and r.stdout.endswith("done\n"), r.stderr
+    assert "first False" in r.stdout
+    assert "second True ['data', 't']" in r.stdout, (r.stdout, r.stderr)
+    lines = chkpt_lines(r.stderr)
+    assert len(lines) == 1 and "'stuck'" in lines[0], lines
+    (snap,) = listed(tmp_path / "ck")
+    assert snap.name == "second" and chkpt.load(snap)["data"] == list(range(1000))
+
+
 LAST_IN_FLIGHT = '''
 import os, time
 import chkpt
