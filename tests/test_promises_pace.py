@@ -96,7 +96,6 @@ def test_auto_takes_none_in_the_first_second_and_says_what_it_cost(tmp_path):
     slack = 100 * 0.005 / float(over) + 0.05 + 1e-9
     assert abs(float(cpu_pct) - 100 * float(cpu) / float(over)) <= slack, m.groups()
     assert abs(float(disk_pct) - 100 * float(disk) / float(over)) <= slack, m.groups()
-    assert not [l for l in lines if "skipped" in l], lines
     # the same run without -v: chkpt says nothing
     r = run_chkpt(["-z", "0", "-o", "quiet", "job.py", "3"], tmp_path)
     assert r.returncode == 0 and chkpt_lines(r.stderr) == [], r.stderr

@@ -9,7 +9,7 @@ Real scripts in subprocesses. Their stages sleep (the machine running the
 suite has other work) and note in ran.log that they ran, so a test sees
 which stages a run skipped. -f 300 lets a boundary snapshot come 0.3 s
 after the last one instead of 2 s (README: "two seconds (or -f ms, if
-less)"), so stages of 0.6 s are worth one; with the default -z nothing
+less)"), so stages of 0.8 s are worth one; with the default -z nothing
 here is big enough for the timer's own snapshots.
 """
 import os
@@ -21,7 +21,7 @@ import pytest
 import chkpt
 from conftest import REPO, chkpt_env, chkpt_lines, run_chkpt, run_python
 
-STAGE_S = 0.6
+STAGE_S = 0.8     # worth a boundary: over 0.3 s and 10x a clone's cost
 FAST = ["-f", "300"]
 
 HEAD = f'''\
