@@ -106,6 +106,10 @@ typedef struct {
      * one is taken from the script's module frame at its end (its locals
      * are the module's globals: holding it keeps nothing alive) */
     double coalesced_at;        /* monotonic; 0: none pending */
+    /* ck->last_snapshot as the newest child holding another module's
+     * frame (not __main__'s variables) started: it does not pay for a
+     * request before it */
+    double offmain_at;
     PyFrameObject *main_frame;  /* the script's bottom frame, or NULL */
     int main_frame_stale;       /* a new unit began: noted again */
     int line_covered;           /* the next -f 0 line is snapshotted */
@@ -809,9 +813,10 @@ wait_at_exit(CheckpointObject *ck, writer_state *w)
 static void
 take_coalesced(CheckpointObject *ck, writer_state *w)
 {
+    int paid = ck->last_snapshot > w->coalesced_at
+               && ck->last_snapshot != w->offmain_at;
     if (w->coalesced_at == 0 || w->main_frame == NULL
-        || ck->frequency_ms != 0 || ck->last_snapshot > w->coalesced_at
-        || in_flight(w) > 0) {
+        || ck->frequency_ms != 0 || paid || in_flight(w) > 0) {
         return;
     }
     w->coalesced_at = 0;
@@ -1454,6 +1459,40 @@ note_main_frame(CheckpointObject *ck, writer_state *w, PyFrameObject *frame,
     }
 }
 
+/* Does a snapshot of FRAME (NULL: the innermost of the script's code) hold
+ * the variables of the script's module, those -f 0's coalesced request is
+ * for? Yes when its globals are main_frame's (or none is known yet). */
+static int
+holds_main(CheckpointObject *ck, writer_state *w, PyFrameObject *frame)
+{
+    if (w->main_frame == NULL) {
+        return 1;
+    }
+    PyFrameObject *cur = (PyFrameObject *)Py_XNewRef(
+        frame != NULL ? frame : PyEval_GetFrame());
+    while (frame == NULL && cur != NULL) {
+        PyCodeObject *code = PyFrame_GetCode(cur);
+        int mine = chkpt_is_script_code(ck, code);
+        Py_DECREF(code);
+        if (mine) {
+            break;
+        }
+        PyFrameObject *back = PyFrame_GetBack(cur);
+        Py_DECREF(cur);
+        cur = back;
+    }
+    int holds = 1;
+    if (cur != NULL) {
+        PyObject *g = PyFrame_GetGlobals(cur);
+        PyObject *mg = PyFrame_GetGlobals(w->main_frame);
+        holds = g == NULL || g == mg;
+        Py_XDECREF(g);
+        Py_XDECREF(mg);
+        Py_DECREF(cur);
+    }
+    return holds;
+}
+
 void
 chkpt_writer_unit_ended(CheckpointObject *ck, int covered)
 {
@@ -1609,12 +1648,19 @@ writer_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
     j->pid = (pid_t)pid;
     j->started = chkpt_monotonic();
     j->clone_s = j->started - clone_at;
-    if (fn == NULL) {
-        w->coalesced_at = 0;    /* this one covers any request before it */
-        j->info = Py_NewRef(info);
-    }
     ck->seq++;
     ck->last_snapshot = chkpt_monotonic();
+    if (fn == NULL) {
+        /* this one covers any request before it, when it holds the
+         * script's module variables (a sibling module's function: not) */
+        if (holds_main(ck, w, frame)) {
+            w->coalesced_at = 0;
+        }
+        else {
+            w->offmain_at = ck->last_snapshot;
+        }
+        j->info = Py_NewRef(info);
+    }
     *handled = 1;
     if (signal_kind) {
         /* the process ends right after a SIGTERM snapshot (signals.c),
