@@ -127,18 +127,6 @@ typedef struct {
  * resets, hence a global. */
 static int writer_child_process;
 
-int
-chkpt_in_writer_child(void)
-{
-    return writer_child_process;
-}
-
-pid_t
-chkpt_writer_script_pid(void)
-{
-    return writer_child_process ? getppid() : getpid();
-}
-
 /* ------------------------------------------------------------------ */
 /* PendingInfo: the SnapshotInfo that snapshot() returns at once        */
 
@@ -208,8 +196,11 @@ pending_resolve(PyObject *self)
     }
     PyObject *meta = NULL;
     if (p->path != Py_None) {
-        meta = chkpt_load_meta(ck->module, p->path, NULL);
-        if (meta == NULL) {
+        chkpt_snapreader *r = chkpt_snapshot_open(ck->module, p->path, &meta);
+        if (r != NULL) {
+            chkpt_snap_close(r);
+        }
+        else {
             /* gone already (--max-store-size, gc): what is known */
             PyErr_Clear();
         }
@@ -820,7 +811,9 @@ take_coalesced(CheckpointObject *ck, writer_state *w)
         return;
     }
     w->coalesced_at = 0;
-    PyObject *r = chkpt_capture(ck, w->main_frame, "auto", NULL);
+    chkpt_snapshot_request rq = {.kind = CHKPT_KIND_AUTO,
+                                 .frame = w->main_frame};
+    PyObject *r = chkpt_snapshot_take(ck, &rq);
     if (r == NULL) {
         PyErr_Clear();
         return;
@@ -946,12 +939,15 @@ arm_timer(double seconds)
     setitimer(ITIMER_REAL, &it, NULL);
 }
 
-int
-chkpt_writer_child_budget(CheckpointObject *ck, double seconds)
+/* The capture's time limit in a child (chkpt_capture_env): SIGALRM
+ * raises TimeoutError in the Python code it runs, SIGKILL a little later
+ * ends the child if that code cannot be interrupted. */
+static void
+child_time_limit(void *arg, double seconds)
 {
-    writer_state *w = child_state(ck);
+    writer_state *w = child_state((CheckpointObject *)arg);
     if (w == NULL) {
-        return 0;
+        return;
     }
     writer_job *j = child_job(w);
     if (seconds <= 0) {
@@ -961,7 +957,7 @@ chkpt_writer_child_budget(CheckpointObject *ck, double seconds)
         }
         arm_timer(0);
         arm_kill(w, 0);
-        return 1;
+        return;
     }
     if (j != NULL) {
         j->page->budget_ms = (uint32_t)(seconds * 1000);
@@ -971,7 +967,6 @@ chkpt_writer_child_budget(CheckpointObject *ck, double seconds)
     /* code that cannot be interrupted (blocked in C on a lock held by a
      * thread that does not exist here) is ended a little later */
     arm_kill(w, chkpt_monotonic() + seconds + CHILD_KILL_GRACE);
-    return 1;
 }
 
 /* SIGALRM's Python-level handler in a child: the budget of the Python code
@@ -1027,9 +1022,13 @@ arm_hard_deadline(writer_state *w)
     arm_kill(w, 0);
 }
 
-void
-chkpt_writer_child_object(CheckpointObject *ck, PyObject *key, PyObject *label)
+/* In a child, notes the variable being pickled (chkpt_capture_env), so
+ * that the parent can leave it out of later snapshots if the child dies
+ * on it. */
+static void
+child_pickling(void *arg, PyObject *key, PyObject *label)
 {
+    CheckpointObject *ck = (CheckpointObject *)arg;
     writer_state *w = child_state(ck);
     writer_job *j = w ? child_job(w) : NULL;
     if (j == NULL) {
@@ -1292,7 +1291,7 @@ import_lock(const char *method)
 /* The child's whole life; never returns. */
 static void
 child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
-           PyFrameObject *frame, const char *kind, PyObject *name,
+           PyFrameObject *frame, chkpt_kind kind, PyObject *name,
            chkpt_writer_fn fn, void *arg)
 {
     double born = chkpt_monotonic();
@@ -1355,8 +1354,12 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
     PyObject *retry_before = PySet_New(ck->no_retry);
     PyObject *deferred_before = deferred_copy(ck->deferred);
     int store_failed_before = ck->store_failed;
-    PyObject *r = fn != NULL ? fn(ck, arg)
-                             : chkpt_capture_here(ck, frame, kind, name);
+    chkpt_capture_env env = {
+        .time_limit = child_time_limit, .pickling = child_pickling, .arg = ck,
+        .script_pid = getppid(), .no_script = 1,
+    };
+    PyObject *r = fn != NULL ? fn(ck, &env, arg)
+                             : chkpt_capture_frame(ck, &env, frame, kind, name);
     if (r == NULL) {
         /* what would have interrupted the script (KeyboardInterrupt or
          * SystemExit raised by a __reduce__) stays here */
@@ -1369,7 +1372,7 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
     }
     Py_XDECREF(r);
     PyErr_Clear();
-    if (path != NULL && path != Py_None && strcmp(kind, "auto") == 0) {
+    if (path != NULL && path != Py_None && kind == CHKPT_KIND_AUTO) {
         chkpt_budget_keep_auto(ck, chkpt_budget_keep_value(ck));
         PyErr_Clear();
     }
@@ -1401,14 +1404,14 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
 
 /* name, kind, time, script, line: what the info says before it is read */
 static PyObject *
-early_meta(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
+early_meta(CheckpointObject *ck, PyFrameObject *frame, chkpt_kind kind,
            PyObject *name)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     long line = frame ? PyFrame_GetLineNumber(frame) : -1;
     return Py_BuildValue("{s:O,s:s,s:d,s:O,s:N,s:O,s:[]}", "name", name ? name : Py_None,
-                         "kind", kind, "time", (double)ts.tv_sec + ts.tv_nsec * 1e-9,
+                         "kind", chkpt_kind_name(kind), "time", (double)ts.tv_sec + ts.tv_nsec * 1e-9,
                          "script", ck->script_path,
                          "line", line >= 0 ? PyLong_FromLong(line) : Py_NewRef(Py_None),
                          "size", Py_None, "variables");
@@ -1515,7 +1518,7 @@ warn_once(int *flag, const char *msg)
 
 /* A snapshot of frame, or (fn not NULL) the one fn takes, in a child. */
 static PyObject *
-writer_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
+writer_capture(CheckpointObject *ck, PyFrameObject *frame, chkpt_kind kind,
                PyObject *name, chkpt_writer_fn fn, void *arg, int *handled)
 {
     *handled = 0;
@@ -1531,9 +1534,9 @@ writer_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
     /* a manual snapshot waits for a free slot, and so does a signal's:
      * SIGTERM ends the process after it, which would take the child in
      * flight (a boundary snapshot, say) with it, and this one too */
-    int signal_kind = strcmp(kind, "signal") == 0;
-    int manual = signal_kind || strcmp(kind, "manual") == 0;
-    int every_line = fn == NULL && strcmp(kind, "auto") == 0
+    int signal_kind = kind == CHKPT_KIND_SIGNAL;
+    int manual = signal_kind || kind == CHKPT_KIND_MANUAL;
+    int every_line = fn == NULL && kind == CHKPT_KIND_AUTO
                      && ck->frequency_ms == 0;
     chkpt_writer_poll(ck);
     /* opened here, once, and inherited: a child opening it for itself
@@ -1670,18 +1673,57 @@ writer_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
     return info;
 }
 
-PyObject *
-chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
-                     const char *kind, PyObject *name, int *handled)
+/* What a capture in the script's process is told: the time limit that
+ * hooks.c's timer thread keeps (chkpt_snapshot_set_time_limit); in a
+ * child, the child's own. */
+static void
+process_env(CheckpointObject *ck, chkpt_capture_env *env)
 {
-    return writer_capture(ck, frame, kind, name, NULL, NULL, handled);
+    if (child_state(ck) != NULL) {
+        *env = (chkpt_capture_env){
+            .time_limit = child_time_limit, .pickling = child_pickling,
+            .arg = ck, .script_pid = getppid(), .no_script = 1,
+        };
+        return;
+    }
+    *env = (chkpt_capture_env){
+        .time_limit = ck->time_limit, .arg = ck->time_limit_arg,
+        .script_pid = getpid(),
+    };
+}
+
+void
+chkpt_snapshot_set_time_limit(CheckpointObject *ck,
+                              void (*fn)(void *arg, double seconds), void *arg)
+{
+    ck->time_limit = fn;
+    ck->time_limit_arg = arg;
 }
 
 PyObject *
-chkpt_writer_capture_fn(CheckpointObject *ck, const char *kind,
-                        chkpt_writer_fn fn, void *arg, int *handled)
+chkpt_snapshot_take(CheckpointObject *ck, const chkpt_snapshot_request *rq)
 {
-    return writer_capture(ck, NULL, kind, NULL, fn, arg, handled);
+    chkpt_capture_env here;
+    process_env(ck, &here);
+    if (rq->entries != NULL) {
+        return chkpt_capture_values(ck, &here, rq->kind, rq->entries,
+                                    rq->extra_meta);
+    }
+    int handled = 0;
+    PyObject *r;
+    if (rq->fn != NULL) {
+        r = writer_capture(ck, NULL, rq->kind, NULL, rq->fn, rq->arg, &handled);
+        return handled ? r : rq->fn(ck, &here, rq->arg);   /* no child: here */
+    }
+    if (ck->in_snapshot || ck->store_failed) {
+        Py_RETURN_NONE;
+    }
+    /* in a child process, unless it cannot be had */
+    r = writer_capture(ck, rq->frame, rq->kind, rq->name, NULL, NULL, &handled);
+    if (handled) {
+        return r;
+    }
+    return chkpt_capture_frame(ck, &here, rq->frame, rq->kind, rq->name);
 }
 
 int
