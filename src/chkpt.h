@@ -1,28 +1,61 @@
 /* chkpt.h: what the parts of the engine share, and the map of the parts.
  *
- * The map, bottom to top. A part calls only parts of a lower layer; parts
- * of one layer are siblings and do not call each other. tools/check_layers.py
- * reads these [N] lines, reads the calls from the code, and fails `make
- * test` when a call goes against them or files call each other in a circle.
+ * Folders, bottom to top, by layer [N]. A file calls only into its own
+ * folder or the folders of lower layers; folders of one layer (take/ and
+ * read/) are siblings and never call each other; inside a folder, calls
+ * between files go one way (no circle). tools/check_layers.py reads the
+ * [N] lines, reads the calls from the code, and fails `make test` when
+ * one goes against them.
  *
- *   [0] store/    pure C, no Python: the content-addressed store
- *                 (store.h) and the globals a pickle names (pickle_refs.h)
- *   [1] common/   what every part may use: warnings, saved errors, the
- *                 clock, file helpers (helpers.h); the SnapshotInfo type;
- *                 the sys.path entries the script added (syspath.c)
- *   [2] take/     taking a snapshot: which variables (select.c), the
- *                 pickler's plumbing (pickler.c), the capture of a frame
- *                 into the store (capture.c), the snapshot child
- *                 (child.c), what snapshots cost and -f auto's pace (cost.c)
- *   [2] read/     reading snapshots back: load.c, the script's code
- *                 rebuilt from saved sources (rebuild.c), the verbs ls,
- *                 show, explore, export, verify, gc (verbs.c), debug.c
- *   [3] run/      running the script: the CLI (cli.c), the runner
- *                 (runner.c), the hooks that say when a snapshot is due
- *                 (hooks.c), the script statement by statement and
- *                 --resume (statements.c), signals.c, crash.c, the
- *                 Checkpoint type (checkpoint.c)
- *   [4] module.c  creates the module: state, types, functions
+ *   [0] store/   pure C, no Python
+ *     store.c        the on-disk store (store.h)
+ *     pickle_refs.c  the globals a pickle names, from its opcodes
+ *                    (pickle_refs.h)
+ *   [1] common/  helpers both halves use (helpers.h, pickler.h, this file)
+ *     helpers.c      warnings, warn-once, exceptions, the clock,
+ *                    dict/file/path helpers, shared constants
+ *     snapinfo.c     the SnapshotInfo type (a read-only value); reading a
+ *                    manifest's meta
+ *     syspath.c      the sys.path entries the script added: recorded in
+ *                    each snapshot, appended again when loading
+ *     pickler.c      the pickler's plumbing: protocol 5, out-of-band
+ *                    buffers, the bounded sink, the copyreg patch
+ *   [2] take/    taking snapshots, bottom to top (capture.h, cost.h, child.h)
+ *     select.c       which variables a snapshot holds; which code is the
+ *                    script's
+ *     capture.c      one snapshot in the process it runs in, step by step:
+ *                    selects, pickles, writes to the store. Knows nothing
+ *                    of processes: its runner passes a chkpt_capture_env
+ *                    (time limit, pid, child or not)
+ *     cost.c         what the snapshot processes cost, when -f auto may
+ *                    take the next automatic snapshot, --keep-auto
+ *     child.c        the snapshot child: spawning (clone), the child's
+ *                    work (calls capture), its time limits and deadline,
+ *                    reaping, -f 0's coalesced request; and the one entry
+ *                    point for a snapshot, chkpt_snapshot_take
+ *   [2] read/    reading snapshots back
+ *     rebuild.c      rebuilds the script's own modules from the sources a
+ *                    snapshot keeps, for load.c
+ *     load.c         listing, loading, resolving the script's own classes
+ *                    (live or rebuilt); the Unloadable type
+ *     verbs.c        ls, show, explore, export, verify, gc
+ *     debug.c        `debug`: pdb post-mortem on a crash snapshot's frames
+ *   [3] run/     the running engine; asks take/ for snapshots through
+ *            chkpt_snapshot_take only
+ *     signals.c      snapshots on SIGTERM and SIGUSR1, the
+ *                    --signal-deadline watchdog
+ *     crash.c        the snapshot of an uncaught exception: every frame of
+ *                    the script in its traceback
+ *     hooks.c        when an automatic snapshot is due (sys.monitoring on
+ *                    3.12+, the C trace function on 3.11); the timer
+ *                    thread, which also keeps a capture's time limit
+ *     checkpoint.c   the Checkpoint type: the engine as the script sees it
+ *     statements.c   the script as top-level statements: AST fingerprints,
+ *                    boundary snapshots between statements, and --resume
+ *                    (over read/load.c)
+ *     runner.c       runs the script or module exactly as `python` would
+ *     cli.c          option parsing and verb dispatch for `python -m chkpt`
+ *   [4] module.c     creates the module: state, types, the module functions
  *
  * Mutable C globals: none but these, each a fact about the process that
  * code without a Checkpoint at hand reads (a signal handler, a clone child):
@@ -68,7 +101,28 @@
  * Kubernetes leave between SIGTERM and SIGKILL. */
 #define CHKPT_DEFAULT_SIGNAL_DEADLINE_MS 20000LL
 
-/* Per-module state (PEP 489/573). No mutable C globals anywhere else. */
+/* What a snapshot is, written in its meta as chkpt_kind_name says. */
+typedef enum {
+    CHKPT_KIND_AUTO = 0,    /* the hooks' and the boundaries' */
+    CHKPT_KIND_MANUAL,      /* ck.snapshot() */
+    CHKPT_KIND_CRASH,       /* an uncaught exception */
+    CHKPT_KIND_SIGNAL       /* SIGTERM, SIGUSR1, Ctrl-C */
+} chkpt_kind;
+
+static inline const char *
+chkpt_kind_name(chkpt_kind kind)
+{
+    switch (kind) {
+    case CHKPT_KIND_MANUAL: return "manual";
+    case CHKPT_KIND_CRASH: return "crash";
+    case CHKPT_KIND_SIGNAL: return "signal";
+    default: return "auto";
+    }
+}
+
+/* Per-module state (PEP 489/573). The few C globals left are facts about
+ * the process, not the run: that it is a snapshot child (child.c), the
+ * audit hook and fork wrappers added once per process (hooks.c). */
 typedef struct {
     PyTypeObject *Checkpoint_Type;
     PyTypeObject *SnapshotInfo_Type;
@@ -148,6 +202,10 @@ typedef struct {
     unsigned long long seq;       /* snapshots taken by this run */
     double last_snapshot;         /* monotonic seconds of the last snapshot */
     int in_snapshot;              /* re-entrancy guard */
+    /* the time limit of a capture in this process (hooks.c's timer
+     * thread), set by chkpt_snapshot_set_time_limit only */
+    void (*time_limit)(void *arg, double seconds);
+    void *time_limit_arg;
     void *hooks;                  /* hooks.c private state */
     void *writer;                 /* writer.c private state */
     PyObject *deferred;           /* capture.c: dict name -> [message, count]
@@ -177,6 +235,11 @@ chkpt_get_state(PyObject *module)
 extern PyType_Spec chkpt_snapinfo_spec;
 /* Builds a SnapshotInfo from a manifest path and its decoded meta dict. */
 PyObject *chkpt_snapinfo_new(PyObject *module, PyObject *path, PyObject *meta);
+/* Opens the manifest at path (str): its reader, and its decoded meta dict
+ * in *meta_out; NULL with SnapshotError set when it is damaged or of a
+ * newer format. */
+chkpt_snapreader *chkpt_snapshot_open(PyObject *module, PyObject *path,
+                                      PyObject **meta_out);
 
 /* checkpoint.c */
 extern PyType_Spec chkpt_checkpoint_spec;
@@ -195,49 +258,12 @@ int chkpt_hooks_install(CheckpointObject *ck);
 void chkpt_hooks_uninstall(CheckpointObject *ck);
 /* Called when frequency changes while running. */
 int chkpt_hooks_reconfigure(CheckpointObject *ck);
-/* A time budget for the capture running on the main thread: once it has
- * passed, the Python code the capture runs (a hostile __reduce__ that never
- * returns) gets a TimeoutError at its next bytecode, so the capture can skip
- * that object. Never raised once budget_stop was called. */
-void chkpt_hooks_budget_start(CheckpointObject *ck, double seconds);
-void chkpt_hooks_budget_stop(CheckpointObject *ck);
 
-/* writer.c: is this process a snapshot-writing child? */
-int chkpt_in_writer_child(void);
-
-/* capture.c: snapshot of frame (NULL: the innermost frame running the
- * script's code, else the caller's frame). kind is "auto", "manual", ...
- * Returns a SnapshotInfo, None when nothing was written, or NULL with an
- * exception only for misuse of the API. chkpt's own failures are warned
- * about and give None. */
-PyObject *chkpt_capture(CheckpointObject *ck, PyFrameObject *frame,
-                        const char *kind, PyObject *name);
-/* The snapshot taken in this process (writer.c's children run it). */
-PyObject *chkpt_capture_here(CheckpointObject *ck, PyFrameObject *frame,
-                             const char *kind, PyObject *name);
-/* 1 the store is open (once per run), 0 it cannot be (said once), -1 error */
-int chkpt_capture_open_store(CheckpointObject *ck);
-/* Notes that vname could not be saved (msg: the whole line), as the capture
- * does: warned once, or held for the exit report. -1 on a memory error. */
-int chkpt_capture_report_unsaved(CheckpointObject *ck, PyObject *vname,
-                                 PyObject *msg);
-/* Called from module init: creates capture's types, imports what a
- * snapshot needs. */
-int chkpt_capture_init(PyObject *module);
-/* capture.c: a snapshot of explicit values instead of a frame's salient
- * variables (crash snapshots): entries is a list of (name, value, extra),
- * extra a dict merged into the variable's meta entry; every value is saved,
- * one that cannot be pickled as a chkpt.Unloadable stand-in keeping its
- * type and repr (meta key "standin"); extra_meta's keys are merged into the
- * snapshot's meta. Returns as chkpt_capture does. */
-PyObject *chkpt_capture_values(CheckpointObject *ck, const char *kind,
-                               PyObject *entries, PyObject *extra_meta);
-
-/* pickler.c (the rest of it in capture.h) */
+/* pickler.c (the rest of it in pickler.h) */
 /* --max-pickle-size when not given: a quarter of physical memory. */
 long long chkpt_default_max_pickle_size(void);
 
-/* salience.c (the rest of it in capture.h) */
+/* select.c (the rest of it in capture.h) */
 /* Is this code object the script's own (main script or a sibling module)? */
 int chkpt_is_script_code(CheckpointObject *ck, PyCodeObject *code);
 

@@ -1,8 +1,10 @@
 /* snapinfo.c: the SnapshotInfo type, what snapshots() lists and
  * snapshot() returns: a read-only view of one snapshot's meta document
  * (path, name, kind, time, script, line, variables, size, meta). A value
- * type: calls base only. */
+ * type; and the reading of a manifest's meta. Calls helpers and store
+ * only. */
 #include "chkpt.h"
+#include <stdarg.h>
 
 typedef struct {
     PyObject_HEAD
@@ -147,3 +149,66 @@ PyType_Spec chkpt_snapinfo_spec = {
     .slots = snapinfo_slots,
 };
 
+/* ------------------------------------------------------------------ */
+/* reading a manifest's meta (the reader for load.c, the meta alone for
+ * a snapshot child's SnapshotInfo) */
+
+static PyObject *
+meta_error(PyObject *module, const char *fmt, ...)
+{
+    chkpt_state *st = chkpt_get_state(module);
+    va_list ap;
+    va_start(ap, fmt);
+    PyObject *msg = PyUnicode_FromFormatV(fmt, ap);
+    va_end(ap);
+    if (msg != NULL) {
+        PyErr_SetObject(st->SnapshotError, msg);
+        Py_DECREF(msg);
+    }
+    return NULL;
+}
+
+chkpt_snapreader *
+chkpt_snapshot_open(PyObject *module, PyObject *path, PyObject **meta_out)
+{
+    chkpt_state *st = chkpt_get_state(module);
+    PyObject *fs = PyUnicode_EncodeFSDefault(path);
+    if (fs == NULL) {
+        return NULL;
+    }
+    char err[CHKPT_ERRLEN] = "";
+    chkpt_snapreader *r;
+    Py_BEGIN_ALLOW_THREADS
+    r = chkpt_snap_open(PyBytes_AS_STRING(fs), err, sizeof(err));
+    Py_END_ALLOW_THREADS
+    Py_DECREF(fs);
+    if (r == NULL) {
+        meta_error(module, "%U: %s", path, err);
+        return NULL;
+    }
+    size_t len = 0;
+    const char *m = chkpt_snap_meta(r, &len);
+    PyObject *s = m ? PyUnicode_DecodeUTF8(m, (Py_ssize_t)len, "strict") : NULL;
+    PyObject *meta = s ? PyObject_CallMethod(st->json_module, "loads", "O", s) : NULL;
+    Py_XDECREF(s);
+    if (meta == NULL || !PyDict_Check(meta)) {
+        Py_XDECREF(meta);
+        PyErr_Clear();
+        chkpt_snap_close(r);
+        meta_error(module, "%U: the snapshot's metadata is damaged", path);
+        return NULL;
+    }
+    PyObject *fmt = PyDict_GetItemString(meta, "format");     /* borrowed */
+    long version = fmt != NULL && PyLong_Check(fmt) ? PyLong_AsLong(fmt) : 0;
+    PyErr_Clear();
+    if (version > CHKPT_META_FORMAT) {
+        Py_DECREF(meta);
+        chkpt_snap_close(r);
+        meta_error(module, "%U: snapshot metadata format %ld is newer than this "
+                       "chkpt supports (%d): upgrade chkpt", path, version,
+                       CHKPT_META_FORMAT);
+        return NULL;
+    }
+    *meta_out = meta;
+    return r;
+}

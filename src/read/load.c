@@ -845,52 +845,6 @@ chkpt_resolve_snapshot(PyObject *module, PyObject *snapshot)
     return res;
 }
 
-/* Opens a manifest: the reader and its decoded meta dict. */
-static chkpt_snapreader *
-open_snapshot(PyObject *module, PyObject *path, PyObject **meta_out)
-{
-    chkpt_state *st = chkpt_get_state(module);
-    PyObject *fs = PyUnicode_EncodeFSDefault(path);
-    if (fs == NULL) {
-        return NULL;
-    }
-    char err[CHKPT_ERRLEN] = "";
-    chkpt_snapreader *r;
-    Py_BEGIN_ALLOW_THREADS
-    r = chkpt_snap_open(PyBytes_AS_STRING(fs), err, sizeof(err));
-    Py_END_ALLOW_THREADS
-    Py_DECREF(fs);
-    if (r == NULL) {
-        snapshot_error(module, "%U: %s", path, err);
-        return NULL;
-    }
-    size_t len = 0;
-    const char *m = chkpt_snap_meta(r, &len);
-    PyObject *s = m ? PyUnicode_DecodeUTF8(m, (Py_ssize_t)len, "strict") : NULL;
-    PyObject *meta = s ? PyObject_CallMethod(st->json_module, "loads", "O", s) : NULL;
-    Py_XDECREF(s);
-    if (meta == NULL || !PyDict_Check(meta)) {
-        Py_XDECREF(meta);
-        PyErr_Clear();
-        chkpt_snap_close(r);
-        snapshot_error(module, "%U: the snapshot's metadata is damaged", path);
-        return NULL;
-    }
-    PyObject *fmt = PyDict_GetItemString(meta, "format");     /* borrowed */
-    long version = fmt != NULL && PyLong_Check(fmt) ? PyLong_AsLong(fmt) : 0;
-    PyErr_Clear();
-    if (version > CHKPT_META_FORMAT) {
-        Py_DECREF(meta);
-        chkpt_snap_close(r);
-        snapshot_error(module, "%U: snapshot metadata format %ld is newer than this "
-                       "chkpt supports (%d): upgrade chkpt", path, version,
-                       CHKPT_META_FORMAT);
-        return NULL;
-    }
-    *meta_out = meta;
-    return r;
-}
-
 /* Resolve + open + meta (for show): the reader is closed again. */
 PyObject *
 chkpt_load_meta(PyObject *module, PyObject *snapshot, PyObject **path_out)
@@ -900,7 +854,7 @@ chkpt_load_meta(PyObject *module, PyObject *snapshot, PyObject **path_out)
         return NULL;
     }
     PyObject *meta = NULL;
-    chkpt_snapreader *r = open_snapshot(module, path, &meta);
+    chkpt_snapreader *r = chkpt_snapshot_open(module, path, &meta);
     if (r == NULL) {
         Py_DECREF(path);
         return NULL;
@@ -1340,7 +1294,7 @@ chkpt_load_scope(PyObject *module, PyObject *snapshot, PyObject *names,
     PyObject *meta = NULL, *result = NULL, *selected = NULL;
     chkpt_snapreader *r = NULL;
     if (filter == NULL || check_owner(module, path) < 0
-        || (r = open_snapshot(module, path, &meta)) == NULL) {
+        || (r = chkpt_snapshot_open(module, path, &meta)) == NULL) {
         goto done;
     }
     chkpt_syspath_extend(meta);     /* modules from the script's own entries */
@@ -1390,7 +1344,7 @@ chkpt_rebuilt_modules(PyObject *module, PyObject *snapshot)
     PyObject *meta = NULL, *result = NULL;
     chkpt_snapreader *r = NULL;
     if (check_owner(module, path) < 0
-        || (r = open_snapshot(module, path, &meta)) == NULL) {
+        || (r = chkpt_snapshot_open(module, path, &meta)) == NULL) {
         Py_DECREF(path);
         return NULL;
     }
@@ -1478,7 +1432,7 @@ chkpt_check_class(PyObject *module, PyObject *snapshot_path, PyObject *meta,
      * the imports load would find */
     chkpt_syspath_extend(meta);
     PyObject *mt = NULL;
-    chkpt_snapreader *r = open_snapshot(module, snapshot_path, &mt);
+    chkpt_snapreader *r = chkpt_snapshot_open(module, snapshot_path, &mt);
     if (r == NULL) {
         PyObject *why = chkpt_describe_pending();
         PyErr_Clear();
@@ -1563,7 +1517,7 @@ chkpt_snapshots(PyObject *module, PyObject *dir)
             continue;
         }
         PyObject *meta = NULL;
-        chkpt_snapreader *r = open_snapshot(module, p, &meta);
+        chkpt_snapreader *r = chkpt_snapshot_open(module, p, &meta);
         if (r == NULL) {
             if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
                 Py_DECREF(p);

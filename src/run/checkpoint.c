@@ -255,7 +255,9 @@ checkpoint_snapshot(CheckpointObject *self, PyObject *const *args,
     }
     /* the caller's frame: the snapshot is of the code that asked for it */
     PyFrameObject *frame = PyEval_GetFrame();    /* borrowed */
-    return chkpt_capture(self, frame, "manual", name);
+    chkpt_snapshot_request rq = {.kind = CHKPT_KIND_MANUAL, .frame = frame,
+                                 .name = name};
+    return chkpt_snapshot_take(self, &rq);
 }
 
 static PyObject *

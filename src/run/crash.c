@@ -15,6 +15,7 @@
  * (unless -v).
  */
 #include "chkpt.h"
+#include "child.h"
 #include <signal.h>
 #include <string.h>
 
@@ -154,7 +155,7 @@ describe(PyObject *exc)
 
 /* Builds the entries and the meta additions, and writes the snapshot. */
 static int
-crash_capture(CheckpointObject *ck, PyObject *exc, const char *kind)
+crash_capture(CheckpointObject *ck, PyObject *exc, chkpt_kind kind)
 {
     PyObject *frames = PyList_New(0);       /* traceback entries */
     PyObject *scopes = PyList_New(0);       /* (index, globals, locals) */
@@ -251,7 +252,7 @@ crash_capture(CheckpointObject *ck, PyObject *exc, const char *kind)
     if (extra == NULL) {
         goto done;
     }
-    if (strcmp(kind, "signal") == 0) {
+    if (kind == CHKPT_KIND_SIGNAL) {
         PyObject *nm = PyUnicode_FromString("SIGINT");
         if (nm == NULL || PyDict_SetItemString(extra, "name", nm) < 0) {
             Py_XDECREF(nm);
@@ -259,7 +260,9 @@ crash_capture(CheckpointObject *ck, PyObject *exc, const char *kind)
         }
         Py_DECREF(nm);
     }
-    PyObject *r = chkpt_capture_values(ck, kind, entries, extra);
+    chkpt_snapshot_request rq = {.kind = kind, .entries = entries,
+                                 .extra_meta = extra};
+    PyObject *r = chkpt_snapshot_take(ck, &rq);
     if (r == NULL) {
         goto done;
     }
@@ -290,7 +293,8 @@ chkpt_crash_snapshot(CheckpointObject *ck)
     if (sigint) {
         chkpt_signals_deadline_start(ck, SIGINT);
     }
-    if (exc != NULL && crash_capture(ck, exc, sigint ? "signal" : "crash") < 0) {
+    if (exc != NULL && crash_capture(ck, exc, sigint ? CHKPT_KIND_SIGNAL
+                                                     : CHKPT_KIND_CRASH) < 0) {
         chkpt_warn_exc("crash snapshot failed");
     }
     if (sigint) {

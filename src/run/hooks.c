@@ -101,7 +101,8 @@ static void restart_period(hooks_state *h);
 static int
 take_auto_snapshot(CheckpointObject *ck, PyFrameObject *frame)
 {
-    PyObject *r = chkpt_capture(ck, frame, "auto", NULL);
+    chkpt_snapshot_request rq = {.kind = CHKPT_KIND_AUTO, .frame = frame};
+    PyObject *r = chkpt_snapshot_take(ck, &rq);
     restart_period((hooks_state *)ck->hooks);
     if (r == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_Exception)) {
@@ -1015,36 +1016,30 @@ wrap_fork(void)
     Py_DECREF(posix);
 }
 
-void
-chkpt_hooks_budget_start(CheckpointObject *ck, double seconds)
+/* The time limit of a capture running on the main thread
+ * (chkpt_capture_env): once it has passed, the Python code the capture runs
+ * (a hostile __reduce__ that never returns) gets a TimeoutError at its
+ * next bytecode, so the capture can skip that object. Never raised once
+ * lifted (seconds <= 0). */
+static void
+capture_time_limit(void *arg, double seconds)
 {
+    CheckpointObject *ck = (CheckpointObject *)arg;
     hooks_state *h = (hooks_state *)ck->hooks;
-    if (chkpt_writer_child_budget(ck, seconds)) {
-        return;                 /* a writer child: its timer ends it */
+    if (h == NULL || in_forked_child(h)) {
+        return;
     }
-    if (h == NULL || in_forked_child(h) || seconds <= 0) {
+    if (seconds <= 0) {
+        pthread_mutex_lock(&h->mutex);
+        atomic_fetch_add(&h->budget_gen, 1);   /* a fired request is void */
+        h->budget_deadline = 0;
+        pthread_mutex_unlock(&h->mutex);
         return;
     }
     pthread_mutex_lock(&h->mutex);
     atomic_fetch_add(&h->budget_gen, 1);
     h->budget_deadline = chkpt_monotonic() + seconds;
     pthread_cond_signal(&h->cond);
-    pthread_mutex_unlock(&h->mutex);
-}
-
-void
-chkpt_hooks_budget_stop(CheckpointObject *ck)
-{
-    hooks_state *h = (hooks_state *)ck->hooks;
-    if (chkpt_writer_child_budget(ck, 0)) {
-        return;
-    }
-    if (h == NULL || in_forked_child(h)) {
-        return;
-    }
-    pthread_mutex_lock(&h->mutex);
-    atomic_fetch_add(&h->budget_gen, 1);       /* a fired request is void */
-    h->budget_deadline = 0;
     pthread_mutex_unlock(&h->mutex);
 }
 
@@ -1106,6 +1101,7 @@ chkpt_hooks_install(CheckpointObject *ck)
      * no automatic snapshot, and one that is still starting up is small */
     h->due_at = h->run_start + CHKPT_AUTO_MIN_INTERVAL;
     ck->hooks = h;
+    chkpt_snapshot_set_time_limit(ck, capture_time_limit, ck);
 #if USE_MONITORING
     if (monitoring_install(h) < 0) {
         chkpt_warn_exc("automatic snapshots are off");
@@ -1135,6 +1131,7 @@ chkpt_hooks_uninstall(CheckpointObject *ck)
     /* in a forked child: no timer thread to stop, and its mutex may have
      * been held by the parent's timer thread at the fork */
     int child = in_forked_child(h);
+    chkpt_snapshot_set_time_limit(ck, NULL, NULL);
     atomic_store(&h->active, 0);
     stop_timer(h, 0);
     disarm(h);

@@ -27,6 +27,7 @@
  * consistent (docs/FORMAT.md).
  */
 #include "chkpt.h"
+#include "child.h"
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -289,7 +290,8 @@ handler_call(PyObject *self, PyObject *args, PyObject *kwds)
         watchdog_start(s, signum, ck->signal_deadline_ms);
     }
     PyObject *name = PyUnicode_FromString(signum == SIGTERM ? "SIGTERM" : "SIGUSR1");
-    PyObject *r = name ? chkpt_capture(ck, NULL, "signal", name) : NULL;
+    chkpt_snapshot_request rq = {.kind = CHKPT_KIND_SIGNAL, .name = name};
+    PyObject *r = name ? chkpt_snapshot_take(ck, &rq) : NULL;
     Py_XDECREF(name);
     watchdog_stop(s);
     s->busy = 0;

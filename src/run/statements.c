@@ -1248,13 +1248,15 @@ typedef struct {
  * script finalized at shutdown go in the same order. chkpt's own failure
  * is warned about and gives None. */
 static PyObject *
-boundary_capture(CheckpointObject *ck, void *arg)
+boundary_capture(CheckpointObject *ck, const chkpt_capture_env *env,
+                 void *arg)
 {
     boundary_arg *a = (boundary_arg *)arg;
     PyObject *extra = boundary_meta(a->rs, ck, a->next, a->globals,
                                     a->random);
     PyObject *entries = extra ? boundary_entries(a->globals) : NULL;
-    PyObject *r = entries ? chkpt_capture_values(ck, "auto", entries, extra)
+    PyObject *r = entries ? chkpt_capture_values(ck, env, CHKPT_KIND_AUTO,
+                                                 entries, extra)
                           : NULL;
     Py_XDECREF(entries);
     Py_XDECREF(extra);
@@ -1320,12 +1322,9 @@ chkpt_resume_boundary(CheckpointObject *ck, Py_ssize_t next,
     if (rnd != NULL) {
         rs->work = 0;
         boundary_arg a = {rs, next, globals, rnd};
-        int handled = 0;
-        r = chkpt_writer_capture_fn(ck, "auto", boundary_capture, &a,
-                                    &handled);
-        if (!handled) {
-            r = boundary_capture(ck, &a);       /* no child: here */
-        }
+        chkpt_snapshot_request rq = {.kind = CHKPT_KIND_AUTO,
+                                     .fn = boundary_capture, .arg = &a};
+        r = chkpt_snapshot_take(ck, &rq);
         Py_DECREF(rnd);
     }
     else if (big == 0) {

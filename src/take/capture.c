@@ -18,7 +18,6 @@
  */
 #include "capture.h"
 #include "pickle_refs.h"
-#include "child.h"
 #include "cost.h"
 #include <errno.h>
 #include <limits.h>
@@ -93,11 +92,11 @@ raised_by_signal_handler(void)
  * them through. A __reduce__ that itself calls sys.exit is the object's
  * failure: plain python would never have called it. */
 static int
-script_exception_pending(void)
+script_exception_pending(const chkpt_capture_env *env)
 {
     if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_Exception)
-        || chkpt_in_writer_child()) {
-        return 0;       /* in a writer child there is no script to stop */
+        || env->no_script) {
+        return 0;       /* in a snapshot child there is no script to stop */
     }
     if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
         return 1;
@@ -376,7 +375,8 @@ short_type_name(PyTypeObject *tp)
 /* A short, bounded, single-line description of obj. Never fails: a repr
  * that raises gives "<Type object>". */
 static PyObject *
-short_repr(CheckpointObject *ck, PyObject *reprobj, PyObject *obj)
+short_repr(CheckpointObject *ck, const chkpt_capture_env *env,
+           PyObject *reprobj, PyObject *obj)
 {
     PyObject *r = NULL;
     if (chkpt_is_library_type(ck, Py_TYPE(obj))) {
@@ -404,7 +404,7 @@ short_repr(CheckpointObject *ck, PyObject *reprobj, PyObject *obj)
         }
     }
     if (r == NULL) {
-        if (script_exception_pending()) {
+        if (script_exception_pending(env)) {
             return NULL;
         }
         PyErr_Clear();
@@ -748,7 +748,8 @@ enforce_store_size(CheckpointObject *ck)
 typedef struct {
     CheckpointObject *ck;
     chkpt_state *st;
-    const char *kind;             /* "auto", "manual", ... */
+    const chkpt_capture_env *env; /* from whoever runs the capture */
+    chkpt_kind kind;
     PyObject *name;               /* borrowed: the snapshot's name, or NULL */
     int manual;
     double t_start;               /* monotonic: the snapshot's time budget */
@@ -784,11 +785,21 @@ typedef struct {
     uint64_t written;             /* new bytes the store wrote */
 } capture_ctx;
 
+/* Sets (seconds > 0) or lifts the limit on the Python code the capture
+ * runs, through its runner (chkpt_capture_env). */
+static void
+time_limit(capture_ctx *c, double seconds)
+{
+    if (c->env->time_limit != NULL) {
+        c->env->time_limit(c->env->arg, seconds);
+    }
+}
+
 static void
 capture_ctx_clear(capture_ctx *c)
 {
     chkpt_slotnames_uninstall(&c->slotpatch);
-    chkpt_hooks_budget_stop(c->ck);
+    time_limit(c, 0);
     chkpt_bufvec_free(&c->bufs);
     PyMem_Free(c->streams.v);
     c->streams.v = NULL;
@@ -923,7 +934,7 @@ record_unsaved(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *pk,
                int over, PyObject *tname)
 {
     CheckpointObject *ck = c->ck;
-    int to_script = pk == NULL && script_exception_pending();
+    int to_script = pk == NULL && script_exception_pending(c->env);
     if (to_script || over
         || (pk == NULL && PyErr_ExceptionMatches(PyExc_TimeoutError))) {
         chkpt_saved_error pending;
@@ -983,7 +994,7 @@ record_pickled(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *pk,
                        (size_t)PyBytes_GET_SIZE(pk), 0) < 0) {
         Py_XDECREF(bidx);
         Py_XDECREF(pidx);
-        chkpt_hooks_budget_stop(ck);
+        time_limit(c, 0);
         return -1;
     }
     int bad = 0;
@@ -999,8 +1010,8 @@ record_pickled(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *pk,
     /* no_repr: no more Python code of obj's may run (its budget is gone) */
     PyObject *rep = refs == NULL ? NULL
         : no_repr ? PyUnicode_FromFormat("<%s object>", short_type_name(Py_TYPE(obj)))
-        : short_repr(ck, c->reprobj, obj);
-    chkpt_hooks_budget_stop(ck);
+        : short_repr(ck, c->env, c->reprobj, obj);
+    time_limit(c, 0);
     PyObject *tmod = rep ? PyObject_GetAttrString((PyObject *)Py_TYPE(obj),
                                                   "__module__") : NULL;
     if (tmod != NULL && !PyUnicode_Check(tmod)) {
@@ -1164,29 +1175,29 @@ capture_value(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *extra)
     int over = 0;
     PyObject *pk = NULL;
     if (gave_up == NULL) {
-        chkpt_hooks_budget_start(ck, left < VARIABLE_BUDGET_S ? left : VARIABLE_BUDGET_S);
+        time_limit(c, left < VARIABLE_BUDGET_S ? left : VARIABLE_BUDGET_S);
         pk = chkpt_pickle_bounded(c->st, c->pickler_cls, c->kwargs, obj,
                                   ck->max_pickle_size - c->inband,
                                   ck->max_pickle_size, &over);
     }
     PyObject *tname = type_name(Py_TYPE(obj));
     if (tname == NULL) {
-        chkpt_hooks_budget_stop(ck);
+        time_limit(c, 0);
         Py_XDECREF(pk);
         return -1;
     }
     PyObject *why = NULL;
     if (pk == NULL || !PyBytes_Check(pk)) {
         chkpt_bufvec_truncate(&c->bufs, first);
-        if (gave_up == NULL && pk == NULL && script_exception_pending()) {
-            chkpt_hooks_budget_stop(ck);
+        if (gave_up == NULL && pk == NULL && script_exception_pending(c->env)) {
+            time_limit(c, 0);
             Py_DECREF(tname);
             return -1;          /* Ctrl-C meanwhile: the script's */
         }
-        if (strcmp(c->kind, "auto") == 0) {
+        if (c->kind == CHKPT_KIND_AUTO) {
             /* a boundary snapshot (resume.c): left out, as an automatic
              * snapshot leaves it out, no stand-in */
-            chkpt_hooks_budget_stop(ck);
+            time_limit(c, 0);
             PyObject *msg = NULL;
             if (gave_up == NULL) {
                 if (pk == NULL && (over || PyErr_ExceptionMatches(
@@ -1232,12 +1243,12 @@ capture_value(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *extra)
                       : PyUnicode_FromString("could not be pickled");
             Py_XDECREF(msg);
         }
-        PyObject *rep = why && gave_up == NULL ? short_repr(ck, c->reprobj, obj)
+        PyObject *rep = why && gave_up == NULL ? short_repr(ck, c->env, c->reprobj, obj)
                                                : NULL;
         pk = why && (rep || gave_up) ? standin_pickle(c, vname, obj, why, rep) : NULL;
         Py_XDECREF(rep);
         if (pk == NULL) {
-            chkpt_hooks_budget_stop(ck);
+            time_limit(c, 0);
             Py_XDECREF(why);
             Py_DECREF(tname);
             return -1;
@@ -1279,24 +1290,24 @@ capture_variable(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *extra
     if (go <= 0) {
         return go;
     }
-    if (chkpt_in_writer_child()) {
+    if (c->env->pickling != NULL) {
         /* if the child dies on it, its parent leaves it out from then on */
         PyObject *label = PyUnicode_FromFormat("variable '%U' (%s)", vname,
                                                Py_TYPE(obj)->tp_name);
         PyObject *key = label ? no_retry_key(vname, obj) : NULL;
         if (key != NULL) {
-            chkpt_writer_child_object(ck, key, label);
+            c->env->pickling(c->env->arg, key, label);
         }
         Py_XDECREF(label);
         Py_XDECREF(key);
         PyErr_Clear();
     }
-    chkpt_hooks_budget_start(ck, budget);
+    time_limit(c, budget);
     int sal = chkpt_is_salient(ck, obj, c->measure_seen);
     if (sal <= 0) {
-        chkpt_hooks_budget_stop(ck);
+        time_limit(c, 0);
         if (sal < 0) {
-            if (script_exception_pending()) {
+            if (script_exception_pending(c->env)) {
                 return -1;
             }
             PyErr_Clear();     /* could not measure: not salient */
@@ -1311,11 +1322,11 @@ capture_variable(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *extra
     PyObject *tname = type_name(Py_TYPE(obj));
     int r;
     if (tname == NULL) {
-        chkpt_hooks_budget_stop(ck);
+        time_limit(c, 0);
         r = -1;
     }
     else if (pk == NULL || !PyBytes_Check(pk)) {
-        chkpt_hooks_budget_stop(ck);
+        time_limit(c, 0);
         chkpt_bufvec_truncate(&c->bufs, first);
         r = record_unsaved(c, vname, obj, pk, over, tname);
     }
@@ -1444,7 +1455,7 @@ capture_build_meta(capture_ctx *c)
     PyObject *argv = PySys_GetObject("argv");       /* borrowed */
     int bad = set_item(meta, "format", PyLong_FromLong(CHKPT_META_FORMAT)) < 0
         || PyDict_SetItemString(meta, "name", c->name ? c->name : Py_None) < 0
-        || set_item(meta, "kind", PyUnicode_FromString(c->kind)) < 0
+        || set_item(meta, "kind", PyUnicode_FromString(chkpt_kind_name(c->kind))) < 0
         || set_item(meta, "time", PyFloat_FromDouble((double)ts.tv_sec
                                                      + ts.tv_nsec * 1e-9)) < 0
         || PyDict_SetItemString(meta, "script", ck->script_path) < 0
@@ -1453,7 +1464,7 @@ capture_build_meta(capture_ctx *c)
         || set_item(meta, "python", python_version()) < 0
         || set_item(meta, "chkpt", PyUnicode_FromString(CHKPT_VERSION)) < 0
         || set_item(meta, "seq", PyLong_FromUnsignedLongLong(ck->seq + 1)) < 0
-        || set_item(meta, "pid", PyLong_FromLong((long)chkpt_writer_script_pid())) < 0
+        || set_item(meta, "pid", PyLong_FromLong((long)c->env->script_pid)) < 0
         || PyDict_SetItemString(meta, "argv", argv ? argv : Py_None) < 0
         || set_item(meta, "size", PyLong_FromLongLong(c->total_size)) < 0
         || PyDict_SetItemString(meta, "variables", c->vars_meta) < 0
@@ -1568,7 +1579,7 @@ capture_publish(capture_ctx *c)
     }
     if (ck->verbosity > 0) {
         chkpt_warn_py("%s snapshot %zd variable(s), %lld bytes (%llu new) -> %U",
-                      c->kind, PyList_GET_SIZE(c->vars_meta), c->total_size,
+                      chkpt_kind_name(c->kind), PyList_GET_SIZE(c->vars_meta), c->total_size,
                       (unsigned long long)c->written, p);
     }
     PyObject *result = chkpt_snapinfo_new(ck->module, p, c->meta);
@@ -1582,11 +1593,12 @@ capture_publish(capture_ctx *c)
 /* The snapshot, step by step (see capture_ctx): a SnapshotInfo, None when
  * nothing was written, NULL on an error. */
 static PyObject *
-capture_impl(CheckpointObject *ck, PyFrameObject *given, const char *kind,
-             PyObject *name, int manual, PyObject *entries, PyObject *extra_meta)
+capture_impl(CheckpointObject *ck, const chkpt_capture_env *env,
+             PyFrameObject *given, chkpt_kind kind, PyObject *name, int manual,
+             PyObject *entries, PyObject *extra_meta)
 {
     capture_ctx c = {
-        .ck = ck, .st = chkpt_get_state(ck->module), .kind = kind,
+        .ck = ck, .st = chkpt_get_state(ck->module), .env = env, .kind = kind,
         .name = name, .manual = manual, .t_start = chkpt_monotonic(),
         .entries = entries, .extra_meta = extra_meta,
     };
@@ -1642,24 +1654,26 @@ chkpt_capture_report_unsaved(CheckpointObject *ck, PyObject *vname, PyObject *ms
     return report_unsaved(ck, vname, msg);
 }
 
-/* Runs one capture under the snapshot budget, once at a time: chkpt's
- * own failures become one warning and None; an exception of the script's
- * (Ctrl-C) is passed on. */
+/* Runs one capture under the snapshot's time limit, once at a time:
+ * chkpt's own failures become one warning and None; an exception of the
+ * script's (Ctrl-C) is passed on. */
 static PyObject *
-run_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
-            PyObject *name, int manual, PyObject *entries, PyObject *extra_meta)
+run_capture(CheckpointObject *ck, const chkpt_capture_env *env,
+            PyFrameObject *frame, chkpt_kind kind, PyObject *name, int manual,
+            PyObject *entries, PyObject *extra_meta)
 {
     if (ck->in_snapshot || ck->store_failed) {
         Py_RETURN_NONE;        /* re-entered from a __reduce__ or repr */
     }
     ck->in_snapshot = 1;
-    chkpt_hooks_budget_start(ck, CHKPT_SNAPSHOT_TIME_BUDGET);
-    PyObject *r = capture_impl(ck, frame, kind, name, manual, entries,
+    capture_ctx limit = {.env = env};
+    time_limit(&limit, CHKPT_SNAPSHOT_TIME_BUDGET);
+    PyObject *r = capture_impl(ck, env, frame, kind, name, manual, entries,
                                extra_meta);
-    chkpt_hooks_budget_stop(ck);
+    time_limit(&limit, 0);
     ck->in_snapshot = 0;
     if (r == NULL) {
-        if (script_exception_pending()) {
+        if (script_exception_pending(env)) {
             return NULL;
         }
         chkpt_warn_exc("snapshot failed");
@@ -1669,32 +1683,16 @@ run_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
 }
 
 PyObject *
-chkpt_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
-              PyObject *name)
+chkpt_capture_frame(CheckpointObject *ck, const chkpt_capture_env *env,
+                    PyFrameObject *frame, chkpt_kind kind, PyObject *name)
 {
-    if (ck->in_snapshot || ck->store_failed) {
-        Py_RETURN_NONE;
-    }
-    /* in a child process (writer.c), unless it cannot be had */
-    int handled = 0;
-    PyObject *r = chkpt_writer_capture(ck, frame, kind, name, &handled);
-    if (handled) {
-        return r;
-    }
-    return chkpt_capture_here(ck, frame, kind, name);
-}
-
-PyObject *
-chkpt_capture_here(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
-                   PyObject *name)
-{
-    return run_capture(ck, frame, kind, name, strcmp(kind, "manual") == 0,
+    return run_capture(ck, env, frame, kind, name, kind == CHKPT_KIND_MANUAL,
                        NULL, NULL);
 }
 
 PyObject *
-chkpt_capture_values(CheckpointObject *ck, const char *kind, PyObject *entries,
-                     PyObject *extra_meta)
+chkpt_capture_values(CheckpointObject *ck, const chkpt_capture_env *env,
+                     chkpt_kind kind, PyObject *entries, PyObject *extra_meta)
 {
-    return run_capture(ck, NULL, kind, NULL, 0, entries, extra_meta);
+    return run_capture(ck, env, NULL, kind, NULL, 0, entries, extra_meta);
 }

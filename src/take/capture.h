@@ -1,46 +1,63 @@
-/* capture.h: what capture.c takes from the files split out of it, the
- * lower parts of capture (layer 3 in chkpt.h's map): pickler.c, the
- * pickler's plumbing, and salience.c, which variables a snapshot holds.
- * Both call base only; capture.c calls them. */
+/* capture.h: the bottom of take/, the capture of one snapshot in the
+ * process it runs in: capture.c (selection, pickling, writing to the
+ * store, step by step) and select.c (which variables a snapshot holds).
+ * It knows nothing of processes: what it needs from whoever runs it (the
+ * child layer, child.c) comes in a chkpt_capture_env. Calls common/ and
+ * store/ only. */
 #ifndef CHKPT_CAPTURE_H
 #define CHKPT_CAPTURE_H
 
 #include "chkpt.h"
+#include "pickler.h"
 
-/* ---- pickler.c ---- */
-
-/* The out-of-band buffers of the variables pickled so far: their exports
- * are held until chkpt_bufvec_free. */
+/* What the runner of a capture tells it (child.c fills it in). */
 typedef struct {
-    Py_buffer *views;
-    Py_ssize_t n, cap;
-} chkpt_bufvec;
+    /* Bounds the Python code the capture runs from now on (a hostile
+     * __reduce__): past seconds it gets a TimeoutError at its next
+     * bytecode; seconds <= 0 lifts the limit. NULL: no limit. */
+    void (*time_limit)(void *arg, double seconds);
+    /* The variable about to be pickled (key: its no-retry key; label: how
+     * a warning names it), noted so that a parent can leave it out if the
+     * process dies on it. NULL: not noted. */
+    void (*pickling)(void *arg, PyObject *key, PyObject *label);
+    void *arg;
+    pid_t script_pid;       /* the script's process (meta "pid") */
+    int no_script;          /* no script runs in this process (a snapshot
+                               child): an exception that would be the
+                               script's is the object's */
+} chkpt_capture_env;
 
-/* Releases the buffers from index n on (those of a variable given up). */
-void chkpt_bufvec_truncate(chkpt_bufvec *v, Py_ssize_t n);
-void chkpt_bufvec_free(chkpt_bufvec *v);
-/* The keyword arguments of capture's pickle.Pickler: protocol 5 and a
- * buffer_callback that keeps contiguous buffers out of band, in v (which
- * must outlive every use of the dict). New reference, or NULL. */
-PyObject *chkpt_pickler_kwargs(chkpt_bufvec *v);
-/* pickler_cls(sink, **kwargs).dump(obj), the sink holding at most budget
- * bytes (limit, --max-pickle-size, names it in the message): the in-band
- * bytes, or NULL with the exception set (*over when the budget stopped
- * it). */
-PyObject *chkpt_pickle_bounded(chkpt_state *st, PyObject *pickler_cls,
-                               PyObject *kwargs, PyObject *obj,
-                               long long budget, long long limit, int *over);
-/* copyreg._slotnames patched while a snapshot pickles, so that no
- * __slotnames__ cache is left on the script's classes. */
-typedef struct {
-    PyObject *copyreg, *orig;
-} chkpt_slotnames_patch;
-void chkpt_slotnames_install(chkpt_slotnames_patch *p);
-void chkpt_slotnames_uninstall(chkpt_slotnames_patch *p);
-/* Called from chkpt_capture_init: creates the sink's type. */
-int chkpt_pickler_init(PyObject *module);
+/* ---- capture.c ---- */
 
-/* ---- salience.c ---- */
+/* Snapshot of frame (NULL: the innermost frame running the script's code)
+ * taken here: a SnapshotInfo, None when nothing was written, or NULL with
+ * an exception that belongs to the script (Ctrl-C). chkpt's own failures
+ * are warned about and give None. */
+PyObject *chkpt_capture_frame(CheckpointObject *ck,
+                              const chkpt_capture_env *env,
+                              PyFrameObject *frame, chkpt_kind kind,
+                              PyObject *name);
+/* A snapshot of explicit values instead of a frame's salient variables
+ * (crash and boundary snapshots): entries is a list of (name, value,
+ * extra), extra a dict merged into the variable's meta entry; extra_meta's
+ * keys are merged into the snapshot's meta. A crash or signal snapshot
+ * saves every value, one that cannot be pickled as a chkpt.Unloadable
+ * stand-in keeping its type and repr (meta key "standin"); an automatic
+ * one leaves such a value out. Returns as chkpt_capture_frame does. */
+PyObject *chkpt_capture_values(CheckpointObject *ck,
+                               const chkpt_capture_env *env, chkpt_kind kind,
+                               PyObject *entries, PyObject *extra_meta);
+/* 1 the store is open (once per run), 0 it cannot be (said once), -1 error */
+int chkpt_capture_open_store(CheckpointObject *ck);
+/* Notes that vname could not be saved (msg: the whole line), as the capture
+ * does: warned once, or held for the exit report. -1 on a memory error. */
+int chkpt_capture_report_unsaved(CheckpointObject *ck, PyObject *vname,
+                                 PyObject *msg);
+/* Called from module init: creates capture's types, imports what a
+ * snapshot needs. */
+int chkpt_capture_init(PyObject *module);
+
+/* ---- select.c ---- */
 
 /* Never captured: definitions and machinery rather than data. */
 int chkpt_is_excluded(chkpt_state *st, PyObject *name, PyObject *obj);

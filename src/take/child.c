@@ -106,6 +106,10 @@ typedef struct {
      * one is taken from the script's module frame at its end (its locals
      * are the module's globals: holding it keeps nothing alive) */
     double coalesced_at;        /* monotonic; 0: none pending */
+    /* ck->last_snapshot as the newest child holding another module's
+     * frame (not __main__'s variables) started: it does not pay for a
+     * request before it */
+    double offmain_at;
     PyFrameObject *main_frame;  /* the script's bottom frame, or NULL */
     int main_frame_stale;       /* a new unit began: noted again */
     int line_covered;           /* the next -f 0 line is snapshotted */
@@ -122,18 +126,6 @@ typedef struct {
  * script to interrupt?). Per process like the state an atfork handler
  * resets, hence a global. */
 static int writer_child_process;
-
-int
-chkpt_in_writer_child(void)
-{
-    return writer_child_process;
-}
-
-pid_t
-chkpt_writer_script_pid(void)
-{
-    return writer_child_process ? getppid() : getpid();
-}
 
 /* ------------------------------------------------------------------ */
 /* PendingInfo: the SnapshotInfo that snapshot() returns at once        */
@@ -204,8 +196,11 @@ pending_resolve(PyObject *self)
     }
     PyObject *meta = NULL;
     if (p->path != Py_None) {
-        meta = chkpt_load_meta(ck->module, p->path, NULL);
-        if (meta == NULL) {
+        chkpt_snapreader *r = chkpt_snapshot_open(ck->module, p->path, &meta);
+        if (r != NULL) {
+            chkpt_snap_close(r);
+        }
+        else {
             /* gone already (--max-store-size, gc): what is known */
             PyErr_Clear();
         }
@@ -821,13 +816,16 @@ wait_at_exit(CheckpointObject *ck, writer_state *w)
 static void
 take_coalesced(CheckpointObject *ck, writer_state *w)
 {
+    int paid = ck->last_snapshot > w->coalesced_at
+               && ck->last_snapshot != w->offmain_at;
     if (w->coalesced_at == 0 || w->main_frame == NULL
-        || ck->frequency_ms != 0 || ck->last_snapshot > w->coalesced_at
-        || in_flight(w) > 0) {
+        || ck->frequency_ms != 0 || paid || in_flight(w) > 0) {
         return;
     }
     w->coalesced_at = 0;
-    PyObject *r = chkpt_capture(ck, w->main_frame, "auto", NULL);
+    chkpt_snapshot_request rq = {.kind = CHKPT_KIND_AUTO,
+                                 .frame = w->main_frame};
+    PyObject *r = chkpt_snapshot_take(ck, &rq);
     if (r == NULL) {
         PyErr_Clear();
         return;
@@ -953,12 +951,15 @@ arm_timer(double seconds)
     setitimer(ITIMER_REAL, &it, NULL);
 }
 
-int
-chkpt_writer_child_budget(CheckpointObject *ck, double seconds)
+/* The capture's time limit in a child (chkpt_capture_env): SIGALRM
+ * raises TimeoutError in the Python code it runs, SIGKILL a little later
+ * ends the child if that code cannot be interrupted. */
+static void
+child_time_limit(void *arg, double seconds)
 {
-    writer_state *w = child_state(ck);
+    writer_state *w = child_state((CheckpointObject *)arg);
     if (w == NULL) {
-        return 0;
+        return;
     }
     writer_job *j = child_job(w);
     if (seconds <= 0) {
@@ -968,7 +969,7 @@ chkpt_writer_child_budget(CheckpointObject *ck, double seconds)
         }
         arm_timer(0);
         arm_kill(w, 0);
-        return 1;
+        return;
     }
     if (j != NULL) {
         j->page->budget_ms = (uint32_t)(seconds * 1000);
@@ -978,7 +979,6 @@ chkpt_writer_child_budget(CheckpointObject *ck, double seconds)
     /* code that cannot be interrupted (blocked in C on a lock held by a
      * thread that does not exist here) is ended a little later */
     arm_kill(w, chkpt_monotonic() + seconds + CHILD_KILL_GRACE);
-    return 1;
 }
 
 /* SIGALRM's Python-level handler in a child: the budget of the Python code
@@ -1034,9 +1034,13 @@ arm_hard_deadline(writer_state *w)
     arm_kill(w, 0);
 }
 
-void
-chkpt_writer_child_object(CheckpointObject *ck, PyObject *key, PyObject *label)
+/* In a child, notes the variable being pickled (chkpt_capture_env), so
+ * that the parent can leave it out of later snapshots if the child dies
+ * on it. */
+static void
+child_pickling(void *arg, PyObject *key, PyObject *label)
 {
+    CheckpointObject *ck = (CheckpointObject *)arg;
     writer_state *w = child_state(ck);
     writer_job *j = w ? child_job(w) : NULL;
     if (j == NULL) {
@@ -1299,7 +1303,7 @@ import_lock(const char *method)
 /* The child's whole life; never returns. */
 static void
 child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
-           PyFrameObject *frame, const char *kind, PyObject *name,
+           PyFrameObject *frame, chkpt_kind kind, PyObject *name,
            chkpt_writer_fn fn, void *arg)
 {
     double born = chkpt_monotonic();
@@ -1362,8 +1366,12 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
     PyObject *retry_before = PySet_New(ck->no_retry);
     PyObject *deferred_before = deferred_copy(ck->deferred);
     int store_failed_before = ck->store_failed;
-    PyObject *r = fn != NULL ? fn(ck, arg)
-                             : chkpt_capture_here(ck, frame, kind, name);
+    chkpt_capture_env env = {
+        .time_limit = child_time_limit, .pickling = child_pickling, .arg = ck,
+        .script_pid = getppid(), .no_script = 1,
+    };
+    PyObject *r = fn != NULL ? fn(ck, &env, arg)
+                             : chkpt_capture_frame(ck, &env, frame, kind, name);
     if (r == NULL) {
         /* what would have interrupted the script (KeyboardInterrupt or
          * SystemExit raised by a __reduce__) stays here */
@@ -1376,7 +1384,7 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
     }
     Py_XDECREF(r);
     PyErr_Clear();
-    if (path != NULL && path != Py_None && strcmp(kind, "auto") == 0) {
+    if (path != NULL && path != Py_None && kind == CHKPT_KIND_AUTO) {
         chkpt_budget_keep_auto(ck, chkpt_budget_keep_value(ck));
         PyErr_Clear();
     }
@@ -1408,14 +1416,14 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
 
 /* name, kind, time, script, line: what the info says before it is read */
 static PyObject *
-early_meta(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
+early_meta(CheckpointObject *ck, PyFrameObject *frame, chkpt_kind kind,
            PyObject *name)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     long line = frame ? PyFrame_GetLineNumber(frame) : -1;
     return Py_BuildValue("{s:O,s:s,s:d,s:O,s:N,s:O,s:[]}", "name", name ? name : Py_None,
-                         "kind", kind, "time", (double)ts.tv_sec + ts.tv_nsec * 1e-9,
+                         "kind", chkpt_kind_name(kind), "time", (double)ts.tv_sec + ts.tv_nsec * 1e-9,
                          "script", ck->script_path,
                          "line", line >= 0 ? PyLong_FromLong(line) : Py_NewRef(Py_None),
                          "size", Py_None, "variables");
@@ -1466,6 +1474,40 @@ note_main_frame(CheckpointObject *ck, writer_state *w, PyFrameObject *frame,
     }
 }
 
+/* Does a snapshot of FRAME (NULL: the innermost of the script's code) hold
+ * the variables of the script's module, those -f 0's coalesced request is
+ * for? Yes when its globals are main_frame's (or none is known yet). */
+static int
+holds_main(CheckpointObject *ck, writer_state *w, PyFrameObject *frame)
+{
+    if (w->main_frame == NULL) {
+        return 1;
+    }
+    PyFrameObject *cur = (PyFrameObject *)Py_XNewRef(
+        frame != NULL ? frame : PyEval_GetFrame());
+    while (frame == NULL && cur != NULL) {
+        PyCodeObject *code = PyFrame_GetCode(cur);
+        int mine = chkpt_is_script_code(ck, code);
+        Py_DECREF(code);
+        if (mine) {
+            break;
+        }
+        PyFrameObject *back = PyFrame_GetBack(cur);
+        Py_DECREF(cur);
+        cur = back;
+    }
+    int holds = 1;
+    if (cur != NULL) {
+        PyObject *g = PyFrame_GetGlobals(cur);
+        PyObject *mg = PyFrame_GetGlobals(w->main_frame);
+        holds = g == NULL || g == mg;
+        Py_XDECREF(g);
+        Py_XDECREF(mg);
+        Py_DECREF(cur);
+    }
+    return holds;
+}
+
 void
 chkpt_writer_unit_ended(CheckpointObject *ck, int covered)
 {
@@ -1488,7 +1530,7 @@ warn_once(int *flag, const char *msg)
 
 /* A snapshot of frame, or (fn not NULL) the one fn takes, in a child. */
 static PyObject *
-writer_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
+writer_capture(CheckpointObject *ck, PyFrameObject *frame, chkpt_kind kind,
                PyObject *name, chkpt_writer_fn fn, void *arg, int *handled)
 {
     *handled = 0;
@@ -1504,9 +1546,9 @@ writer_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
     /* a manual snapshot waits for a free slot, and so does a signal's:
      * SIGTERM ends the process after it, which would take the child in
      * flight (a boundary snapshot, say) with it, and this one too */
-    int signal_kind = strcmp(kind, "signal") == 0;
-    int manual = signal_kind || strcmp(kind, "manual") == 0;
-    int every_line = fn == NULL && strcmp(kind, "auto") == 0
+    int signal_kind = kind == CHKPT_KIND_SIGNAL;
+    int manual = signal_kind || kind == CHKPT_KIND_MANUAL;
+    int every_line = fn == NULL && kind == CHKPT_KIND_AUTO
                      && ck->frequency_ms == 0;
     chkpt_writer_poll(ck);
     /* opened here, once, and inherited: a child opening it for itself
@@ -1621,12 +1663,19 @@ writer_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
     j->pid = (pid_t)pid;
     j->started = chkpt_monotonic();
     j->clone_s = j->started - clone_at;
-    if (fn == NULL) {
-        w->coalesced_at = 0;    /* this one covers any request before it */
-        j->info = Py_NewRef(info);
-    }
     ck->seq++;
     ck->last_snapshot = chkpt_monotonic();
+    if (fn == NULL) {
+        /* this one covers any request before it, when it holds the
+         * script's module variables (a sibling module's function: not) */
+        if (holds_main(ck, w, frame)) {
+            w->coalesced_at = 0;
+        }
+        else {
+            w->offmain_at = ck->last_snapshot;
+        }
+        j->info = Py_NewRef(info);
+    }
     *handled = 1;
     if (signal_kind) {
         /* the process ends right after a SIGTERM snapshot (signals.c),
@@ -1636,18 +1685,57 @@ writer_capture(CheckpointObject *ck, PyFrameObject *frame, const char *kind,
     return info;
 }
 
-PyObject *
-chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
-                     const char *kind, PyObject *name, int *handled)
+/* What a capture in the script's process is told: the time limit that
+ * hooks.c's timer thread keeps (chkpt_snapshot_set_time_limit); in a
+ * child, the child's own. */
+static void
+process_env(CheckpointObject *ck, chkpt_capture_env *env)
 {
-    return writer_capture(ck, frame, kind, name, NULL, NULL, handled);
+    if (child_state(ck) != NULL) {
+        *env = (chkpt_capture_env){
+            .time_limit = child_time_limit, .pickling = child_pickling,
+            .arg = ck, .script_pid = getppid(), .no_script = 1,
+        };
+        return;
+    }
+    *env = (chkpt_capture_env){
+        .time_limit = ck->time_limit, .arg = ck->time_limit_arg,
+        .script_pid = getpid(),
+    };
+}
+
+void
+chkpt_snapshot_set_time_limit(CheckpointObject *ck,
+                              void (*fn)(void *arg, double seconds), void *arg)
+{
+    ck->time_limit = fn;
+    ck->time_limit_arg = arg;
 }
 
 PyObject *
-chkpt_writer_capture_fn(CheckpointObject *ck, const char *kind,
-                        chkpt_writer_fn fn, void *arg, int *handled)
+chkpt_snapshot_take(CheckpointObject *ck, const chkpt_snapshot_request *rq)
 {
-    return writer_capture(ck, NULL, kind, NULL, fn, arg, handled);
+    chkpt_capture_env here;
+    process_env(ck, &here);
+    if (rq->entries != NULL) {
+        return chkpt_capture_values(ck, &here, rq->kind, rq->entries,
+                                    rq->extra_meta);
+    }
+    int handled = 0;
+    PyObject *r;
+    if (rq->fn != NULL) {
+        r = writer_capture(ck, NULL, rq->kind, NULL, rq->fn, rq->arg, &handled);
+        return handled ? r : rq->fn(ck, &here, rq->arg);   /* no child: here */
+    }
+    if (ck->in_snapshot || ck->store_failed) {
+        Py_RETURN_NONE;
+    }
+    /* in a child process, unless it cannot be had */
+    r = writer_capture(ck, rq->frame, rq->kind, rq->name, NULL, NULL, &handled);
+    if (handled) {
+        return r;
+    }
+    return chkpt_capture_frame(ck, &here, rq->frame, rq->kind, rq->name);
 }
 
 int

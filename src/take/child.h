@@ -1,4 +1,6 @@
-/* writer.h: snapshots written by a child process (writer.c).
+/* child.h: the snapshot child (child.c), the top of take/, and the one
+ * entry point for a snapshot (chkpt_snapshot_take) that hooks, signals,
+ * crash, checkpoint and statements (run/) call.
  *
  * A snapshot is taken in a child that the raw clone system call creates
  * with no exit signal (a "clone child"): it shares nothing with the script
@@ -10,6 +12,7 @@
 #define CHKPT_CHILD_H
 
 #include "chkpt.h"
+#include "capture.h"
 
 /* At most this many snapshots are written at a time: one, so that they
  * are published in the order they were taken and what a child learns
@@ -26,23 +29,42 @@
  * snapshot still being written then dies with the script, README). */
 #define CHKPT_WRITER_EXIT_TIMEOUT 60.0
 
-/* Takes the snapshot in a child. Sets *handled to 0 when the caller should
- * take it in this process instead (the child could not be created, or the
- * memory a copy-on-write child might need is not there); otherwise returns
- * what chkpt_capture returns: a SnapshotInfo that waits for the child when
- * read, None when no snapshot was started, NULL with an exception that
- * belongs to the script. */
-PyObject *chkpt_writer_capture(CheckpointObject *ck, PyFrameObject *frame,
-                               const char *kind, PyObject *name, int *handled);
-/* What a child runs instead of the snapshot of a frame: returns as
- * chkpt_capture does. */
-typedef PyObject *(*chkpt_writer_fn)(CheckpointObject *ck, void *arg);
-/* As chkpt_writer_capture, the child running fn(ck, arg) (resume.c's
- * boundary snapshots: the values and meta are gathered in the child, so
- * the script's process allocates nothing for them); returns None once the
- * child started (nothing is read back). */
-PyObject *chkpt_writer_capture_fn(CheckpointObject *ck, const char *kind,
-                                  chkpt_writer_fn fn, void *arg, int *handled);
+/* What a child runs instead of the snapshot of a frame (resume.c's
+ * boundary snapshots), given how its capture is to run: returns as
+ * chkpt_capture_frame does. */
+typedef PyObject *(*chkpt_writer_fn)(CheckpointObject *ck,
+                                     const chkpt_capture_env *env, void *arg);
+
+/* A snapshot asked for: of a frame, of explicit values, or what fn
+ * gathers. */
+typedef struct {
+    chkpt_kind kind;
+    PyFrameObject *frame;   /* NULL: the innermost of the script's code */
+    PyObject *name;         /* snapshot()'s name, or NULL */
+    /* explicit values (crash snapshots), taken in this process: see
+     * chkpt_capture_values */
+    PyObject *entries, *extra_meta;
+    /* or: a child runs fn(ck, env, arg) (the values and meta gathered
+     * there, so the script's process allocates nothing for them); in this
+     * process when no child can be had. None once the child started
+     * (nothing is read back). */
+    chkpt_writer_fn fn;
+    void *arg;
+} chkpt_snapshot_request;
+
+/* Takes a snapshot: in a child (a frame's: a SnapshotInfo that waits for
+ * the child when read), or in this process when no child can be had (the
+ * memory a copy-on-write child might need is not there) or for explicit
+ * values. None when nothing was written or started, NULL with an
+ * exception that belongs to the script (Ctrl-C). chkpt's own failures are
+ * warned about and give None. */
+PyObject *chkpt_snapshot_take(CheckpointObject *ck,
+                              const chkpt_snapshot_request *rq);
+/* The time limit a capture in the script's process gets (hooks.c's timer
+ * thread keeps it; fn NULL: none): see chkpt_capture_env. */
+void chkpt_snapshot_set_time_limit(CheckpointObject *ck,
+                                   void (*fn)(void *arg, double seconds),
+                                   void *arg);
 /* Sets up the writer's state ahead of the first snapshot (which would do
  * it), so that no snapshot allocates it while the script runs: 0, or -1
  * with an exception. */
@@ -72,16 +94,5 @@ int chkpt_writer_wait(CheckpointObject *ck);
  * snapshots in flight. Nothing happens when none is. */
 void chkpt_writer_finish(CheckpointObject *ck);
 void chkpt_writer_free(CheckpointObject *ck);
-
-/* The pid of the script's process (the parent, in a writer child). */
-pid_t chkpt_writer_script_pid(void);
-/* In a writer child, the time budgets of hooks.c are a timer that ends
- * the child: returns 1 there (seconds <= 0 stops the budget), 0 elsewhere. */
-int chkpt_writer_child_budget(CheckpointObject *ck, double seconds);
-/* In a writer child, notes the variable being pickled (key: its no-retry
- * key in ck->warned; label: how a warning names it), so that the parent
- * can leave it out of later snapshots if the child dies on it. */
-void chkpt_writer_child_object(CheckpointObject *ck, PyObject *key,
-                               PyObject *label);
 
 #endif

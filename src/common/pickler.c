@@ -2,9 +2,9 @@
  * collected by the buffer_callback (zero-copy: their exports are held until
  * the snapshot is written), the sink that holds a variable's in-band bytes
  * up to --max-pickle-size, and copyreg._slotnames patched so that pickling
- * leaves no cache on the script's classes. Part of capture (capture.h);
- * calls base only. */
-#include "capture.h"
+ * leaves no cache on the script's classes. Used by the capture (take/)
+ * and by export (read/); calls helpers only (pickler.h). */
+#include "pickler.h"
 #include <unistd.h>
 
 /* ------------------------------------------------------------------ */
