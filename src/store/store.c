@@ -610,6 +610,9 @@ mkdirs(const char *dir)
     return 0;
 }
 
+static int check_owner(const char *dir, const char *why, char *err,
+                       size_t errlen);
+
 int
 chkpt_store_open(const char *dir, int create, chkpt_store **out,
                  char *err, size_t errlen)
@@ -644,6 +647,13 @@ chkpt_store_open(const char *dir, int create, chkpt_store **out,
             sys_err(err, errlen, "cannot create store directory", dir);
             return -1;
         }
+    }
+    /* what is written to a store its owner or others can change could
+     * be changed before it is loaded back (or was put there by them) */
+    if (create && check_owner(dir, "snapshots are written only to a store "
+                              "of yours that nobody else can write", err,
+                              errlen) < 0) {
+        return -1;
     }
     if (create) {
         int lockfd;
@@ -2107,6 +2117,15 @@ chkpt_store_verify_all(const char *dir, chkpt_verify_cb cb, void *arg,
 int
 chkpt_store_check_owner(const char *dir, char *err, size_t errlen)
 {
+    return check_owner(dir, "loading runs pickle, which can run code", err,
+                       errlen);
+}
+
+/* -1 with a message ending in why when dir (or its snapshots/ or chunks/)
+ * is not owned by the effective uid or is writable by group or others. */
+static int
+check_owner(const char *dir, const char *why, char *err, size_t errlen)
+{
     static const char *subs[] = {"", "/snapshots", "/chunks"};
     uid_t me = geteuid();
 
@@ -2126,15 +2145,13 @@ chkpt_store_check_owner(const char *dir, char *err, size_t errlen)
         }
         if (st.st_uid != me) {
             seterr(err, errlen, "%s is owned by uid %ld, not by you (uid "
-                   "%ld); loading runs pickle, which can run code", path,
-                   (long)st.st_uid, (long)me);
+                   "%ld); %s", path, (long)st.st_uid, (long)me, why);
             return -1;
         }
         if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-            seterr(err, errlen, "%s is writable by %s (mode %03o); loading "
-                   "runs pickle, which can run code", path,
-                   (st.st_mode & S_IWOTH) ? "others" : "group",
-                   (unsigned)(st.st_mode & 0777));
+            seterr(err, errlen, "%s is writable by %s (mode %03o); %s",
+                   path, (st.st_mode & S_IWOTH) ? "others" : "group",
+                   (unsigned)(st.st_mode & 0777), why);
             return -1;
         }
     }
@@ -2504,6 +2521,10 @@ gc_impl(const char *dir, long keep, uint64_t max_bytes, long keep_min,
         return -1;
     default:
         break;
+    }
+    if (check_owner(dir, "gc deletes only from a store of yours", err,
+                    errlen) < 0) {
+        return -1;
     }
     /* Exclusive: no snapshot is between begin and commit while we decide
        which chunks are garbage. */

@@ -129,7 +129,9 @@ int chkpt_store_verify_all(const char *dir, chkpt_verify_cb cb, void *arg,
 
 /* Added. Loading runs pickle, which can run code: -1 with a clear message
  * when DIR, DIR/snapshots or DIR/chunks is not owned by the effective uid
- * or is writable by group or others. Missing subdirectories are fine. */
+ * or is writable by group or others. Missing subdirectories are fine.
+ * chkpt_store_open(create=1) and gc refuse such a store the same way
+ * (ls, show and verify read it: they never unpickle). */
 int chkpt_store_check_owner(const char *dir, char *err, size_t errlen);
 
 #ifdef CHKPT_FUZZING
