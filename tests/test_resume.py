@@ -4,6 +4,12 @@ snapshot (issue 17). Real scripts in real subprocesses, chkpt's defaults.
 Each script's stages note in ran.log that they ran, so a test sees which
 stages a run skipped; they print nothing, so the stdout of a resumed run is
 the stdout of a plain run of the same script.
+
+A stage sleeps (a busy loop would starve the other pytest worker): the
+boundary rule counts the script's wall time, not its CPU. The tests of the
+default rule (two seconds between boundaries) and of the runs that take none
+use stages longer than two seconds; the others run under `-f 200` (a
+boundary once 200 ms went by) with short stages.
 """
 import os
 import shutil
@@ -16,15 +22,18 @@ import pytest
 
 from conftest import chkpt_env, chkpt_lines, run_chkpt, run_python
 
-STAGE_S = 2.2       # long enough to be worth a boundary snapshot
+# Long enough to be worth a boundary snapshot under chkpt's defaults (2 s).
+LONG_S = 2.2
+# Under -f 200, a boundary once 200 ms went by and 10 times what the last one
+# cost the script (a fork: milliseconds, tens of them on a loaded machine).
+STAGE_S = 0.8
+FAST = ("-f", "200")
 
-HEAD = f'''\
+HEAD_T = '''\
 import os, random, time
 
 def spin(seconds):
-    t = time.perf_counter()
-    while time.perf_counter() - t < seconds:
-        pass
+    time.sleep(seconds)
 
 def note(what):
     with open("ran.log", "a") as f:
@@ -32,22 +41,37 @@ def note(what):
 
 def stage1():
     note("stage1")
-    spin({STAGE_S})
+    spin(STAGE1_S)
     return [i * i for i in range(1000)]
 
 def stage2(xs):
     note("stage2")
-    spin({STAGE_S})
+    spin(STAGE2_S)
     return sum(xs) * FACTOR
 '''
 
-THREE_STAGES = HEAD + '''
+
+def head(stage1_s, stage2_s):
+    return HEAD_T.replace("STAGE1_S", repr(stage1_s)).replace(
+        "STAGE2_S", repr(stage2_s))
+
+
+HEAD = head(STAGE_S, STAGE_S)
+LONG_HEAD = head(LONG_S, LONG_S)
+# a boundary due after stage 1 under the defaults: a run that takes none
+# shows it would not have taken any
+FIRST_LONG_HEAD = head(LONG_S, STAGE_S)
+
+STAGES = '''
 FACTOR = 3
 a = stage1()
 b = stage2(a)
 note("stage3")
 print("result", b / DIVISOR, len(a))
 '''
+THREE_STAGES = HEAD + STAGES
+LONG_STAGES = LONG_HEAD + STAGES
+FIRST_LONG_STAGES = FIRST_LONG_HEAD + STAGES
 
 
 def write(path, text):
@@ -88,24 +112,25 @@ def crash_fix_resume(d, broken, fixed):
     resumed run succeeds with the stdout of a plain run of FIXED, and returns
     that run."""
     write(os.path.join(d, "s.py"), broken)
-    r = run_chkpt(["s.py"], d)
+    r = run_chkpt([*FAST, "s.py"], d)
     assert r.returncode == 1 and "NameError" in r.stderr, r.stderr
     assert ran(d) == ["stage1", "stage2", "stage3"]
     write(os.path.join(d, "s.py"), fixed)
     expected = plain(d)
-    r = run_chkpt(["--resume", "s.py"], d)
+    r = run_chkpt([*FAST, "--resume", "s.py"], d)
     assert r.returncode == 0, r.stderr
     assert r.stdout == expected
     return r
 
 
 def test_a_fixed_last_stage_skips_the_expensive_ones(tmp_path, python):
+    """chkpt's defaults: a boundary after each stage of more than 2 s."""
     d = str(tmp_path)
-    write(os.path.join(d, "s.py"), THREE_STAGES)
+    write(os.path.join(d, "s.py"), LONG_STAGES)
     r = run_chkpt(["s.py"], d)
     assert r.returncode == 1 and "NameError" in r.stderr, r.stderr
     assert ran(d) == ["stage1", "stage2", "stage3"]
-    write(os.path.join(d, "s.py"), THREE_STAGES.replace("DIVISOR", "7"))
+    write(os.path.join(d, "s.py"), LONG_STAGES.replace("DIVISOR", "7"))
     t = time.monotonic()
     expected = plain(d)
     t_plain = time.monotonic() - t
@@ -117,7 +142,7 @@ def test_a_fixed_last_stage_skips_the_expensive_ones(tmp_path, python):
     assert ran(d) == ["stage3"]
     assert "statements 1-" in resume_line(r.stderr)
     # the stages' time is saved (the margin leaves room for a loaded machine)
-    assert t_resume < t_plain - STAGE_S
+    assert t_resume < t_plain - LONG_S
     print(f"\n(a) plain run of the fixed script {t_plain:.2f} s, --resume "
           f"{t_resume:.2f} s: {t_plain - t_resume:.2f} s saved")
 
@@ -126,7 +151,7 @@ def test_b_edited_stage2_function_reruns_stage2_only(tmp_path, python):
     d = str(tmp_path)
     fixed = THREE_STAGES.replace("DIVISOR", "7")
     write(os.path.join(d, "s.py"), fixed)
-    r = run_chkpt(["s.py"], d)
+    r = run_chkpt([*FAST, "s.py"], d)
     assert r.returncode == 0, r.stderr
     ran(d)
     # a comment and new formatting elsewhere change nothing
@@ -135,7 +160,7 @@ def test_b_edited_stage2_function_reruns_stage2_only(tmp_path, python):
     edited = edited.replace("a = stage1()", "a  =  stage1( )   # again")
     write(os.path.join(d, "s.py"), edited)
     expected = plain(d)
-    r = run_chkpt(["--resume", "s.py"], d)
+    r = run_chkpt([*FAST, "--resume", "s.py"], d)
     assert r.returncode == 0, r.stderr
     assert r.stdout == expected
     assert ran(d) == ["stage2", "stage3"]
@@ -147,13 +172,13 @@ def test_c_edited_first_statement_runs_everything(tmp_path, python):
     d = str(tmp_path)
     script = "OFFSET = 0\n" + THREE_STAGES.replace("DIVISOR", "7")
     write(os.path.join(d, "s.py"), script)
-    assert run_chkpt(["s.py"], d).returncode == 0
+    assert run_chkpt([*FAST, "s.py"], d).returncode == 0
     ran(d)
     script = script.replace("OFFSET = 0", "OFFSET = 1")
     script = script.replace("len(a))", "len(a) + OFFSET)")
     write(os.path.join(d, "s.py"), script)
     expected = plain(d)
-    r = run_chkpt(["--resume", "s.py"], d)
+    r = run_chkpt([*FAST, "--resume", "s.py"], d)
     assert r.returncode == 0, r.stderr
     assert r.stdout == expected
     assert ran(d) == ["stage1", "stage2", "stage3"]
@@ -189,7 +214,7 @@ KILLED = THREE_STAGES.replace("DIVISOR", "7").replace(
 def test_e_resume_after_sigterm(tmp_path, python):
     d = str(tmp_path)
     write(os.path.join(d, "s.py"), KILLED)
-    p = subprocess.Popen([python, "-m", "chkpt", "s.py"], cwd=d,
+    p = subprocess.Popen([python, "-m", "chkpt", *FAST, "s.py"], cwd=d,
                          env=chkpt_env({"STAGE3_S": "120"}),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     log = os.path.join(d, "ran.log")
@@ -204,7 +229,7 @@ def test_e_resume_after_sigterm(tmp_path, python):
     assert p.returncode == -signal.SIGTERM
     assert ran(d) == ["stage1", "stage2", "stage3"]
     expected = plain(d)
-    r = run_chkpt(["--resume", "s.py"], d)
+    r = run_chkpt([*FAST, "--resume", "s.py"], d)
     assert r.returncode == 0, r.stderr
     assert r.stdout == expected
     assert ran(d) == ["stage3"]
@@ -249,7 +274,7 @@ def test_g_store_and_script_moved(tmp_path, python):
     first = tmp_path / "node1" / "job"
     first.mkdir(parents=True)
     write(str(first / "s.py"), MOVED)
-    r = run_chkpt(["s.py"], str(first))
+    r = run_chkpt([*FAST, "s.py"], str(first))
     assert r.returncode == 1 and "NameError" in r.stderr, r.stderr
     ran(str(first))
     other = tmp_path / "node2" / "elsewhere"
@@ -258,7 +283,7 @@ def test_g_store_and_script_moved(tmp_path, python):
     d = str(other)
     write(os.path.join(d, "s.py"), MOVED.replace("DIVISOR", "7"))
     expected = plain(d)
-    r = run_chkpt(["--resume", "s.py"], d)
+    r = run_chkpt([*FAST, "--resume", "s.py"], d)
     assert r.returncode == 0, r.stderr
     assert r.stdout == expected
     assert "True" in r.stdout
@@ -266,20 +291,22 @@ def test_g_store_and_script_moved(tmp_path, python):
 
 
 def test_manual_only_takes_no_boundary_snapshots(tmp_path, python):
+    """-f -1 takes none, though its first stage is long enough for the
+    default rule (2 s); --resume then finds none and runs from the start."""
     d = str(tmp_path)
-    write(os.path.join(d, "s.py"), THREE_STAGES.replace("DIVISOR", "7"))
+    write(os.path.join(d, "s.py"), FIRST_LONG_STAGES.replace("DIVISOR", "7"))
     r = run_chkpt(["-f", "-1", "s.py"], d)
     assert r.returncode == 0, r.stderr
     assert not os.path.exists(os.path.join(d, "checkpoints", "snapshots")) \
         or not os.listdir(os.path.join(d, "checkpoints", "snapshots"))
-    ran(d)
+    assert ran(d) == ["stage1", "stage2", "stage3"]
     r = run_chkpt(["--resume", "s.py"], d)
     assert r.returncode == 0, r.stderr
     assert ran(d) == ["stage1", "stage2", "stage3"]
     assert "from the start" in resume_line(r.stderr)
 
 
-PROFILED = HEAD + """
+PROFILED = FIRST_LONG_HEAD + """
 import cProfile, io, pstats, re
 prof = cProfile.Profile()
 prof.enable()
@@ -307,7 +334,8 @@ def test_a_profiler_started_by_the_script_sees_what_python_shows(
     profile enabled at its top level would list each later statement as a
     `<module>` call of its own. It takes no boundary snapshot; a script that
     only has a variable called `trace` is split as any other. (-f 600000:
-    no timer snapshot in the run, whose reaping the profile would see.)"""
+    no timer snapshot in the run, whose reaping the profile would see; the
+    first stage is longer than the 2 s a boundary then waits for.)"""
     d = str(tmp_path)
     write(os.path.join(d, "s.py"), PROFILED)
     expected = plain(d)
@@ -321,7 +349,7 @@ def test_a_profiler_started_by_the_script_sees_what_python_shows(
     os.makedirs(d2)
     write(os.path.join(d2, "s.py"), THREE_STAGES.replace(
         "DIVISOR", "7").replace("FACTOR = 3", "FACTOR = 3\ntrace = []"))
-    r = run_chkpt(["-f", "600000", "s.py"], d2)
+    r = run_chkpt([*FAST, "s.py"], d2)
     assert r.returncode == 0, r.stderr
     assert snapshot_count(d2) > 0
 
@@ -353,7 +381,7 @@ def test_module_run_with_dash_m_resumes(tmp_path, python):
     os.mkdir(os.path.join(d, "pkg"))
     write(os.path.join(d, "pkg", "__init__.py"), "")
     write(os.path.join(d, "pkg", "job.py"), THREE_STAGES)
-    r = run_chkpt(["-m", "pkg.job"], d)
+    r = run_chkpt([*FAST, "-m", "pkg.job"], d)
     p = run_python(["-m", "pkg.job"], d)
     assert r.returncode == p.returncode == 1
     assert r.stderr == p.stderr and "<frozen runpy>" in r.stderr
@@ -361,7 +389,7 @@ def test_module_run_with_dash_m_resumes(tmp_path, python):
     write(os.path.join(d, "pkg", "job.py"), THREE_STAGES.replace("DIVISOR", "7"))
     expected = run_python(["-m", "pkg.job"], d).stdout
     ran(d)
-    r = run_chkpt(["--resume", "-m", "pkg.job"], d)
+    r = run_chkpt([*FAST, "--resume", "-m", "pkg.job"], d)
     assert r.returncode == 0, r.stderr
     assert r.stdout == expected
     assert ran(d) == ["stage3"]
@@ -374,9 +402,7 @@ import time
 SCALE = 2
 
 def spin(seconds):
-    t = time.perf_counter()
-    while time.perf_counter() - t < seconds:
-        pass
+    time.sleep(seconds)
 
 def note(what):
     with open("ran.log", "a") as f:
@@ -412,7 +438,7 @@ def test_sibling_module_counts_as_the_script(tmp_path, python, edit):
     d = str(tmp_path)
     write(os.path.join(d, "s.py"), WITH_HELPERS)
     write(os.path.join(d, "helpers.py"), HELPERS)
-    r = run_chkpt(["s.py"], d)
+    r = run_chkpt([*FAST, "s.py"], d)
     assert r.returncode == 0, r.stderr
     ran(d)
     if edit == "function":
@@ -424,7 +450,7 @@ def test_sibling_module_counts_as_the_script(tmp_path, python, edit):
     os.makedirs(ref)
     shutil.copy(os.path.join(d, "helpers.py"), ref)
     expected = plain(d)
-    r = run_chkpt(["--resume", "s.py"], d)
+    r = run_chkpt([*FAST, "--resume", "s.py"], d)
     assert r.returncode == 0, r.stderr
     assert r.stdout == expected
     if edit == "function":
