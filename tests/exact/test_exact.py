@@ -408,17 +408,52 @@ def tree(work):
                   if "__pycache__" not in p.parts)
 
 
+WORK_PLACEHOLDER = "\x00work\x00"
+
+
+def plain_run(case, tmp_path):
+    """The case under plain python (its CompletedProcess-like result and
+    the tree it left), run in tmp_path/work. Run once per case and python
+    in a session: the result is kept (in the session's temporary directory,
+    shared by the workers) with the work directory's path written as a
+    placeholder, and given back with this test's own work path, which is
+    where its chkpt run runs too."""
+    import json
+    import types
+    cache = tmp_path.parent.parent / "exact-plain" if \
+        tmp_path.parent.name.startswith("popen-") else tmp_path.parent / "exact-plain"
+    cache.mkdir(exist_ok=True)
+    key = cache / f"{case.name}.json"
+    work = tmp_path / "work"
+    if key.exists():
+        saved = json.loads(key.read_text())
+    else:
+        work = fresh_workdir(tmp_path)
+        proc = run_python([*case.python_opts, *expand(case.argv, work)],
+                          work / case.cwd, input=case.stdin, env=case.env,
+                          timeout=case.timeout)
+        saved = {"stdout": proc.stdout.replace(str(work), WORK_PLACEHOLDER),
+                 "stderr": proc.stderr.replace(str(work), WORK_PLACEHOLDER),
+                 "returncode": proc.returncode, "tree": tree(work)}
+        tmp = key.with_name(f"{key.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(saved))
+        os.replace(tmp, key)
+    plain = types.SimpleNamespace(
+        stdout=saved["stdout"].replace(WORK_PLACEHOLDER, str(work)),
+        stderr=saved["stderr"].replace(WORK_PLACEHOLDER, str(work)),
+        returncode=saved["returncode"])
+    return plain, saved["tree"]
+
+
 def run_both(case, mode, tmp_path):
-    """Runs the case under python, then under chkpt in MODE, each in a fresh
-    work directory; returns both results, the work directory, the store and
+    """Runs the case under python (once per session: plain_run), then under
+    chkpt in MODE, each in a fresh work directory at the same path; returns
+    both results, the work directory, the store and
     what each run left in its work directory.  The default mode writes to
     ./checkpoints, where the script runs, as a user's run does."""
+    plain, plain_tree = plain_run(case, tmp_path)
     work = fresh_workdir(tmp_path)
     cwd = work / case.cwd
-    plain = run_python([*case.python_opts, *expand(case.argv, work)], cwd,
-                       input=case.stdin, env=case.env, timeout=case.timeout)
-    plain_tree = tree(work)
-    work = fresh_workdir(tmp_path)
     if mode == "default":
         store, opts = cwd / "checkpoints", []
     else:
