@@ -61,19 +61,30 @@ venvs: deps
 # pytest last, so its summary closes the output; -rs lists every skipped
 # test with its reason, so a green run says what it did not test; worksteal
 # keeps both workers busy to the end (a few tests wait in real time, for
-# up to a minute), --durations names the slowest for whoever watches CI's time
+# up to a minute), --durations names the slowest for whoever watches CI's time.
+# The test files of version-independent C (tests/conftest.py's
+# VERSION_INDEPENDENT, marked version_independent) run on the newest python
+# only: the others deselect them by name (-m), and say so.
 test: build test-c test-fuzz test-asan test-python
+
+NEWEST_PYTHON := $(lastword $(FOUND_PYTHONS))
 
 test-python: build
 	@status=0; for py in $(FOUND_PYTHONS); do \
 	  v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
-	  echo "=== pytest on python $$v ==="; \
+	  if [ "$$py" = "$(NEWEST_PYTHON)" ]; then \
+	    echo "=== pytest on python $$v (all tests) ==="; sel=(); \
+	  else \
+	    echo "=== pytest on python $$v (not the version_independent tests: those run on the newest python) ==="; \
+	    sel=(-m "not version_independent"); \
+	  fi; \
 	  CHKPT_TEST_VENVS=$(abspath $(VENV_DIR)) \
-	    $(VENV_DIR)/$$v/bin/python -m pytest -q -rs -n 2 --dist worksteal --durations=8 -p no:cacheprovider tests || status=1; \
+	    $(VENV_DIR)/$$v/bin/python -m pytest -q -rs -n 2 --dist worksteal --durations=30 -p no:cacheprovider "$${sel[@]}" tests || status=1; \
 	done; exit $$status
 
+# the C unit tests under valgrind, then under ASan+UBSan
 test-c: deps
-	$(MAKE) -C tests/c run
+	$(MAKE) -C tests/c run asan
 
 test-asan: build
 	./tests/asan.sh $(VENV_DIR)

@@ -7,7 +7,10 @@
 # unit tests cover leaks under valgrind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# usage: tests/asan.sh [VENV_DIR [PYTEST ARGS...]]  (pytest args: instead of
+# the selection below, e.g. one test being debugged)
 VENV_DIR=${1:-.venv}
+shift || true
 py=$(ls -d "$VENV_DIR"/3.1[0-9]/bin/python | sort -V | tail -1)
 out=build/asan
 rm -rf "$out" && mkdir -p "$out/chkpt"
@@ -24,18 +27,61 @@ export CHKPT_TEST_VENVS="$(cd "$VENV_DIR" && pwd)"
 export LD_PRELOAD="$libasan $libubsan"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-# The exact suite's sample: every mode, and the cases whose snapshots go
-# through the most of the engine (every_line pickling of the script's own
-# classes, signals and Ctrl-C during capture, threads, audit hooks, pandas).
+# Sanitizer reports go to one directory per test (conftest.py sets
+# log_path for each test's processes and fails the test when a report
+# appears there): a snapshot child's stderr goes to /dev/null, its report
+# must not be lost with it. (ASan's reports only: gcc's libubsan, loaded
+# beside libasan, ignores log_path; a UBSan report halts its process,
+# halt_on_error, and a child's then shows only as a lost snapshot.)
+export CHKPT_TEST_SANITIZER_LOGS="$PWD/$out/logs"
+mkdir -p "$CHKPT_TEST_SANITIZER_LOGS"
+# Every test file that runs the engine, and the exact suite's sample: for
+# each kind of script (targets, source, the script's classes,
+# multiprocessing, the script's own fork, the ways a run ends: crash,
+# Ctrl-C, exit, os._exit, the script's own tools: settrace, pdb, signal
+# handlers, audit hooks; numpy and pandas), the modes that take snapshots
+# (the forked child), a crash (crash.c) and a signal (signals.c).
 exact=tests/exact/test_exact.py::test_same_as_python
-"$py" -m pytest -q -rs -n 2 --dist worksteal --durations=8 -p no:cacheprovider \
-  tests/test_api.py tests/test_capture.py tests/test_load_anywhere.py tests/test_verbs.py \
-  tests/test_cli.py tests/test_hostile.py tests/test_store_robustness.py \
-  tests/test_tracked.py tests/test_promises.py tests/test_hypothesis.py \
-  tests/test_resume.py \
-  "$exact[pickle_copy-manual]" "$exact[pickle_copy-every_line]" \
-  "$exact[uncaught_chained-snapshot]" "$exact[keyboard_interrupt_signal-every_line]" \
-  "$exact[signal_handlers-every_line]" "$exact[thread_exception-every_line]" \
-  "$exact[snapshot_side_effects-default]" "$exact[audit_hook-snapshot]" \
-  "$exact[pandas_repr-every_line]" "$exact[cpu_bound-snapshot]" \
-  "$exact[settrace-every_line]" "$exact[module_in_package-every_line]"
+cases=(
+  dunders-manual dunders-snapshot dunders-every_line
+  module_in_package-every_line zip_application-every_line latin1_coding-every_line
+  pickle_copy-manual pickle_copy-every_line introspection-snapshot
+  mp_fork-every_line mp_spawn-snapshot
+  fork_fork-manual fork_fork-snapshot fork_fork-every_line fork_fork-default
+  fork_thread-every_line fork_callbacks-every_line fork_forkpty-every_line
+  fork_mp_process_W_error-every_line signal_blocked_stays_pending-every_line
+  uncaught_chained-manual uncaught_chained-snapshot uncaught_chained-every_line
+  uncaught_group-every_line recursion_uncaught-snapshot excepthook_custom-every_line
+  keyboard_interrupt_signal-manual keyboard_interrupt_signal-snapshot
+  keyboard_interrupt_signal-every_line keyboard_interrupt-every_line
+  exit_3-every_line os_exit-every_line atexit_handlers-every_line
+  thread_exception-every_line asyncio_run-every_line
+  settrace-every_line setprofile-every_line pdb_breakpoint-every_line
+  signal_handlers-manual signal_handlers-snapshot signal_handlers-every_line
+  audit_hook-snapshot audit_hook-default cpu_bound-snapshot recursion_limit-snapshot
+  snapshot_side_effects-every_line snapshot_side_effects-default
+  python_i_after_error-every_line python_X_dev-every_line
+  pandas_repr-every_line numpy_user_array_demo-snapshot
+)
+ids=()
+for c in "${cases[@]}"; do ids+=("$exact[$c]"); done
+files=(
+  tests/test_api.py tests/test_capture.py tests/test_load_anywhere.py tests/test_verbs.py
+  tests/test_cli.py tests/test_hostile.py tests/test_store_robustness.py
+  tests/test_tracked.py tests/test_promises.py tests/test_hypothesis.py
+  tests/test_resume.py tests/test_crash.py tests/test_signals.py
+  tests/test_forked_capture.py tests/test_fork.py tests/test_line_hook.py
+  tests/test_adaptive.py
+)
+# Deselected here, by name: the tests whose assertion is a speed (the
+# sanitized build is several times slower, and its processes far larger to
+# fork); the code they run is run here by their neighbours.
+slow=(
+  "tests/test_adaptive.py::test_children_stay_within_the_budget"      # CPU share of the children
+  "tests/test_forked_capture.py::test_snapshot_returns_at_once_and_the_last_one_is_durable_at_exit"  # < 0.5 s
+)
+deselect=()
+for t in "${slow[@]}"; do deselect+=(--deselect "$t"); done
+if [ $# -gt 0 ]; then files=("$@"); ids=(); deselect=(); fi
+"$py" -m pytest -q -rs -n 2 --dist worksteal --durations=15 -p no:cacheprovider \
+  "${deselect[@]}" "${files[@]}" "${ids[@]}"

@@ -327,10 +327,25 @@ def test_verbs_get_their_arguments(store):
 # ---- stderr discipline ----
 
 
-def test_every_chkpt_stderr_line_is_prefixed(job):
-    r = run_chkpt(["-vv", "-o", "out", "job.py"], job)
-    assert r.returncode == 0
-    assert all(l.startswith("chkpt:") for l in r.stderr.splitlines())
+def test_every_chkpt_stderr_line_is_prefixed(tmp_path):
+    """-vv on a run that snapshots: the start, each snapshot written and the
+    count at exit are all said, every line of it starting with chkpt:."""
+    (tmp_path / "job.py").write_text(textwrap.dedent("""\
+        import time
+        data = list(range(1000))
+        for i in range(5):
+            data[0] = i
+            time.sleep(0.01)
+        print("done")
+    """))
+    r = run_chkpt(["-vv", "-f", "0", "-z", "0", "-o", "out", "job.py"], tmp_path)
+    assert (r.returncode, r.stdout) == (0, "done\n"), r.stderr
+    written = sorted((tmp_path / "out" / "snapshots").glob("*.ckpt"))
+    assert written, "the run took no snapshot"
+    lines = r.stderr.splitlines()
+    assert all(l.startswith("chkpt:") for l in lines), r.stderr
+    said = [l.rsplit(" -> ", 1)[1] for l in lines if " snapshot " in l and " -> " in l]
+    assert sorted(said) == [str(p) for p in written], r.stderr
 
 
 def test_unwritable_output_dir_warns_once_and_runs(job):

@@ -4,6 +4,7 @@ script goes on; the script's own handlers win; a deadline bounds the
 snapshot; a second signal or a SIGKILL during it corrupts nothing. Signals
 are sent to real subprocesses."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -140,17 +141,42 @@ def test_sigint_traceback_same_as_python(tmp_path):
     assert snapshots(store, tmp_path)[0].startswith("signal SIGINT 5 ")
 
 
+def published(store, n, timeout=60):
+    """Waits until STORE holds N published snapshots (a manifest appears
+    only once its snapshot is whole); fails after TIMEOUT seconds."""
+    end = time.monotonic() + timeout
+    while True:
+        got = sorted((store / "snapshots").glob("*.ckpt")) \
+            if (store / "snapshots").is_dir() else []
+        if len(got) >= n:
+            return got
+        assert time.monotonic() < end, f"{len(got)} snapshot(s), not {n}"
+        time.sleep(0.02)
+
+
 def test_sigusr1_snapshot_and_script_goes_on(tmp_path):
-    script = WORK.format(setup="", in_loop="if step == 20: break")
-    p, store = start(tmp_path, script, opts=("-z", "0"))
+    # each SIGUSR1 is sent once the one before has its snapshot: none may
+    # be lost, and the script goes on after both (-f -1: no automatic
+    # snapshot among them)
+    script = WORK.format(setup="", in_loop="if os.path.exists('stop'): break")
+    p, store = start(tmp_path, script, opts=("-z", "0", "-f", "-1"))
     p.send_signal(signal.SIGUSR1)
-    time.sleep(0.1)
+    published(store, 1)
     p.send_signal(signal.SIGUSR1)
+    published(store, 2)
+    (tmp_path / "work" / "stop").touch()
     rc, out, err = finish(p)
-    assert (rc, out, err) == (0, "finished 20\n", "")
+    assert (rc, err) == (0, "")
+    assert re.fullmatch(r"finished \d+\n", out), out
     snaps = snapshots(store, tmp_path)
-    assert 1 <= len(snaps) <= 2
-    assert all(s.startswith("signal SIGUSR1 ") for s in snaps)
+    assert len(snaps) == 2, snaps
+    steps = []
+    for s in snaps:
+        kind, name, step, first_last = s.split(" ", 3)
+        assert (kind, name) == ("signal", "SIGUSR1")
+        assert first_last == f"({step}.0, {step}.0)"   # arr and step agree
+        steps.append(int(step))
+    assert 3 <= steps[0] <= steps[1] <= int(out.split()[1]), (steps, out)
 
 
 def test_handler_installed_by_the_script_wins(tmp_path):

@@ -408,17 +408,52 @@ def tree(work):
                   if "__pycache__" not in p.parts)
 
 
+WORK_PLACEHOLDER = "\x00work\x00"
+
+
+def plain_run(case, tmp_path):
+    """The case under plain python (its CompletedProcess-like result and
+    the tree it left), run in tmp_path/work. Run once per case and python
+    in a session: the result is kept (in the session's temporary directory,
+    shared by the workers) with the work directory's path written as a
+    placeholder, and given back with this test's own work path, which is
+    where its chkpt run runs too."""
+    import json
+    import types
+    cache = tmp_path.parent.parent / "exact-plain" if \
+        tmp_path.parent.name.startswith("popen-") else tmp_path.parent / "exact-plain"
+    cache.mkdir(exist_ok=True)
+    key = cache / f"{case.name}.json"
+    work = tmp_path / "work"
+    if key.exists():
+        saved = json.loads(key.read_text())
+    else:
+        work = fresh_workdir(tmp_path)
+        proc = run_python([*case.python_opts, *expand(case.argv, work)],
+                          work / case.cwd, input=case.stdin, env=case.env,
+                          timeout=case.timeout)
+        saved = {"stdout": proc.stdout.replace(str(work), WORK_PLACEHOLDER),
+                 "stderr": proc.stderr.replace(str(work), WORK_PLACEHOLDER),
+                 "returncode": proc.returncode, "tree": tree(work)}
+        tmp = key.with_name(f"{key.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(saved))
+        os.replace(tmp, key)
+    plain = types.SimpleNamespace(
+        stdout=saved["stdout"].replace(WORK_PLACEHOLDER, str(work)),
+        stderr=saved["stderr"].replace(WORK_PLACEHOLDER, str(work)),
+        returncode=saved["returncode"])
+    return plain, saved["tree"]
+
+
 def run_both(case, mode, tmp_path):
-    """Runs the case under python, then under chkpt in MODE, each in a fresh
-    work directory; returns both results, the work directory, the store and
+    """Runs the case under python (once per session: plain_run), then under
+    chkpt in MODE, each in a fresh work directory at the same path; returns
+    both results, the work directory, the store and
     what each run left in its work directory.  The default mode writes to
     ./checkpoints, where the script runs, as a user's run does."""
+    plain, plain_tree = plain_run(case, tmp_path)
     work = fresh_workdir(tmp_path)
     cwd = work / case.cwd
-    plain = run_python([*case.python_opts, *expand(case.argv, work)], cwd,
-                       input=case.stdin, env=case.env, timeout=case.timeout)
-    plain_tree = tree(work)
-    work = fresh_workdir(tmp_path)
     if mode == "default":
         store, opts = cwd / "checkpoints", []
     else:
@@ -457,12 +492,74 @@ def loaded_snapshots(store):
     assert len(infos) == len(manifests), (infos, manifests)
     for info in infos:
         data = chkpt.load(info)
-        if info.kind in ("crash", "signal"):
-            # the traceback's frames: load gives the failing frame's view
-            assert set(data) <= set(info.variables), info
+        meta = info.meta
+        if "traceback" in meta:
+            # a crash (or uncaught KeyboardInterrupt): load gives the failing
+            # frame's locals over its module's globals, exactly those
+            module = meta["traceback"][meta["frame"]]["module"]
+            want = [v for v in meta["variables"]
+                    if v.get("frame") == meta["frame"]
+                    or v.get("globals") == module]
+            assert meta["traceback"][meta["frame"]].get("saved"), info
         else:
-            assert sorted(data) == sorted(info.variables), info
+            want = meta["variables"]
+        assert sorted(data) == sorted({v["name"] for v in want}), info
+        by_name = {}
+        for v in want:
+            by_name.setdefault(v["name"], []).append(v)
+        for name, vs in by_name.items():
+            # (a local and a global of one name: the local is loaded)
+            if all(v.get("standin") is None for v in vs):
+                assert_same_value(vs, data[name], info)
     return len(infos)
+
+
+ADDR_IN_REPR = re.compile(r"0x[0-9a-fA-F]+")
+# a script's module loaded in this process (chkpt.load) is named after the
+# snapshot: `<__main__.C object at ..>` reads `<_chkpt_snap_HASH___main__.C ..>`
+SNAPSHOT_MODULE = re.compile(r"_chkpt_snap_[0-9a-f]+_")
+
+
+def short_repr(value, meta_repr):
+    """What chkpt records as a variable's `repr` (src/take/capture.c,
+    short_repr), computed here on the loaded value: arrays and frames as
+    <Type shape=.. dtype=..>, anything else through reprlib's limits, on
+    one line, at most 160 characters."""
+    import reprlib
+    shape = getattr(value, "shape", None)
+    if isinstance(shape, tuple) and meta_repr.startswith("<") and " shape=" in meta_repr:
+        name = type(value).__name__
+        dtype = getattr(value, "dtype", None)
+        r = (f"<{name} shape={shape!r}>" if dtype is None
+             else f"<{name} shape={shape!r} dtype={dtype}>")
+    else:
+        rp = reprlib.Repr()
+        for attr, n in (("maxlevel", 3), ("maxtuple", 6), ("maxlist", 6),
+                        ("maxarray", 6), ("maxdict", 4), ("maxset", 6),
+                        ("maxfrozenset", 6), ("maxdeque", 6),
+                        ("maxstring", 60), ("maxlong", 40), ("maxother", 100)):
+            setattr(rp, attr, n)
+        try:
+            r = rp.repr(value)
+        except Exception:
+            r = f"<{type(value).__name__} object>"
+    r = " ".join(r.split())
+    return r if len(r) <= 160 else r[:157] + "..."
+
+
+def assert_same_value(vs, value, info):
+    """The loaded value is the one the script held when the snapshot was
+    taken: its repr is the one chkpt recorded from the script's own object
+    at that moment (object addresses and the name of the module the
+    script's classes load into aside; sets, whose order depends on the
+    hash seed, compared as sorted characters)."""
+    def canon(r):
+        r = SNAPSHOT_MODULE.sub("", ADDR_IN_REPR.sub("0x?", r))
+        return sorted(r) if isinstance(value, (set, frozenset)) else r
+    got = [canon(short_repr(value, v["repr"])) for v in vs]
+    want = [canon(v["repr"]) for v in vs]
+    assert any(g == w for g, w in zip(got, want)), \
+        (info, vs[0]["name"], vs[0]["type"], got, want)
 
 
 def assert_snapshots(case, mode, store, plain_tree, under_tree, work):
