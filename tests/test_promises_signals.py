@@ -263,6 +263,26 @@ signal.signal(signal.SIGUSR1, mine)
 '''
 
 
+def test_sigusr1_twice_two_snapshots_and_the_script_goes_on(tmp_path):
+    # -f -1: the only snapshots are the signals'
+    p, store, ctl = start(tmp_path, USR1.format(setup=""), opts=("-z", "0", "-f", "-1"))
+    wait_file(p, ctl / "ready")
+    for n in (1, 2):
+        p.send_signal(signal.SIGUSR1)
+        # the next one only once this one is published
+        wait_until(lambda: len(published(store)) >= n or p.poll() is not None,
+                   f"snapshot {n}", timeout=30)
+    (ctl / "stop").touch()
+    rc, out, err = finish(p)
+    assert (rc, err) == (0, ""), err
+    assert out == "disposition SIG_DFL\nwent on True\n"
+    lines = listed(store, tmp_path, 'print("COUNT", d["count"])').splitlines()
+    snaps = [l.split()[1:4] for l in lines if l.startswith("SNAP")]
+    assert snaps == [["signal", "SIGUSR1", "CTL,count,d,data"]] * 2
+    counts = [int(l.split()[1]) for l in lines if l.startswith("COUNT")]
+    assert counts[0] <= counts[1]
+
+
 def run_non_default(tmp_path, setup, preexec=default_signals):
     p, store, ctl = start(tmp_path, USR1.format(setup=setup),
                           opts=("-z", "0", "-f", "-1"), preexec=preexec)
