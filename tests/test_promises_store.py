@@ -261,6 +261,25 @@ for s in [{str(store)!r}, {str(newest)!r}]:
     assert tree(store) == before
 
 
+def test_listing_verbs_refuse_an_untrusted_store(untrusted, tmp_path):
+    store, reason, before = untrusted
+    away = tmp_path / "away"
+    away.mkdir()
+    # ls, show and verify read no pickle, but what they print comes from
+    # files another user controls; gc deletes in it
+    not_refused = {}
+    for args in (["ls", store], ["show", store], ["verify", store],
+                 ["gc", store, "--keep", "0"]):
+        r = run_chkpt(args, away)
+        try:
+            assert_refused(r, reason)
+        except AssertionError:
+            not_refused[args[0]] = (r.returncode, r.stdout.splitlines()[-1:],
+                                    r.stderr)
+    assert not_refused == {}
+    assert tree(store) == before            # gc removed nothing
+
+
 # ---------------------------------------------------------------------------
 # pip install .
 
