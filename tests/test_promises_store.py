@@ -194,6 +194,14 @@ def fail(v):
 fail(label)
 '''
 
+WRITER_SCRIPT = '''\
+from chkpt import Checkpoint
+ck = Checkpoint.get_global_singleton()
+data = list(range(2000))
+print("snapshot", ck.snapshot("second"), flush=True)
+print("went on", flush=True)
+'''
+
 # (how the store is made untrusted, what the refusal says)
 UNTRUSTED = {
     "owned-by-another-user": "is owned by uid 65534",
@@ -278,6 +286,18 @@ def test_listing_verbs_refuse_an_untrusted_store(untrusted, tmp_path):
                                     r.stderr)
     assert not_refused == {}
     assert tree(store) == before            # gc removed nothing
+
+
+def test_a_run_does_not_write_into_an_untrusted_store(untrusted, tmp_path):
+    store, reason, before = untrusted
+    work = tmp_path / "work"
+    write(work / "again.py", WRITER_SCRIPT)
+    r = run_chkpt(["-f", "-1", "-z", "0", "-o", store, "again.py"], work)
+    assert (r.returncode, r.stdout) == (0, "snapshot None\nwent on\n"), r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chkpt: "), r.stderr
+    assert str(store) in lines[0] and reason in lines[0]
+    assert tree(store) == before
 
 
 # ---------------------------------------------------------------------------
