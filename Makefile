@@ -15,13 +15,13 @@ ifeq ($(strip $(FOUND_PYTHONS)),)
 FOUND_PYTHONS := $(shell command -v python3)
 endif
 VENV_DIR ?= .venv
-PIP_PACKAGES := setuptools wheel numpy pandas pytest pytest-xdist pytest-timeout hypothesis cloudpickle
+PIP_PACKAGES := setuptools wheel numpy pandas pytest pytest-xdist pytest-timeout hypothesis cloudpickle ipython
 # CI builds with warnings as errors.
 export CHKPT_WERROR ?= 1
 
 venv_of = $(VENV_DIR)/$(shell $(1) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
-.PHONY: all build deps venvs test test-python test-c test-asan test-fuzz demo bench bench-sklearn clean
+.PHONY: all build deps venvs test test-python test-c test-asan test-fuzz check-layers demo bench bench-sklearn clean
 
 all: build
 
@@ -65,7 +65,7 @@ venvs: deps
 # The test files of version-independent C (tests/conftest.py's
 # VERSION_INDEPENDENT, marked version_independent) run on the newest python
 # only: the others deselect them by name (-m), and say so.
-test: build test-c test-fuzz test-asan test-python
+test: build check-layers test-c test-fuzz test-asan test-python
 
 NEWEST_PYTHON := $(lastword $(FOUND_PYTHONS))
 
@@ -81,6 +81,10 @@ test-python: build
 	  CHKPT_TEST_VENVS=$(abspath $(VENV_DIR)) \
 	    $(VENV_DIR)/$$v/bin/python -m pytest -q -rs -n 2 --dist worksteal --durations=30 -p no:cacheprovider "$${sel[@]}" tests || status=1; \
 	done; exit $$status
+
+# the calls between src/'s files go the way src/chkpt.h's map says
+check-layers: build
+	$(VENV_DIR)/$$($(NEWEST_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')/bin/python tools/check_layers.py
 
 # the C unit tests under valgrind, then under ASan+UBSan
 test-c: deps
