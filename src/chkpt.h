@@ -11,7 +11,8 @@
  *     store.c        the on-disk store (store.h)
  *     pickle_refs.c  the globals a pickle names, from its opcodes
  *                    (pickle_refs.h)
- *   [1] common/  helpers both halves use (helpers.h, pickler.h, this file)
+ *   [1] common/  helpers both halves use (helpers.h, pickler.h, timer.h,
+ *            this file)
  *     helpers.c      warnings, warn-once, exceptions, the clock,
  *                    dict/file/path helpers, shared constants
  *     snapinfo.c     the SnapshotInfo type (a read-only value); reading a
@@ -20,6 +21,11 @@
  *                    each snapshot, appended again when loading
  *     pickler.c      the pickler's plumbing: protocol 5, out-of-band
  *                    buffers, the bounded sink, the copyreg patch
+ *     timer.c        the one timer facility (timer.h): a timer thread
+ *                    acting at the times its owner gives (the hooks'
+ *                    tick and a capture's time limit, the signal
+ *                    watchdog), a kernel timer sending a signal (a
+ *                    snapshot child's limits, SIGTERM's arrival deadline)
  *   [2] take/    taking snapshots, bottom to top (capture.h, cost.h, child.h)
  *     select.c       which variables a snapshot holds; which code is the
  *                    script's
@@ -47,7 +53,7 @@
  *     crash.c        the snapshot of an uncaught exception: every frame of
  *                    the script in its traceback
  *     hooks.c        when an automatic snapshot is due (sys.monitoring on
- *                    3.12+, the C trace function on 3.11); the timer
+ *                    3.12+, the C trace function on 3.11), on its timer
  *                    thread, which also keeps a capture's time limit
  *     checkpoint.c   the Checkpoint type: the engine as the script sees it
  *     statements.c   the script as top-level statements: AST fingerprints,

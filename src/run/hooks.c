@@ -41,27 +41,19 @@
 #include "chkpt.h"
 #include "cost.h"
 #include "child.h"
+#include "timer.h"
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #define USE_MONITORING (PY_VERSION_HEX >= 0x030C0000)
 
 typedef struct {
     CheckpointObject *ck;          /* strong ref while installed */
-    pthread_t thread;
-    int thread_started;            /* main thread: a timer thread runs */
-    pid_t timer_tid;               /* its kernel id (set by it, read after join) */
-    pthread_mutex_t mutex;
-    pthread_cond_t cond;
-    int stop;                      /* under mutex */
+    chkpt_timer timer;             /* the timer thread; its lock guards
+                                      the fields "under mutex" */
     int restart;                   /* under mutex: a snapshot just ended */
     long long period_ms;           /* under mutex: 0 = no timer,
                                       CHKPT_FREQUENCY_AUTO: due_at */
@@ -590,7 +582,7 @@ in_forked_child(hooks_state *h)
         return 0;
     }
     if (atomic_load(&h->active)) {
-        h->thread_started = 0;
+        h->timer.started = 0;
         h->main_thread = PyThread_get_thread_ident();
         disarm(h);
         atomic_store(&h->active, 0);
@@ -601,15 +593,15 @@ in_forked_child(hooks_state *h)
 
 /* ---- the timer thread ---- */
 
-/* -f auto: the timer wakes at due_at (the start over of timer_main). */
+/* -f auto: the timer wakes at due_at (the start over of timer_next). */
 static void
 set_due(hooks_state *h, double due)
 {
-    pthread_mutex_lock(&h->mutex);
+    chkpt_timer_lock(&h->timer);
     h->due_at = due;
     h->restart = 1;
-    pthread_cond_signal(&h->cond);
-    pthread_mutex_unlock(&h->mutex);
+    chkpt_timer_wake(&h->timer);
+    chkpt_timer_unlock(&h->timer);
 }
 
 /* Under -f auto, does the next snapshot fit the budget now? If not, the
@@ -759,15 +751,15 @@ pending_interrupt(void *arg)
  * breaker (it is computed for the calling thread); holding the GIL while
  * adding it makes the main thread recompute it when it takes the GIL back,
  * so the request is seen within the switch interval. Called with the
- * mutex held; releases it meanwhile. */
+ * timer's lock held; releases it meanwhile. */
 static void
 post_request(hooks_state *h, int (*func)(void *))
 {
-    pthread_mutex_unlock(&h->mutex);
+    chkpt_timer_unlock(&h->timer);
     PyGILState_STATE g = PyGILState_Ensure();
     queue_request(h, func);
     PyGILState_Release(g);
-    pthread_mutex_lock(&h->mutex);
+    chkpt_timer_lock(&h->timer);
 }
 
 /* The period counts from the end of the last automatic snapshot: a
@@ -784,129 +776,52 @@ restart_period(hooks_state *h)
         set_due(h, chkpt_writer_next_auto(h->ck, h->run_start));
         return;
     }
-    pthread_mutex_lock(&h->mutex);
+    chkpt_timer_lock(&h->timer);
     h->restart = 1;
-    pthread_cond_signal(&h->cond);
-    pthread_mutex_unlock(&h->mutex);
+    chkpt_timer_wake(&h->timer);
+    chkpt_timer_unlock(&h->timer);
 }
 
-static void *
-timer_main(void *arg)
+/* The timer thread (chkpt_timer): when it acts next, the earlier of the
+ * tick (the period, or -f auto's due time) and a capture's time limit. */
+static double
+timer_next(void *arg, double now)
 {
     hooks_state *h = (hooks_state *)arg;
-    pthread_mutex_lock(&h->mutex);
-    h->timer_tid = (pid_t)syscall(SYS_gettid);
-    while (!h->stop) {
-        double now = chkpt_monotonic();
-        if (h->period_ms != h->tick_period || h->restart) {  /* start over */
-            h->tick_period = h->period_ms;
-            h->restart = 0;
-            h->next_tick = h->tick_period > 0
-                           ? now + (double)h->tick_period / 1000.0
-                           : h->tick_period == CHKPT_FREQUENCY_AUTO
-                           ? h->due_at : 0;
-        }
-        double wake = h->next_tick;
-        if (h->budget_deadline > 0 && (wake == 0 || h->budget_deadline < wake)) {
-            wake = h->budget_deadline;
-        }
-        if (wake == 0) {
-            pthread_cond_wait(&h->cond, &h->mutex);
-            continue;
-        }
-        if (now < wake) {
-            double wait_s = wake - now;
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += (time_t)wait_s;
-            ts.tv_nsec += (long)((wait_s - (double)(time_t)wait_s) * 1e9);
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec += 1;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&h->cond, &h->mutex, &ts);
-            continue;                           /* re-evaluate everything */
-        }
-        if (h->budget_deadline > 0 && now >= h->budget_deadline) {
-            h->budget_deadline = 0;
-            atomic_store(&h->fired_gen, atomic_load(&h->budget_gen));
-            post_request(h, pending_interrupt);
-        }
-        if (h->next_tick > 0 && now >= h->next_tick) {
-            /* -f auto: the request sets the next time; this one is in case
-             * it never runs (a queue full) */
-            h->next_tick = now + (h->tick_period > 0
-                                  ? (double)h->tick_period / 1000.0
-                                  : CHKPT_AUTO_MIN_INTERVAL);
-            post_request(h, pending_arm);
-        }
+    if (h->period_ms != h->tick_period || h->restart) {     /* start over */
+        h->tick_period = h->period_ms;
+        h->restart = 0;
+        h->next_tick = h->tick_period > 0
+                       ? now + (double)h->tick_period / 1000.0
+                       : h->tick_period == CHKPT_FREQUENCY_AUTO
+                       ? h->due_at : 0;
     }
-    pthread_mutex_unlock(&h->mutex);
-    return NULL;
+    double wake = h->next_tick;
+    if (h->budget_deadline > 0 && (wake == 0 || h->budget_deadline < wake)) {
+        wake = h->budget_deadline;
+    }
+    return wake;
 }
 
-/* Starts the timer thread with every signal blocked, so that a signal sent
- * to the process goes to a thread of the script as under python (its
- * sigwait(), its handler, the default action), never to ours. Main thread. */
-static int
-start_timer(hooks_state *h)
-{
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    h->stop = 0;                    /* no timer thread runs: no lock needed */
-    int rc = pthread_create(&h->thread, NULL, timer_main, h);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0) {
-        return -1;
-    }
-    h->thread_started = 1;
-    return 0;
-}
-
-/* pthread_join returns as soon as the thread's stack is free; the kernel
- * still counts the thread (in /proc/self/stat, which os.fork() reads) for a
- * few microseconds more, until it is reaped. Waits for that, 100 ms at
- * most; without /proc there is nothing to wait for. GIL released. */
+/* What is due: the capture's time limit passed (its Python code is
+ * interrupted), a tick (the hook is armed). */
 static void
-wait_thread_reaped(pid_t tid)
+timer_fire(void *arg, double now)
 {
-    if (tid <= 0) {
-        return;
+    hooks_state *h = (hooks_state *)arg;
+    if (h->budget_deadline > 0 && now >= h->budget_deadline) {
+        h->budget_deadline = 0;
+        atomic_store(&h->fired_gen, atomic_load(&h->budget_gen));
+        post_request(h, pending_interrupt);
     }
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/self/task/%ld", (long)tid);
-    struct stat st;
-    struct timespec pause = {0, 10000};
-    double give_up = chkpt_monotonic() + 0.1;
-    while (stat(path, &st) == 0 && chkpt_monotonic() < give_up) {
-        nanosleep(&pause, NULL);
-        if (pause.tv_nsec < 1000000L) {
-            pause.tv_nsec *= 2;
-        }
+    if (h->next_tick > 0 && now >= h->next_tick) {
+        /* -f auto: the request sets the next time; this one is in case
+         * it never runs (a queue full) */
+        h->next_tick = now + (h->tick_period > 0
+                              ? (double)h->tick_period / 1000.0
+                              : CHKPT_AUTO_MIN_INTERVAL);
+        post_request(h, pending_arm);
     }
-}
-
-/* Ends the timer thread; bounded: the thread waits on nothing but the
- * mutex, the condition and, to post a request, the GIL, which is released
- * meanwhile. GIL held, mutex not held. */
-static void
-stop_timer(hooks_state *h, int until_reaped)
-{
-    if (!h->thread_started) {
-        return;
-    }
-    pthread_mutex_lock(&h->mutex);
-    h->stop = 1;
-    pthread_cond_signal(&h->cond);
-    pthread_mutex_unlock(&h->mutex);
-    Py_BEGIN_ALLOW_THREADS
-    pthread_join(h->thread, NULL);
-    if (until_reaped) {
-        wait_thread_reaped(h->timer_tid);
-    }
-    Py_END_ALLOW_THREADS
-    h->thread_started = 0;
 }
 
 /* ---- the script's own fork ----
@@ -938,18 +853,18 @@ around_fork(PyMethodDef *posix_def, PyObject *self, PyObject *unused)
     CheckpointObject *ck = running_checkpoint();
     hooks_state *h = ck ? (hooks_state *)ck->hooks : NULL;
     int paused = 0;
-    if (h != NULL && h->thread_started && atomic_load(&h->active)
+    if (h != NULL && h->timer.started && atomic_load(&h->active)
         && !in_forked_child(h)
         && PyThread_get_thread_ident() == h->main_thread) {
         /* from another thread python warns anyway: two threads */
-        stop_timer(h, 1);
+        chkpt_timer_stop(&h->timer, 1);
         paused = 1;
     }
     PyObject *r = posix_def->ml_meth(self, unused);
     /* (the run cannot end while its main thread is in here) */
     if (paused && ck->hooks == h && atomic_load(&h->active)
         && !in_forked_child(h)) {
-        if (start_timer(h) < 0) {
+        if (chkpt_timer_start(&h->timer) < 0) {
             chkpt_saved_error saved;
             chkpt_error_save(&saved);
             chkpt_warn("cannot restart the timer thread after a fork; "
@@ -1029,18 +944,16 @@ capture_time_limit(void *arg, double seconds)
     if (h == NULL || in_forked_child(h)) {
         return;
     }
+    chkpt_timer_lock(&h->timer);
+    atomic_fetch_add(&h->budget_gen, 1);       /* a fired request is void */
     if (seconds <= 0) {
-        pthread_mutex_lock(&h->mutex);
-        atomic_fetch_add(&h->budget_gen, 1);   /* a fired request is void */
         h->budget_deadline = 0;
-        pthread_mutex_unlock(&h->mutex);
-        return;
     }
-    pthread_mutex_lock(&h->mutex);
-    atomic_fetch_add(&h->budget_gen, 1);
-    h->budget_deadline = chkpt_monotonic() + seconds;
-    pthread_cond_signal(&h->cond);
-    pthread_mutex_unlock(&h->mutex);
+    else {
+        h->budget_deadline = chkpt_monotonic() + seconds;
+        chkpt_timer_wake(&h->timer);
+    }
+    chkpt_timer_unlock(&h->timer);
 }
 
 /* The timer period for the current frequency: 0 means no timer. */
@@ -1058,12 +971,12 @@ chkpt_hooks_reconfigure(CheckpointObject *ck)
     if (h == NULL || in_forked_child(h)) {
         return 0;       /* not running yet: the value is used at install */
     }
-    pthread_mutex_lock(&h->mutex);
+    chkpt_timer_lock(&h->timer);
     h->period_ms = timer_period(ck);
     /* a change to auto: the pending call then asks the budget */
     h->due_at = chkpt_monotonic() + CHKPT_AUTO_MIN_INTERVAL;
-    pthread_cond_signal(&h->cond);
-    pthread_mutex_unlock(&h->mutex);
+    chkpt_timer_wake(&h->timer);
+    chkpt_timer_unlock(&h->timer);
     if (ck->frequency_ms == 0) {
         arm(h);
     }
@@ -1092,8 +1005,7 @@ chkpt_hooks_install(CheckpointObject *ck)
     atomic_init(&h->budget_gen, 0);
     atomic_init(&h->fired_gen, 0);
     atomic_init(&h->active, 1);
-    pthread_mutex_init(&h->mutex, NULL);
-    pthread_cond_init(&h->cond, NULL);
+    chkpt_timer_init(&h->timer, timer_next, timer_fire, h);
     h->period_ms = timer_period(ck);
     h->tick_period = -1;
     h->run_start = chkpt_monotonic();
@@ -1111,7 +1023,7 @@ chkpt_hooks_install(CheckpointObject *ck)
 #endif
     add_audit_hook();
     wrap_fork();
-    if (start_timer(h) < 0) {
+    if (chkpt_timer_start(&h->timer) < 0) {
         chkpt_warn("cannot start the timer thread; automatic snapshots "
                    "are off");
     }
@@ -1133,7 +1045,7 @@ chkpt_hooks_uninstall(CheckpointObject *ck)
     int child = in_forked_child(h);
     chkpt_snapshot_set_time_limit(ck, NULL, NULL);
     atomic_store(&h->active, 0);
-    stop_timer(h, 0);
+    chkpt_timer_stop(&h->timer, 0);
     disarm(h);
 #if USE_MONITORING
     monitoring_uninstall(h);
@@ -1155,8 +1067,7 @@ chkpt_hooks_uninstall(CheckpointObject *ck)
         }
     }
     if (!child) {
-        pthread_mutex_destroy(&h->mutex);
-        pthread_cond_destroy(&h->cond);
+        chkpt_timer_destroy(&h->timer);
     }
     ck->hooks = NULL;
     Py_DECREF(h->ck);

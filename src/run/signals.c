@@ -28,6 +28,7 @@
  */
 #include "chkpt.h"
 #include "child.h"
+#include "timer.h"
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -42,14 +43,11 @@ typedef struct {
     int installed_term, installed_usr1;
     int busy;                       /* a signal snapshot in flight */
     int term_pending;               /* SIGTERM arrived during it */
-    /* the deadline watchdog */
-    pthread_mutex_t mutex;
-    pthread_cond_t cond;
-    pthread_t thread;
-    int thread_running;
-    int done;                       /* the snapshot finished: stand down */
-    int signum;
-    long long deadline_ms;
+    /* the deadline watchdog (a timer thread of its own: it must act while
+     * the main thread holds the GIL, stuck) */
+    chkpt_timer watchdog;
+    int signum;                     /* under its lock */
+    double until;                   /* under its lock: monotonic */
     pid_t pid;                      /* the process that installed them */
 } signals_state;
 
@@ -106,8 +104,7 @@ give_up_and_die(int signum)
 static struct sigaction python_action[NSIG];  /* python's C handler */
 static volatile sig_atomic_t layered[NSIG];   /* ours is under python's */
 static pid_t layer_pid;                       /* the script's process */
-static timer_t deadline_timer;                /* SIGTERM's arrival deadline */
-static int deadline_timer_ok;
+static chkpt_ktimer deadline_timer;           /* SIGTERM's arrival deadline */
 static long long layer_deadline_ms;
 
 static void
@@ -121,17 +118,10 @@ layer_handler(int signum, siginfo_t *info, void *uctx)
         /* the deadline armed when the SIGTERM arrived has passed */
         give_up_and_die(signum);
     }
-    if (signum == SIGTERM && deadline_timer_ok) {
-        struct itimerspec its;
-        memset(&its, 0, sizeof(its));
-        its.it_value.tv_sec = layer_deadline_ms / 1000;
-        its.it_value.tv_nsec = (layer_deadline_ms % 1000) * 1000000L;
-        struct itimerspec old;
-        /* armed once: a second SIGTERM does not push the deadline back */
-        if (timer_gettime(deadline_timer, &old) == 0
-            && old.it_value.tv_sec == 0 && old.it_value.tv_nsec == 0) {
-            timer_settime(deadline_timer, 0, &its, NULL);
-        }
+    /* armed once: a second SIGTERM does not push the deadline back */
+    if (signum == SIGTERM && deadline_timer.ok
+        && !chkpt_ktimer_armed(&deadline_timer)) {
+        chkpt_ktimer_arm(&deadline_timer, (double)layer_deadline_ms / 1000.0);
     }
     struct sigaction *py = &python_action[signum];
     if (py->sa_flags & SA_SIGINFO) {
@@ -153,13 +143,8 @@ layer_install(int signum, long long deadline_ms)
     }
     layer_pid = getpid();
     layer_deadline_ms = deadline_ms;
-    if (signum == SIGTERM && !deadline_timer_ok) {
-        struct sigevent sev;
-        memset(&sev, 0, sizeof(sev));
-        sev.sigev_notify = SIGEV_SIGNAL;
-        sev.sigev_signo = SIGTERM;
-        deadline_timer_ok = timer_create(CLOCK_MONOTONIC, &sev,
-                                         &deadline_timer) == 0;
+    if (signum == SIGTERM && !deadline_timer.ok) {
+        (void)chkpt_ktimer_create(&deadline_timer, SIGTERM);
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -186,70 +171,44 @@ layer_uninstall(int signum)
         && now.sa_sigaction == layer_handler) {
         sigaction(signum, &python_action[signum], NULL);
     }
-    if (signum == SIGTERM && deadline_timer_ok) {
-        struct itimerspec off;
-        memset(&off, 0, sizeof(off));
-        timer_settime(deadline_timer, 0, &off, NULL);
+    if (signum == SIGTERM) {
+        chkpt_ktimer_arm(&deadline_timer, 0);
     }
     layered[signum] = 0;
 }
 
-static void *
-watchdog_main(void *arg)
+/* The watchdog (chkpt_timer): past the deadline, the process ends as the
+ * signal would have ended it. */
+static double
+watchdog_next(void *arg, double now)
 {
-    signals_state *s = (signals_state *)arg;
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += s->deadline_ms / 1000;
-    until.tv_nsec += (s->deadline_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&s->mutex);
-    int rc = 0;
-    while (!s->done && rc != ETIMEDOUT) {
-        rc = pthread_cond_timedwait(&s->cond, &s->mutex, &until);
-    }
-    int give_up = !s->done;
-    pthread_mutex_unlock(&s->mutex);
-    if (give_up) {
-        give_up_and_die(s->signum);
-    }
-    return NULL;
+    return ((signals_state *)arg)->until;
 }
 
+static void
+watchdog_fire(void *arg, double now)
+{
+    give_up_and_die(((signals_state *)arg)->signum);
+}
+
+/* The watchdog's thread blocks every signal (chkpt_timer): python's
+ * handlers must keep running on the main thread, woken by the signals
+ * sent to the process. */
 static void
 watchdog_start(signals_state *s, int signum, long long ms)
 {
-    pthread_mutex_lock(&s->mutex);
-    s->done = 0;
+    chkpt_timer_lock(&s->watchdog);
     s->signum = signum;
-    s->deadline_ms = ms;
-    pthread_mutex_unlock(&s->mutex);
-    /* the watchdog blocks every signal: python's handlers must keep
-     * running on the main thread, woken by the signals sent to the process */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    s->thread_running = pthread_create(&s->thread, NULL, watchdog_main, s) == 0;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    s->until = chkpt_monotonic() + (double)ms / 1000.0;
+    chkpt_timer_unlock(&s->watchdog);
+    (void)chkpt_timer_start(&s->watchdog);
 }
 
+/* The snapshot finished: the watchdog stands down. */
 static void
 watchdog_stop(signals_state *s)
 {
-    if (!s->thread_running) {
-        return;
-    }
-    pthread_mutex_lock(&s->mutex);
-    s->done = 1;
-    pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->mutex);
-    Py_BEGIN_ALLOW_THREADS
-    pthread_join(s->thread, NULL);
-    Py_END_ALLOW_THREADS
-    s->thread_running = 0;
+    chkpt_timer_stop(&s->watchdog, 0);
 }
 
 /* ---- the handler object ---- */
@@ -360,8 +319,7 @@ chkpt_signals_install(CheckpointObject *ck)
         if (s == NULL) {
             return;
         }
-        pthread_mutex_init(&s->mutex, NULL);
-        pthread_cond_init(&s->cond, NULL);
+        chkpt_timer_init(&s->watchdog, watchdog_next, watchdog_fire, s);
         ck->signals = s;
     }
     PyObject *sigmod = PyImport_ImportModule("_signal");
@@ -441,7 +399,7 @@ void
 chkpt_signals_deadline_start(CheckpointObject *ck, int signum)
 {
     signals_state *s = (signals_state *)ck->signals;
-    if (s != NULL && !s->thread_running) {
+    if (s != NULL && !s->watchdog.started) {
         watchdog_start(s, signum, ck->signal_deadline_ms);
     }
 }

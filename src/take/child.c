@@ -36,6 +36,7 @@
 #include "child.h"
 #include "helpers.h"
 #include "cost.h"
+#include "timer.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -95,8 +96,8 @@ typedef struct {
     int in_child;               /* this process is a writer child */
     double hard_deadline;       /* in a child: monotonic end of its life */
     int soft_budget;            /* in a child: SIGALRM raises TimeoutError */
-    timer_t kill_timer;         /* in a child: SIGKILL at the deadline */
-    int has_kill_timer;
+    chkpt_ktimer kill_timer;    /* in a child: SIGKILL at the deadline */
+    chkpt_ktimer alarm_timer;   /* in a child: SIGALRM, the time limit */
     int in_budget;              /* in a child: an object's budget runs */
     PyTypeObject *PendingInfo_Type;
     PyObject *stringio;         /* io.StringIO, fetched before any child */
@@ -941,16 +942,6 @@ child_job(writer_state *w)
 
 static void arm_kill(writer_state *w, double until);
 
-static void
-arm_timer(double seconds)
-{
-    struct itimerval it;
-    memset(&it, 0, sizeof(it));
-    it.it_value.tv_sec = (time_t)seconds;
-    it.it_value.tv_usec = (suseconds_t)((seconds - (double)(time_t)seconds) * 1e6);
-    setitimer(ITIMER_REAL, &it, NULL);
-}
-
 /* The capture's time limit in a child (chkpt_capture_env): SIGALRM
  * raises TimeoutError in the Python code it runs, SIGKILL a little later
  * ends the child if that code cannot be interrupted. */
@@ -967,7 +958,7 @@ child_time_limit(void *arg, double seconds)
         if (j != NULL) {
             j->page->cur_len = 0;
         }
-        arm_timer(0);
+        chkpt_ktimer_arm(&w->alarm_timer, 0);
         arm_kill(w, 0);
         return;
     }
@@ -975,7 +966,7 @@ child_time_limit(void *arg, double seconds)
         j->page->budget_ms = (uint32_t)(seconds * 1000);
     }
     w->in_budget = 1;
-    arm_timer(seconds);
+    chkpt_ktimer_arm(&w->alarm_timer, seconds);
     /* code that cannot be interrupted (blocked in C on a lock held by a
      * thread that does not exist here) is ended a little later */
     arm_kill(w, chkpt_monotonic() + seconds + CHILD_KILL_GRACE);
@@ -1005,32 +996,20 @@ static PyMethodDef child_alarm_def = {
 static void
 arm_kill(writer_state *w, double until)
 {
-    if (!w->has_kill_timer) {
-        return;
-    }
     if (until <= 0 || until > w->hard_deadline) {
         until = w->hard_deadline;
     }
     double s = until - chkpt_monotonic();
-    if (s < 0.001) {
-        s = 0.001;
-    }
-    struct itimerspec its;
-    memset(&its, 0, sizeof(its));
-    its.it_value.tv_sec = (time_t)s;
-    its.it_value.tv_nsec = (long)((s - (double)(time_t)s) * 1e9);
-    timer_settime(w->kill_timer, 0, &its, NULL);
+    chkpt_ktimer_arm(&w->kill_timer, s < 0.001 ? 0.001 : s);
 }
 
-/* The child's life ends at hard_deadline whatever it is doing. */
+/* The child's life ends at hard_deadline whatever it is doing; its time
+ * limits are a SIGALRM timer (kernel timers: a child has no threads). */
 static void
 arm_hard_deadline(writer_state *w)
 {
-    struct sigevent ev;
-    memset(&ev, 0, sizeof(ev));
-    ev.sigev_notify = SIGEV_SIGNAL;
-    ev.sigev_signo = SIGKILL;
-    w->has_kill_timer = timer_create(CLOCK_MONOTONIC, &ev, &w->kill_timer) == 0;
+    (void)chkpt_ktimer_create(&w->kill_timer, SIGKILL);
+    (void)chkpt_ktimer_create(&w->alarm_timer, SIGALRM);
     arm_kill(w, 0);
 }
 
