@@ -43,6 +43,7 @@ typedef struct {
     int installed_term, installed_usr1;
     int busy;                       /* a signal snapshot in flight */
     int term_pending;               /* SIGTERM arrived during it */
+    int usr1_pending;               /* SIGUSR1 arrived during it */
     /* the deadline watchdog (a timer thread of its own: it must act while
      * the main thread holds the GIL, stuck) */
     chkpt_timer watchdog;
@@ -213,6 +214,22 @@ watchdog_stop(signals_state *s)
 
 /* ---- the handler object ---- */
 
+/* One snapshot for signum, SIGTERM's under the --signal-deadline
+ * watchdog: as chkpt_snapshot_take returns. */
+static PyObject *
+take_signal_snapshot(CheckpointObject *ck, signals_state *s, int signum)
+{
+    if (signum == SIGTERM) {
+        watchdog_start(s, signum, ck->signal_deadline_ms);
+    }
+    PyObject *name = PyUnicode_FromString(signum == SIGTERM ? "SIGTERM" : "SIGUSR1");
+    chkpt_snapshot_request rq = {.kind = CHKPT_KIND_SIGNAL, .name = name};
+    PyObject *r = name ? chkpt_snapshot_take(ck, &rq) : NULL;
+    Py_XDECREF(name);
+    watchdog_stop(s);
+    return r;
+}
+
 static PyObject *
 handler_call(PyObject *self, PyObject *args, PyObject *kwds)
 {
@@ -238,21 +255,27 @@ handler_call(PyObject *self, PyObject *args, PyObject *kwds)
         die_by(signum);
     }
     if (s->busy) {
-        /* re-entered from Python code the capture runs */
+        /* re-entered from Python code the capture runs (or the wait for
+         * its child): remembered, as the kernel remembers a blocked one */
         if (signum == SIGTERM) {
             s->term_pending = 1;
+        }
+        else {
+            s->usr1_pending = 1;
         }
         Py_RETURN_NONE;
     }
     s->busy = 1;
-    if (signum == SIGTERM) {
-        watchdog_start(s, signum, ck->signal_deadline_ms);
+    PyObject *r;
+    for (;;) {
+        s->usr1_pending = 0;
+        r = take_signal_snapshot(ck, s, signum);
+        if (signum == SIGTERM || s->term_pending || !s->usr1_pending
+            || r == NULL) {
+            break;
+        }
+        Py_DECREF(r);           /* a SIGUSR1 came meanwhile: one more */
     }
-    PyObject *name = PyUnicode_FromString(signum == SIGTERM ? "SIGTERM" : "SIGUSR1");
-    chkpt_snapshot_request rq = {.kind = CHKPT_KIND_SIGNAL, .name = name};
-    PyObject *r = name ? chkpt_snapshot_take(ck, &rq) : NULL;
-    Py_XDECREF(name);
-    watchdog_stop(s);
     s->busy = 0;
     if (signum == SIGTERM || s->term_pending) {
         /* whatever the capture gave: python would be gone already */
