@@ -445,3 +445,38 @@ def test_explore_runs_ipython_with_the_variables(tmp_path):
     assert "SHELL TerminalInteractiveShell SUM 18 RUN-12" in text
     assert "variables: grid, label" in text
     assert "Traceback" not in text and "Error" not in text
+
+
+SLOW_THEN_CRASH = '''\
+import time
+from chkpt import Checkpoint
+
+class Slow:
+    def __reduce__(self):           # runs in the snapshot's child
+        time.sleep(1.0)
+        return (Slow, ())
+
+slow = Slow()
+ck = Checkpoint.get_global_singleton()
+ck.snapshot("before")               # still being written at the crash
+answer = 41
+answer / 0
+'''
+
+
+def test_debug_of_a_store_opens_its_crash_even_when_it_is_not_the_newest(tmp_path):
+    """README: `python -m chkpt debug checkpoints` after a crash opens pdb
+    on the crash. A snapshot still being written when the script crashed is
+    published after the crash's, so the store's newest is not the crash:
+    debug takes the newest snapshot with a saved traceback."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "job.py").write_text(SLOW_THEN_CRASH)
+    r = run_chkpt(["-f", "-1", "-z", "0", "job.py"], work)
+    assert r.returncode == 1 and "ZeroDivisionError" in r.stderr, r.stderr
+    import chkpt
+    kinds = [s.kind for s in chkpt.snapshots(str(work / "checkpoints"))]
+    assert sorted(kinds) == ["crash", "manual"], kinds
+    r = run_chkpt(["debug", "checkpoints"], work, input="p answer\nq\n")
+    assert r.returncode == 0, r.stderr
+    assert "(Pdb) 41\n" in r.stdout, r.stdout

@@ -20,6 +20,7 @@
  * locals nor the module's globals.
  */
 #include "chkpt.h"
+#include <sys/stat.h>
 
 #define HELPER "__chkpt_call__"
 
@@ -423,11 +424,48 @@ done:
     return rc;
 }
 
+/* For a store directory: its newest snapshot with a saved traceback (a
+ * crash's, a Ctrl-C's), which is not always its newest snapshot (one still
+ * being written when the script crashed is published after the crash's);
+ * the store itself when it has none, so that the error names the newest.
+ * Anything else as given. New reference, or NULL with an exception. */
+static PyObject *
+debug_target(PyObject *module, PyObject *target)
+{
+    PyObject *fs = PyUnicode_EncodeFSDefault(target);
+    if (fs == NULL) {
+        return NULL;
+    }
+    struct stat sb;
+    int is_dir = stat(PyBytes_AS_STRING(fs), &sb) == 0 && S_ISDIR(sb.st_mode);
+    Py_DECREF(fs);
+    PyObject *list = is_dir ? chkpt_snapshots(module, target) : NULL;
+    if (list == NULL) {
+        PyErr_Clear();          /* as given: the resolver says what is wrong */
+        return Py_NewRef(target);
+    }
+    PyObject *found = NULL;
+    for (Py_ssize_t i = PyList_GET_SIZE(list); i-- > 0 && found == NULL;) {
+        PyObject *meta = PyObject_GetAttrString(PyList_GET_ITEM(list, i), "meta");
+        PyObject *tb = meta && PyDict_Check(meta)
+                       ? PyDict_GetItemString(meta, "traceback") : NULL;
+        if (tb != NULL && PyList_Check(tb)) {
+            found = PyObject_GetAttrString(PyList_GET_ITEM(list, i), "path");
+        }
+        Py_XDECREF(meta);
+        PyErr_Clear();
+    }
+    Py_DECREF(list);
+    return found != NULL ? found : Py_NewRef(target);
+}
+
 int
 chkpt_verb_debug(PyObject *module, chkpt_cli *cli)
 {
     PyObject *path = NULL;
-    PyObject *meta = chkpt_load_meta(module, cli->target, &path);
+    PyObject *target = debug_target(module, cli->target);
+    PyObject *meta = target ? chkpt_load_meta(module, target, &path) : NULL;
+    Py_XDECREF(target);
     if (meta == NULL) {
         return debug_error();
     }
