@@ -67,18 +67,18 @@ ids=()
 for c in "${cases[@]}"; do ids+=("$exact[$c]"); done
 files=(
   tests/test_api.py tests/test_capture.py tests/test_load_anywhere.py tests/test_verbs.py
-  tests/test_cli.py tests/test_hostile.py tests/test_store_robustness.py
-  tests/test_tracked.py tests/test_promises.py tests/test_hypothesis.py
+  tests/test_cli.py tests/test_hostile_objects.py tests/test_store_robustness.py
+  tests/test_tracked.py tests/test_promises_options.py tests/test_roundtrip_properties.py
   tests/test_resume.py tests/test_crash.py tests/test_signals.py
-  tests/test_forked_capture.py tests/test_fork.py tests/test_line_hook.py
-  tests/test_adaptive.py
+  tests/test_snapshot_child.py tests/test_script_forks.py tests/test_hooks.py
+  tests/test_auto_frequency.py tests/test_promises_signals.py tests/test_coalesced.py
 )
 # Deselected here, by name: the tests whose assertion is a speed (the
 # sanitized build is several times slower, and its processes far larger to
 # fork); the code they run is run here by their neighbours.
 slow=(
-  "tests/test_adaptive.py::test_children_stay_within_the_budget"      # CPU share of the children
-  "tests/test_forked_capture.py::test_snapshot_returns_at_once_and_the_last_one_is_durable_at_exit"  # < 0.5 s
+  "tests/test_auto_frequency.py::test_children_stay_within_the_budget"      # CPU share of the children
+  "tests/test_snapshot_child.py::test_snapshot_returns_at_once_and_the_last_one_is_durable_at_exit"  # < 0.5 s
 )
 deselect=()
 for t in "${slow[@]}"; do deselect+=(--deselect "$t"); done

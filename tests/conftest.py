@@ -53,11 +53,11 @@ VERSION_INDEPENDENT = (
     "test_pickle_walker.py",        # the pickle opcode walker
     "test_capture.py",              # what is selected, the metadata
     "test_tracked.py",              # tracked objects, sys.path modules, export
-    "test_promises.py",             # library salience, size options, refusals
+    "test_promises_options.py",     # library salience, size options, refusals
     "test_promises_store.py",       # modes, ownership, export, pip install .
     # damaged stores read back (the store's reader)
-    "test_hypothesis.py::test_damaged_snapshot_loads_equal_or_raises_snapshot_error",
-    "test_hypothesis.py::test_snapshots_never_raises_for_one_damaged_manifest",
+    "test_roundtrip_properties.py::test_damaged_snapshot_loads_equal_or_raises_snapshot_error",
+    "test_roundtrip_properties.py::test_snapshots_never_raises_for_one_damaged_manifest",
 )
 
 # tests/asan.sh points CHKPT_TEST_PYTHONPATH at its sanitized build: the

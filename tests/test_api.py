@@ -104,7 +104,7 @@ def test_track_untrack_and_tracked_only_mode(tmp_path):
         else:
             print("no error")
     """, "-f", "-1", "-z", "-1")
-    # track_library is tested in test_promises.py
+    # track_library is tested in test_promises_options.py
     assert proc.stdout.startswith("ValueError "), proc.stdout + proc.stderr
     assert proc.stdout.count("\n") == 1
     both, one = chkpt.snapshots(str(tmp_path / "ck"))
@@ -164,7 +164,7 @@ def test_manual_only_takes_no_automatic_snapshot(tmp_path):
 def test_frequency_zero_snapshots_every_line(tmp_path):
     # every line where no snapshot is being written: each line here gives
     # its snapshot the time to be written (a fast loop gets fewer, see
-    # test_forked_capture.py)
+    # test_snapshot_child.py)
     run(tmp_path, """
         import time; time.sleep(0.5)
         a = [0.5] * 10; time.sleep(0.5)
