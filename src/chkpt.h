@@ -64,8 +64,23 @@
  *   [4] module.c     creates the module: state, types, the module functions
  *
  * Mutable C globals: none but these, each a fact about the process that
- * code without a Checkpoint at hand reads (a signal handler, a clone child):
+ * code without a Checkpoint at hand reads (a signal handler, a clone child,
+ * a hook added once for the process's life):
  *   mutable: child.c writer_child_process   this process is a snapshot child
+ *   mutable: signals.c python_action        python's handlers, which ours
+ *   mutable: signals.c layered              call from the signal handler
+ *   mutable: signals.c layer_pid            the script's process (not a fork)
+ *   mutable: signals.c deadline_timer       SIGTERM's arrival deadline, armed
+ *   mutable: signals.c layer_deadline_ms    in the signal handler
+ *   mutable: signals.c said                 the give-up line, written once
+ *   mutable: hooks.c added                  the audit hook (never removable)
+ *   mutable: hooks.c wrapped                os.fork wrapped, once per process,
+ *   mutable: hooks.c fork_def               with the method definitions the
+ *   mutable: hooks.c forkpty_def            wrappers need for as long as
+ *   mutable: hooks.c posix_fork_def         os keeps them
+ *   mutable: hooks.c posix_forkpty_def
+ *   mutable: verbs.c du_total               ls's size sum (nftw's callback
+ *                                           takes no argument)
  */
 #ifndef CHKPT_H
 #define CHKPT_H
