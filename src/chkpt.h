@@ -45,18 +45,20 @@
  *     verbs.c        ls, show, explore, export, verify, gc
  *     debug.c        `debug`: pdb post-mortem on a crash snapshot's frames
  *   run/     the running engine; asks take/ for snapshots through
- *            chkpt_snapshot_take only
+ *            chkpt_snapshot_take only, bottom to top:
  *     signals.c      snapshots on SIGTERM and SIGUSR1, the
  *                    --signal-deadline watchdog
  *     crash.c        the snapshot of an uncaught exception: every frame of
  *                    the script in its traceback
+ *     statements.c   the script as top-level statements: AST fingerprints,
+ *                    boundary snapshots between statements (their child
+ *                    runs chkpt_capture_values), --resume (over
+ *                    read/load.c); the script's code that ran, as hooks.c
+ *                    tells it
  *     hooks.c        when an automatic snapshot is due (sys.monitoring on
  *                    3.12+, the C trace function on 3.11), on its timer
  *                    thread, which also keeps a capture's time limit
  *     checkpoint.c   the Checkpoint type: the engine as the script sees it
- *     statements.c   the script as top-level statements: AST fingerprints,
- *                    boundary snapshots between statements, and --resume
- *                    (over read/load.c)
  *     runner.c       runs the script or module exactly as `python` would
  *     cli.c          option parsing and verb dispatch for `python -m chkpt`
  *   module.c         creates the module: state, types, the module functions
@@ -248,11 +250,11 @@ typedef struct {
     PyObject *statements;         /* statements.c's state (a capsule), or NULL */
     PyObject *ran_code;           /* set of the script's code objects that
                                      have started (PY_START, 3.12+), for
-                                     resume's dependencies; NULL: no
-                                     tracking (hooks.c adds to it) */
+                                     the boundaries' dependencies; NULL: no
+                                     tracking (statements.c's alone) */
     int ran_code_partial;         /* PY_START was off a while (a tracer of
                                      the script's, 3.13): ran_code may miss
-                                     some, resume takes no boundaries */
+                                     some, no boundaries are taken */
 } CheckpointObject;
 
 static inline chkpt_state *
@@ -381,6 +383,14 @@ int chkpt_statements_boundaries_on(CheckpointObject *ck);
 int chkpt_statements_prepare(CheckpointObject *ck, PyObject *source,
                          PyObject *filename, int resume);
 Py_ssize_t chkpt_statements_count(CheckpointObject *ck);
+/* The script's code object `code` started (hooks.c sees PY_START): noted
+ * for the dependencies of boundary snapshots. Never raises. */
+void chkpt_statements_code_ran(CheckpointObject *ck, PyObject *code);
+/* PY_START was off a while (a tracer of the script's, 3.13): what ran is
+ * not all known, no more boundaries are taken. */
+void chkpt_statements_code_partial(CheckpointObject *ck);
+/* The statements were run: their state is dropped. */
+void chkpt_statements_free(CheckpointObject *ck);
 /* The code of statement i (borrowed), or None for a no-op statement. */
 PyObject *chkpt_statements_code(CheckpointObject *ck, Py_ssize_t i);
 /* With --resume: picks the resume point, executes the skipped

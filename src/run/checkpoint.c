@@ -98,9 +98,7 @@ chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli)
     ck->main_module = Py_NewRef(Py_None);
     ck->sources = PyDict_New();
     ck->store = NULL;
-    ck->store_failed = 0;
-    ck->seq = 0;
-    ck->last_snapshot = chkpt_monotonic();
+    chkpt_capture_state_init(ck);
     ck->in_snapshot = 0;
     ck->hooks = NULL;
     ck->writer = NULL;
@@ -391,7 +389,7 @@ checkpoint_set_output_dir(CheckpointObject *self, PyObject *v, void *Py_UNUSED(c
         chkpt_store_close(self->store);
         self->store = NULL;
     }
-    self->store_failed = 0;
+    chkpt_capture_store_usable(self);
     return 0;
 }
 

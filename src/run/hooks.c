@@ -219,9 +219,7 @@ start_callback(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             chkpt_warn_exc("cannot set the line hook");
         }
         /* statements.c's dependencies: the script's code that ran */
-        if (ck->ran_code != NULL && PySet_Add(ck->ran_code, args[0]) < 0) {
-            PyErr_Clear();
-        }
+        chkpt_statements_code_ran(ck, args[0]);
     }
     /* known from now on (its LINE events are set at each arming) */
     return Py_NewRef(h->disable);
@@ -379,7 +377,7 @@ set_start_events(hooks_state *h, int on)
     Py_DECREF(r);
     h->start_on = on;
     if (!on) {
-        h->ck->ran_code_partial = 1;
+        chkpt_statements_code_partial(h->ck);
     }
 #else
     (void)h;

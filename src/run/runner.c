@@ -33,6 +33,7 @@
  */
 #include "chkpt.h"
 #include "child.h"
+#include "capture.h"
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -578,8 +579,7 @@ run_statements(CheckpointObject *ck, PyObject *globals)
     leave_bottom(&bottom);
     hooks_uninstall(ck);
     /* the statements' AST and code are not needed any more */
-    Py_CLEAR(ck->statements);
-    Py_CLEAR(ck->ran_code);
+    chkpt_statements_free(ck);
     return result;
 }
 
@@ -1157,14 +1157,14 @@ check_output_dir(CheckpointObject *ck)
     PyObject *b = PyUnicode_EncodeFSDefault(ck->output_dir);
     if (b == NULL) {
         chkpt_warn_exc("cannot use the output directory");
-        ck->store_failed = 1;
+        chkpt_capture_store_unusable(ck);
         return;
     }
     char *path = PyMem_Malloc((size_t)PyBytes_GET_SIZE(b) + 1);
     if (path == NULL) {
         Py_DECREF(b);
         PyErr_Clear();
-        ck->store_failed = 1;
+        chkpt_capture_store_unusable(ck);
         return;
     }
     memcpy(path, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b) + 1);
@@ -1204,7 +1204,7 @@ check_output_dir(CheckpointObject *ck)
         chkpt_warn("cannot write snapshots to %s: %s; the script runs "
                    "without snapshots", printable(ck->output_dir, &h), reason);
         Py_XDECREF(h);
-        ck->store_failed = 1;
+        chkpt_capture_store_unusable(ck);
     }
 }
 

@@ -840,6 +840,27 @@ rs_init(statements_state *rs, PyObject *source, PyObject *filename)
     return compile_statements(rs);
 }
 
+void
+chkpt_statements_code_ran(CheckpointObject *ck, PyObject *code)
+{
+    if (ck->ran_code != NULL && PySet_Add(ck->ran_code, code) < 0) {
+        PyErr_Clear();
+    }
+}
+
+void
+chkpt_statements_code_partial(CheckpointObject *ck)
+{
+    ck->ran_code_partial = 1;
+}
+
+void
+chkpt_statements_free(CheckpointObject *ck)
+{
+    Py_CLEAR(ck->statements);
+    Py_CLEAR(ck->ran_code);
+}
+
 int
 chkpt_statements_boundaries_on(CheckpointObject *ck)
 {
@@ -1206,28 +1227,19 @@ static int
 holds_more_than(CheckpointObject *ck, PyObject *globals, long long bytes)
 {
     PyObject *seen = PySet_New(NULL);
-    PyObject *none = seen ? PyDict_New() : NULL;
-    if (none == NULL) {
-        Py_XDECREF(seen);
+    if (seen == NULL) {
         return -1;
     }
     /* the size alone: tracked objects count by their size here */
-    long long min_size = ck->min_obj_size;
-    PyObject *tracked = ck->tracked;
-    ck->min_obj_size = bytes > 0 ? bytes : 1;
-    ck->tracked = none;
     int big = 0;
     Py_ssize_t pos = 0;
     PyObject *k, *v;
     while (!big && PyDict_Next(globals, &pos, &k, &v)) {
         if (PyUnicode_Check(k) && !chkpt_is_excluded(chkpt_get_state(ck->module),
                                                      k, v)) {
-            big = chkpt_is_salient(ck, v, seen);
+            big = chkpt_holds_at_least(ck, v, bytes > 0 ? bytes : 1, seen);
         }
     }
-    ck->min_obj_size = min_size;
-    ck->tracked = tracked;
-    Py_DECREF(none);
     Py_DECREF(seen);
     return big;
 }

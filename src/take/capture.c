@@ -833,7 +833,7 @@ capture_open_store(capture_ctx *c)
             chkpt_warn_py("cannot open the snapshot store %U: %s; no snapshots "
                           "will be written", ck->output_dir, err);
         }
-        ck->store_failed = 1;
+        chkpt_capture_store_unusable(ck);
         return 0;
     }
     ck->store = s;
@@ -1560,8 +1560,7 @@ static PyObject *
 capture_publish(capture_ctx *c)
 {
     CheckpointObject *ck = c->ck;
-    ck->seq++;
-    ck->last_snapshot = chkpt_monotonic();
+    chkpt_capture_taken(ck);
     PyObject *p = PyUnicode_DecodeFSDefault(c->path);
     if (p == NULL) {
         return NULL;
@@ -1628,6 +1627,36 @@ capture_impl(CheckpointObject *ck, const chkpt_capture_env *env,
 done:
     capture_ctx_clear(&c);
     return result;
+}
+
+/* The fields of the Checkpoint capture.c alone writes: store_failed,
+ * seq, last_snapshot. */
+
+void
+chkpt_capture_state_init(CheckpointObject *ck)
+{
+    ck->store_failed = 0;
+    ck->seq = 0;
+    ck->last_snapshot = chkpt_monotonic();
+}
+
+void
+chkpt_capture_store_unusable(CheckpointObject *ck)
+{
+    ck->store_failed = 1;
+}
+
+void
+chkpt_capture_store_usable(CheckpointObject *ck)
+{
+    ck->store_failed = 0;
+}
+
+void
+chkpt_capture_taken(CheckpointObject *ck)
+{
+    ck->seq++;
+    ck->last_snapshot = chkpt_monotonic();
 }
 
 int

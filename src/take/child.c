@@ -499,7 +499,7 @@ apply_report(CheckpointObject *ck, PyObject *rep, PyObject **path)
         }
     }
     if (failed != NULL && PyObject_IsTrue(failed) == 1) {
-        ck->store_failed = 1;
+        chkpt_capture_store_unusable(ck);
     }
     PyErr_Clear();
     if (p != NULL && PyUnicode_Check(p)) {
@@ -1644,8 +1644,7 @@ writer_capture(CheckpointObject *ck, PyFrameObject *frame, chkpt_kind kind,
     j->pid = (pid_t)pid;
     j->started = chkpt_monotonic();
     j->clone_s = j->started - clone_at;
-    ck->seq++;
-    ck->last_snapshot = chkpt_monotonic();
+    chkpt_capture_taken(ck);
     if (fn == NULL) {
         note_coverage(ck, w, frame);
         j->info = Py_NewRef(info);

@@ -412,6 +412,17 @@ measure_obj(measure *m, PyObject *o, int depth)
 
 /* 1 salient, 0 not, -1 error */
 int
+chkpt_holds_at_least(CheckpointObject *ck, PyObject *obj, long long bytes,
+                     PyObject *seen)
+{
+    measure m = {ck, 0, bytes, seen};
+    if (PySet_Clear(seen) < 0 || measure_obj(&m, obj, 0) < 0) {
+        return -1;
+    }
+    return m.total >= bytes;
+}
+
+int
 chkpt_is_salient(CheckpointObject *ck, PyObject *obj, PyObject *seen)
 {
     PyObject *key = PyLong_FromVoidPtr(obj);
@@ -432,10 +443,6 @@ chkpt_is_salient(CheckpointObject *ck, PyObject *obj, PyObject *seen)
     if (ck->min_obj_size == 0) {
         return 1;
     }
-    measure m = {ck, 0, ck->min_obj_size, seen};
-    if (PySet_Clear(seen) < 0 || measure_obj(&m, obj, 0) < 0) {
-        return -1;
-    }
-    return m.total >= ck->min_obj_size;
+    return chkpt_holds_at_least(ck, obj, ck->min_obj_size, seen);
 }
 
