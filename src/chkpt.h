@@ -47,18 +47,20 @@
  *     verbs.c        ls, show, explore, export, verify, gc
  *     debug.c        `debug`: pdb post-mortem on a crash snapshot's frames
  *   [3] run/     the running engine; asks take/ for snapshots through
- *            chkpt_snapshot_take only
+ *            chkpt_snapshot_take only, bottom to top:
  *     signals.c      snapshots on SIGTERM and SIGUSR1, the
  *                    --signal-deadline watchdog
  *     crash.c        the snapshot of an uncaught exception: every frame of
  *                    the script in its traceback
+ *     statements.c   the script as top-level statements: AST fingerprints,
+ *                    boundary snapshots between statements (their child
+ *                    runs chkpt_capture_values), --resume (over
+ *                    read/load.c); the script's code that ran, as hooks.c
+ *                    tells it
  *     hooks.c        when an automatic snapshot is due (sys.monitoring on
  *                    3.12+, the C trace function on 3.11), on its timer
  *                    thread, which also keeps a capture's time limit
  *     checkpoint.c   the Checkpoint type: the engine as the script sees it
- *     statements.c   the script as top-level statements: AST fingerprints,
- *                    boundary snapshots between statements, and --resume
- *                    (over read/load.c)
  *     runner.c       runs the script or module exactly as `python` would
  *     cli.c          option parsing and verb dispatch for `python -m chkpt`
  *   [4] module.c     creates the module: state, types, the module functions
@@ -105,18 +107,48 @@
 
 #define CHKPT_DEFAULT_MIN_OBJ_SIZE (1LL << 20)
 /* -f auto, the default: automatic snapshots as often as the budget of
- * writer.c allows (the children's CPU time and disk time at most
+ * child.c allows (the children's CPU time and disk time at most
  * CHKPT_AUTO_BUDGET of the run's wall time; README "The default
  * frequency"). Stored in frequency_ms as this negative value. */
 #define CHKPT_FREQUENCY_AUTO (-2LL)
 #define CHKPT_DEFAULT_FREQUENCY_MS CHKPT_FREQUENCY_AUTO
+/* -f -1: manual snapshots only; -f 0: every line where no snapshot is
+ * being written; -f N > 0: every N ms. The modes are asked through these
+ * predicates, never as literals. */
+#define CHKPT_FREQUENCY_MANUAL (-1LL)
+#define CHKPT_FREQUENCY_EVERY_LINE 0LL
+
+static inline int
+chkpt_freq_auto(long long frequency_ms)
+{
+    return frequency_ms == CHKPT_FREQUENCY_AUTO;
+}
+
+static inline int
+chkpt_freq_manual(long long frequency_ms)
+{
+    return frequency_ms == CHKPT_FREQUENCY_MANUAL;
+}
+
+static inline int
+chkpt_freq_every_line(long long frequency_ms)
+{
+    return frequency_ms == CHKPT_FREQUENCY_EVERY_LINE;
+}
+
+/* -f N: a period of N ms */
+static inline int
+chkpt_freq_periodic(long long frequency_ms)
+{
+    return frequency_ms > 0;
+}
 /* --keep-auto: the newest automatic snapshots of the script kept in the
  * store under -f auto, when not given (0: all, as with an explicit -f) */
 #define CHKPT_DEFAULT_KEEP_AUTO 10L
 #define CHKPT_DEFAULT_OUTPUT_DIR "checkpoints"
 /* Seconds one snapshot may spend running Python code (__reduce__ and the
  * like) before the object at hand is given up on. */
-#define CHKPT_SNAPSHOT_TIME_BUDGET 30.0
+#define CHKPT_SNAPSHOT_TIME_LIMIT 30.0
 /* Milliseconds a SIGTERM/SIGINT snapshot may take before chkpt gives up and
  * the process ends as it would have: well inside the 30 s that Slurm and
  * Kubernetes leave between SIGTERM and SIGKILL. */
@@ -202,7 +234,7 @@ typedef struct {
     int compress_level;
     long long max_store_size;     /* retention after automatic snapshots */
     long keep_auto;               /* the script's newest automatic snapshots
-                                     kept (writer.c), 0: all */
+                                     kept (child.c), 0: all */
     long long max_pickle_size;    /* pickled bytes one snapshot may hold */
     PyObject *output_dir;         /* str, absolute */
     PyObject *tracked;            /* dict: id(obj) -> obj (identity set) */
@@ -228,7 +260,7 @@ typedef struct {
     void (*time_limit)(void *arg, double seconds);
     void *time_limit_arg;
     void *hooks;                  /* hooks.c private state */
-    void *writer;                 /* writer.c private state */
+    void *writer;                 /* child.c private state */
     PyObject *deferred;           /* capture.c: dict name -> [message, count]
                                      of variables that could not be saved,
                                      reported at exit (or at once with -v) */
@@ -236,14 +268,14 @@ typedef struct {
     void *signals;                /* signals.c private state */
     PyObject *start_path;         /* syspath.c: sys.path (tuple) as python
                                      set it up for the script, or NULL */
-    PyObject *resume;             /* resume.c's state (a capsule), or NULL */
+    PyObject *statements;         /* statements.c's state (a capsule), or NULL */
     PyObject *ran_code;           /* set of the script's code objects that
                                      have started (PY_START, 3.12+), for
-                                     resume's dependencies; NULL: no
-                                     tracking (hooks.c adds to it) */
+                                     the boundaries' dependencies; NULL: no
+                                     tracking (statements.c's alone) */
     int ran_code_partial;         /* PY_START was off a while (a tracer of
                                      the script's, 3.13): ran_code may miss
-                                     some, resume takes no boundaries */
+                                     some, no boundaries are taken */
 } CheckpointObject;
 
 static inline chkpt_state *
@@ -364,24 +396,32 @@ PyObject *chkpt_check_class(PyObject *module, PyObject *snapshot_path,
                             PyObject *meta, PyObject *modname,
                             PyObject *qualname);
 
-/* resume.c: are boundary snapshots taken (-f N >= 0 or auto, -z not -1)? */
-int chkpt_resume_boundaries_on(CheckpointObject *ck);
-/* resume.c: the script's module run statement by statement (runner.c).
+/* statements.c: are boundary snapshots taken (-f N >= 0 or auto, -z not -1)? */
+int chkpt_statements_boundaries_on(CheckpointObject *ck);
+/* statements.c: the script's module run statement by statement (runner.c).
  * prepare splits the source (bytes) into top-level statements: 1 done, 0
  * it cannot be (run it whole; nothing set). */
-int chkpt_resume_prepare(CheckpointObject *ck, PyObject *source,
+int chkpt_statements_prepare(CheckpointObject *ck, PyObject *source,
                          PyObject *filename, int resume);
-Py_ssize_t chkpt_resume_count(CheckpointObject *ck);
+Py_ssize_t chkpt_statements_count(CheckpointObject *ck);
+/* The script's code object `code` started (hooks.c sees PY_START): noted
+ * for the dependencies of boundary snapshots. Never raises. */
+void chkpt_statements_code_ran(CheckpointObject *ck, PyObject *code);
+/* PY_START was off a while (a tracer of the script's, 3.13): what ran is
+ * not all known, no more boundaries are taken. */
+void chkpt_statements_code_partial(CheckpointObject *ck);
+/* The statements were run: their state is dropped. */
+void chkpt_statements_free(CheckpointObject *ck);
 /* The code of statement i (borrowed), or None for a no-op statement. */
-PyObject *chkpt_resume_code(CheckpointObject *ck, Py_ssize_t i);
+PyObject *chkpt_statements_code(CheckpointObject *ck, Py_ssize_t i);
 /* With --resume: picks the resume point, executes the skipped
  * definitions, restores globals and random states into globals; returns
  * the index of the first statement to run, or -1 with the script's
  * exception set. Without --resume: 0. */
-Py_ssize_t chkpt_resume_start(CheckpointObject *ck, PyObject *globals);
+Py_ssize_t chkpt_statements_start(CheckpointObject *ck, PyObject *globals);
 /* After statement next-1 ran: takes a boundary snapshot when one is due.
  * -1 with an exception that belongs to the script (Ctrl-C). */
-int chkpt_resume_boundary(CheckpointObject *ck, Py_ssize_t next,
+int chkpt_statements_boundary(CheckpointObject *ck, Py_ssize_t next,
                           PyObject *globals);
 
 /* verbs.c: each returns the exit status, or -1 with an exception. */

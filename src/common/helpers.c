@@ -1,4 +1,4 @@
-/* base.c: the shared helpers of base.h (warnings, warn-once, describing an
+/* helpers.c: the shared helpers of helpers.h (warnings, warn-once, describing an
  * exception, the clock, dict and file helpers). Calls nothing of the
  * engine's own but this file. */
 #include "helpers.h"

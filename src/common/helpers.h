@@ -1,5 +1,5 @@
-/* base.h: the shared helpers every part of the engine may use, one home
- * each (base.c): warnings, warn-once, saving a pending exception, the
+/* helpers.h: the shared helpers every part of the engine may use, one home
+ * each (helpers.c): warnings, warn-once, saving a pending exception, the
  * clock, dict/file/path helpers, and the constants more than one part
  * reads. Base calls nothing above it (only Python's C API and libc). */
 #ifndef CHKPT_HELPERS_H

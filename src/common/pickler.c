@@ -65,17 +65,17 @@ static PyMethodDef buffer_callback_def = {
 };
 
 /* ------------------------------------------------------------------ */
-/* in-band pickle bytes, held in memory up to a budget                 */
+/* in-band pickle bytes, held in memory up to a room                 */
 
 /* The file a pickle.Pickler writes into: it keeps what it is given until
- * the snapshot is written, up to `budget` bytes. The C pickler writes each
+ * the snapshot is written, up to `room` bytes. The C pickler writes each
  * 64 KiB frame as it is done, and large payloads at once, so a hostile
  * __reduce__ producing gigabytes is stopped before its output is held. */
 typedef struct {
     PyObject_HEAD
     PyObject *parts;            /* list of bytes */
     long long total;
-    long long budget;           /* what this variable may still add */
+    long long room;           /* what this variable may still add */
     long long limit;            /* --max-pickle-size, for the message */
     int over;
 } PickleSinkObject;
@@ -97,7 +97,7 @@ sink_write(PickleSinkObject *self, PyObject *data)
         return NULL;
     }
     Py_ssize_t len = view.len;
-    if (self->total + len > self->budget) {
+    if (self->total + len > self->room) {
         PyBuffer_Release(&view);
         self->over = 1;
         return PyErr_Format(PyExc_MemoryError,
@@ -172,10 +172,10 @@ chkpt_default_max_pickle_size(void)
 }
 
 /* pickler_cls(sink, **kwargs).dump(obj): the in-band bytes, or NULL with
- * the exception set (*over when the budget stopped it). */
+ * the exception set (*over when the room stopped it). */
 PyObject *
 chkpt_pickle_bounded(chkpt_state *st, PyObject *pickler_cls, PyObject *kwargs,
-               PyObject *obj, long long budget, long long limit, int *over)
+               PyObject *obj, long long room, long long limit, int *over)
 {
     *over = 0;
     PickleSinkObject *sink = PyObject_New(PickleSinkObject, st->PickleSink_Type);
@@ -184,7 +184,7 @@ chkpt_pickle_bounded(chkpt_state *st, PyObject *pickler_cls, PyObject *kwargs,
     }
     sink->parts = PyList_New(0);
     sink->total = 0;
-    sink->budget = budget;
+    sink->room = room;
     sink->limit = limit;
     sink->over = 0;
     PyObject *result = NULL;

@@ -20,13 +20,13 @@ void chkpt_bufvec_free(chkpt_bufvec *v);
  * buffer_callback that keeps contiguous buffers out of band, in v (which
  * must outlive every use of the dict). New reference, or NULL. */
 PyObject *chkpt_pickler_kwargs(chkpt_bufvec *v);
-/* pickler_cls(sink, **kwargs).dump(obj), the sink holding at most budget
+/* pickler_cls(sink, **kwargs).dump(obj), the sink holding at most room
  * bytes (limit, --max-pickle-size, names it in the message): the in-band
- * bytes, or NULL with the exception set (*over when the budget stopped
+ * bytes, or NULL with the exception set (*over when the room stopped
  * it). */
 PyObject *chkpt_pickle_bounded(chkpt_state *st, PyObject *pickler_cls,
                                PyObject *kwargs, PyObject *obj,
-                               long long budget, long long limit, int *over);
+                               long long room, long long limit, int *over);
 /* copyreg._slotnames patched while a snapshot pickles, so that no
  * __slotnames__ cache is left on the script's classes. */
 typedef struct {

@@ -143,7 +143,7 @@ static PyType_Slot snapinfo_slots[] = {
 PyType_Spec chkpt_snapinfo_spec = {
     .name = "chkpt.SnapshotInfo",
     .basicsize = sizeof(SnapshotInfoObject),
-    /* BASETYPE: writer.c's pending SnapshotInfo derives from it */
+    /* BASETYPE: child.c's pending SnapshotInfo derives from it */
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE
              | Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_IMMUTABLETYPE,
     .slots = snapinfo_slots,

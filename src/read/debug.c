@@ -476,7 +476,8 @@ chkpt_verb_debug(PyObject *module, chkpt_cli *cli)
         PyErr_Format(PyExc_ValueError, "%U is a%s %R snapshot: debug needs a crash "
                      "snapshot (one with a saved traceback)", path,
                      kind && PyUnicode_Check(kind)
-                     && PyUnicode_CompareWithASCIIString(kind, "auto") == 0 ? "n" : "",
+                     && PyUnicode_CompareWithASCIIString(
+                         kind, chkpt_kind_name(CHKPT_KIND_AUTO)) == 0 ? "n" : "",
                      kind ? kind : Py_None);
         rc = debug_error();
     }

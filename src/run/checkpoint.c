@@ -44,7 +44,7 @@ checkpoint_clear(CheckpointObject *self)
     Py_CLEAR(self->sources);
     Py_CLEAR(self->deferred);
     Py_CLEAR(self->start_path);
-    Py_CLEAR(self->resume);
+    Py_CLEAR(self->statements);
     Py_CLEAR(self->ran_code);
     return 0;
 }
@@ -98,9 +98,7 @@ chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli)
     ck->main_module = Py_NewRef(Py_None);
     ck->sources = PyDict_New();
     ck->store = NULL;
-    ck->store_failed = 0;
-    ck->seq = 0;
-    ck->last_snapshot = chkpt_monotonic();
+    chkpt_capture_state_init(ck);
     ck->in_snapshot = 0;
     ck->hooks = NULL;
     ck->writer = NULL;
@@ -110,7 +108,7 @@ chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli)
                              : CHKPT_DEFAULT_SIGNAL_DEADLINE_MS;
     ck->signals = NULL;
     ck->start_path = NULL;
-    ck->resume = NULL;
+    ck->statements = NULL;
     ck->ran_code = NULL;
     ck->ran_code_partial = 0;
     PyObject_GC_Track(ck);
@@ -263,7 +261,7 @@ checkpoint_snapshot(CheckpointObject *self, PyObject *const *args,
 static PyObject *
 checkpoint_wait(CheckpointObject *self, PyObject *Py_UNUSED(ignored))
 {
-    /* snapshots are written by child processes (writer.c) */
+    /* snapshots are written by child processes (child.c) */
     if (chkpt_writer_wait(self) < 0) {
         return NULL;
     }
@@ -273,7 +271,7 @@ checkpoint_wait(CheckpointObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 checkpoint_get_frequency(CheckpointObject *self, void *Py_UNUSED(c))
 {
-    if (self->frequency_ms == CHKPT_FREQUENCY_AUTO) {
+    if (chkpt_freq_auto(self->frequency_ms)) {
         return PyUnicode_FromString("auto");
     }
     return PyLong_FromLongLong(self->frequency_ms);
@@ -297,7 +295,7 @@ checkpoint_set_frequency(CheckpointObject *self, PyObject *v, void *Py_UNUSED(c)
         if (f == -1 && PyErr_Occurred()) {
             return -1;
         }
-        if (f < -1) {
+        if (f < CHKPT_FREQUENCY_MANUAL) {
             PyErr_SetString(PyExc_ValueError, "frequency must be -1, 0, a "
                             "positive number of ms or 'auto'");
             return -1;
@@ -391,7 +389,7 @@ checkpoint_set_output_dir(CheckpointObject *self, PyObject *v, void *Py_UNUSED(c
         chkpt_store_close(self->store);
         self->store = NULL;
     }
-    self->store_failed = 0;
+    chkpt_capture_store_usable(self);
     return 0;
 }
 

@@ -412,7 +412,8 @@ apply_value(chkpt_cli *cli, parser *p, const opt_def *opt, PyObject *value,
             cli->frequency_ms = CHKPT_FREQUENCY_AUTO;
             return 0;
         }
-        return number_value(opt, v, 0, -1, LLONG_MAX, &cli->frequency_ms);
+        return number_value(opt, v, 0, CHKPT_FREQUENCY_MANUAL, LLONG_MAX,
+                            &cli->frequency_ms);
     case OPT_KEEP_AUTO:
         rc = number_value(opt, v, 0, 0, LONG_MAX, &n);
         if (rc == 0) {

@@ -21,7 +21,7 @@
 
 /* Frames whose locals a crash snapshot keeps, innermost first: a
  * RecursionError's thousand frames would cost time and, in `debug`, the
- * recursion budget; the traceback still lists them all. */
+ * recursion limit; the traceback still lists them all. */
 #define CRASH_MAX_FRAMES 200
 
 /* the value of attr of o as a new reference, NULL with an exception */

@@ -32,7 +32,7 @@
  * -f 0 keeps the hook armed for good (a snapshot per executed line of the
  * script); -f -1 never arms it (manual snapshots only). -f auto has no
  * period: the timer sleeps until the time the writer's budget gives
- * (writer.c, budget.h), and the pending call asks again before it arms,
+ * (child.c, cost.h), and the pending call asks again before it arms,
  * since the children's costs are learnt as they are reaped.
  *
  * The timer thread blocks every signal, and is not alive while the script's
@@ -64,9 +64,9 @@ typedef struct {
     double run_start;              /* monotonic s the hooks were installed */
     atomic_int pending;            /* pending calls queued, not yet run */
     atomic_int arm_pending;        /* an arming request is queued */
-    double budget_deadline;        /* under mutex: monotonic s, 0 = none */
-    atomic_uint budget_gen;        /* which capture the budget is for */
-    atomic_uint fired_gen;         /* budget_gen when its deadline passed */
+    double limit_deadline;        /* under mutex: monotonic s, 0 = none */
+    atomic_uint limit_gen;        /* which capture the time limit is for */
+    atomic_uint fired_gen;         /* limit_gen when its deadline passed */
     atomic_int active;             /* cleared at uninstall */
     int armed;                     /* main thread only */
     unsigned long main_thread;
@@ -204,8 +204,8 @@ error:
 
 /* PY_START callback: (code, offset). Learns the script's code objects as
  * they start (LINE events on at once if armed), and notes them in
- * ck->ran_code when resume.c keeps it (3.11 needs no hook for that:
- * resume.c reads the code objects' warm-up counters). */
+ * ck->ran_code when statements.c keeps it (3.11 needs no hook for that:
+ * statements.c reads the code objects' warm-up counters). */
 static PyObject *
 start_callback(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -218,10 +218,8 @@ start_callback(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (add_script_code(h, args[0]) < 0) {
             chkpt_warn_exc("cannot set the line hook");
         }
-        /* resume.c's dependencies: the script's code that ran */
-        if (ck->ran_code != NULL && PySet_Add(ck->ran_code, args[0]) < 0) {
-            PyErr_Clear();
-        }
+        /* statements.c's dependencies: the script's code that ran */
+        chkpt_statements_code_ran(ck, args[0]);
     }
     /* known from now on (its LINE events are set at each arming) */
     return Py_NewRef(h->disable);
@@ -245,7 +243,7 @@ line_callback(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         || !h->armed || in_forked_child(h)) {
         Py_RETURN_NONE;
     }
-    if (ck->frequency_ms != 0) {
+    if (!chkpt_freq_every_line(ck->frequency_ms)) {
         h->armed = 0;
         set_line_events(h, 0);
     }
@@ -362,7 +360,7 @@ monitoring_install(hooks_state *h)
  * on its own line never comes (it stops on the next line: plain 3.13.0
  * shows the same with any tool's PY_START on). So PY_START is off while
  * the script may have a tracer, and back on at the next arming without
- * one; the code objects started meanwhile are not known to resume.c. */
+ * one; the code objects started meanwhile are not known to statements.c. */
 static void
 set_start_events(hooks_state *h, int on)
 {
@@ -379,7 +377,7 @@ set_start_events(hooks_state *h, int on)
     Py_DECREF(r);
     h->start_on = on;
     if (!on) {
-        h->ck->ran_code_partial = 1;
+        chkpt_statements_code_partial(h->ck);
     }
 #else
     (void)h;
@@ -511,7 +509,7 @@ trace_function(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
     if (what == PyTrace_CALL) {
         return 0;
     }
-    if (ck->frequency_ms != 0) {
+    if (!chkpt_freq_every_line(ck->frequency_ms)) {
         h->armed = 0;
         set_own_trace(NULL);
     }
@@ -610,7 +608,7 @@ set_due(hooks_state *h, double due)
 static int
 budget_allows(hooks_state *h)
 {
-    if (h->ck->frequency_ms != CHKPT_FREQUENCY_AUTO) {
+    if (!chkpt_freq_auto(h->ck->frequency_ms)) {
         return 1;
     }
     double due = chkpt_writer_next_auto(h->ck, h->run_start);
@@ -631,12 +629,13 @@ pending_arm(void *arg)
     int rc = 0;
     /* the frequency may have changed since the request was posted */
     if (!in_forked_child(h) && atomic_load(&h->active) && !h->ck->in_snapshot
-        && h->ck->frequency_ms != -1
+        && !chkpt_freq_manual(h->ck->frequency_ms)
         && PyThread_get_thread_ident() == h->main_thread
         && budget_allows(h)) {
         if (!foreign_tracer()) {
 #if !USE_MONITORING
-            if (h->ck->frequency_ms != 0 && !script_code_running(h->ck)) {
+            if (!chkpt_freq_every_line(h->ck->frequency_ms)
+                && !script_code_running(h->ck)) {
                 /* 3.11: armed, the trace function would see every call
                  * of the library running now (a whole fit() until the
                  * script's next line: 1.5x on scikit-learn's examples at
@@ -648,7 +647,7 @@ pending_arm(void *arg)
 #endif
             arm(h);
         }
-        else if (h->ck->frequency_ms != 0) {
+        else if (!chkpt_freq_every_line(h->ck->frequency_ms)) {
             /* the script's tracer wins: snapshot where the script is */
             disarm(h);
             rc = take_auto_snapshot(h->ck, NULL);
@@ -701,7 +700,7 @@ audit_hook(const char *event, PyObject *args, void *unused)
         disarm(h);
         set_start_events(h, 0);
 #endif
-        if (ck->frequency_ms == 0) {
+        if (chkpt_freq_every_line(ck->frequency_ms)) {
             queue_request(h, pending_arm);
         }
     }
@@ -726,7 +725,7 @@ add_audit_hook(void)
     }
 }
 
-/* Runs on the main thread when a snapshot overran its time budget: the
+/* Runs on the main thread when a snapshot overran its time limit: the
  * exception surfaces in the Python code the capture is running (a hostile
  * __reduce__ or __getstate__), which makes the capture skip that object.
  * It is raised only if that same capture is still running, so it can
@@ -736,7 +735,7 @@ pending_interrupt(void *arg)
 {
     hooks_state *h = (hooks_state *)arg;
     int raise = atomic_load(&h->active) && h->ck->in_snapshot
-                && atomic_load(&h->budget_gen) == atomic_load(&h->fired_gen);
+                && atomic_load(&h->limit_gen) == atomic_load(&h->fired_gen);
     atomic_fetch_sub(&h->pending, 1);
     if (raise) {
         PyErr_SetString(PyExc_TimeoutError,
@@ -771,7 +770,7 @@ restart_period(hooks_state *h)
     if (h == NULL || in_forked_child(h)) {
         return;
     }
-    if (h->ck->frequency_ms == CHKPT_FREQUENCY_AUTO) {
+    if (chkpt_freq_auto(h->ck->frequency_ms)) {
         /* a child was just started: the timer looks again once it ended */
         set_due(h, chkpt_writer_next_auto(h->ck, h->run_start));
         return;
@@ -791,14 +790,14 @@ timer_next(void *arg, double now)
     if (h->period_ms != h->tick_period || h->restart) {     /* start over */
         h->tick_period = h->period_ms;
         h->restart = 0;
-        h->next_tick = h->tick_period > 0
+        h->next_tick = chkpt_freq_periodic(h->tick_period)
                        ? now + (double)h->tick_period / 1000.0
-                       : h->tick_period == CHKPT_FREQUENCY_AUTO
+                       : chkpt_freq_auto(h->tick_period)
                        ? h->due_at : 0;
     }
     double wake = h->next_tick;
-    if (h->budget_deadline > 0 && (wake == 0 || h->budget_deadline < wake)) {
-        wake = h->budget_deadline;
+    if (h->limit_deadline > 0 && (wake == 0 || h->limit_deadline < wake)) {
+        wake = h->limit_deadline;
     }
     return wake;
 }
@@ -809,15 +808,15 @@ static void
 timer_fire(void *arg, double now)
 {
     hooks_state *h = (hooks_state *)arg;
-    if (h->budget_deadline > 0 && now >= h->budget_deadline) {
-        h->budget_deadline = 0;
-        atomic_store(&h->fired_gen, atomic_load(&h->budget_gen));
+    if (h->limit_deadline > 0 && now >= h->limit_deadline) {
+        h->limit_deadline = 0;
+        atomic_store(&h->fired_gen, atomic_load(&h->limit_gen));
         post_request(h, pending_interrupt);
     }
     if (h->next_tick > 0 && now >= h->next_tick) {
         /* -f auto: the request sets the next time; this one is in case
          * it never runs (a queue full) */
-        h->next_tick = now + (h->tick_period > 0
+        h->next_tick = now + (chkpt_freq_periodic(h->tick_period)
                               ? (double)h->tick_period / 1000.0
                               : CHKPT_AUTO_MIN_INTERVAL);
         post_request(h, pending_arm);
@@ -945,12 +944,12 @@ capture_time_limit(void *arg, double seconds)
         return;
     }
     chkpt_timer_lock(&h->timer);
-    atomic_fetch_add(&h->budget_gen, 1);       /* a fired request is void */
+    atomic_fetch_add(&h->limit_gen, 1);       /* a fired request is void */
     if (seconds <= 0) {
-        h->budget_deadline = 0;
+        h->limit_deadline = 0;
     }
     else {
-        h->budget_deadline = chkpt_monotonic() + seconds;
+        h->limit_deadline = chkpt_monotonic() + seconds;
         chkpt_timer_wake(&h->timer);
     }
     chkpt_timer_unlock(&h->timer);
@@ -960,8 +959,8 @@ capture_time_limit(void *arg, double seconds)
 static long long
 timer_period(CheckpointObject *ck)
 {
-    return ck->frequency_ms > 0 || ck->frequency_ms == CHKPT_FREQUENCY_AUTO
-           ? ck->frequency_ms : 0;
+    return chkpt_freq_periodic(ck->frequency_ms)
+           || chkpt_freq_auto(ck->frequency_ms) ? ck->frequency_ms : 0;
 }
 
 int
@@ -977,7 +976,7 @@ chkpt_hooks_reconfigure(CheckpointObject *ck)
     h->due_at = chkpt_monotonic() + CHKPT_AUTO_MIN_INTERVAL;
     chkpt_timer_wake(&h->timer);
     chkpt_timer_unlock(&h->timer);
-    if (ck->frequency_ms == 0) {
+    if (chkpt_freq_every_line(ck->frequency_ms)) {
         arm(h);
     }
     else {
@@ -1002,7 +1001,7 @@ chkpt_hooks_install(CheckpointObject *ck)
     h->pid = getpid();
     atomic_init(&h->pending, 0);
     atomic_init(&h->arm_pending, 0);
-    atomic_init(&h->budget_gen, 0);
+    atomic_init(&h->limit_gen, 0);
     atomic_init(&h->fired_gen, 0);
     atomic_init(&h->active, 1);
     chkpt_timer_init(&h->timer, timer_next, timer_fire, h);
@@ -1027,7 +1026,7 @@ chkpt_hooks_install(CheckpointObject *ck)
         chkpt_warn("cannot start the timer thread; automatic snapshots "
                    "are off");
     }
-    if (ck->frequency_ms == 0) {
+    if (chkpt_freq_every_line(ck->frequency_ms)) {
         arm(h);
     }
     return 0;

@@ -24,7 +24,7 @@
  *  - the code runs as if called from python's main(): no frame below it
  *    (chkpt's own `python -m chkpt` frames are hidden: f_back, tracebacks,
  *    traceback.print_stack, pdb's `where` and warnings' stacklevel see only
- *    the script) and the full recursion budget.
+ *    the script) and the full recursion limit.
  *  - outcome: SystemExit propagates unchanged (python handles it natively);
  *    an uncaught exception is printed by PyErr_Print (sys.excepthook,
  *    sys.last_*) and gives exit status 1; an uncaught KeyboardInterrupt is
@@ -33,6 +33,7 @@
  */
 #include "chkpt.h"
 #include "child.h"
+#include "capture.h"
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -315,7 +316,7 @@ flush_io(void)
  *
  * `python -m chkpt` leaves three Python frames (runpy's two and chkpt's
  * __main__) below the place where the script starts, and they would use
- * part of the recursion budget. While the script runs, the thread's
+ * part of the recursion limit. While the script runs, the thread's
  * current frame is set to none, so the script's first frame has no
  * previous frame, and the recursion counters start from zero as they do
  * under plain python; both are put back afterwards. The fields are those
@@ -544,23 +545,23 @@ pyc_code(PyObject *data)
     return code;
 }
 
-/* The module's top-level statements one at a time (resume.c compiled
+/* The module's top-level statements one at a time (statements.c compiled
  * each), with a boundary snapshot between two when one is due; with
  * --resume from the statement resume picked. Each runs as the whole module
  * would: in globals, no frame of chkpt's around it. */
 static PyObject *
 statement_loop(CheckpointObject *ck, PyObject *globals)
 {
-    Py_ssize_t n = chkpt_resume_count(ck);
-    Py_ssize_t i = chkpt_resume_start(ck, globals);
+    Py_ssize_t n = chkpt_statements_count(ck);
+    Py_ssize_t i = chkpt_statements_start(ck, globals);
     PyObject *result = i < 0 ? NULL : Py_NewRef(Py_None);
     for (; result != NULL && i < n; i++) {
-        PyObject *code = chkpt_resume_code(ck, i);     /* borrowed */
+        PyObject *code = chkpt_statements_code(ck, i);     /* borrowed */
         if (code == Py_None) {
             continue;
         }
         PyObject *r = PyEval_EvalCode(code, globals, globals);
-        if (r == NULL || chkpt_resume_boundary(ck, i + 1, globals) < 0) {
+        if (r == NULL || chkpt_statements_boundary(ck, i + 1, globals) < 0) {
             Py_CLEAR(result);
         }
         Py_XDECREF(r);
@@ -578,8 +579,7 @@ run_statements(CheckpointObject *ck, PyObject *globals)
     leave_bottom(&bottom);
     hooks_uninstall(ck);
     /* the statements' AST and code are not needed any more */
-    Py_CLEAR(ck->resume);
-    Py_CLEAR(ck->ran_code);
+    chkpt_statements_free(ck);
     return result;
 }
 
@@ -609,7 +609,7 @@ runpy_exec(PyObject *self, PyObject *args)
     PyErr_Clear();
     if (source != NULL && PyList_Append(done, Py_None) == 0
         && PySys_Audit("exec", "O", code) == 0
-        && chkpt_resume_prepare(ck, source, ck->script_path, resume) > 0) {
+        && chkpt_statements_prepare(ck, source, ck->script_path, resume) > 0) {
         return statement_loop(ck, globals);
     }
     if (PyErr_Occurred()) {
@@ -671,7 +671,7 @@ runpy_exec_uninstall(void)
  * SyntaxError (or a decoding error) reads exactly as under python.
  *
  * This is the one place where the script's code executes: once it
- * compiled, resume.c splits it into top-level statements, run one by one
+ * compiled, statements.c splits it into top-level statements, run one by one
  * (run_statements), unless boundary snapshots are off (-f -1). */
 static PyObject *
 exec_main_code(CheckpointObject *ck, PyObject *source, PyObject *filename,
@@ -730,7 +730,7 @@ exec_main_code(CheckpointObject *ck, PyObject *source, PyObject *filename,
         chkpt_warn("cannot resume a compiled .pyc script: running it from "
                    "the start");
     }
-    if (!pyc && chkpt_resume_prepare(ck, source, filename, resume) > 0) {
+    if (!pyc && chkpt_statements_prepare(ck, source, filename, resume) > 0) {
         Py_DECREF(code);
         return run_statements(ck, globals);
     }
@@ -990,7 +990,7 @@ run_with_runpy(CheckpointObject *ck, PyObject *modname, int alter_argv,
         return finish(NULL, NULL);
     }
     bottom_state bottom;
-    int split = (chkpt_resume_boundaries_on(ck) || resume)
+    int split = (chkpt_statements_boundaries_on(ck) || resume)
                 && PyUnicode_Check(ck->script_path)
                 && runpy_exec_install(ck, resume);
     hooks_install(ck);
@@ -1157,14 +1157,14 @@ check_output_dir(CheckpointObject *ck)
     PyObject *b = PyUnicode_EncodeFSDefault(ck->output_dir);
     if (b == NULL) {
         chkpt_warn_exc("cannot use the output directory");
-        ck->store_failed = 1;
+        chkpt_capture_store_unusable(ck);
         return;
     }
     char *path = PyMem_Malloc((size_t)PyBytes_GET_SIZE(b) + 1);
     if (path == NULL) {
         Py_DECREF(b);
         PyErr_Clear();
-        ck->store_failed = 1;
+        chkpt_capture_store_unusable(ck);
         return;
     }
     memcpy(path, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b) + 1);
@@ -1204,7 +1204,7 @@ check_output_dir(CheckpointObject *ck)
         chkpt_warn("cannot write snapshots to %s: %s; the script runs "
                    "without snapshots", printable(ck->output_dir, &h), reason);
         Py_XDECREF(h);
-        ck->store_failed = 1;
+        chkpt_capture_store_unusable(ck);
     }
 }
 

@@ -1,4 +1,4 @@
-/* resume.c: the script's module as a sequence of top-level statements,
+/* statements.c: the script's module as a sequence of top-level statements,
  * boundary snapshots between them, and --resume.
  *
  *  - prepare: the source is parsed once (ast) and each top-level statement
@@ -104,12 +104,12 @@ typedef struct {
 #if PY_VERSION_HEX < 0x030C0000
     short warm0;                  /* co_warmup of a code never started */
 #endif
-} resume_state;
+} statements_state;
 
 static void
 rs_free(PyObject *cap)
 {
-    resume_state *rs = PyCapsule_GetPointer(cap, RESUME_CAPSULE);
+    statements_state *rs = PyCapsule_GetPointer(cap, RESUME_CAPSULE);
     if (rs == NULL) {
         PyErr_Clear();
         return;
@@ -134,25 +134,25 @@ rs_free(PyObject *cap)
     PyMem_Free(rs);
 }
 
-static resume_state *
+static statements_state *
 get_rs(CheckpointObject *ck)
 {
-    if (ck->resume == NULL) {
+    if (ck->statements == NULL) {
         return NULL;
     }
-    return PyCapsule_GetPointer(ck->resume, RESUME_CAPSULE);
+    return PyCapsule_GetPointer(ck->statements, RESUME_CAPSULE);
 }
 
-static int definition_names(resume_state *rs, PyObject *s, PyObject *out);
+static int definition_names(statements_state *rs, PyObject *s, PyObject *out);
 
 static int
-is_a(resume_state *rs, PyObject *node, int which)
+is_a(statements_state *rs, PyObject *node, int which)
 {
     return PyObject_TypeCheck(node, (PyTypeObject *)rs->cls[which]);
 }
 
 static int
-is_funcdef(resume_state *rs, PyObject *node)
+is_funcdef(statements_state *rs, PyObject *node)
 {
     return is_a(rs, node, C_FUNC) || is_a(rs, node, C_AFUNC);
 }
@@ -161,7 +161,7 @@ is_funcdef(resume_state *rs, PyObject *node)
  * nodes' _fields, so that splitting a script imports neither ast nor
  * anything else the script would then find in sys.modules): a new list. */
 static PyObject *
-child_nodes(resume_state *rs, PyObject *node)
+child_nodes(statements_state *rs, PyObject *node)
 {
     PyObject *out = PyList_New(0);
     PyObject *fields = out ? PyObject_GetAttrString(node, "_fields") : NULL;
@@ -195,7 +195,7 @@ child_nodes(resume_state *rs, PyObject *node)
 
 /* node and every node under it, breadth first (ast.walk): a new list. */
 static PyObject *
-walk_nodes(resume_state *rs, PyObject *node)
+walk_nodes(statements_state *rs, PyObject *node)
 {
     PyObject *all = PyList_New(0);
     if (all == NULL || PyList_Append(all, node) < 0) {
@@ -221,7 +221,7 @@ walk_nodes(resume_state *rs, PyObject *node)
 /* ast and hashlib, for the fingerprints: imported only where they are
  * computed (a boundary snapshot's child, --resume). 0 or -1. */
 static int
-need_hashing(resume_state *rs)
+need_hashing(statements_state *rs)
 {
     if (rs->sha256 != NULL) {
         return 0;
@@ -236,7 +236,7 @@ need_hashing(resume_state *rs)
 }
 
 static PyObject *
-sha_hex(resume_state *rs, PyObject *text)
+sha_hex(statements_state *rs, PyObject *text)
 {
     if (need_hashing(rs) < 0) {
         return NULL;
@@ -258,7 +258,7 @@ sha_hex(resume_state *rs, PyObject *text)
  * (and node's own when it is a statement: a def statement only binds the
  * name) emptied for the time of the dump. */
 static PyObject *
-fingerprint_of(resume_state *rs, PyObject *node, int own_body)
+fingerprint_of(statements_state *rs, PyObject *node, int own_body)
 {
     if (need_hashing(rs) < 0) {
         return NULL;
@@ -310,7 +310,7 @@ done:
 
 /* A def or class (or a sibling module) as a dependency. */
 static PyObject *
-fingerprint(resume_state *rs, PyObject *node)
+fingerprint(statements_state *rs, PyObject *node)
 {
     return fingerprint_of(rs, node, 1);
 }
@@ -319,7 +319,7 @@ fingerprint(resume_state *rs, PyObject *node)
  * names it) -> fingerprint; two of one qualname (a redefinition) hash
  * together. */
 static int
-collect_defs(resume_state *rs, PyObject *node, PyObject *prefix,
+collect_defs(statements_state *rs, PyObject *node, PyObject *prefix,
              PyObject *out)
 {
     PyObject *list = child_nodes(rs, node);
@@ -374,7 +374,7 @@ parse_source(PyObject *source, PyObject *path)
  * borrowed dict, or NULL without an exception when the file is gone or
  * does not parse. */
 static PyObject *
-defs_for(resume_state *rs, CheckpointObject *ck, PyObject *key)
+defs_for(statements_state *rs, CheckpointObject *ck, PyObject *key)
 {
     PyObject *d = PyDict_GetItemWithError(rs->defs, key);
     if (d != NULL || PyErr_Occurred()) {
@@ -423,7 +423,7 @@ defs_for(resume_state *rs, CheckpointObject *ck, PyObject *key)
  * its enclosing one), "file:<module>" for a sibling's top level; None for
  * the script's own top level, which the statements' fingerprints cover. */
 static PyObject *
-code_key(resume_state *rs, CheckpointObject *ck, PyCodeObject *code,
+code_key(statements_state *rs, CheckpointObject *ck, PyCodeObject *code,
          PyObject **fp_out)
 {
     *fp_out = NULL;
@@ -476,7 +476,7 @@ code_key(resume_state *rs, CheckpointObject *ck, PyCodeObject *code,
 
 /* The fingerprint of statement i (computed once). */
 static PyObject *
-stmt_fp(resume_state *rs, Py_ssize_t i)
+stmt_fp(statements_state *rs, Py_ssize_t i)
 {
     while (PyList_GET_SIZE(rs->fps) <= i) {
         Py_ssize_t j = PyList_GET_SIZE(rs->fps);
@@ -490,10 +490,10 @@ stmt_fp(resume_state *rs, Py_ssize_t i)
     return PyList_GET_ITEM(rs->fps, i);
 }
 
-static long stmt_attr(resume_state *rs, Py_ssize_t i, const char *name);
+static long stmt_attr(statements_state *rs, Py_ssize_t i, const char *name);
 
 static long
-stmt_line(resume_state *rs, Py_ssize_t i)
+stmt_line(statements_state *rs, Py_ssize_t i)
 {
     if (i >= PyList_GET_SIZE(rs->stmts)) {
         return -1;
@@ -505,7 +505,7 @@ stmt_line(resume_state *rs, Py_ssize_t i)
 
 /* The compiler flags of the module's `from __future__ import ...`. */
 static int
-future_flags(PyObject *stmts, resume_state *rs)
+future_flags(PyObject *stmts, statements_state *rs)
 {
     int flags = 0;
     PyObject *future = NULL;
@@ -553,7 +553,7 @@ future_flags(PyObject *stmts, resume_state *rs)
 /* A statement that only evaluates a string (a docstring after the first
  * statement): it does nothing, and compiled alone it would set __doc__. */
 static int
-is_noop_string(resume_state *rs, PyObject *s)
+is_noop_string(statements_state *rs, PyObject *s)
 {
     if (!is_a(rs, s, C_EXPR)) {
         return 0;
@@ -569,7 +569,7 @@ is_noop_string(resume_state *rs, PyObject *s)
 }
 
 static long
-stmt_attr(resume_state *rs, Py_ssize_t i, const char *name)
+stmt_attr(statements_state *rs, Py_ssize_t i, const char *name)
 {
     PyObject *l = PyObject_GetAttrString(PyList_GET_ITEM(rs->stmts, i), name);
     long r = l ? PyLong_AsLong(l) : -1;
@@ -583,7 +583,7 @@ stmt_attr(resume_state *rs, Py_ssize_t i, const char *name)
  * line event of that line, which python gives once (-f 0 would snapshot
  * the line twice, a tracer would see it twice). */
 static void
-join_statements(resume_state *rs)
+join_statements(statements_state *rs)
 {
     Py_ssize_t n = PyList_GET_SIZE(rs->stmts);
     Py_ssize_t first = 0;
@@ -600,7 +600,7 @@ join_statements(resume_state *rs)
 }
 
 static int
-compile_statements(resume_state *rs)
+compile_statements(statements_state *rs)
 {
     PyObject *bi = PyEval_GetBuiltins();                /* borrowed */
     PyObject *compile = bi ? PyDict_GetItemString(bi, "compile") : NULL;
@@ -646,7 +646,7 @@ compile_statements(resume_state *rs)
 
 #if PY_VERSION_HEX < 0x030C0000
 static int
-initial_warmup(resume_state *rs)
+initial_warmup(statements_state *rs)
 {
     PyObject *code = Py_CompileString("def f(): pass\n", "<chkpt>",
                                       Py_file_input);
@@ -691,7 +691,7 @@ name_in(PyObject *v, const char *const *list, int top)
 /* 1 when the script names a tracing or debugging API (tracing_names) or
  * imports a tool's module (tracing_modules), 0 not, -1 error. */
 static int
-traces_itself(resume_state *rs)
+traces_itself(statements_state *rs)
 {
     PyObject *all = walk_nodes(rs, rs->tree);
     if (all == NULL) {
@@ -732,7 +732,7 @@ traces_itself(resume_state *rs)
 /* The node classes resume reads (cls_names), taken from the tree of a
  * snippet that has one of each: the ast module itself is not imported. */
 static int
-node_classes(resume_state *rs)
+node_classes(statements_state *rs)
 {
     static const char snippet[] =
         "def f(): pass\nasync def g(): pass\nclass C: pass\n'd'\n"
@@ -800,7 +800,7 @@ monitored(void)
 }
 
 static int
-rs_init(resume_state *rs, PyObject *source, PyObject *filename)
+rs_init(statements_state *rs, PyObject *source, PyObject *filename)
 {
     if (node_classes(rs) < 0) {
         return -1;
@@ -840,24 +840,47 @@ rs_init(resume_state *rs, PyObject *source, PyObject *filename)
     return compile_statements(rs);
 }
 
-int
-chkpt_resume_boundaries_on(CheckpointObject *ck)
+void
+chkpt_statements_code_ran(CheckpointObject *ck, PyObject *code)
 {
-    return (ck->frequency_ms >= 0 || ck->frequency_ms == CHKPT_FREQUENCY_AUTO)
+    if (ck->ran_code != NULL && PySet_Add(ck->ran_code, code) < 0) {
+        PyErr_Clear();
+    }
+}
+
+void
+chkpt_statements_code_partial(CheckpointObject *ck)
+{
+    ck->ran_code_partial = 1;
+}
+
+void
+chkpt_statements_free(CheckpointObject *ck)
+{
+    Py_CLEAR(ck->statements);
+    Py_CLEAR(ck->ran_code);
+}
+
+int
+chkpt_statements_boundaries_on(CheckpointObject *ck)
+{
+    long long f = ck->frequency_ms;
+    return (chkpt_freq_every_line(f) || chkpt_freq_periodic(f)
+            || chkpt_freq_auto(f))
            && ck->min_obj_size >= 0;
 }
 
 int
-chkpt_resume_prepare(CheckpointObject *ck, PyObject *source,
+chkpt_statements_prepare(CheckpointObject *ck, PyObject *source,
                      PyObject *filename, int resume)
 {
     /* -f -1 (manual snapshots only) and -z -1 (tracked objects only)
      * take no boundary snapshot, which holds every global */
-    int enabled = chkpt_resume_boundaries_on(ck);
+    int enabled = chkpt_statements_boundaries_on(ck);
     if (!enabled && !resume) {
         return 0;           /* the module runs whole, as always */
     }
-    resume_state *rs = PyMem_Calloc(1, sizeof(resume_state));
+    statements_state *rs = PyMem_Calloc(1, sizeof(statements_state));
     if (rs == NULL) {
         return 0;
     }
@@ -911,23 +934,23 @@ chkpt_resume_prepare(CheckpointObject *ck, PyObject *source,
         }
     }
     /* the writer's state now, not at the first boundary, while the
-     * script runs (see chkpt_resume_boundary) */
+     * script runs (see chkpt_statements_boundary) */
     if (enabled && chkpt_writer_setup(ck) < 0) {
         PyErr_Clear();
     }
-    Py_XSETREF(ck->resume, cap);
+    Py_XSETREF(ck->statements, cap);
     return 1;
 }
 
 Py_ssize_t
-chkpt_resume_count(CheckpointObject *ck)
+chkpt_statements_count(CheckpointObject *ck)
 {
-    resume_state *rs = get_rs(ck);
+    statements_state *rs = get_rs(ck);
     return rs ? PyList_GET_SIZE(rs->codes) : 0;
 }
 
 PyObject *
-chkpt_resume_code(CheckpointObject *ck, Py_ssize_t i)
+chkpt_statements_code(CheckpointObject *ck, Py_ssize_t i)
 {
     return PyList_GET_ITEM(get_rs(ck)->codes, i);
 }
@@ -937,7 +960,7 @@ chkpt_resume_code(CheckpointObject *ck, Py_ssize_t i)
 #if PY_VERSION_HEX < 0x030C0000
 /* 3.11: the code objects under code (its constants) that ever started. */
 static int
-scan_warm(resume_state *rs, PyObject *code, PyObject *ran)
+scan_warm(statements_state *rs, PyObject *code, PyObject *ran)
 {
     if (((PyCodeObject *)code)->co_warmup != rs->warm0
         && PySet_Add(ran, code) < 0) {
@@ -956,7 +979,7 @@ scan_warm(resume_state *rs, PyObject *code, PyObject *ran)
 /* The functions of the sibling modules, found through their globals (and
  * their classes' dicts): their code and what it holds. */
 static int
-scan_siblings(resume_state *rs, CheckpointObject *ck, PyObject *ran,
+scan_siblings(statements_state *rs, CheckpointObject *ck, PyObject *ran,
               PyObject *deps)
 {
     PyObject *modules = PySys_GetObject("modules");     /* borrowed */
@@ -1034,7 +1057,7 @@ scan_siblings(resume_state *rs, CheckpointObject *ck, PyObject *ran,
 
 /* The dependencies so far: file:qualname -> fingerprint. */
 static PyObject *
-dependencies(resume_state *rs, CheckpointObject *ck, Py_ssize_t next)
+dependencies(statements_state *rs, CheckpointObject *ck, Py_ssize_t next)
 {
     PyObject *deps = PyDict_Copy(rs->carried);
     if (deps == NULL || ck->ran_code == NULL) {
@@ -1142,7 +1165,7 @@ global_names(PyObject *globals)
 }
 
 static PyObject *
-boundary_meta(resume_state *rs, CheckpointObject *ck, Py_ssize_t next,
+boundary_meta(statements_state *rs, CheckpointObject *ck, Py_ssize_t next,
               PyObject *globals, PyObject *rnd)
 {
     PyObject *fps = PyList_New(next);
@@ -1198,34 +1221,25 @@ boundary_entries(PyObject *globals)
     return entries;
 }
 
-/* Does one global hold at least budget bytes (salience.c's estimate)?
+/* Does one global hold at least `bytes` bytes (select.c's estimate)?
  * 1 yes, 0 no, -1 error. */
 static int
-holds_more_than(CheckpointObject *ck, PyObject *globals, long long budget)
+holds_more_than(CheckpointObject *ck, PyObject *globals, long long bytes)
 {
     PyObject *seen = PySet_New(NULL);
-    PyObject *none = seen ? PyDict_New() : NULL;
-    if (none == NULL) {
-        Py_XDECREF(seen);
+    if (seen == NULL) {
         return -1;
     }
     /* the size alone: tracked objects count by their size here */
-    long long min_size = ck->min_obj_size;
-    PyObject *tracked = ck->tracked;
-    ck->min_obj_size = budget > 0 ? budget : 1;
-    ck->tracked = none;
     int big = 0;
     Py_ssize_t pos = 0;
     PyObject *k, *v;
     while (!big && PyDict_Next(globals, &pos, &k, &v)) {
         if (PyUnicode_Check(k) && !chkpt_is_excluded(chkpt_get_state(ck->module),
                                                      k, v)) {
-            big = chkpt_is_salient(ck, v, seen);
+            big = chkpt_holds_at_least(ck, v, bytes > 0 ? bytes : 1, seen);
         }
     }
-    ck->min_obj_size = min_size;
-    ck->tracked = tracked;
-    Py_DECREF(none);
     Py_DECREF(seen);
     return big;
 }
@@ -1233,7 +1247,7 @@ holds_more_than(CheckpointObject *ck, PyObject *globals, long long budget)
 /* What a boundary snapshot needs: read in the writer's child (or here,
  * when there is none), as the script's process left it at the clone. */
 typedef struct {
-    resume_state *rs;
+    statements_state *rs;
     Py_ssize_t next;
     PyObject *globals;
     PyObject *random;             /* random_states(), read before the
@@ -1268,15 +1282,15 @@ boundary_capture(CheckpointObject *ck, const chkpt_capture_env *env,
 }
 
 int
-chkpt_resume_boundary(CheckpointObject *ck, Py_ssize_t next,
+chkpt_statements_boundary(CheckpointObject *ck, Py_ssize_t next,
                       PyObject *globals)
 {
-    resume_state *rs = get_rs(ck);
+    statements_state *rs = get_rs(ck);
     if (rs == NULL) {
         return 0;
     }
     chkpt_writer_unit_ended(ck, 0);
-    if (!rs->enabled || !chkpt_resume_boundaries_on(ck)
+    if (!rs->enabled || !chkpt_statements_boundaries_on(ck)
         || next >= PyList_GET_SIZE(rs->codes) || ck->store_failed
         || ck->in_snapshot || ck->ran_code_partial) {
         return 0;
@@ -1293,7 +1307,8 @@ chkpt_resume_boundary(CheckpointObject *ck, Py_ssize_t next,
     }
     double now = chkpt_monotonic();
     double since = now - rs->last_end;
-    double min = (double)ck->frequency_ms / 1000.0;
+    double min = chkpt_freq_periodic(ck->frequency_ms)
+                 ? (double)ck->frequency_ms / 1000.0 : 0;
     if (min <= 0 || min > BOUNDARY_MIN_S) {
         min = BOUNDARY_MIN_S;
     }
@@ -1306,7 +1321,7 @@ chkpt_resume_boundary(CheckpointObject *ck, Py_ssize_t next,
         return 0;
     }
     /* -f auto: the 2 s and 10x rules above, not the snapshot processes'
-     * budget (writer.c), which the timer's snapshots use up as soon as it
+     * budget (child.c), which the timer's snapshots use up as soon as it
      * allows one: a boundary would never find room */
     /* What chkpt allocates here must not start a collection of the
      * script's objects that python would not have started here: which
@@ -1359,7 +1374,7 @@ chkpt_resume_boundary(CheckpointObject *ck, Py_ssize_t next,
 /* The names statement s binds when it only defines (import, def, class)
  * into out; 1 it only defines, 0 it does something else. */
 static int
-definition_names(resume_state *rs, PyObject *s, PyObject *out)
+definition_names(statements_state *rs, PyObject *s, PyObject *out)
 {
     if (is_funcdef(rs, s) || is_a(rs, s, C_CLASS)) {
         PyObject *n = PyObject_GetAttrString(s, "name");
@@ -1409,7 +1424,7 @@ definition_names(resume_state *rs, PyObject *s, PyObject *out)
 /* Names node mentions (ast.Name ids, global statements) into out; with
  * only_funcs, only those inside functions and lambdas. */
 static int
-used_names(resume_state *rs, PyObject *node, PyObject *out, int only_funcs)
+used_names(statements_state *rs, PyObject *node, PyObject *out, int only_funcs)
 {
     PyObject *all = walk_nodes(rs, node);
     if (all == NULL) {
@@ -1451,7 +1466,7 @@ used_names(resume_state *rs, PyObject *node, PyObject *out, int only_funcs)
 /* Why a boundary snapshot cannot be resumed from (str), or None when it
  * can. */
 static PyObject *
-check_snapshot(resume_state *rs, CheckpointObject *ck, PyObject *meta)
+check_snapshot(statements_state *rs, CheckpointObject *ck, PyObject *meta)
 {
     PyObject *kobj = chkpt_dict_get(meta, "statement");
     PyObject *old = chkpt_dict_get(meta, "statements");
@@ -1519,7 +1534,7 @@ check_snapshot(resume_state *rs, CheckpointObject *ck, PyObject *meta)
  * definitions run again, that a remaining statement or a function of the
  * script names: the snapshot cannot be resumed from (str), else None. */
 static PyObject *
-check_unsaved(resume_state *rs, PyObject *meta, Py_ssize_t k)
+check_unsaved(statements_state *rs, PyObject *meta, Py_ssize_t k)
 {
     PyObject *names = chkpt_dict_get(meta, "globals");
     PyObject *vars = chkpt_dict_get(meta, "variables");
@@ -1644,7 +1659,7 @@ reset_globals(PyObject *globals)
  * snapshot cannot be loaded (the reason in *why), -1 the script's
  * exception from a definition. */
 static int
-restore(resume_state *rs, CheckpointObject *ck, PyObject *si, PyObject *meta,
+restore(statements_state *rs, CheckpointObject *ck, PyObject *si, PyObject *meta,
         Py_ssize_t k, PyObject *globals, PyObject **why)
 {
     for (Py_ssize_t i = 0; i < k; i++) {
@@ -1739,7 +1754,7 @@ add_reason(PyObject *reasons, PyObject *si, PyObject *meta, PyObject *why)
 }
 
 static void
-say_where(resume_state *rs, CheckpointObject *ck, Py_ssize_t k, PyObject *si,
+say_where(statements_state *rs, CheckpointObject *ck, Py_ssize_t k, PyObject *si,
           PyObject *reasons, Py_ssize_t nfound)
 {
     PyObject *sep = PyUnicode_FromString("; ");
@@ -1772,9 +1787,9 @@ say_where(resume_state *rs, CheckpointObject *ck, Py_ssize_t k, PyObject *si,
 }
 
 Py_ssize_t
-chkpt_resume_start(CheckpointObject *ck, PyObject *globals)
+chkpt_statements_start(CheckpointObject *ck, PyObject *globals)
 {
-    resume_state *rs = get_rs(ck);
+    statements_state *rs = get_rs(ck);
     if (rs == NULL) {
         return 0;
     }

@@ -105,7 +105,7 @@ script_exception_pending(const chkpt_capture_env *env)
 }
 
 /* The key in ck->no_retry of an object not to be pickled again (it used up
- * its time budget, or interrupted the script): the variable's name with the
+ * its time limit, or interrupted the script): the variable's name with the
  * object's identity and type. */
 static PyObject *
 no_retry_key(PyObject *vname, PyObject *obj)
@@ -124,8 +124,8 @@ no_retry_key(PyObject *vname, PyObject *obj)
  * __repr__, a library's memory_usage) may take: past it, hooks.c makes that
  * code raise TimeoutError and the variable is skipped like any other that
  * cannot be pickled. C-level pickling of plain data is never interrupted. */
-#define VARIABLE_BUDGET_S 5.0
-/* (the whole snapshot: CHKPT_SNAPSHOT_TIME_BUDGET in chkpt.h) */
+#define VARIABLE_TIME_LIMIT_S 5.0
+/* (the whole snapshot: CHKPT_SNAPSHOT_TIME_LIMIT in chkpt.h) */
 
 int
 chkpt_capture_init(PyObject *module)
@@ -752,7 +752,7 @@ typedef struct {
     chkpt_kind kind;
     PyObject *name;               /* borrowed: the snapshot's name, or NULL */
     int manual;
-    double t_start;               /* monotonic: the snapshot's time budget */
+    double t_start;               /* monotonic: the snapshot's time limit */
     /* chkpt_capture_values: the values to save instead of a frame's */
     PyObject *entries;            /* borrowed: list of (name, object, extra) */
     PyObject *extra_meta;         /* borrowed: merged into the meta, or NULL */
@@ -772,7 +772,7 @@ typedef struct {
     PyObject *skipped;            /* list: meta "skipped" */
     long long total_size;         /* bytes of captured data */
     long long inband;             /* pickled bytes held, for --max-pickle-size */
-    int out_of_time;              /* the snapshot's time budget is used up */
+    int out_of_time;              /* the snapshot's time limit is used up */
     /* streams in store order: each pickle then its buffers, then sources */
     streamvec streams;
     /* capture_add_sources */
@@ -844,7 +844,7 @@ capture_open_store(capture_ctx *c)
             chkpt_warn_py("cannot open the snapshot store %U: %s; no snapshots "
                           "will be written", ck->output_dir, err);
         }
-        ck->store_failed = 1;
+        chkpt_capture_store_unusable(ck);
         return 0;
     }
     ck->store = s;
@@ -925,8 +925,8 @@ capture_select(capture_ctx *c)
 }
 
 /* The variable could not be pickled (pk NULL with the exception pending,
- * or not bytes, or over the size budget): it is not tried again when it
- * used up its budget, warned about once per name per run and recorded in
+ * or not bytes, or over the size cap): it is not tried again when it
+ * used up its time limit, warned about once per name per run and recorded in
  * the meta's "skipped". -1 on an error, or on an exception for the script
  * (still pending). */
 static int
@@ -978,7 +978,7 @@ static int merge_extra(PyObject *vm, PyObject *extra);
 
 /* The variable was pickled into pk, its buffers are c->bufs from index
  * first on: adds them to the streams and its entry to the meta. Stops the
- * variable's budget once its Python code (repr) has run. */
+ * variable's time limit once its Python code (repr) has run. */
 static int
 record_pickled(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *pk,
                Py_ssize_t first, PyObject *tname, PyObject *extra,
@@ -1007,7 +1007,7 @@ record_pickled(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *pk,
         vsize += c->bufs.views[b].len;
     }
     PyObject *refs = bad ? NULL : pickle_module_refs(pk);
-    /* no_repr: no more Python code of obj's may run (its budget is gone) */
+    /* no_repr: no more Python code of obj's may run (its time limit is gone) */
     PyObject *rep = refs == NULL ? NULL
         : no_repr ? PyUnicode_FromFormat("<%s object>", short_type_name(Py_TYPE(obj)))
         : short_repr(ck, c->env, c->reprobj, obj);
@@ -1042,19 +1042,19 @@ record_pickled(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *pk,
     return r;
 }
 
-/* Before a variable's Python code runs: 1 go on with its budget (seconds
- * in *budget), 0 leave it out (recorded), -1 error. Left out: everything
- * once the snapshot's time budget is used up, and an object that used up
- * its budget before (under -f 0 it would cost its budget on every line). */
+/* Before a variable's Python code runs: 1 go on with its time limit (seconds
+ * in *limit), 0 leave it out (recorded), -1 error. Left out: everything
+ * once the snapshot's time limit is used up, and an object that used up
+ * its time limit before (under -f 0 it would cost its time limit on every line). */
 static int
-variable_budget(capture_ctx *c, PyObject *vname, PyObject *obj, double *budget)
+variable_time_limit(capture_ctx *c, PyObject *vname, PyObject *obj, double *limit)
 {
-    double left = CHKPT_SNAPSHOT_TIME_BUDGET - (chkpt_monotonic() - c->t_start);
+    double left = CHKPT_SNAPSHOT_TIME_LIMIT - (chkpt_monotonic() - c->t_start);
     if (left <= 0) {
         if (!c->out_of_time) {
             chkpt_warn_py("the snapshot's time budget (%d s) is used up: "
                           "'%U' and the variables after it are not saved",
-                          (int)CHKPT_SNAPSHOT_TIME_BUDGET, vname);
+                          (int)CHKPT_SNAPSHOT_TIME_LIMIT, vname);
         }
         c->out_of_time = 1;
         return append_new(c->skipped, skipped_entry(
@@ -1077,7 +1077,7 @@ variable_budget(capture_ctx *c, PyObject *vname, PyObject *obj, double *budget)
         return append_new(c->skipped, skipped_entry(
             vname, obj, "not tried again: it failed before"));
     }
-    *budget = left < VARIABLE_BUDGET_S ? left : VARIABLE_BUDGET_S;
+    *limit = left < VARIABLE_TIME_LIMIT_S ? left : VARIABLE_TIME_LIMIT_S;
     return 1;
 }
 
@@ -1151,14 +1151,14 @@ standin_pickle(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *why,
 
 /* One of chkpt_capture_values' values: saved whatever its size, as a
  * stand-in keeping its type and repr when it cannot be pickled (or its
- * budget, or the snapshot's, is gone), so that no value loses the
+ * time limit, or the snapshot's, is gone), so that no value loses the
  * snapshot. 0 done, -1 error (an exception for the script among them). */
 static int
 capture_value(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *extra)
 {
     CheckpointObject *ck = c->ck;
     const char *gave_up = NULL;
-    double left = CHKPT_SNAPSHOT_TIME_BUDGET - (chkpt_monotonic() - c->t_start);
+    double left = CHKPT_SNAPSHOT_TIME_LIMIT - (chkpt_monotonic() - c->t_start);
     PyObject *slow_key = no_retry_key(vname, obj);
     int slow = slow_key ? PySet_Contains(ck->no_retry, slow_key) : -1;
     Py_XDECREF(slow_key);
@@ -1175,7 +1175,7 @@ capture_value(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *extra)
     int over = 0;
     PyObject *pk = NULL;
     if (gave_up == NULL) {
-        time_limit(c, left < VARIABLE_BUDGET_S ? left : VARIABLE_BUDGET_S);
+        time_limit(c, left < VARIABLE_TIME_LIMIT_S ? left : VARIABLE_TIME_LIMIT_S);
         pk = chkpt_pickle_bounded(c->st, c->pickler_cls, c->kwargs, obj,
                                   ck->max_pickle_size - c->inband,
                                   ck->max_pickle_size, &over);
@@ -1195,14 +1195,14 @@ capture_value(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *extra)
             return -1;          /* Ctrl-C meanwhile: the script's */
         }
         if (c->kind == CHKPT_KIND_AUTO) {
-            /* a boundary snapshot (resume.c): left out, as an automatic
+            /* a boundary snapshot (statements.c): left out, as an automatic
              * snapshot leaves it out, no stand-in */
             time_limit(c, 0);
             PyObject *msg = NULL;
             if (gave_up == NULL) {
                 if (pk == NULL && (over || PyErr_ExceptionMatches(
                                                PyExc_TimeoutError))) {
-                    /* never again: it would cost its budget each time */
+                    /* never again: it would cost its time limit each time */
                     PyObject *key = no_retry_key(vname, obj);
                     if (key == NULL || PySet_Add(ck->no_retry, key) < 0) {
                         PyErr_Clear();
@@ -1264,8 +1264,8 @@ capture_value(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *extra)
 
 /* One variable: an alias of one saved already, or measured and, when
  * salient, pickled. 0 done (saved or not), -1 error (an exception for the
- * script among them). Python code run for it gets VARIABLE_BUDGET_S within
- * what is left of the snapshot's budget; the budget is stopped on every
+ * script among them). Python code run for it gets VARIABLE_TIME_LIMIT_S within
+ * what is left of the snapshot's time limit; the limit is lifted on every
  * path out. */
 static int
 capture_variable(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *extra)
@@ -1285,8 +1285,8 @@ capture_variable(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *extra
     if (c->entries != NULL) {
         return capture_value(c, vname, obj, extra);
     }
-    double budget = 0;
-    int go = variable_budget(c, vname, obj, &budget);
+    double limit = 0;
+    int go = variable_time_limit(c, vname, obj, &limit);
     if (go <= 0) {
         return go;
     }
@@ -1302,7 +1302,7 @@ capture_variable(capture_ctx *c, PyObject *vname, PyObject *obj, PyObject *extra
         Py_XDECREF(key);
         PyErr_Clear();
     }
-    time_limit(c, budget);
+    time_limit(c, limit);
     int sal = chkpt_is_salient(ck, obj, c->measure_seen);
     if (sal <= 0) {
         time_limit(c, 0);
@@ -1571,8 +1571,7 @@ static PyObject *
 capture_publish(capture_ctx *c)
 {
     CheckpointObject *ck = c->ck;
-    ck->seq++;
-    ck->last_snapshot = chkpt_monotonic();
+    chkpt_capture_taken(ck);
     PyObject *p = PyUnicode_DecodeFSDefault(c->path);
     if (p == NULL) {
         return NULL;
@@ -1641,6 +1640,36 @@ done:
     return result;
 }
 
+/* The fields of the Checkpoint capture.c alone writes: store_failed,
+ * seq, last_snapshot. */
+
+void
+chkpt_capture_state_init(CheckpointObject *ck)
+{
+    ck->store_failed = 0;
+    ck->seq = 0;
+    ck->last_snapshot = chkpt_monotonic();
+}
+
+void
+chkpt_capture_store_unusable(CheckpointObject *ck)
+{
+    ck->store_failed = 1;
+}
+
+void
+chkpt_capture_store_usable(CheckpointObject *ck)
+{
+    ck->store_failed = 0;
+}
+
+void
+chkpt_capture_taken(CheckpointObject *ck)
+{
+    ck->seq++;
+    ck->last_snapshot = chkpt_monotonic();
+}
+
 int
 chkpt_capture_open_store(CheckpointObject *ck)
 {
@@ -1667,7 +1696,7 @@ run_capture(CheckpointObject *ck, const chkpt_capture_env *env,
     }
     ck->in_snapshot = 1;
     capture_ctx limit = {.env = env};
-    time_limit(&limit, CHKPT_SNAPSHOT_TIME_BUDGET);
+    time_limit(&limit, CHKPT_SNAPSHOT_TIME_LIMIT);
     PyObject *r = capture_impl(ck, env, frame, kind, name, manual, entries,
                                extra_meta);
     time_limit(&limit, 0);

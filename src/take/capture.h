@@ -47,6 +47,16 @@ PyObject *chkpt_capture_frame(CheckpointObject *ck,
 PyObject *chkpt_capture_values(CheckpointObject *ck,
                                const chkpt_capture_env *env, chkpt_kind kind,
                                PyObject *entries, PyObject *extra_meta);
+/* The Checkpoint's fields capture.c alone writes. As a run starts: the
+ * store not known unusable, no snapshot taken. */
+void chkpt_capture_state_init(CheckpointObject *ck);
+/* No snapshot can be written this run (said once by whoever found it). */
+void chkpt_capture_store_unusable(CheckpointObject *ck);
+/* A new output directory: the store may be usable again. */
+void chkpt_capture_store_usable(CheckpointObject *ck);
+/* A snapshot was taken (here, or started in a child): seq and
+ * last_snapshot. */
+void chkpt_capture_taken(CheckpointObject *ck);
 /* 1 the store is open (once per run), 0 it cannot be (said once), -1 error */
 int chkpt_capture_open_store(CheckpointObject *ck);
 /* Notes that vname could not be saved (msg: the whole line), as the capture
@@ -66,6 +76,10 @@ int chkpt_is_excluded(chkpt_state *st, PyObject *name, PyObject *obj);
 int chkpt_is_tracked_anyway(CheckpointObject *ck, PyObject *name, PyObject *obj);
 /* Is tp from a tracked library (Checkpoint.track_library)? */
 int chkpt_is_library_type(CheckpointObject *ck, PyTypeObject *tp);
+/* Does obj hold at least bytes (> 0), by the measure -z uses? 1, 0, or -1
+ * on an error; seen is a scratch set. */
+int chkpt_holds_at_least(CheckpointObject *ck, PyObject *obj, long long bytes,
+                         PyObject *seen);
 /* 1 salient, 0 not, -1 error; seen is a scratch set. */
 int chkpt_is_salient(CheckpointObject *ck, PyObject *obj, PyObject *seen);
 

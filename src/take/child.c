@@ -1,4 +1,4 @@
-/* writer.c: snapshots taken and written by a child process.
+/* child.c: snapshots taken and written by a child process.
  *
  * At a snapshot the script's process clones itself with the raw clone
  * system call, no CLONE_VM and no exit signal. Such a "clone child" is
@@ -20,7 +20,7 @@
  * ck->no_retry, the deferred reports),
  * which the parent merges so that its state stays the one that counts.
  *
- * Deadlines are the kernel's: in the child, hooks.c's time budgets become
+ * Deadlines are the kernel's: in the child, hooks.c's time limit become
  * an ITIMER_REAL whose SIGALRM ends the child (5 s per object, then the
  * capture's 30 s and CHKPT_WRITER_IO_SECONDS for the I/O). A child that
  * blocks forever (a lock another thread held when it was cloned) dies at
@@ -58,7 +58,7 @@
 
 #define PAGE_SIZE_BYTES (4u << 20)      /* shared with one child, reused */
 #define CUR_MAX 4000                    /* the object being pickled */
-#define CHILD_KILL_GRACE 2.0            /* after an object's budget: SIGKILL */
+#define CHILD_KILL_GRACE 2.0            /* after an object's time limit: SIGKILL */
 #define CHILD_SETUP_SECONDS 5.0         /* the child's set-up, before its capture */
 /* children in a row that did not get through their set-up before it is
  * said (once) */
@@ -70,9 +70,9 @@ typedef struct {
     uint32_t done;              /* the report is complete */
     uint32_t len;               /* bytes of report */
     uint32_t cur_len;           /* bytes of cur, 0 outside an object */
-    uint32_t budget_ms;         /* the budget of the object in cur */
+    uint32_t limit_ms;         /* the time limit of the object in cur */
     uint32_t set_up;            /* the child got through its set-up */
-    double wall;                /* seconds the child lived (budget.c) */
+    double wall;                /* seconds the child lived (cost.c) */
     double ready;               /* of which waiting for a CPU */
     uint64_t wbytes;            /* bytes it wrote */
     char cur[CUR_MAX];          /* JSON of [no-retry key, label] */
@@ -95,10 +95,10 @@ typedef struct {
     pid_t owner;                /* the process whose children these are */
     int in_child;               /* this process is a writer child */
     double hard_deadline;       /* in a child: monotonic end of its life */
-    int soft_budget;            /* in a child: SIGALRM raises TimeoutError */
+    int soft_limit;            /* in a child: SIGALRM raises TimeoutError */
     chkpt_ktimer kill_timer;    /* in a child: SIGKILL at the deadline */
     chkpt_ktimer alarm_timer;   /* in a child: SIGALRM, the time limit */
-    int in_budget;              /* in a child: an object's budget runs */
+    int in_time_limit;              /* in a child: an object's time limit runs */
     PyTypeObject *PendingInfo_Type;
     PyObject *stringio;         /* io.StringIO, fetched before any child */
     unsigned long long skipped; /* automatic snapshots skipped: all busy */
@@ -117,7 +117,7 @@ typedef struct {
     int warned_memory;
     int warned_clone;
     int setup_stalls;           /* children in a row stuck in set-up */
-    chkpt_budget budget;        /* what the children cost (-f auto) */
+    chkpt_cost cost;        /* what the children cost (-f auto) */
     double child_cap;           /* seconds any child may live (120) */
     double exit_wait;           /* seconds the end of the run waits (60) */
 } writer_state;
@@ -353,7 +353,7 @@ get_state(CheckpointObject *ck)
         PyErr_NoMemory();
         return NULL;
     }
-    w->child_cap = env_seconds("CHKPT_CHILD_TIMEOUT", CHKPT_SNAPSHOT_TIME_BUDGET
+    w->child_cap = env_seconds("CHKPT_CHILD_TIMEOUT", CHKPT_SNAPSHOT_TIME_LIMIT
                                                       + CHKPT_WRITER_IO_SECONDS);
     w->exit_wait = env_seconds("CHKPT_EXIT_TIMEOUT", CHKPT_WRITER_EXIT_TIMEOUT);
     chkpt_state *st = chkpt_get_state(ck->module);
@@ -502,7 +502,7 @@ apply_report(CheckpointObject *ck, PyObject *rep, PyObject **path)
         }
     }
     if (failed != NULL && PyObject_IsTrue(failed) == 1) {
-        ck->store_failed = 1;
+        chkpt_capture_store_unusable(ck);
     }
     PyErr_Clear();
     if (p != NULL && PyUnicode_Check(p)) {
@@ -540,7 +540,7 @@ report_death(CheckpointObject *ck, writer_job *j, int status)
                     chkpt_warn("%s took longer than %.1f s to pickle: it is "
                                "left out of the next snapshots (this one was "
                                "given up)", label ? label : "a variable",
-                               pg->budget_ms / 1000.0);
+                               pg->limit_ms / 1000.0);
                 }
             }
         }
@@ -562,7 +562,7 @@ report_death(CheckpointObject *ck, writer_job *j, int status)
                        "snapshots were lost", w->setup_stalls,
                        CHILD_SETUP_SECONDS);
         }
-        if (ck->frequency_ms == 0 && w->coalesced_at == 0) {
+        if (chkpt_freq_every_line(ck->frequency_ms) && w->coalesced_at == 0) {
             w->coalesced_at = chkpt_monotonic();
         }
         PyErr_Clear();
@@ -607,7 +607,7 @@ finish_job(CheckpointObject *ck, writer_job *j, int status,
         }
         int reported = pg->done && pg->wall > 0;
         double wall = reported ? pg->wall : chkpt_monotonic() - j->started;
-        chkpt_budget_account(&w->budget, j->started, j->rss, cpu + j->clone_s,
+        chkpt_cost_account(&w->cost, j->started, j->rss, cpu + j->clone_s,
                              wall + j->clone_s, reported ? pg->ready : 0,
                              reported ? pg->wbytes : 0);
     }
@@ -780,7 +780,7 @@ chkpt_writer_next_auto(CheckpointObject *ck, double run_start)
     if (in_flight(w) > 0) {
         return now + CHKPT_WRITER_AUTO_POLL;    /* its cost is not known yet */
     }
-    return chkpt_budget_next(&w->budget, run_start);
+    return chkpt_cost_next_auto(&w->cost, run_start);
 }
 
 static void note_main_frame(CheckpointObject *ck, writer_state *w,
@@ -820,7 +820,7 @@ take_coalesced(CheckpointObject *ck, writer_state *w)
     int paid = ck->last_snapshot > w->coalesced_at
                && ck->last_snapshot != w->offmain_at;
     if (w->coalesced_at == 0 || w->main_frame == NULL
-        || ck->frequency_ms != 0 || paid || in_flight(w) > 0) {
+        || !chkpt_freq_every_line(ck->frequency_ms) || paid || in_flight(w) > 0) {
         return;
     }
     w->coalesced_at = 0;
@@ -852,7 +852,7 @@ chkpt_writer_finish(CheckpointObject *ck)
                    w->skipped, CHKPT_WRITER_MAX_CHILDREN);
     }
     if (ck->verbosity > 0) {
-        chkpt_budget_report(&w->budget);
+        chkpt_cost_report(&w->cost);
     }
     /* the state's type refers to the module, whose state refers to ck: a
      * cycle through C that would keep the script's __main__ alive past its
@@ -911,7 +911,7 @@ static int
 memory_allows(writer_state *w)
 {
     long long avail = meminfo_available();
-    long long anon = chkpt_budget_private_memory();
+    long long anon = chkpt_cost_private_memory();
     if (avail < 0 || anon < 0) {
         return 1;
     }
@@ -954,7 +954,7 @@ child_time_limit(void *arg, double seconds)
     }
     writer_job *j = child_job(w);
     if (seconds <= 0) {
-        w->in_budget = 0;
+        w->in_time_limit = 0;
         if (j != NULL) {
             j->page->cur_len = 0;
         }
@@ -963,24 +963,24 @@ child_time_limit(void *arg, double seconds)
         return;
     }
     if (j != NULL) {
-        j->page->budget_ms = (uint32_t)(seconds * 1000);
+        j->page->limit_ms = (uint32_t)(seconds * 1000);
     }
-    w->in_budget = 1;
+    w->in_time_limit = 1;
     chkpt_ktimer_arm(&w->alarm_timer, seconds);
     /* code that cannot be interrupted (blocked in C on a lock held by a
      * thread that does not exist here) is ended a little later */
     arm_kill(w, chkpt_monotonic() + seconds + CHILD_KILL_GRACE);
 }
 
-/* SIGALRM's Python-level handler in a child: the budget of the Python code
- * the capture runs is used up. Raised only while a budget runs, so that it
+/* SIGALRM's Python-level handler in a child: the time limit of the Python code
+ * the capture runs is used up. Raised only while a time limit runs, so that it
  * reaches that code (a __reduce__) and the capture skips that object. */
 static PyObject *
 child_alarm(PyObject *self, PyObject *args)
 {
     CheckpointObject *ck = (CheckpointObject *)self;
     writer_state *w = child_state(ck);
-    if (w != NULL && w->in_budget) {
+    if (w != NULL && w->in_time_limit) {
         PyErr_SetString(PyExc_TimeoutError,
                         "chkpt gave up pickling this object: its time budget is used up");
         return NULL;
@@ -1072,7 +1072,7 @@ child_signals(CheckpointObject *ck, writer_state *w)
     Py_XDECREF(ign);
     Py_XDECREF(dfl);
     PyErr_Clear();
-    /* an object's budget: SIGALRM raises TimeoutError in the Python code
+    /* an object's time limit: SIGALRM raises TimeoutError in the Python code
      * being run (main thread only: elsewhere SIGALRM ends the child) */
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -1080,7 +1080,7 @@ child_signals(CheckpointObject *ck, writer_state *w)
     sigaction(SIGALRM, &sa, NULL);
     PyObject *fn = signal ? PyCFunction_New(&child_alarm_def, (PyObject *)ck) : NULL;
     r = fn ? PyObject_CallMethod(signal, "signal", "iO", SIGALRM, fn) : NULL;
-    w->soft_budget = r != NULL;
+    w->soft_limit = r != NULL;
     Py_XDECREF(r);
     Py_XDECREF(fn);
     Py_XDECREF(signal);
@@ -1088,7 +1088,7 @@ child_signals(CheckpointObject *ck, writer_state *w)
     /* Signals are for the script (a ^C, a SIGTERM to its process group,
      * one a __reduce__ sends to "itself"): the child ignores them, and
      * dies with the script (PR_SET_PDEATHSIG). Faults keep their default,
-     * and SIGALRM is the budget's. */
+     * and SIGALRM is the time limit's. */
     sa.sa_handler = SIG_IGN;
     for (int sig = 1; sig < NSIG; sig++) {
         if (sig == SIGKILL || sig == SIGSTOP || sig == SIGALRM || sig == SIGCHLD
@@ -1364,7 +1364,7 @@ child_main(CheckpointObject *ck, writer_state *w, writer_job *j,
     Py_XDECREF(r);
     PyErr_Clear();
     if (path != NULL && path != Py_None && kind == CHKPT_KIND_AUTO) {
-        chkpt_budget_keep_auto(ck, chkpt_budget_keep_value(ck));
+        chkpt_keep_auto_prune(ck, chkpt_keep_auto_value(ck));
         PyErr_Clear();
     }
     PyObject *added_list = set_added(ck->warned, warned_before);
@@ -1493,7 +1493,7 @@ chkpt_writer_unit_ended(CheckpointObject *ck, int covered)
     writer_state *w = (writer_state *)ck->writer;
     if (w != NULL && !w->in_child) {
         w->main_frame_stale = 1;
-        w->line_covered = covered && ck->frequency_ms == 0;
+        w->line_covered = covered && chkpt_freq_every_line(ck->frequency_ms);
     }
 }
 
@@ -1504,6 +1504,20 @@ warn_once(int *flag, const char *msg)
     if (!*flag) {
         *flag = 1;
         chkpt_warn("%s", msg);
+    }
+}
+
+/* A child holding frame's variables just started: it covers -f 0's
+ * coalesced request before it when it holds the script's module variables
+ * (a sibling module's function does not). */
+static void
+note_coverage(CheckpointObject *ck, writer_state *w, PyFrameObject *frame)
+{
+    if (holds_main(ck, w, frame)) {
+        w->coalesced_at = 0;
+    }
+    else {
+        w->offmain_at = ck->last_snapshot;
     }
 }
 
@@ -1528,7 +1542,7 @@ writer_capture(CheckpointObject *ck, PyFrameObject *frame, chkpt_kind kind,
     int signal_kind = kind == CHKPT_KIND_SIGNAL;
     int manual = signal_kind || kind == CHKPT_KIND_MANUAL;
     int every_line = fn == NULL && kind == CHKPT_KIND_AUTO
-                     && ck->frequency_ms == 0;
+                     && chkpt_freq_every_line(ck->frequency_ms);
     chkpt_writer_poll(ck);
     /* opened here, once, and inherited: a child opening it for itself
      * could meet a store the script is removing, and fail for the run */
@@ -1609,7 +1623,7 @@ writer_capture(CheckpointObject *ck, PyFrameObject *frame, chkpt_kind kind,
     j->page->wall = 0;
     j->page->ready = 0;
     j->page->wbytes = 0;
-    j->rss = chkpt_budget_private_memory();
+    j->rss = chkpt_cost_private_memory();
     double clone_at = chkpt_monotonic();
 #if PY_VERSION_HEX >= 0x030D0000
     /* the child's after-fork releases the import lock: it must be this
@@ -1642,17 +1656,9 @@ writer_capture(CheckpointObject *ck, PyFrameObject *frame, chkpt_kind kind,
     j->pid = (pid_t)pid;
     j->started = chkpt_monotonic();
     j->clone_s = j->started - clone_at;
-    ck->seq++;
-    ck->last_snapshot = chkpt_monotonic();
+    chkpt_capture_taken(ck);
     if (fn == NULL) {
-        /* this one covers any request before it, when it holds the
-         * script's module variables (a sibling module's function: not) */
-        if (holds_main(ck, w, frame)) {
-            w->coalesced_at = 0;
-        }
-        else {
-            w->offmain_at = ck->last_snapshot;
-        }
+        note_coverage(ck, w, frame);
         j->info = Py_NewRef(info);
     }
     *handled = 1;

@@ -18,18 +18,18 @@
  * are published in the order they were taken and what a child learns
  * (an object not to pickle again) is known to the next one ... */
 #define CHKPT_WRITER_MAX_CHILDREN 1
-/* ... and one more for a boundary snapshot (resume.c): its moment, between
+/* ... and one more for a boundary snapshot (statements.c): its moment, between
  * two top-level statements, does not come back, and a timer's snapshot in
  * flight then would cost a resume the whole statement before it. */
 #define CHKPT_WRITER_SLOTS (CHKPT_WRITER_MAX_CHILDREN + 1)
 /* Seconds a child may spend writing and syncing after its capture's own
- * budget (CHKPT_SNAPSHOT_TIME_BUDGET) before it is given up. */
+ * time limit (CHKPT_SNAPSHOT_TIME_LIMIT) before it is given up. */
 #define CHKPT_WRITER_IO_SECONDS 90.0
 /* Seconds the end of the run waits for snapshots still being written (a
  * snapshot still being written then dies with the script, README). */
 #define CHKPT_WRITER_EXIT_TIMEOUT 60.0
 
-/* What a child runs instead of the snapshot of a frame (resume.c's
+/* What a child runs instead of the snapshot of a frame (statements.c's
  * boundary snapshots), given how its capture is to run: returns as
  * chkpt_capture_frame does. */
 typedef PyObject *(*chkpt_writer_fn)(CheckpointObject *ck,
@@ -76,11 +76,11 @@ int chkpt_writer_busy(CheckpointObject *ck);
  * whether it ended, to learn its cost. */
 #define CHKPT_WRITER_AUTO_POLL 0.25
 /* -f auto: the monotonic time from which the next automatic snapshot fits
- * the budget (budget.h); run_start: when the run began. Reaps the children
+ * the budget (cost.h); run_start: when the run began. Reaps the children
  * that ended. Main thread, GIL held. */
 double chkpt_writer_next_auto(CheckpointObject *ck, double run_start);
 /* With the script's top-level statements run one unit at a time
- * (resume.c): one unit ended, and the next begins (its module frame is a
+ * (statements.c): one unit ended, and the next begins (its module frame is a
  * new one); covered: a boundary snapshot was just taken there, which is
  * also the -f 0 snapshot of the next unit's first line (nothing ran
  * between them). */

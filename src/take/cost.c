@@ -1,5 +1,5 @@
-/* budget.c: what snapshots cost, when -f auto may take the next one, and
- * --keep-auto (see budget.h for the rule). */
+/* cost.c: what snapshots cost, when -f auto may take the next one, and
+ * --keep-auto (see cost.h for the rule). */
 #include "cost.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -11,7 +11,7 @@
 #define GIB (1024.0 * 1024.0 * 1024.0)
 
 long long
-chkpt_budget_private_memory(void)
+chkpt_cost_private_memory(void)
 {
     FILE *f = fopen("/proc/self/statm", "re");
     if (f == NULL) {
@@ -27,7 +27,7 @@ chkpt_budget_private_memory(void)
 }
 
 void
-chkpt_budget_account(chkpt_budget *b, double started, long long rss,
+chkpt_cost_account(chkpt_cost *b, double started, long long rss,
                      double cpu, double wall, double ready, uint64_t bytes)
 {
     if (cpu < 0) {
@@ -67,12 +67,12 @@ later(double a, double b)
 }
 
 double
-chkpt_budget_next(chkpt_budget *b, double run_start)
+chkpt_cost_next_auto(chkpt_cost *b, double run_start)
 {
     if (b->since == 0 || run_start < b->since) {
         b->since = run_start;
     }
-    long long rss = chkpt_budget_private_memory();
+    long long rss = chkpt_cost_private_memory();
     double p_cpu, p_io;
     if (b->n == 0) {
         double m = rss > 0 ? (double)rss : 0;
@@ -94,7 +94,7 @@ chkpt_budget_next(chkpt_budget *b, double run_start)
 }
 
 void
-chkpt_budget_report(const chkpt_budget *b)
+chkpt_cost_report(const chkpt_cost *b)
 {
     if (b->n == 0) {
         return;
@@ -112,12 +112,12 @@ chkpt_budget_report(const chkpt_budget *b)
 }
 
 long
-chkpt_budget_keep_value(const CheckpointObject *ck)
+chkpt_keep_auto_value(const CheckpointObject *ck)
 {
     if (ck->keep_auto >= 0) {
         return ck->keep_auto;
     }
-    return ck->frequency_ms == CHKPT_FREQUENCY_AUTO ? CHKPT_DEFAULT_KEEP_AUTO : 0;
+    return chkpt_freq_auto(ck->frequency_ms) ? CHKPT_DEFAULT_KEEP_AUTO : 0;
 }
 
 /* The meta dict of the snapshot at path, or NULL (no exception) when it
@@ -146,13 +146,13 @@ read_meta(CheckpointObject *ck, const char *path)
     return d;
 }
 
-/* Is meta's kind the string kind? */
+/* Is meta's kind kind? */
 static int
-kind_is(PyObject *meta, const char *kind)
+kind_is(PyObject *meta, chkpt_kind kind)
 {
     PyObject *k = PyDict_GetItemString(meta, "kind");      /* borrowed */
     return k != NULL && PyUnicode_Check(k)
-           && PyUnicode_CompareWithASCIIString(k, kind) == 0;
+           && PyUnicode_CompareWithASCIIString(k, chkpt_kind_name(kind)) == 0;
 }
 
 /* Is the snapshot at path an automatic one of the script? 1, or 0 (also
@@ -165,7 +165,7 @@ is_own_auto(CheckpointObject *ck, const char *path)
         return 0;
     }
     PyObject *script = PyDict_GetItemString(d, "script");
-    int own = kind_is(d, "auto") && script != NULL
+    int own = kind_is(d, CHKPT_KIND_AUTO) && script != NULL
               && PyObject_RichCompareBool(script, ck->script_path, Py_EQ) == 1;
     Py_DECREF(d);
     PyErr_Clear();
@@ -186,7 +186,7 @@ chkpt_budget_pinned(CheckpointObject *ck, const char *dir, char ***pinned,
     }
     for (size_t i = 0; i < n; i++) {
         PyObject *d = read_meta(ck, paths[i]);
-        int pin = d != NULL && (kind_is(d, "crash") || kind_is(d, "signal"));
+        int pin = d != NULL && (kind_is(d, CHKPT_KIND_CRASH) || kind_is(d, CHKPT_KIND_SIGNAL));
         Py_XDECREF(d);
         if (pin) {
             paths[kept++] = paths[i];
@@ -217,7 +217,7 @@ sync_dir(const char *dir)
 }
 
 int
-chkpt_budget_keep_auto(CheckpointObject *ck, long keep)
+chkpt_keep_auto_prune(CheckpointObject *ck, long keep)
 {
     if (keep <= 0 || ck->store == NULL) {
         return 0;

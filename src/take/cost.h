@@ -1,11 +1,11 @@
-/* budget.h: what snapshots cost, and how often -f auto may take them
- * (budget.c).
+/* cost.h: what snapshots cost, and how often -f auto may take them
+ * (cost.c).
  *
  * -f auto (the default) takes an automatic snapshot as often as the
  * children that write them stay within a budget: their CPU time, and their
  * disk time (the bytes they write over the disk's bandwidth as they saw it,
  * or the time they were blocked syncing if longer), each at most
- * CHKPT_AUTO_BUDGET of the run's wall time. The writer (writer.c) measures
+ * CHKPT_AUTO_BUDGET of the run's wall time. The writer (child.c) measures
  * every child it reaps and hands the figures here; the hooks (hooks.c) ask
  * when the next automatic snapshot fits.
  *
@@ -53,35 +53,35 @@ typedef struct {
     double last_start;          /* monotonic start of the last one, 0 none */
     double last_cpu, last_io;   /* its costs */
     long long last_rss;         /* the script's private memory as it started */
-} chkpt_budget;
+} chkpt_cost;
 
 /* The script's private (anonymous) resident memory in bytes, -1 unknown. */
-long long chkpt_budget_private_memory(void);
+long long chkpt_cost_private_memory(void);
 
 /* A child ended: started (monotonic), rss (private memory then), cpu (its
  * CPU seconds plus the script's pause to create it), wall (its lifetime),
  * ready (of which it waited for a CPU: a loaded machine is not a slow
  * disk), bytes (it wrote). */
-void chkpt_budget_account(chkpt_budget *b, double started, long long rss,
+void chkpt_cost_account(chkpt_cost *b, double started, long long rss,
                           double cpu, double wall, double ready,
                           uint64_t bytes);
 
 /* Monotonic time from which the next automatic snapshot fits the budget
  * (run_start: when the run began). No child may be in flight. */
-double chkpt_budget_next(chkpt_budget *b, double run_start);
+double chkpt_cost_next_auto(chkpt_cost *b, double run_start);
 
 /* One `chkpt:` line saying what the children cost (-v, at exit). */
-void chkpt_budget_report(const chkpt_budget *b);
+void chkpt_cost_report(const chkpt_cost *b);
 
 /* In a writer child, after it published path (an automatic snapshot):
  * deletes the script's automatic snapshots older than its newest keep
  * (manual, crash and signal snapshots and other scripts' stay), then the
  * data no remaining snapshot uses. Returns how many were deleted, -1 on a
  * failure (said in one `chkpt:` line). GIL held. */
-int chkpt_budget_keep_auto(CheckpointObject *ck, long keep);
+int chkpt_keep_auto_prune(CheckpointObject *ck, long keep);
 
 /* --keep-auto's value for ck: given, or the default for its frequency. */
-long chkpt_budget_keep_value(const CheckpointObject *ck);
+long chkpt_keep_auto_value(const CheckpointObject *ck);
 
 /* --max-store-size never removes a crash or signal snapshot: the manifest
  * paths of those in the store at dir, to pin (chkpt_store_gc_budget), in

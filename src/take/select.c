@@ -1,4 +1,4 @@
-/* salience.c: which of a frame's variables a snapshot holds. Definitions
+/* select.c: which of a frame's variables a snapshot holds. Definitions
  * and machinery never (chkpt_is_excluded), unless tracked
  * (chkpt_is_tracked_anyway); tracked objects and the
  * objects of tracked libraries always; the others when their estimated
@@ -156,10 +156,10 @@ chkpt_is_library_type(CheckpointObject *ck, PyTypeObject *tp)
     return found;
 }
 
-/* Size of what an object holds, measured until `budget` is reached. */
+/* Size of what an object holds, measured until `limit` is reached. */
 typedef struct {
     CheckpointObject *ck;
-    long long total, budget;
+    long long total, limit;
     PyObject *seen;           /* set of ids of containers already counted */
 } measure;
 
@@ -222,7 +222,7 @@ library_size(measure *m, PyObject *o)
         }
         long long n = int_attr_or_call(o, "memory_usage", 1, kw);
         Py_DECREF(kw);
-        if (n >= 0 && m->total + n < m->budget) {
+        if (n >= 0 && m->total + n < m->limit) {
             kw = Py_BuildValue("{s:O}", "deep", Py_True);
             if (kw != NULL) {
                 long long d = int_attr_or_call(o, "memory_usage", 1, kw);
@@ -268,7 +268,7 @@ measure_items(measure *m, PyObject *o, int depth)
     if (PyDict_Check(o)) {
         Py_ssize_t pos = 0;
         PyObject *k, *v;
-        while (m->total < m->budget && PyDict_Next(o, &pos, &k, &v)) {
+        while (m->total < m->limit && PyDict_Next(o, &pos, &k, &v)) {
             Py_INCREF(k);
             Py_INCREF(v);
             int r = measure_obj(m, k, depth + 1);
@@ -284,7 +284,7 @@ measure_items(measure *m, PyObject *o, int depth)
         return 0;
     }
     if (PyList_Check(o) || PyTuple_Check(o)) {
-        for (Py_ssize_t i = 0; m->total < m->budget; i++) {
+        for (Py_ssize_t i = 0; m->total < m->limit; i++) {
             PyObject *it;
             if (PyList_Check(o)) {
                 if (i >= PyList_GET_SIZE(o)) {
@@ -313,7 +313,7 @@ measure_items(measure *m, PyObject *o, int depth)
             return -1;
         }
         PyObject *it;
-        while (m->total < m->budget && (it = PyIter_Next(iter)) != NULL) {
+        while (m->total < m->limit && (it = PyIter_Next(iter)) != NULL) {
             int r = measure_obj(m, it, depth + 1);
             Py_DECREF(it);
             if (r < 0) {
@@ -330,7 +330,7 @@ measure_items(measure *m, PyObject *o, int depth)
 static int
 measure_obj(measure *m, PyObject *o, int depth)
 {
-    if (m->total >= m->budget || depth > MEASURE_MAX_DEPTH) {
+    if (m->total >= m->limit || depth > MEASURE_MAX_DEPTH) {
         return 0;
     }
     PyTypeObject *tp = Py_TYPE(o);
@@ -412,6 +412,17 @@ measure_obj(measure *m, PyObject *o, int depth)
 
 /* 1 salient, 0 not, -1 error */
 int
+chkpt_holds_at_least(CheckpointObject *ck, PyObject *obj, long long bytes,
+                     PyObject *seen)
+{
+    measure m = {ck, 0, bytes, seen};
+    if (PySet_Clear(seen) < 0 || measure_obj(&m, obj, 0) < 0) {
+        return -1;
+    }
+    return m.total >= bytes;
+}
+
+int
 chkpt_is_salient(CheckpointObject *ck, PyObject *obj, PyObject *seen)
 {
     PyObject *key = PyLong_FromVoidPtr(obj);
@@ -432,10 +443,6 @@ chkpt_is_salient(CheckpointObject *ck, PyObject *obj, PyObject *seen)
     if (ck->min_obj_size == 0) {
         return 1;
     }
-    measure m = {ck, 0, ck->min_obj_size, seen};
-    if (PySet_Clear(seen) < 0 || measure_obj(&m, obj, 0) < 0) {
-        return -1;
-    }
-    return m.total >= ck->min_obj_size;
+    return chkpt_holds_at_least(ck, obj, ck->min_obj_size, seen);
 }
 
