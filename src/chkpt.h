@@ -293,6 +293,9 @@ PyObject *chkpt_snapinfo_new(PyObject *module, PyObject *path, PyObject *meta);
  * newer format. */
 chkpt_snapreader *chkpt_snapshot_open(PyObject *module, PyObject *path,
                                       PyObject **meta_out);
+/* Sets chkpt.SnapshotError with the message PyUnicode_FromFormat makes of
+ * fmt; returns NULL. */
+PyObject *chkpt_snapshot_error(PyObject *module, const char *fmt, ...);
 
 /* checkpoint.c */
 extern PyType_Spec chkpt_checkpoint_spec;

@@ -153,8 +153,8 @@ PyType_Spec chkpt_snapinfo_spec = {
 /* reading a manifest's meta (the reader for load.c, the meta alone for
  * a snapshot child's SnapshotInfo) */
 
-static PyObject *
-meta_error(PyObject *module, const char *fmt, ...)
+PyObject *
+chkpt_snapshot_error(PyObject *module, const char *fmt, ...)
 {
     chkpt_state *st = chkpt_get_state(module);
     va_list ap;
@@ -183,7 +183,7 @@ chkpt_snapshot_open(PyObject *module, PyObject *path, PyObject **meta_out)
     Py_END_ALLOW_THREADS
     Py_DECREF(fs);
     if (r == NULL) {
-        meta_error(module, "%U: %s", path, err);
+        chkpt_snapshot_error(module, "%U: %s", path, err);
         return NULL;
     }
     size_t len = 0;
@@ -195,7 +195,7 @@ chkpt_snapshot_open(PyObject *module, PyObject *path, PyObject **meta_out)
         Py_XDECREF(meta);
         PyErr_Clear();
         chkpt_snap_close(r);
-        meta_error(module, "%U: the snapshot's metadata is damaged", path);
+        chkpt_snapshot_error(module, "%U: the snapshot's metadata is damaged", path);
         return NULL;
     }
     PyObject *fmt = PyDict_GetItemString(meta, "format");     /* borrowed */
@@ -204,7 +204,7 @@ chkpt_snapshot_open(PyObject *module, PyObject *path, PyObject **meta_out)
     if (version > CHKPT_META_FORMAT) {
         Py_DECREF(meta);
         chkpt_snap_close(r);
-        meta_error(module, "%U: snapshot metadata format %ld is newer than this "
+        chkpt_snapshot_error(module, "%U: snapshot metadata format %ld is newer than this "
                        "chkpt supports (%d): upgrade chkpt", path, version,
                        CHKPT_META_FORMAT);
         return NULL;

@@ -221,21 +221,6 @@ static PyType_Spec mappedbuffer_spec = {
 /* ------------------------------------------------------------------ */
 /* small helpers                                                       */
 
-static PyObject *
-snapshot_error(PyObject *module, const char *fmt, ...)
-{
-    chkpt_state *st = chkpt_get_state(module);
-    va_list ap;
-    va_start(ap, fmt);
-    PyObject *msg = PyUnicode_FromFormatV(fmt, ap);
-    va_end(ap);
-    if (msg != NULL) {
-        PyErr_SetObject(st->SnapshotError, msg);
-        Py_DECREF(msg);
-    }
-    return NULL;
-}
-
 /* getattr along a dotted qualified name */
 static PyObject *
 getattr_chain(PyObject *obj, PyObject *qualname)
@@ -304,11 +289,11 @@ read_stream_bytes(PyObject *module, chkpt_snapreader *r, Py_ssize_t idx,
 {
     if (idx < 0 || (size_t)idx >= chkpt_snap_nstreams(r)) {
         PyErr_Clear();          /* an index that did not fit: same answer */
-        return snapshot_error(module, "%S: stream %zd does not exist", path, idx);
+        return chkpt_snapshot_error(module, "%S: stream %zd does not exist", path, idx);
     }
     uint64_t len = chkpt_snap_stream_len(r, (size_t)idx);
     if (len > (uint64_t)PY_SSIZE_T_MAX) {
-        return snapshot_error(module, "%S: stream %zd is too large", path, idx);
+        return chkpt_snapshot_error(module, "%S: stream %zd is too large", path, idx);
     }
     PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
     if (b == NULL) {
@@ -322,7 +307,7 @@ read_stream_bytes(PyObject *module, chkpt_snapreader *r, Py_ssize_t idx,
     Py_END_ALLOW_THREADS
     if (rc < 0) {
         Py_DECREF(b);
-        return snapshot_error(module, "%S is damaged: %s", path, err);
+        return chkpt_snapshot_error(module, "%S is damaged: %s", path, err);
     }
     return b;
 }
@@ -333,11 +318,11 @@ map_stream(PyObject *module, chkpt_snapreader *r, Py_ssize_t idx, PyObject *path
     chkpt_state *st = chkpt_get_state(module);
     if (idx < 0 || (size_t)idx >= chkpt_snap_nstreams(r)) {
         PyErr_Clear();          /* an index that did not fit: same answer */
-        return snapshot_error(module, "%S: stream %zd does not exist", path, idx);
+        return chkpt_snapshot_error(module, "%S: stream %zd does not exist", path, idx);
     }
     uint64_t len = chkpt_snap_stream_len(r, (size_t)idx);
     if (len > (uint64_t)PY_SSIZE_T_MAX) {
-        return snapshot_error(module, "%S: stream %zd is too large", path, idx);
+        return chkpt_snapshot_error(module, "%S: stream %zd is too large", path, idx);
     }
     void *addr = NULL;
     size_t maplen = 0;
@@ -347,7 +332,7 @@ map_stream(PyObject *module, chkpt_snapreader *r, Py_ssize_t idx, PyObject *path
     rc = chkpt_snap_map_stream(r, (size_t)idx, &addr, &maplen, err, sizeof(err));
     Py_END_ALLOW_THREADS
     if (rc < 0) {
-        return snapshot_error(module, "%S is damaged: %s", path, err);
+        return chkpt_snapshot_error(module, "%S is damaged: %s", path, err);
     }
     MappedBufferObject *mb = PyObject_New(MappedBufferObject, st->MappedBuffer_Type);
     if (mb == NULL) {
@@ -494,7 +479,7 @@ read_sources(PyObject *module, load_ctx *ctx, PyObject *srcs, PyObject *paths,
         PyObject *sidx = chkpt_dict_get(ent, "stream");
         PyObject *spath = chkpt_dict_get(ent, "path");
         if (sidx == NULL || !PyLong_Check(sidx)) {
-            snapshot_error(module, "%S: malformed source entry for %R", ctx->path,
+            chkpt_snapshot_error(module, "%S: malformed source entry for %R", ctx->path,
                            name);
             return -1;
         }
@@ -760,7 +745,7 @@ newest_in(PyObject *module, PyObject *fs)
     size_t n = 0;
     char err[CHKPT_ERRLEN] = "";
     if (chkpt_store_list(PyBytes_AS_STRING(fs), &paths, &n, err, sizeof(err)) < 0) {
-        return snapshot_error(module, "%s: %s", PyBytes_AS_STRING(fs), err);
+        return chkpt_snapshot_error(module, "%s: %s", PyBytes_AS_STRING(fs), err);
     }
     PyObject *r = NULL;
     if (n > 0) {
@@ -832,12 +817,12 @@ chkpt_resolve_snapshot(PyObject *module, PyObject *snapshot)
         PyErr_Clear();
     }
     if (res == NULL && !PyErr_Occurred()) {
-        snapshot_error(module, "no snapshot at %U", p);
+        chkpt_snapshot_error(module, "no snapshot at %U", p);
     }
     else if (res == NULL
              && !PyErr_ExceptionMatches(chkpt_get_state(module)->SnapshotError)) {
         PyErr_Clear();
-        snapshot_error(module, "no snapshot at %U", p);
+        chkpt_snapshot_error(module, "no snapshot at %U", p);
     }
     Py_DECREF(p);
     Py_DECREF(abs);
@@ -890,7 +875,7 @@ check_owner(PyObject *module, PyObject *manifest)
     int rc = chkpt_store_check_owner(PyBytes_AS_STRING(fs), err, sizeof(err));
     Py_DECREF(fs);
     if (rc < 0) {
-        snapshot_error(module, "refusing to load %U: %s", manifest, err);
+        chkpt_snapshot_error(module, "refusing to load %U: %s", manifest, err);
         return -1;
     }
     return 0;
@@ -984,7 +969,7 @@ map_buffers(PyObject *module, load_ctx *ctx, PyObject *bidx)
         PyObject *bi = PyList_GET_ITEM(bidx, i);
         PyObject *mb = PyLong_Check(bi)
             ? map_stream(module, ctx->reader, PyLong_AsSsize_t(bi), ctx->path)
-            : snapshot_error(module, "%U: malformed buffer entry", ctx->path);
+            : chkpt_snapshot_error(module, "%U: malformed buffer entry", ctx->path);
         if (mb == NULL) {
             Py_DECREF(buffers);
             return NULL;
@@ -1038,7 +1023,7 @@ load_one(PyObject *module, load_ctx *ctx, PyObject *var, int *damaged)
     PyObject *bidx = chkpt_dict_get(var, "buffers");
     *damaged = 1;
     if (pidx == NULL || !PyLong_Check(pidx) || (bidx && !PyList_Check(bidx))) {
-        return snapshot_error(module, "%U: malformed variable entry", ctx->path);
+        return chkpt_snapshot_error(module, "%U: malformed variable entry", ctx->path);
     }
     PyObject *data = read_stream_bytes(module, ctx->reader,
                                        PyLong_AsSsize_t(pidx), ctx->path);
@@ -1103,7 +1088,7 @@ raise_unloadable(PyObject *module, PyObject *name, PyObject *path,
 {
     chkpt_saved_error cause;
     chkpt_error_save(&cause);
-    snapshot_error(module, "cannot load variable %R of %U (%S.%S): %S",
+    chkpt_snapshot_error(module, "cannot load variable %R of %U (%S.%S): %S",
                    name, path, mod, qual, err);
     chkpt_saved_error raised;
     chkpt_error_save(&raised);
@@ -1301,7 +1286,7 @@ chkpt_load_scope(PyObject *module, PyObject *snapshot, PyObject *names,
     PyObject *vars = chkpt_dict_get(meta, "variables");
     PyObject *sources = chkpt_dict_get(meta, "sources");
     if (vars == NULL || !PyList_Check(vars)) {
-        snapshot_error(module, "%U: the snapshot's metadata has no variables", path);
+        chkpt_snapshot_error(module, "%U: the snapshot's metadata has no variables", path);
         goto done;
     }
     if (sources == NULL || !PyDict_Check(sources)) {
@@ -1494,7 +1479,7 @@ chkpt_snapshots(PyObject *module, PyObject *dir)
     if (!is_dir(fs)) {
         if (!defaulted) {
             Py_CLEAR(list);
-            snapshot_error(module, "no snapshot store at %U", abs);
+            chkpt_snapshot_error(module, "no snapshot store at %U", abs);
         }
         goto done;
     }
@@ -1507,7 +1492,7 @@ chkpt_snapshots(PyObject *module, PyObject *dir)
     Py_END_ALLOW_THREADS
     if (rc < 0) {
         Py_CLEAR(list);
-        snapshot_error(module, "%U: %s", abs, err);
+        chkpt_snapshot_error(module, "%U: %s", abs, err);
         goto done;
     }
     for (size_t i = 0; i < n; i++) {
