@@ -39,14 +39,14 @@
  *                    work (calls capture), its time limits and deadline,
  *                    reaping, -f 0's coalesced request; and the one entry
  *                    point for a snapshot, chkpt_snapshot_take
- *   [2] read/    reading snapshots back
+ *   [2] read/    reading snapshots back (read.h)
  *     rebuild.c      rebuilds the script's own modules from the sources a
  *                    snapshot keeps, for load.c
  *     load.c         listing, loading, resolving the script's own classes
  *                    (live or rebuilt); the Unloadable type
  *     verbs.c        ls, show, explore, export, verify, gc
  *     debug.c        `debug`: pdb post-mortem on a crash snapshot's frames
- *   [3] run/     the running engine; asks take/ for snapshots through
+ *   [3] run/     the running engine (run.h); asks take/ for snapshots through
  *            chkpt_snapshot_take only, bottom to top:
  *     signals.c      snapshots on SIGTERM and SIGUSR1, the
  *                    --signal-deadline watchdog
@@ -297,66 +297,10 @@ chkpt_snapreader *chkpt_snapshot_open(PyObject *module, PyObject *path,
  * fmt; returns NULL. */
 PyObject *chkpt_snapshot_error(PyObject *module, const char *fmt, ...);
 
-/* checkpoint.c */
-extern PyType_Spec chkpt_checkpoint_spec;
-PyObject *chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli);
-
-/* cli.c: entry point of `python -m chkpt`; returns the exit status as an
- * int object, or NULL with an exception (SystemExit/KeyboardInterrupt
- * raised by the script propagate so python handles them natively). */
-PyObject *chkpt_main(PyObject *module, PyObject *argv);
-
-/* runner.c */
-PyObject *chkpt_run(PyObject *module, chkpt_cli *cli);
-
-/* hooks.c */
-int chkpt_hooks_install(CheckpointObject *ck);
-void chkpt_hooks_uninstall(CheckpointObject *ck);
-/* Called when frequency changes while running. */
-int chkpt_hooks_reconfigure(CheckpointObject *ck);
-
-/* pickler.c (the rest of it in pickler.h) */
-/* --max-pickle-size when not given: a quarter of physical memory. */
-long long chkpt_default_max_pickle_size(void);
-
 /* select.c (the rest of it in capture.h) */
 /* Is this code object the script's own (main script or a sibling module)? */
 int chkpt_is_script_code(CheckpointObject *ck, PyCodeObject *code);
 
-/* crash.c (layer 5, over capture): with an exception pending (the script's
- * uncaught one), writes the 'crash' snapshot ('signal' for a
- * KeyboardInterrupt); the exception stays pending, untouched. */
-void chkpt_crash_snapshot(CheckpointObject *ck);
-
-/* signals.c (layer 5, over capture): handlers for SIGTERM and SIGUSR1
- * where python's default disposition is in place, for the time the script
- * runs. */
-void chkpt_signals_install(CheckpointObject *ck);
-void chkpt_signals_uninstall(CheckpointObject *ck);
-/* The --signal-deadline watchdog around a snapshot taken for signum: past
- * it, the process dies by signum (its default disposition). */
-void chkpt_signals_deadline_start(CheckpointObject *ck, int signum);
-void chkpt_signals_deadline_stop(CheckpointObject *ck);
-
-/* debug.c (layer 6, over load): `python -m chkpt debug SNAPSHOT`; the exit
- * status or -1. */
-int chkpt_verb_debug(PyObject *module, chkpt_cli *cli);
-/* rebuild.c (called by load.c only) */
-/* Creates the RebuildGroup type; called by chkpt_load_init. */
-int chkpt_rebuild_init(PyObject *module);
-/* A group for the modules rebuilt from one set of sources: sources
- * {name: bytes}, paths {name: path or None}, specs {name: spec name}, tag
- * (str, part of the private module names). */
-PyObject *chkpt_rebuild_group_new(PyObject *module, PyObject *sources,
-                                  PyObject *paths, PyObject *specs,
-                                  PyObject *tag);
-/* Module `name` of the group, rebuilt on first use (new reference). */
-PyObject *chkpt_rebuild_module(PyObject *module, PyObject *group,
-                               PyObject *name);
-/* Why qualname is missing from rebuilt module name (a recorded failure),
- * or NULL with no exception when nothing explains it. */
-PyObject *chkpt_rebuild_reason(PyObject *module, PyObject *group,
-                               PyObject *name, PyObject *qualname);
 /* syspath.c: the sys.path entries the script added (meta "sys_path") */
 /* Notes sys.path as the script starts with it (once; never raises). */
 void chkpt_syspath_note_start(CheckpointObject *ck);
@@ -369,70 +313,5 @@ void chkpt_syspath_extend(PyObject *meta);
  * script added: None when it is found in one that exists, else the reason
  * (saying which directories are gone). NULL with an exception on error. */
 PyObject *chkpt_syspath_missing(PyObject *meta, PyObject *top);
-
-/* load.c */
-extern PyType_Spec chkpt_unloadable_spec;
-/* Called from module init: creates load.c's types and state. */
-int chkpt_load_init(PyObject *module);
-PyObject *chkpt_load(PyObject *module, PyObject *snapshot, PyObject *names,
-                     int strict);
-/* chkpt_load with a choice of a crash snapshot's scope: NULL or None the
- * failing frame, an int a frame (index in meta["traceback"]) with its
- * module's globals, ("locals", i) frame i's locals only, ("globals", name)
- * module name's globals only. Other snapshots ignore it. */
-PyObject *chkpt_load_scope(PyObject *module, PyObject *snapshot, PyObject *names,
-                           int strict, PyObject *scope);
-/* {module name: module rebuilt from the snapshot's sources} (debug). */
-PyObject *chkpt_rebuilt_modules(PyObject *module, PyObject *snapshot);
-PyObject *chkpt_snapshots(PyObject *module, PyObject *dir);
-/* Resolves a SnapshotInfo, a path to a manifest, or a path to a store dir
- * (meaning its newest snapshot) to a manifest path (new ref) or NULL with
- * SnapshotError set. */
-PyObject *chkpt_resolve_snapshot(PyObject *module, PyObject *snapshot);
-/* Resolves and opens a snapshot and returns its meta dict (the manifest
- * path in *path_out if not NULL); reads no variable data. */
-PyObject *chkpt_load_meta(PyObject *module, PyObject *snapshot,
-                          PyObject **path_out);
-/* Can the class modname.qualname a variable needs be resolved where we are?
- * None if so, else the reason (str). Reads sources only, never data. */
-PyObject *chkpt_check_class(PyObject *module, PyObject *snapshot_path,
-                            PyObject *meta, PyObject *modname,
-                            PyObject *qualname);
-
-/* statements.c: are boundary snapshots taken (-f N >= 0 or auto, -z not -1)? */
-int chkpt_statements_boundaries_on(CheckpointObject *ck);
-/* statements.c: the script's module run statement by statement (runner.c).
- * prepare splits the source (bytes) into top-level statements: 1 done, 0
- * it cannot be (run it whole; nothing set). */
-int chkpt_statements_prepare(CheckpointObject *ck, PyObject *source,
-                         PyObject *filename, int resume);
-Py_ssize_t chkpt_statements_count(CheckpointObject *ck);
-/* The script's code object `code` started (hooks.c sees PY_START): noted
- * for the dependencies of boundary snapshots. Never raises. */
-void chkpt_statements_code_ran(CheckpointObject *ck, PyObject *code);
-/* PY_START was off a while (a tracer of the script's, 3.13): what ran is
- * not all known, no more boundaries are taken. */
-void chkpt_statements_code_partial(CheckpointObject *ck);
-/* The statements were run: their state is dropped. */
-void chkpt_statements_free(CheckpointObject *ck);
-/* The code of statement i (borrowed), or None for a no-op statement. */
-PyObject *chkpt_statements_code(CheckpointObject *ck, Py_ssize_t i);
-/* With --resume: picks the resume point, executes the skipped
- * definitions, restores globals and random states into globals; returns
- * the index of the first statement to run, or -1 with the script's
- * exception set. Without --resume: 0. */
-Py_ssize_t chkpt_statements_start(CheckpointObject *ck, PyObject *globals);
-/* After statement next-1 ran: takes a boundary snapshot when one is due.
- * -1 with an exception that belongs to the script (Ctrl-C). */
-int chkpt_statements_boundary(CheckpointObject *ck, Py_ssize_t next,
-                          PyObject *globals);
-
-/* verbs.c: each returns the exit status, or -1 with an exception. */
-int chkpt_verb_ls(PyObject *module, chkpt_cli *cli);
-int chkpt_verb_show(PyObject *module, chkpt_cli *cli);
-int chkpt_verb_explore(PyObject *module, chkpt_cli *cli);
-int chkpt_verb_export(PyObject *module, chkpt_cli *cli);
-int chkpt_verb_verify(PyObject *module, chkpt_cli *cli);
-int chkpt_verb_gc(PyObject *module, chkpt_cli *cli);
 
 #endif

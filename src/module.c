@@ -4,6 +4,8 @@
  * The top of the layering (chkpt.h): it may call every part. */
 #include "chkpt.h"
 #include "child.h"
+#include "read.h"
+#include "run.h"
 
 /* ---- module functions ---- */
 

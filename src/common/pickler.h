@@ -37,4 +37,8 @@ void chkpt_slotnames_uninstall(chkpt_slotnames_patch *p);
 /* Called from chkpt_capture_init: creates the sink's type. */
 int chkpt_pickler_init(PyObject *module);
 
+/* --max-pickle-size when not given: a quarter of physical memory. */
+long long chkpt_default_max_pickle_size(void);
+
+
 #endif

@@ -20,6 +20,7 @@
  * locals nor the module's globals.
  */
 #include "chkpt.h"
+#include "read.h"
 #include <sys/stat.h>
 
 #define HELPER "__chkpt_call__"

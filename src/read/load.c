@@ -22,6 +22,7 @@
  * are always a SnapshotError.
  */
 #include "chkpt.h"
+#include "read.h"
 #include <string.h>
 #include <sys/stat.h>
 #include <stdarg.h>

@@ -16,6 +16,7 @@
  * file reads no snapshot and calls nothing above base.
  */
 #include "chkpt.h"
+#include "read.h"
 #include <string.h>
 
 /* ------------------------------------------------------------------ */

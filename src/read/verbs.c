@@ -5,6 +5,7 @@
  * line and exit status 1; usage errors (2) are caught by cli.c.
  */
 #include "chkpt.h"
+#include "read.h"
 #include "pickler.h"      /* chkpt_pickler_kwargs: one protocol 5 setup */
 #include <ftw.h>
 #include <string.h>

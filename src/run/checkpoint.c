@@ -6,6 +6,8 @@
  * every part reads its fields. */
 #include "chkpt.h"
 #include "child.h"
+#include "run.h"
+#include "pickler.h"
 
 static int
 checkpoint_traverse(CheckpointObject *self, visitproc visit, void *arg)
@@ -55,10 +57,7 @@ checkpoint_dealloc(CheckpointObject *self)
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     chkpt_writer_free(self);
-    if (self->store != NULL) {
-        chkpt_store_close(self->store);
-        self->store = NULL;
-    }
+    chkpt_capture_store_close(self);
     checkpoint_clear(self);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
@@ -97,12 +96,9 @@ chkpt_checkpoint_new(PyObject *module, const chkpt_cli *cli)
     ck->script_dir = Py_NewRef(Py_None);
     ck->main_module = Py_NewRef(Py_None);
     ck->sources = PyDict_New();
-    ck->store = NULL;
     chkpt_capture_state_init(ck);
-    ck->in_snapshot = 0;
     ck->hooks = NULL;
     ck->writer = NULL;
-    ck->deferred = NULL;
     ck->signal_deadline_ms = cli->signal_deadline_ms > 0
                              ? cli->signal_deadline_ms
                              : CHKPT_DEFAULT_SIGNAL_DEADLINE_MS;
@@ -385,11 +381,7 @@ checkpoint_set_output_dir(CheckpointObject *self, PyObject *v, void *Py_UNUSED(c
         return -1;
     }
     Py_SETREF(self->output_dir, abs);
-    if (self->store != NULL) {
-        chkpt_store_close(self->store);
-        self->store = NULL;
-    }
-    chkpt_capture_store_usable(self);
+    chkpt_capture_store_close(self);
     return 0;
 }
 

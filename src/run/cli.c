@@ -13,6 +13,8 @@
  * `chkpt: error: <what is wrong>` on stderr and exit status 2.
  */
 #include "chkpt.h"
+#include "read.h"
+#include "run.h"
 #include <limits.h>
 #include <stdarg.h>
 #include <string.h>

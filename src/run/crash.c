@@ -16,6 +16,7 @@
  */
 #include "chkpt.h"
 #include "child.h"
+#include "run.h"
 #include <signal.h>
 #include <string.h>
 

@@ -42,6 +42,7 @@
 #include "cost.h"
 #include "child.h"
 #include "timer.h"
+#include "run.h"
 #include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>

@@ -34,6 +34,7 @@
 #include "chkpt.h"
 #include "child.h"
 #include "capture.h"
+#include "run.h"
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>

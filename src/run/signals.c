@@ -29,6 +29,7 @@
 #include "chkpt.h"
 #include "child.h"
 #include "timer.h"
+#include "run.h"
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>

@@ -30,6 +30,8 @@
 #include "chkpt.h"
 #include "capture.h"
 #include "child.h"
+#include "read.h"
+#include "run.h"
 #include <string.h>
 #include <unistd.h>
 

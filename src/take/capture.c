@@ -1640,27 +1640,34 @@ done:
     return result;
 }
 
-/* The fields of the Checkpoint capture.c alone writes: store_failed,
- * seq, last_snapshot. */
+/* The fields of the Checkpoint capture.c alone writes (tp_clear aside):
+ * store, store_failed, seq, last_snapshot, in_snapshot, deferred. */
 
 void
 chkpt_capture_state_init(CheckpointObject *ck)
 {
+    ck->store = NULL;
     ck->store_failed = 0;
     ck->seq = 0;
     ck->last_snapshot = chkpt_monotonic();
+    ck->in_snapshot = 0;
+    ck->deferred = NULL;
+}
+
+void
+chkpt_capture_store_close(CheckpointObject *ck)
+{
+    if (ck->store != NULL) {
+        chkpt_store_close(ck->store);
+        ck->store = NULL;
+    }
+    ck->store_failed = 0;
 }
 
 void
 chkpt_capture_store_unusable(CheckpointObject *ck)
 {
     ck->store_failed = 1;
-}
-
-void
-chkpt_capture_store_usable(CheckpointObject *ck)
-{
-    ck->store_failed = 0;
 }
 
 void

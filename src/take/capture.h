@@ -47,13 +47,15 @@ PyObject *chkpt_capture_frame(CheckpointObject *ck,
 PyObject *chkpt_capture_values(CheckpointObject *ck,
                                const chkpt_capture_env *env, chkpt_kind kind,
                                PyObject *entries, PyObject *extra_meta);
-/* The Checkpoint's fields capture.c alone writes. As a run starts: the
- * store not known unusable, no snapshot taken. */
+/* The Checkpoint's fields capture.c alone writes. As a run starts: no
+ * store open nor known unusable, no snapshot taken or in progress, nothing
+ * deferred. */
 void chkpt_capture_state_init(CheckpointObject *ck);
 /* No snapshot can be written this run (said once by whoever found it). */
 void chkpt_capture_store_unusable(CheckpointObject *ck);
-/* A new output directory: the store may be usable again. */
-void chkpt_capture_store_usable(CheckpointObject *ck);
+/* The store is closed (a new output directory, or the end): the next
+ * snapshot opens it again, and it may be usable again. */
+void chkpt_capture_store_close(CheckpointObject *ck);
 /* A snapshot was taken (here, or started in a child): seq and
  * last_snapshot. */
 void chkpt_capture_taken(CheckpointObject *ck);
