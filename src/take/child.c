@@ -598,6 +598,10 @@ finish_job(CheckpointObject *ck, writer_job *j, int status,
     PyObject *path = NULL;
     child_page *pg = j->page;
     writer_state *w = (writer_state *)ck->writer;
+    /* reaped: first, since applying the report writes to sys.stderr, which
+     * runs Python code, where a pending poll would reap it again (wait4
+     * fails, the page still holds the report: its lines said twice) */
+    j->pid = 0;
     if (w != NULL) {
         double cpu = ru == NULL ? 0 : (double)ru->ru_utime.tv_sec
             + ru->ru_utime.tv_usec * 1e-6 + (double)ru->ru_stime.tv_sec
@@ -622,7 +626,6 @@ finish_job(CheckpointObject *ck, writer_job *j, int status,
     else if (status != -1) {
         report_death(ck, j, status);
     }
-    j->pid = 0;
     pending_settle(j, path ? path : Py_None);
     Py_XDECREF(path);
     chkpt_error_restore(&saved);
