@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+import chkpt
+
 from conftest import chkpt_env, run_chkpt, run_python
 
 WORK = '''\
@@ -221,7 +223,11 @@ def test_no_handler_where_the_disposition_is_not_default(tmp_path):
     p.send_signal(signal.SIGTERM)
     rc, out, err = finish(p)
     assert rc == 0 and out == "finished 30\n"
-    assert not (store / "snapshots").exists() or not list((store / "snapshots").iterdir())
+    # no signal snapshot (an automatic one of the default -f auto may come
+    # when a loaded machine makes the run last past its first second)
+    kinds = [s.kind for s in chkpt.snapshots(str(store))] \
+        if (store / "snapshots").exists() else []
+    assert "signal" not in kinds, kinds
 
 
 def test_getsignal_and_signal_see_pythons_defaults(tmp_path):
