@@ -1182,21 +1182,35 @@ verify_cb(void *arg, const char *path, const char *problem)
     Py_XDECREF(line);
 }
 
-int
-chkpt_verb_verify(PyObject *module, chkpt_cli *cli)
+/* The store directory a verb names (*dir) and its file-system name
+ * (*fs), both new references: 0; 1 when it is not a directory (said);
+ * -1 with an exception. */
+static int
+existing_store(chkpt_cli *cli, PyObject **dir, PyObject **fs)
 {
-    PyObject *dir = store_dir(cli);
-    PyObject *fs = dir ? PyUnicode_EncodeFSDefault(dir) : NULL;
-    if (fs == NULL) {
-        Py_XDECREF(dir);
+    *dir = store_dir(cli);
+    *fs = *dir ? PyUnicode_EncodeFSDefault(*dir) : NULL;
+    if (*fs == NULL) {
+        Py_CLEAR(*dir);
         return -1;
     }
     struct stat sb;
-    if (stat(PyBytes_AS_STRING(fs), &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        chkpt_warn_py("error: no snapshot store at %U", dir);
-        Py_DECREF(fs);
-        Py_DECREF(dir);
+    if (stat(PyBytes_AS_STRING(*fs), &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        chkpt_warn_py("error: no snapshot store at %U", *dir);
+        Py_CLEAR(*fs);
+        Py_CLEAR(*dir);
         return 1;
+    }
+    return 0;
+}
+
+int
+chkpt_verb_verify(PyObject *module, chkpt_cli *cli)
+{
+    PyObject *dir, *fs;
+    int rc0 = existing_store(cli, &dir, &fs);
+    if (rc0 != 0) {
+        return rc0;
     }
     verify_acc acc = {PyList_New(0), 0, 0};
     if (acc.damaged == NULL) {
@@ -1241,18 +1255,10 @@ chkpt_verb_gc(PyObject *module, chkpt_cli *cli)
         chkpt_warn("error: the following arguments are required: --keep");
         return 2;
     }
-    PyObject *dir = store_dir(cli);
-    PyObject *fs = dir ? PyUnicode_EncodeFSDefault(dir) : NULL;
-    if (fs == NULL) {
-        Py_XDECREF(dir);
-        return -1;
-    }
-    struct stat sb;
-    if (stat(PyBytes_AS_STRING(fs), &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        chkpt_warn_py("error: no snapshot store at %U", dir);
-        Py_DECREF(fs);
-        Py_DECREF(dir);
-        return 1;
+    PyObject *dir, *fs;
+    int rc0 = existing_store(cli, &dir, &fs);
+    if (rc0 != 0) {
+        return rc0;
     }
     size_t rs = 0, rch = 0;
     char err[CHKPT_ERRLEN] = "";
